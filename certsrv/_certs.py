@@ -1,0 +1,100 @@
+"""Loading certificates and keys from files, with one-line errors naming the file."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from certsrv.exceptions import ConfigurationError
+from certsrv.pki import PrivateKey
+
+__all__ = [
+    "keys_match",
+    "load_certificates",
+    "load_private_key",
+    "read_file",
+    "subject_text",
+]
+
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def read_file(path: str, what: str) -> bytes:
+    """Read ``path`` or raise ConfigurationError saying why it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigurationError(path, f"{what} file does not exist") from None
+    except IsADirectoryError:
+        raise ConfigurationError(path, f"{what} file is a directory") from None
+    except PermissionError:
+        raise ConfigurationError(path, f"{what} file is not readable (permission denied)") from None
+    except OSError as e:
+        raise ConfigurationError(path, f"cannot read {what} file: {e.strerror}") from None
+
+
+def load_certificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
+    """Load every certificate in a PEM bundle or a single DER file; at least one is required."""
+    data = read_file(path, what)
+    try:
+        if _PEM_CERT in data:
+            certs = x509.load_pem_x509_certificates(data)
+        elif data.lstrip().startswith(b"-----BEGIN"):
+            raise ConfigurationError(path, f"{what} file holds no certificate (wrong PEM type)")
+        elif data:
+            certs = [x509.load_der_x509_certificate(data)]
+        else:
+            certs = []
+    except ValueError as e:
+        raise ConfigurationError(path, f"{what} file is not a valid PEM or DER certificate "
+                                       f"({e})") from None
+    if not certs:
+        raise ConfigurationError(path, f"{what} file contains no certificate")
+    return certs
+
+
+def load_private_key(path: str) -> PrivateKey:
+    """Load an unencrypted PEM or DER private key (EC, RSA or Ed25519)."""
+    data = read_file(path, "private key")
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        raise ConfigurationError(path, "private key is encrypted; certsrv needs it unencrypted"
+                                 ) from None
+    except ValueError:
+        raise ConfigurationError(path, "file is not a valid unencrypted PEM or DER private key"
+                                 ) from None
+    except Exception as e:  # cryptography raises UnsupportedAlgorithm for odd key types
+        raise ConfigurationError(path, f"unsupported private key: {e}") from None
+    return key  # type: ignore[return-value]
+
+
+def keys_match(certificate: x509.Certificate, key: PrivateKey) -> bool:
+    """Whether ``key`` is the private half of ``certificate``'s public key."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return bool(certificate.public_key().public_bytes(der, spki)
+                == key.public_key().public_bytes(der, spki))
+
+
+def subject_text(name: x509.Name) -> str:
+    """A distinguished name as an RFC 4514 string."""
+    return name.rfc4514_string()
+
+
+def sha256_hex(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint, lowercase hex without separators."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def utc(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` as an aware UTC datetime."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)

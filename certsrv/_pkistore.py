@@ -1,0 +1,933 @@
+"""
+A development PKI kept in a directory: a CA, the certificates it issued, an index, a CRL.
+
+``index.json`` is the source of truth; ``index.txt`` mirrors it in the OpenSSL ``ca``
+database format so that ``openssl ocsp -index`` can serve the same PKI.  Every file is
+replaced atomically (temporary file, then rename) and private keys are written with
+mode 0600.  Every method that needs the current time takes an optional ``now``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import enum
+import fcntl
+import json
+import os
+import re
+import secrets
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from certsrv.exceptions import PKIError
+from certsrv.pki import (
+    CertificateAuthority,
+    IssuedCertificate,
+    KeyType,
+    PrivateKey,
+    fingerprint,
+    write_private_key,
+)
+
+__all__ = [
+    "CA_CERT",
+    "CA_KEY",
+    "CONFIG",
+    "CRL",
+    "DEFAULT_CRL_DAYS",
+    "DEFAULT_DAYS",
+    "INDEX",
+    "INDEX_ATTR",
+    "INDEX_TXT",
+    "REVOCATION_REASONS",
+    "Entry",
+    "Kind",
+    "PKIStore",
+    "RevocationStatus",
+    "Status",
+    "parse_reason",
+    "parse_serial",
+    "validate_name",
+]
+
+CA_CERT = "ca.pem"
+CA_KEY = "ca.key"
+CONFIG = "pki.json"
+INDEX = "index.json"
+INDEX_TXT = "index.txt"
+INDEX_ATTR = "index.txt.attr"
+CRL = "crl.pem"
+CLIENTS_DIR = "clients"
+SERVERS_DIR = "servers"
+NEWCERTS_DIR = "newcerts"
+_LOCK = ".pki.lock"
+
+DEFAULT_DAYS = 365
+DEFAULT_CRL_DAYS = 7
+SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+# Everything `init` writes at the top level; `init` refuses to run while any of them exists.
+_TOP_LEVEL = (
+    CA_CERT, CA_KEY, CONFIG, INDEX, INDEX_TXT, INDEX_ATTR, CRL,
+    "server.pem", "server.key", "client.pem", "client.key", "ocsp.pem", "ocsp.key",
+)
+_FORMAT_VERSION = 1
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would break the tab-separated index.txt
+
+# The reasons both a CRL and the OpenSSL index can carry, spelled as in RFC 5280 / cryptography.
+REVOCATION_REASONS: tuple[x509.ReasonFlags, ...] = (
+    x509.ReasonFlags.unspecified,
+    x509.ReasonFlags.key_compromise,
+    x509.ReasonFlags.ca_compromise,
+    x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.superseded,
+    x509.ReasonFlags.cessation_of_operation,
+    x509.ReasonFlags.certificate_hold,
+)
+# OpenSSL's `ca` spells cACompromise with a capital C.
+_OPENSSL_REASON = {reason: reason.value for reason in REVOCATION_REASONS} | {
+    x509.ReasonFlags.ca_compromise: "CACompromise",
+}
+
+_SHORT_NAMES = {
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.STATE_OR_PROVINCE_NAME: "ST",
+    NameOID.LOCALITY_NAME: "L",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.COMMON_NAME: "CN",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.DOMAIN_COMPONENT: "DC",
+    NameOID.USER_ID: "UID",
+}
+
+
+class Kind(enum.StrEnum):
+    """What a certificate in the store is for."""
+
+    CLIENT = "client"
+    SERVER = "server"
+    OCSP = "ocsp"
+
+
+class Status(enum.StrEnum):
+    """The lifecycle state of a certificate, as ``list`` shows it."""
+
+    VALID = "valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    SUPERSEDED = "superseded"
+    UNKNOWN = "unknown"
+
+
+class RevocationStatus(NamedTuple):
+    """What the index says about one serial number; OCSP "good" is anything not revoked."""
+
+    status: Status
+    revocation_time: datetime.datetime | None
+    reason: x509.ReasonFlags | None
+
+    @property
+    def ocsp_status(self) -> str:
+        """The OCSP certificate status: ``good``, ``revoked`` or ``unknown``."""
+        if self.status is Status.REVOKED:
+            return "revoked"
+        return "unknown" if self.status is Status.UNKNOWN else "good"
+
+
+_UNKNOWN = RevocationStatus(Status.UNKNOWN, None, None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One certificate the CA issued, as recorded in ``index.json``."""
+
+    serial: int
+    name: str
+    kind: Kind
+    subject: str  # OpenSSL one-line form, e.g. /O=certsrv/CN=alice
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    status: Status  # as stored: VALID, REVOKED or SUPERSEDED; see status_at() for EXPIRED
+    path: str  # relative to the PKI directory; always holds exactly this certificate
+    fingerprint: str
+    key_path: str | None = None  # None once the key file belongs to a successor
+    revoked_at: datetime.datetime | None = None
+    revocation_reason: x509.ReasonFlags | None = None
+    superseded_by: int | None = None
+
+    @property
+    def serial_hex(self) -> str:
+        """The serial number as upper-case hex with an even number of digits."""
+        return serial_hex(self.serial)
+
+    @property
+    def is_current(self) -> bool:
+        """Whether this is the newest certificate of its name."""
+        return self.superseded_by is None
+
+    def status_at(self, now: datetime.datetime | None = None) -> Status:
+        """The status at ``now``: revoked, then expired, then superseded, else valid."""
+        if self.status is Status.REVOKED:
+            return Status.REVOKED
+        if _aware(now) > self.not_after:
+            return Status.EXPIRED
+        return self.status
+
+    def revocation_status(self, now: datetime.datetime | None = None) -> RevocationStatus:
+        """The (status, revocation time, reason) triple for this certificate at ``now``."""
+        return RevocationStatus(self.status_at(now), self.revoked_at, self.revocation_reason)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored in ``index.json``."""
+        return {
+            "serial": self.serial_hex,
+            "name": self.name,
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "status": self.status.value,
+            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason.value if self.revocation_reason else None,
+            "superseded_by": serial_hex(self.superseded_by) if self.superseded_by else None,
+            "path": self.path,
+            "key_path": self.key_path,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Entry:
+        """Parse one ``index.json`` entry; raises ValueError saying what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        status = Status(_string(data, "status"))
+        if status not in (Status.VALID, Status.REVOKED, Status.SUPERSEDED):
+            raise ValueError(f"status {status.value!r} cannot be stored")
+        revoked_at = _optional(data, "revoked_at")
+        reason = _optional(data, "revocation_reason")
+        superseded_by = _optional(data, "superseded_by")
+        entry = cls(
+            serial=parse_serial(_string(data, "serial")),
+            name=validate_name(_string(data, "name")),
+            kind=Kind(_string(data, "kind")),
+            subject=_string(data, "subject"),
+            not_before=_parse_time(_string(data, "not_before")),
+            not_after=_parse_time(_string(data, "not_after")),
+            status=status,
+            path=_string(data, "path"),
+            key_path=_optional(data, "key_path"),
+            fingerprint=_string(data, "fingerprint"),
+            revoked_at=_parse_time(revoked_at) if revoked_at else None,
+            revocation_reason=parse_reason(reason) if reason else None,
+            superseded_by=parse_serial(superseded_by) if superseded_by else None,
+        )
+        if status is Status.REVOKED and entry.revoked_at is None:
+            raise ValueError("status is 'revoked' but 'revoked_at' is missing")
+        return entry
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe file name for a certificate, else raise ValueError."""
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid certificate name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_serial(text: str) -> int:
+    """Parse a hex serial number (``0x`` prefix and ``:`` separators allowed)."""
+    cleaned = text.strip().replace(":", "")
+    if cleaned.lower().startswith("0x"):
+        cleaned = cleaned[2:]
+    if not cleaned or not all(c in "0123456789abcdefABCDEF" for c in cleaned):
+        raise ValueError(f"invalid serial number {text!r}: expected hexadecimal digits")
+    return int(cleaned, 16)
+
+
+def serial_hex(serial: int) -> str:
+    """Format ``serial`` as OpenSSL does: upper-case hex, an even number of digits."""
+    digits = format(serial, "X")
+    return digits if len(digits) % 2 == 0 else "0" + digits
+
+
+def parse_reason(reason: x509.ReasonFlags | str) -> x509.ReasonFlags:
+    """Return the revocation reason named by ``reason`` (case-insensitive), else ValueError."""
+    if isinstance(reason, x509.ReasonFlags):
+        if reason in REVOCATION_REASONS:
+            return reason
+        text = reason.value
+    else:
+        text = reason
+        for candidate in REVOCATION_REASONS:
+            if candidate.value.lower() == text.lower():
+                return candidate
+    names = ", ".join(r.value for r in REVOCATION_REASONS)
+    raise ValueError(f"unknown revocation reason {text!r}; expected one of: {names}")
+
+
+def openssl_subject(name: x509.Name) -> str:
+    """Render ``name`` in OpenSSL's one-line form, e.g. ``/O=certsrv/CN=alice``."""
+    parts = []
+    for rdn in name.rdns:
+        attributes = []
+        for attribute in rdn:
+            key = _SHORT_NAMES.get(attribute.oid, attribute.oid.dotted_string)
+            value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
+            attributes.append(f"{key}={_CONTROL.sub(' ', value)}")
+        parts.append("/" + "+".join(attributes))
+    return "".join(parts) or "/"
+
+
+class PKIStore:
+    """A CA, its issued certificates, their index and the CRL, kept in one directory."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        """Wrap an existing PKI directory; use ``PKIStore.open`` or ``PKIStore.init``."""
+        self.path = path
+        self.key_type = KeyType.parse(str(config.get("key_type", KeyType.ECDSA_P256.value)))
+        self.ocsp_url: str | None = config.get("ocsp_url")
+        self.crl_url: str | None = config.get("crl_url")
+        self._ca: CertificateAuthority | None = None
+        self._entries: list[Entry] = []
+        self._by_serial: dict[int, Entry] = {}
+        self._crl_number = 0
+        self._index_stamp: tuple[int, int, int] | None = None
+
+    # -- creating and opening --------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key_type: KeyType = KeyType.ECDSA_P256,
+        ocsp_url: str | None = None,
+        crl_url: str | None = None,
+        force: bool = False,
+        now: datetime.datetime | None = None,
+        ca_common_name: str = "certsrv development CA",
+        server_hosts: Sequence[str] = SERVER_HOSTS,
+    ) -> PKIStore:
+        """Create a PKI in ``path``: CA, server, client and OCSP responder certs, index, CRL."""
+        root = Path(path)
+        for label, url in (("OCSP", ocsp_url), ("CRL", crl_url)):
+            if url is not None:
+                _check_url(label, url)
+        if root.exists() and not root.is_dir():
+            raise PKIError(f"{root}: exists and is not a directory")
+        existing = [name for name in _TOP_LEVEL if (root / name).exists()]
+        if existing and not force:
+            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
+            raise PKIError(
+                f"{root} already holds a PKI ({shown}); refusing to overwrite it without --force"
+            )
+        now = _aware(now)
+        root.mkdir(parents=True, exist_ok=True)
+        config = {
+            "version": _FORMAT_VERSION,
+            "key_type": key_type.value,
+            "ocsp_url": ocsp_url,
+            "crl_url": crl_url,
+        }
+        store = cls(root, config)
+        with store._locked():
+            if force:
+                store._remove_generated()
+            ca = CertificateAuthority.create(
+                ca_common_name, key_type=key_type, now=now, ocsp_url=ocsp_url, crl_url=crl_url
+            )
+            _write_atomic(root / CA_KEY, ca.private_key_pem(), private=True)
+            _write_atomic(root / CA_CERT, ca.certificate_pem())
+            _write_atomic(root / CONFIG, _json_bytes(config))
+            _write_atomic(root / INDEX_ATTR, b"unique_subject = no\n")
+            store._ca = ca
+            store._set_entries([], 0)
+            validity = datetime.timedelta(days=DEFAULT_DAYS)
+            for name, kind, path_stem, issued in (
+                ("server", Kind.SERVER, "server",
+                 ca.issue_server(*server_hosts, key_type=key_type, now=now, validity=validity)),
+                ("client", Kind.CLIENT, "client",
+                 ca.issue_client("client", key_type=key_type, now=now, validity=validity)),
+                ("ocsp", Kind.OCSP, "ocsp",
+                 ca.issue_ocsp_responder(key_type=key_type, now=now, validity=validity)),
+            ):
+                store._record(name, kind, path_stem, issued)
+            store._write_crl(now, DEFAULT_CRL_DAYS)
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> PKIStore:
+        """Open the PKI in ``path``; raises PKIError naming the directory if it is not one."""
+        root = Path(path)
+        if not root.is_dir():
+            raise PKIError(
+                f"{root}: no such directory; create a PKI with `certsrv-pki init {root}`"
+            )
+        missing = [name for name in (CA_CERT, CA_KEY, CONFIG, INDEX) if not (root / name).exists()]
+        if missing:
+            raise PKIError(
+                f"{root} is not a certsrv PKI directory (missing {', '.join(missing)}); "
+                f"create one with `certsrv-pki init {root}`"
+            )
+        config = _read_json(root / CONFIG)
+        if not isinstance(config, dict):
+            raise PKIError(f"{root / CONFIG}: expected a JSON object")
+        if config.get("version") != _FORMAT_VERSION:
+            raise PKIError(f"{root / CONFIG}: unsupported format version {config.get('version')!r}")
+        try:
+            store = cls(root, config)
+        except ValueError as e:
+            raise PKIError(f"{root / CONFIG}: {e}") from None
+        store._refresh()
+        return store
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The CA, loaded from ``ca.pem`` and ``ca.key`` on first use."""
+        if self._ca is None:
+            certificate = _load_certificate(self.path / CA_CERT)
+            key = _load_private_key(self.path / CA_KEY)
+            try:
+                self._ca = CertificateAuthority.load(
+                    certificate, key, ocsp_url=self.ocsp_url, crl_url=self.crl_url
+                )
+            except ValueError as e:
+                raise PKIError(f"{self.path / CA_KEY}: {e}") from None
+        return self._ca
+
+    @property
+    def crl_number(self) -> int:
+        """The number of the most recently written CRL."""
+        self._refresh()
+        return self._crl_number
+
+    def entries(self) -> list[Entry]:
+        """Every certificate in the index, oldest first."""
+        self._refresh()
+        return list(self._entries)
+
+    def find(self, name_or_serial: str | int) -> Entry:
+        """The current certificate named ``name_or_serial``, or the one with that hex serial."""
+        self._refresh()
+        return self._find(name_or_serial)
+
+    def status_of(self, serial: int, now: datetime.datetime | None = None) -> RevocationStatus:
+        """What the index says about ``serial``; re-reads index.json only when it changed."""
+        self._refresh()
+        entry = self._by_serial.get(serial)
+        return entry.revocation_status(now) if entry is not None else _UNKNOWN
+
+    # -- issuing ----------------------------------------------------------------------------
+
+    def issue_client(
+        self,
+        name: str,
+        *,
+        emails: Iterable[str] = (),
+        uris: Iterable[str] = (),
+        dns: Iterable[str] = (),
+        days: int = DEFAULT_DAYS,
+        key_type: KeyType | None = None,
+        now: datetime.datetime | None = None,
+    ) -> Entry:
+        """Issue a client certificate ``clients/NAME.pem`` with CN=NAME and the given SANs."""
+        validate_name(name)
+        uris = list(uris)
+        for uri in uris:
+            _check_uri(uri)
+        validity = _days(days)
+        with self._locked():
+            self._refresh()
+            stem = self._stem_for(name, Kind.CLIENT, now)
+            issued = self.ca.issue_client(
+                name, emails=list(emails), uris=uris, dns=list(dns),
+                key_type=key_type or self.key_type, now=_aware(now), validity=validity,
+            )
+            entry = self._record(name, Kind.CLIENT, stem, issued)
+            self._write_index()
+        return entry
+
+    def issue_server(
+        self,
+        hosts: Sequence[str],
+        *,
+        name: str | None = None,
+        days: int = DEFAULT_DAYS,
+        key_type: KeyType | None = None,
+        now: datetime.datetime | None = None,
+    ) -> Entry:
+        """Issue a server certificate ``servers/NAME.pem`` for ``hosts`` (NAME: first host)."""
+        if not hosts:
+            raise ValueError("a server certificate needs at least one host name or IP address")
+        if name is None:
+            try:
+                name = validate_name(hosts[0])
+            except ValueError:
+                raise ValueError(
+                    f"{hosts[0]!r} cannot be used as a file name; choose one with --name"
+                ) from None
+        validate_name(name)
+        validity = _days(days)
+        with self._locked():
+            self._refresh()
+            stem = self._stem_for(name, Kind.SERVER, now)
+            issued = self.ca.issue_server(
+                *hosts, key_type=key_type or self.key_type, now=_aware(now), validity=validity
+            )
+            entry = self._record(name, Kind.SERVER, stem, issued)
+            self._write_index()
+        return entry
+
+    def renew(
+        self,
+        name: str,
+        *,
+        days: int | None = None,
+        keep_key: bool = False,
+        now: datetime.datetime | None = None,
+    ) -> Entry:
+        """Re-issue the current certificate ``name`` with the same subject, SANs and kind."""
+        with self._locked():
+            self._refresh()
+            old = self._current(name)
+            if old is None:
+                raise PKIError(f"{self.path / INDEX}: no certificate named {name!r}")
+            cert_file = self.path / old.path
+            certificate = _load_certificate(cert_file)
+            if keep_key and old.revocation_reason is x509.ReasonFlags.key_compromise:
+                raise PKIError(
+                    f"{cert_file}: refusing to reuse the key of a certificate revoked for "
+                    "keyCompromise"
+                )
+            key = _load_private_key(self.path / old.key_path) if keep_key and old.key_path else None
+            if keep_key and key is None:
+                raise PKIError(f"{cert_file}: its private key is no longer in the store")
+            if days is None:
+                lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+                days = max(1, round(lifetime / datetime.timedelta(days=1)))
+            issued = self._reissue(old.kind, certificate, key, _days(days), _aware(now))
+            entry = self._record(name, old.kind, _stem(old.path), issued)
+            self._write_index()
+        return entry
+
+    # -- revoking ---------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        name_or_serial: str | int,
+        reason: x509.ReasonFlags | str = x509.ReasonFlags.unspecified,
+        when: datetime.datetime | None = None,
+        *,
+        crl_days: int = DEFAULT_CRL_DAYS,
+        now: datetime.datetime | None = None,
+    ) -> Entry:
+        """Mark a certificate revoked at ``when`` (default now) and rewrite ``crl.pem``."""
+        reason = parse_reason(reason)
+        revoked_at = _aware(when if when is not None else now).replace(microsecond=0)
+        _days(crl_days, what="CRL validity")
+        with self._locked():
+            self._refresh()
+            old = self._find(name_or_serial)
+            if old.status is Status.REVOKED:
+                assert old.revoked_at is not None
+                raise PKIError(
+                    f"{self.path / INDEX}: certificate {old.name!r} (serial {old.serial_hex}) "
+                    f"was already revoked at {_iso(old.revoked_at)}"
+                )
+            entry = replace(
+                old, status=Status.REVOKED, revoked_at=revoked_at, revocation_reason=reason
+            )
+            self._replace_entry(old, entry)
+            self._write_crl(now, crl_days)  # also saves the index
+        return entry
+
+    def write_crl(
+        self, *, days: int = DEFAULT_CRL_DAYS, now: datetime.datetime | None = None
+    ) -> x509.CertificateRevocationList:
+        """Sign and write a fresh ``crl.pem`` from the index, with the next CRL number."""
+        _days(days, what="CRL validity")
+        with self._locked():
+            self._refresh()
+            return self._write_crl(now, days)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _refresh(self) -> None:
+        index = self.path / INDEX
+        try:
+            stat = index.stat()
+        except FileNotFoundError:
+            raise PKIError(f"{index}: missing; is {self.path} a certsrv PKI directory?") from None
+        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == self._index_stamp:
+            return
+        with _reading(index):
+            with index.open("rb") as f:
+                stat = os.fstat(f.fileno())
+                raw = f.read()
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise PKIError(f"{index}: not valid JSON ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("certificates"), list):
+            raise PKIError(f"{index}: expected an object with a 'certificates' list")
+        crl_number = data.get("crl_number", 0)
+        if not isinstance(crl_number, int) or isinstance(crl_number, bool) or crl_number < 0:
+            raise PKIError(f"{index}: 'crl_number' must be a non-negative integer")
+        entries = []
+        for position, item in enumerate(data["certificates"], 1):
+            try:
+                entries.append(Entry.from_json(item))
+            except ValueError as e:
+                raise PKIError(f"{index}: certificate entry {position}: {e}") from None
+        self._set_entries(entries, crl_number)
+        self._index_stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _set_entries(self, entries: list[Entry], crl_number: int) -> None:
+        self._entries = entries
+        self._by_serial = {entry.serial: entry for entry in entries}
+        self._crl_number = crl_number
+
+    def _current(self, name: str) -> Entry | None:
+        for entry in reversed(self._entries):
+            if entry.name == name and entry.is_current:
+                return entry
+        return None
+
+    def _find(self, name_or_serial: str | int) -> Entry:
+        if isinstance(name_or_serial, str):
+            entry = self._current(name_or_serial)
+            if entry is not None:
+                return entry
+            try:
+                serial = parse_serial(name_or_serial)
+            except ValueError:
+                raise PKIError(
+                    f"{self.path / INDEX}: no certificate named {name_or_serial!r}"
+                ) from None
+        else:
+            serial = name_or_serial
+        found = self._by_serial.get(serial)
+        if found is None:
+            raise PKIError(
+                f"{self.path / INDEX}: no certificate named or with serial {name_or_serial!r}"
+            )
+        return found
+
+    def _stem_for(self, name: str, kind: Kind, now: datetime.datetime | None) -> str:
+        """The path (without suffix) a new certificate ``name`` goes to; checks for clashes."""
+        current = self._current(name)
+        if current is None:
+            directory = CLIENTS_DIR if kind is Kind.CLIENT else SERVERS_DIR
+            return f"{directory}/{name}"
+        if current.kind is not kind:
+            raise PKIError(
+                f"{self.path / INDEX}: {name!r} is already the name of a {current.kind.value} "
+                "certificate; choose another name"
+            )
+        if current.status_at(now) is Status.VALID:
+            raise PKIError(
+                f"{self.path / INDEX}: a valid certificate named {name!r} already exists "
+                f"({current.path}, serial {current.serial_hex}); renew or revoke it instead"
+            )
+        return _stem(current.path)
+
+    def _record(self, name: str, kind: Kind, stem: str, issued: IssuedCertificate) -> Entry:
+        """Write ``issued`` to ``stem``.pem/.key and newcerts/, and add it to the index."""
+        certificate = issued.certificate
+        entry = Entry(
+            serial=certificate.serial_number,
+            name=name,
+            kind=kind,
+            subject=openssl_subject(certificate.subject),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            status=Status.VALID,
+            path=f"{stem}.pem",
+            key_path=f"{stem}.key",
+            fingerprint=fingerprint(certificate),
+        )
+        (self.path / stem).parent.mkdir(parents=True, exist_ok=True)
+        (self.path / NEWCERTS_DIR).mkdir(exist_ok=True)
+        archive = f"{NEWCERTS_DIR}/{entry.serial_hex}.pem"
+        _write_atomic(self.path / archive, issued.certificate_pem())
+        _write_atomic(self.path / f"{stem}.key", issued.private_key_pem(), private=True)
+        _write_atomic(self.path / entry.path, issued.chain_pem())
+        previous = self._current(name)
+        if previous is not None:
+            status = Status.REVOKED if previous.status is Status.REVOKED else Status.SUPERSEDED
+            self._replace_entry(previous, replace(
+                previous, status=status, superseded_by=entry.serial, path=archive_path(previous),
+                key_path=None,
+            ))
+        self._set_entries([*self._entries, entry], self._crl_number)
+        return entry
+
+    def _replace_entry(self, old: Entry, new: Entry) -> None:
+        entries = [new if entry is old else entry for entry in self._entries]
+        self._set_entries(entries, self._crl_number)
+
+    def _reissue(
+        self,
+        kind: Kind,
+        certificate: x509.Certificate,
+        key: PrivateKey | None,
+        validity: datetime.timedelta,
+        now: datetime.datetime,
+    ) -> IssuedCertificate:
+        common_name = _attribute(certificate.subject, NameOID.COMMON_NAME)
+        organization = _attribute(certificate.subject, NameOID.ORGANIZATION_NAME)
+        try:
+            sans = certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+        except x509.ExtensionNotFound:
+            sans = x509.SubjectAlternativeName([])
+        dns = sans.get_values_for_type(x509.DNSName)
+        ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+        options: dict[str, object] = {
+            "organization": organization,
+            "now": now,
+            "validity": validity,
+            "private_key": key,
+            "key_type": _key_type_of(certificate),
+        }
+        if kind is Kind.SERVER:
+            return self.ca.issue_server(*dns, *ips, common_name=common_name, **options)
+        if kind is Kind.OCSP:
+            return self.ca.issue_ocsp_responder(common_name or "certsrv OCSP responder", **options)
+        return self.ca.issue_client(
+            common_name or "", dns=dns, ips=ips,
+            emails=sans.get_values_for_type(x509.RFC822Name),
+            uris=sans.get_values_for_type(x509.UniformResourceIdentifier), **options,
+        )
+
+    def _write_index(self) -> None:
+        document = {
+            "version": _FORMAT_VERSION,
+            "crl_number": self._crl_number,
+            "certificates": [entry.to_json() for entry in self._entries],
+        }
+        _write_atomic(self.path / INDEX, _json_bytes(document))
+        _write_atomic(self.path / INDEX_TXT, _openssl_index(self._entries))
+        stat = (self.path / INDEX).stat()
+        self._index_stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _write_crl(
+        self, now: datetime.datetime | None, days: int
+    ) -> x509.CertificateRevocationList:
+        now = _aware(now)
+        self._crl_number += 1
+        # Persist the number before the CRL: a crash may skip a number but never reuse one.
+        self._write_index()
+        crl = self.ca.crl(
+            [
+                (entry.serial, entry.revoked_at, entry.revocation_reason)
+                for entry in self._entries
+                if entry.status is Status.REVOKED and entry.revoked_at is not None
+            ],
+            now=now,
+            next_update=now + datetime.timedelta(days=days),
+            crl_number=self._crl_number,
+        )
+        _write_atomic(self.path / CRL, crl.public_bytes(serialization.Encoding.PEM))
+        return crl
+
+    def _remove_generated(self) -> None:
+        for name in _TOP_LEVEL:
+            (self.path / name).unlink(missing_ok=True)
+        for directory in (CLIENTS_DIR, SERVERS_DIR, NEWCERTS_DIR):
+            for suffix in ("*.pem", "*.key"):
+                for file in (self.path / directory).glob(suffix):
+                    file.unlink()
+
+
+def archive_path(entry: Entry) -> str:
+    """Where the certificate of ``entry`` is kept once a successor takes its file name."""
+    return f"{NEWCERTS_DIR}/{entry.serial_hex}.pem"
+
+
+def _openssl_index(entries: Iterable[Entry]) -> bytes:
+    lines = []
+    for entry in entries:
+        revocation = ""
+        if entry.status is Status.REVOKED and entry.revoked_at is not None:
+            flag = "R"
+            revocation = _openssl_time(entry.revoked_at, utc_only=True)
+            reason = entry.revocation_reason
+            if reason is not None and reason is not x509.ReasonFlags.unspecified:
+                revocation += "," + _OPENSSL_REASON[reason]
+        else:
+            # Expired certificates stay "V": `openssl ocsp` (3.0) answers an "E" line with a
+            # response that holds no status at all, which clients reject; "good" is correct.
+            flag = "V"
+        fields = (flag, _openssl_time(entry.not_after), revocation, entry.serial_hex,
+                  "unknown", entry.subject)
+        lines.append("\t".join(fields) + "\n")
+    return "".join(lines).encode()
+
+
+def _openssl_time(when: datetime.datetime, *, utc_only: bool = False) -> str:
+    # UTCTime before 2050, GeneralizedTime from then on, as `openssl ca` writes them.
+    when = when.astimezone(datetime.UTC)
+    if when.year < 2050 or utc_only:
+        return when.strftime("%y%m%d%H%M%SZ")
+    return when.strftime("%Y%m%d%H%M%SZ")
+
+
+def _write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Replace ``path`` with ``data`` through a temporary file in the same directory."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        if private:
+            write_private_key(temporary, data)
+        else:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with open(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise PKIError(f"{path}: missing") from None
+    except OSError as e:
+        raise PKIError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+def _read_json(path: Path) -> object:
+    with _reading(path):
+        raw = path.read_bytes()
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise PKIError(f"{path}: not valid JSON ({e})") from None
+
+
+def _json_bytes(document: object) -> bytes:
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def _load_certificate(path: Path) -> x509.Certificate:
+    with _reading(path):
+        raw = path.read_bytes()
+    try:
+        return x509.load_pem_x509_certificate(raw)
+    except ValueError:
+        raise PKIError(f"{path}: not a PEM certificate") from None
+
+
+def _load_private_key(path: Path) -> PrivateKey:
+    with _reading(path):
+        raw = path.read_bytes()
+    try:
+        key = serialization.load_pem_private_key(raw, password=None)
+    except (ValueError, TypeError):
+        # Never echo the file: it is a private key.
+        raise PKIError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+                      | ed25519.Ed25519PrivateKey):
+        raise PKIError(f"{path}: unsupported private key type {type(key).__name__}")
+    return key
+
+
+def _key_type_of(certificate: x509.Certificate) -> KeyType:
+    public_key = certificate.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return KeyType.RSA_3072 if public_key.key_size >= 3072 else KeyType.RSA_2048
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return KeyType.ED25519
+    return KeyType.ECDSA_P256
+
+
+def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else None
+
+
+def _stem(path: str) -> str:
+    return path.removesuffix(".pem")
+
+
+def _days(days: int, *, what: str = "validity") -> datetime.timedelta:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"{what} must be a positive whole number of days, not {days!r}")
+    return datetime.timedelta(days=days)
+
+
+def _check_url(label: str, url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{label} URL {url!r} must be an absolute http:// or https:// URL")
+
+
+def _check_uri(uri: str) -> None:
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise ValueError(f"URI SAN {uri!r} is not an absolute URI (e.g. spiffe://example.org/svc)")
+
+
+def _aware(now: datetime.datetime | None) -> datetime.datetime:
+    if now is None:
+        return datetime.datetime.now(datetime.UTC)
+    return now if now.tzinfo is not None else now.replace(tzinfo=datetime.UTC)
+
+
+def _iso(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"invalid timestamp {text!r}") from None
+    return _aware(parsed)
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    if key not in data:
+        raise ValueError(f"missing {key!r}")
+    value = data[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string")
+    return value
+
+
+def _optional(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string or null")
+    return value

@@ -1,0 +1,128 @@
+"""``twistd certsrv``: the plugin's options and the service they describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet.interfaces import IReactorTime
+from twisted.python import usage
+
+from certsrv._config import ServerConfig, parse_pins
+from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
+from certsrv._verify import AllowedTypes
+from certsrv._web import CertsrvSite, root_resource
+from certsrv.exceptions import ConfigurationError
+
+__all__ = ["Options", "makeService"]
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise usage.UsageError(f"--{name} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+class Options(usage.Options):
+    """Options of ``twistd certsrv``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve /secure over HTTPS to clients that present a valid X.509 certificate. "
+        "Chain, validity period and key usage are checked on every full handshake; TLS "
+        "session resumption is off so no connection skips validation. A self-signed client "
+        "certificate is only ever accepted when --allowed-types admits it AND its SHA-256 "
+        "fingerprint is pinned with --pin or --pins."
+    )
+    optParameters: list[list[Any]] = [
+        ["cert", None, "certs/server.pem",
+         "The server's certificate (PEM), optionally followed by its chain."],
+        ["key", None, "certs/server.key", "The server's private key (PEM or DER, unencrypted)."],
+        ["client-cert", None, "require",
+         "require: the handshake fails without a valid client certificate; optional: it "
+         "completes without one (a certificate sent is still fully validated) and /secure "
+         "answers 403."],
+        ["allowed-types", None, "chained",
+         "chained: certificates issued by a --ca root; selfsigned: only pinned self-signed "
+         "certificates; all: both. Self-signed certificates always need a pin."],
+        ["pins", None, None,
+         "A file of pinned SHA-256 fingerprints (one hex value per line, # comments) or of "
+         "PEM certificates whose fingerprints are pinned."],
+        ["verify-depth", None, 4, "Most intermediate CAs allowed between client and root.",
+         int],
+        ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
+        ["http2", None, "on", "on: offer HTTP/2 (ALPN h2) besides HTTP/1.1; off: HTTP/1.1 only."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["ca"] = []
+        self["intermediates"] = []
+        self["pin"] = []
+        self.clock: IReactorTime | None = None
+
+    def opt_listen(self, description: str) -> None:
+        """A Twisted endpoint to listen on, e.g. tcp:8443 or tcp6:8443:interface=\\:\\:
+        (repeatable; default tcp:8443). certsrv layers TLS on it itself."""
+        if description.split(":", 1)[0].lower() in ("ssl", "tls", "le", "lets"):
+            raise usage.UsageError(
+                "--listen takes a plain endpoint such as tcp:8443 (certsrv adds TLS itself; "
+                "Twisted's ssl: endpoints cannot require client certificates)")
+        self["listen"].append(description)
+
+    def opt_ca(self, path: str) -> None:
+        """A PEM file of trusted root CA certificates (repeatable; default certs/ca.pem)."""
+        self["ca"].append(path)
+
+    def opt_intermediates(self, path: str) -> None:
+        """A PEM file of untrusted intermediate CAs used to complete client chains."""
+        self["intermediates"].append(path)
+
+    def opt_pin(self, fingerprint: str) -> None:
+        """Pin a self-signed client certificate by SHA-256 fingerprint (hex; repeatable)."""
+        self["pin"].append(fingerprint)
+
+    def postOptions(self) -> None:
+        """Check values, then load and check every file; a problem stops startup."""
+        _choice("client-cert", self["client-cert"], ("require", "optional"))
+        _choice("allowed-types", self["allowed-types"], ("chained", "selfsigned", "all"))
+        _choice("min-tls", self["min-tls"], ("1.2", "1.3"))
+        _choice("http2", self["http2"], ("on", "off"))
+        if not self["listen"]:
+            self["listen"] = ["tcp:8443"]
+        allowed = AllowedTypes(self["allowed-types"])
+        try:
+            config = ServerConfig(
+                cert=self["cert"],
+                key=self["key"],
+                ca=tuple(self["ca"] or (["certs/ca.pem"] if allowed.chained else [])),
+                intermediates=tuple(self["intermediates"]),
+                pins=parse_pins(self["pin"]),
+                pins_file=self["pins"],
+                client_cert=ClientCertMode(self["client-cert"]),
+                allowed_types=allowed,
+                verify_depth=self["verify-depth"],
+                min_tls=self["min-tls"],
+                http2=self["http2"] == "on",
+            )
+            if self.clock is None:
+                from twisted.internet import reactor
+
+                self.clock = reactor  # type: ignore[assignment]
+            assert self.clock is not None
+            self["config"] = config
+            self["settings"], self["policy"] = config.load(self.clock)
+        except ConfigurationError as e:
+            raise SystemExit(f"certsrv: {e}") from None
+
+
+def makeService(config: Options) -> service.IService:
+    """One TLS listener per --listen, all serving the same site."""
+    policy = config["policy"]
+    tls = ServerTLS(config["settings"], policy)
+    site = CertsrvSite(root_resource(policy), policy, http2=config["config"].http2)
+    parent = service.MultiService()
+    for description in config["listen"]:
+        strports.service(description, TLSFactory(tls, site)).setServiceParent(parent)
+    return parent

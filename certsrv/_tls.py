@@ -1,0 +1,150 @@
+"""The server's TLS context: certificate, trust store, verify mode, and the connection creator."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from certsrv._certs import keys_match
+from certsrv._verify import ClientCertificatePolicy, ConnectionState
+from certsrv.exceptions import ConfigurationError
+from certsrv.pki import PrivateKey
+
+__all__ = ["ClientCertMode", "ServerTLS", "TLSFactory", "TLSSettings", "build_context"]
+
+
+class ClientCertMode(enum.Enum):
+    """Whether the handshake demands a client certificate."""
+
+    REQUIRE = "require"
+    OPTIONAL = "optional"
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """Everything needed to build the server's TLS context; validated on construction."""
+
+    certificate: x509.Certificate
+    private_key: PrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
+    roots: tuple[x509.Certificate, ...] = ()
+    intermediates: tuple[x509.Certificate, ...] = ()
+    client_cert: ClientCertMode = ClientCertMode.REQUIRE
+    verify_depth: int = 4
+    min_tls: str = "1.2"
+    crls: tuple[x509.CertificateRevocationList, ...] = field(default=(), repr=False)
+    crl_check_chain: bool = False
+
+    def __post_init__(self) -> None:
+        if not keys_match(self.certificate, self.private_key):
+            raise ConfigurationError("--key", "the private key does not match the server "
+                                              "certificate")
+        if self.min_tls not in _TLS_VERSIONS:
+            raise ConfigurationError("--min-tls", f"{self.min_tls!r} is not one of 1.2, 1.3")
+        if not 0 <= self.verify_depth <= 32:
+            raise ConfigurationError("--verify-depth", "must be between 0 and 32")
+
+
+_TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+
+
+def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL.Context:
+    """A fresh, fully configured server context; never mutated after the first connection."""
+    options = CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(settings.private_key),
+        certificate=crypto.X509.from_cryptography(settings.certificate),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in settings.chain],
+        raiseMinimumTo=_TLS_VERSIONS[settings.min_tls],
+        # No resumption: a resumed session would skip the verify callback (see README).
+        enableSessions=False,
+        enableSessionTickets=False,
+    )
+    ctx = options.getContext()
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
+    if settings.client_cert is ClientCertMode.REQUIRE:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    ctx.set_verify(mode, policy.verify_callback)
+    ctx.set_verify_depth(settings.verify_depth)
+    store = ctx.get_cert_store()
+    assert store is not None
+    trusted = settings.roots if policy.allowed_types.chained else ()
+    # Intermediates in the store only help build chains: OpenSSL still demands a
+    # self-signed root from the store at the top (no PARTIAL_CHAIN flag is set).
+    for cert in (*trusted, *(settings.intermediates if trusted else ())):
+        store.add_cert(crypto.X509.from_cryptography(cert))
+    for crl in settings.crls:
+        store.add_crl(crl)
+    if settings.crls:
+        flags = crypto.X509StoreFlags.CRL_CHECK
+        if settings.crl_check_chain:
+            flags |= crypto.X509StoreFlags.CRL_CHECK_ALL
+        store.set_flags(flags)
+    # The CertificateRequest names the acceptable issuers so clients pick the right cert.
+    for cert in (*trusted, *(settings.intermediates if trusted else ())):
+        ctx.add_client_ca(cert)
+    return ctx
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Creates server connections from the current context; a reload swaps the context."""
+
+    def __init__(self, settings: TLSSettings, policy: ClientCertificatePolicy) -> None:
+        self.policy = policy
+        self.settings = settings
+        self._context = build_context(settings, policy)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock the policy judges time by."""
+        return self.policy.clock
+
+    def reload(self, settings: TLSSettings, policy: ClientCertificatePolicy | None = None
+               ) -> None:
+        """Build a new context; connections in flight keep the old one."""
+        policy = policy or self.policy
+        context = build_context(settings, policy)
+        self.settings, self.policy, self._context = settings, policy, context
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        """A new server-side connection from the current context."""
+        return SSL.Connection(self._context, None)
+
+
+class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
+    """Twisted's TLS transport, carrying what certsrv learnt about the connection's client."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Twisted points the SSL.Connection's app data at this object, so the verify
+        # callback finds the state through it.
+        self.certsrv_state = ConnectionState()
+
+
+class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
+    """Wraps a site in server-side TLS using ``ServerTLS``."""
+
+    protocol = _TLSProtocol
+
+    def __init__(self, tls: ServerTLS, wrapped: object) -> None:
+        super().__init__(tls, False, wrapped, clock=tls.clock)
+        self.tls = tls
+
+
+def chain_problems(chain: Sequence[x509.Certificate]) -> list[str]:
+    """Obvious ordering mistakes in a certificate file that should carry leaf then chain."""
+    problems = []
+    for child, parent in zip(chain, chain[1:], strict=False):
+        if child.issuer != parent.subject:
+            problems.append(f"certificate {child.subject.rfc4514_string()!r} is not issued by "
+                            f"the next one in the file ({parent.subject.rfc4514_string()!r})")
+    return problems

@@ -1,0 +1,278 @@
+"""
+The client-certificate policy applied inside the TLS handshake, and its logged decisions.
+
+OpenSSL judges chain, signatures, validity, basic constraints and the clientAuth purpose
+(so its precise alerts reach the client); the callback here only adds checks on top and
+never turns OpenSSL's failure into success, except for one case: a self-signed leaf whose
+SHA-256 fingerprint is pinned (OpenSSL still checks its validity and purpose afterwards).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from certsrv._certs import sha256_hex
+from certsrv._identity import ClientIdentity
+from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
+
+__all__ = ["AllowedTypes", "ClientCertificatePolicy", "ConnectionState", "parse_pin"]
+
+_log = Logger(namespace="certsrv.tls")
+
+# OpenSSL X509_V_ERR_* codes and what they mean to a client.
+_DEPTH_ZERO_SELF_SIGNED = 18
+_OPENSSL_REASONS: dict[int, Reason] = {
+    2: Reason.UNKNOWN_CA,
+    3: Reason.CRL_UNAVAILABLE,
+    4: Reason.BAD_SIGNATURE,
+    6: Reason.MALFORMED,
+    7: Reason.BAD_SIGNATURE,
+    8: Reason.CRL_UNAVAILABLE,
+    9: Reason.NOT_YET_VALID,
+    10: Reason.EXPIRED,
+    11: Reason.CRL_UNAVAILABLE,
+    12: Reason.CRL_EXPIRED,
+    13: Reason.MALFORMED,
+    14: Reason.MALFORMED,
+    19: Reason.UNKNOWN_CA,
+    20: Reason.UNKNOWN_CA,
+    21: Reason.UNKNOWN_CA,
+    22: Reason.CHAIN_TOO_LONG,
+    23: Reason.REVOKED,
+    24: Reason.INVALID_CA,
+    25: Reason.PATH_LENGTH_EXCEEDED,
+    26: Reason.BAD_KEY_USAGE,
+    27: Reason.UNKNOWN_CA,
+    28: Reason.UNKNOWN_CA,
+    32: Reason.INVALID_CA,
+    33: Reason.CRL_UNAVAILABLE,
+    34: Reason.MALFORMED,
+    35: Reason.CRL_UNAVAILABLE,
+    37: Reason.INVALID_CA,
+    39: Reason.BAD_KEY_USAGE,
+}
+
+
+def _openssl_text(errno: int) -> str:
+    try:
+        from OpenSSL._util import ffi, lib  # the public API has no errno-to-text lookup
+
+        return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode("ascii"))
+    except Exception:
+        return f"X509 verify error {errno}"
+
+
+class AllowedTypes(enum.Enum):
+    """Which client certificates may authenticate (ASP.NET's AllowedCertificateTypes)."""
+
+    CHAINED = "chained"
+    SELF_SIGNED = "selfsigned"
+    ALL = "all"
+
+    @property
+    def chained(self) -> bool:
+        """Whether certificates chaining to a trusted CA are allowed."""
+        return self is not AllowedTypes.SELF_SIGNED
+
+    @property
+    def self_signed(self) -> bool:
+        """Whether pinned self-signed certificates are allowed."""
+        return self is not AllowedTypes.CHAINED
+
+
+def parse_pin(text: str, source: str = "--pin") -> str:
+    """Normalise a SHA-256 fingerprint (hex, colons allowed) to lowercase hex."""
+    pin = text.strip().replace(":", "").lower()
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise ConfigurationError(source, f"{text.strip()!r} is not a SHA-256 fingerprint "
+                                         "(64 hex digits, colons allowed)")
+    return pin
+
+
+class ConnectionState:
+    """What the handshake learnt about one connection's client; held by its TLS transport."""
+
+    __slots__ = ("chain_not_after", "identity", "leaf", "pinned", "rejection")
+
+    def __init__(self) -> None:
+        self.leaf: x509.Certificate | None = None
+        self.chain_not_after: float | None = None
+        self.pinned = False
+        self.rejection: RejectedCertificate | None = None
+        self.identity: ClientIdentity | None = None
+
+    def reject(self, rejection: RejectedCertificate) -> None:
+        """Remember the first reason this connection's certificate was refused."""
+        if self.rejection is None:
+            self.rejection = rejection
+
+
+class ClientCertificatePolicy:
+    """Checks a client certificate during the handshake and logs each decision."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        allowed_types: AllowedTypes = AllowedTypes.CHAINED,
+        pins: Iterable[str] = (),
+    ) -> None:
+        self.clock = clock
+        self.allowed_types = allowed_types
+        self.pins = frozenset(pins)
+
+    def verify_callback(
+        self, connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
+    ) -> bool:
+        """The context-level OpenSSL verify callback; never raises."""
+        state: ConnectionState | None = None
+        try:
+            state = connection.get_app_data().certsrv_state
+            return self._verify(state, cert.to_cryptography(), errno, depth, bool(ok))
+        except BaseException:
+            _log.failure("unexpected error while verifying a client certificate")
+            if state is not None:
+                state.reject(RejectedCertificate(Reason.INTERNAL_ERROR, "see the server log"))
+            return False
+
+    def _verify(
+        self, state: ConnectionState, cert: x509.Certificate, errno: int, depth: int, ok: bool
+    ) -> bool:
+        if not ok:
+            if errno == _DEPTH_ZERO_SELF_SIGNED and depth == 0:
+                return self._self_signed(state, cert)
+            reason = _OPENSSL_REASONS.get(errno, Reason.MALFORMED)
+            state.reject(RejectedCertificate(reason, _openssl_text(errno), cert, depth))
+            return False
+        not_after = cert.not_valid_after_utc.timestamp()
+        if state.chain_not_after is None or not_after < state.chain_not_after:
+            state.chain_not_after = not_after
+        if depth > 0:
+            return True
+        rejection = self.check_leaf(cert)
+        if rejection is not None:
+            state.reject(rejection)
+            return False
+        state.leaf = cert
+        return True
+
+    def _self_signed(self, state: ConnectionState, cert: x509.Certificate) -> bool:
+        if not self.allowed_types.self_signed:
+            reason = Reason.SELF_SIGNED_NOT_ALLOWED
+        elif sha256_hex(cert) not in self.pins:
+            reason = Reason.NOT_PINNED
+        else:
+            state.pinned = True
+            return True
+        state.reject(RejectedCertificate(reason, "self-signed certificate", cert, 0))
+        return False
+
+    def check_leaf(self, cert: x509.Certificate) -> RejectedCertificate | None:
+        """The end-entity checks OpenSSL leaves to us: usage, CA flag, time by our clock."""
+        extensions = cert.extensions
+        try:
+            constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            if constraints.ca:
+                return RejectedCertificate(Reason.CA_AS_CLIENT, "basicConstraints CA=true", cert)
+        try:
+            usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            if not usage.digital_signature:
+                return RejectedCertificate(Reason.BAD_KEY_USAGE,
+                                           "keyUsage lacks digitalSignature", cert)
+        try:
+            eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            pass
+        else:
+            if x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+                return RejectedCertificate(Reason.BAD_KEY_USAGE,
+                                           "extendedKeyUsage lacks clientAuth", cert)
+        return self.check_time(cert)
+
+    def check_time(self, cert: x509.Certificate) -> RejectedCertificate | None:
+        """Whether ``cert`` is inside its validity period by the injected clock."""
+        now = self.clock.seconds()
+        if now < cert.not_valid_before_utc.timestamp():
+            return RejectedCertificate(Reason.NOT_YET_VALID, "by the server clock", cert)
+        if now > cert.not_valid_after_utc.timestamp():
+            return RejectedCertificate(Reason.EXPIRED, "by the server clock", cert)
+        return None
+
+    def handshake_completed(self, state: ConnectionState, peer: IAddress | None) -> None:
+        """Turn a finished handshake into the connection's identity, and log the decision."""
+        if state.leaf is None:
+            _log.info("TLS connection from {peer} without a client certificate",
+                      decision="anonymous", reason=Reason.NO_CERTIFICATE.value,
+                      peer=_peer_text(peer))
+            return
+        identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
+        state.identity = identity
+        _log.info(
+            "accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
+            "sha256 {sha256}) from {peer}",
+            decision="accepted", reason=None, peer=_peer_text(peer),
+            subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
+            sha256=identity.sha256, pinned=state.pinned,
+        )
+
+    def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
+                         reason: Failure) -> None:
+        """Log why a handshake that never completed was refused."""
+        rejection = state.rejection
+        if rejection is None:
+            rejection = _from_ssl_failure(reason)
+            if rejection is None:
+                return  # the peer went away before sending anything worth judging
+        log_rejection(rejection, peer)
+
+
+def log_rejection(rejection: RejectedCertificate, peer: IAddress | None, **extra: Any) -> None:
+    """Emit the one structured event for a refused client certificate."""
+    cert = rejection.certificate
+    _log.warn(
+        "rejected client certificate from {peer}: {reason} ({detail}); subject {subject}",
+        decision="rejected", reason=rejection.reason.value, detail=rejection.detail,
+        peer=_peer_text(peer), depth=rejection.depth,
+        subject=cert.subject.rfc4514_string() if cert is not None else None,
+        issuer=cert.issuer.rfc4514_string() if cert is not None else None,
+        serial=format(cert.serial_number, "x") if cert is not None else None,
+        sha256=sha256_hex(cert) if cert is not None else None,
+        **extra,
+    )
+
+
+def _from_ssl_failure(reason: Failure) -> RejectedCertificate | None:
+    if not reason.check(SSL.Error):
+        return None
+    text = str(reason.value)
+    if "peer did not return a certificate" in text:
+        return RejectedCertificate(Reason.NO_CERTIFICATE)
+    return RejectedCertificate(Reason.HANDSHAKE_FAILED, _ssl_error_text(reason.value))
+
+
+def _ssl_error_text(error: BaseException) -> str:
+    args = error.args[0] if error.args else None
+    if isinstance(args, list) and args and isinstance(args[0], tuple):
+        return "; ".join(str(item[-1]) for item in args)
+    return str(error)
+
+
+def _peer_text(peer: IAddress | None) -> str:
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,135 @@
+"""twisted.web glue: the site whose channels report handshakes, ``/secure``, and identity lookup."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.python.failure import Failure
+from twisted.web import http, resource, server
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from certsrv._identity import ClientIdentity
+from certsrv._verify import ClientCertificatePolicy, ConnectionState
+from certsrv.exceptions import Reason
+
+__all__ = ["CertsrvSite", "SecureResource", "identity_of", "root_resource"]
+
+
+def _state_of_transport(transport: Any) -> ConnectionState | None:
+    return getattr(transport, "certsrv_state", None)
+
+
+def connection_state(request: IRequest) -> ConnectionState | None:
+    """The TLS connection state behind ``request``, on HTTP/1.1 and HTTP/2 alike."""
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None)
+    if transport is None:
+        # HTTP/2 streams have no transport; their connection does (twisted/twisted#9270).
+        transport = getattr(getattr(channel, "_conn", None), "transport", None)
+    return _state_of_transport(transport)
+
+
+def identity_of(request: IRequest) -> ClientIdentity | None:
+    """The verified client identity of ``request``'s connection, or None if it has none."""
+    state = connection_state(request)
+    return state.identity if state is not None else None
+
+
+@implementer(IHandshakeListener)
+class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+    """An HTTP channel that tells the policy when its TLS handshake completes or fails."""
+
+    _handshake_done = False
+
+    def handshakeCompleted(self) -> None:
+        self._handshake_done = True
+        state = _state_of_transport(self._channel.transport)
+        if state is not None:
+            self._site.policy.handshake_completed(state, self._channel.transport.getPeer())
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not self._handshake_done:
+            transport = self._channel.transport
+            state = _state_of_transport(transport)
+            if state is not None:
+                peer = transport.getPeer() if transport is not None else None
+                self._site.policy.handshake_failed(state, peer, reason)
+        self._channel.connectionLost(reason)
+
+
+def _channel_factory(site: CertsrvSite) -> _Channel:
+    return _Channel(HTTPChannel())
+
+
+class CertsrvSite(server.Site):
+    """A Site whose connections report their TLS decisions to ``policy``."""
+
+    protocol = _channel_factory  # type: ignore[assignment]
+    displayTracebacks = False
+
+    def __init__(self, root: resource.IResource, policy: ClientCertificatePolicy,
+                 *, http2: bool = True, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.policy = policy
+        self.http2 = http2
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The ALPN protocols offered: h2 (when enabled and installed), then http/1.1."""
+        protocols = list(super().acceptableProtocols())
+        return protocols if self.http2 else [p for p in protocols if p != b"h2"]
+
+
+class SecureResource(resource.Resource):
+    """``/secure``: 200 with the client's identity, 403 with the reason otherwise."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
+        """Nothing lives below ``/secure``."""
+        return resource.NoResource()
+
+    def __init__(self, policy: ClientCertificatePolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def render_GET(self, request: server.Request) -> bytes:
+        identity = identity_of(request)
+        reason: Reason | None = None
+        if identity is None:
+            reason = Reason.NO_CERTIFICATE
+        else:
+            now = self._policy.clock.seconds()
+            if now > identity.valid_until:
+                reason = Reason.EXPIRED
+            elif now < identity.not_before:
+                reason = Reason.NOT_YET_VALID
+        json_wanted = b"application/json" in (request.getHeader(b"accept") or b"")
+        if reason is not None or identity is None:
+            request.setResponseCode(http.FORBIDDEN)
+            reason = reason or Reason.NO_CERTIFICATE
+            return _body(request, json_wanted, {"error": "forbidden", "reason": reason.value,
+                                                "message": reason.sentence},
+                         f"Forbidden: {reason.sentence} ({reason.value})\n")
+        return _body(request, json_wanted, identity.as_json(),
+                     f"Client certificate accepted\nsubject: {identity.subject}\n")
+
+    render_HEAD = render_GET
+
+
+def _body(request: server.Request, json_wanted: bool, document: dict[str, Any],
+          text: str) -> bytes:
+    request.setHeader(b"cache-control", b"no-store")
+    if json_wanted:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(document, indent=2).encode() + b"\n"
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return text.encode()
+
+
+def root_resource(policy: ClientCertificatePolicy) -> resource.Resource:
+    """The default tree: ``/secure`` and 404 for everything else."""
+    root = resource.Resource()
+    root.putChild(b"secure", SecureResource(policy))
+    return root
