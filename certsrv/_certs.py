@@ -42,17 +42,16 @@ def load_certificates(path: str, what: str = "certificate") -> list[x509.Certifi
     try:
         if _PEM_CERT in data:
             certs = x509.load_pem_x509_certificates(data)
-        elif data.lstrip().startswith(b"-----BEGIN"):
-            raise ConfigurationError(path, f"{what} file holds no certificate (wrong PEM type)")
-        elif data:
+        elif data.startswith(b"\x30"):
             certs = [x509.load_der_x509_certificate(data)]
         else:
             certs = []
     except ValueError as e:
-        raise ConfigurationError(path, f"{what} file is not a valid PEM or DER certificate "
-                                       f"({e})") from None
+        raise ConfigurationError(path, f"{what} file holds a malformed certificate ({e})"
+                                 ) from None
     if not certs:
-        raise ConfigurationError(path, f"{what} file contains no certificate")
+        raise ConfigurationError(path, f"{what} file contains no certificate "
+                                       "(expected PEM or DER)")
     return certs
 
 

@@ -452,6 +452,8 @@ def _server_reason(body: bytes, content_type: str) -> str:
 
 def _explain_status(exc: HTTPStatusError) -> Explanation:
     reason = _server_reason(exc.body, exc.content_type)
+    if exc.phrase and reason.lower().startswith(f"{exc.phrase.lower()}:"):
+        reason = reason[len(exc.phrase) + 1:].strip()  # "Forbidden: ..." after "403 Forbidden"
     status = f"{exc.code} {exc.phrase}".rstrip()
     if exc.code == 403:
         code, sentence = "forbidden", f"the server refused the request ({status})"

@@ -1,0 +1,215 @@
+"""The ``twistd certsrv`` plugin: options, startup errors, and one real twistd process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import defer, reactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from certsrv import _tap
+from certsrv._tls import ClientCertMode
+from certsrv._verify import AllowedTypes
+from certsrv.pki import CertificateAuthority, self_signed_client
+from tests._support import DAY, clock_at_now, shared_pki, utcnow, write_pem
+from tests.test_interop import run
+
+
+class _Files:
+    """A server certificate, key and CA written to a temporary directory."""
+
+    def __init__(self, directory: str) -> None:
+        pki = shared_pki()
+        self.dir = directory
+        self.ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
+        self.cert = write_pem(directory, "server.pem", pki.server.chain_pem())
+        self.key = write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600)
+
+    def argv(self, *extra: str) -> list[str]:
+        return ["--cert", self.cert, "--key", self.key, "--ca", self.ca, *extra]
+
+
+def parse(argv: list[str]) -> _tap.Options:
+    options = _tap.Options()
+    options.clock = clock_at_now()
+    options.parseOptions(argv)
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """Options become checked settings, and bad ones stop startup with one clear line."""
+
+    def setUp(self) -> None:
+        self.files = _Files(self.mktemp())
+
+    def assertStartupError(self, argv: list[str], *fragments: str) -> None:
+        with self.assertRaises(SystemExit) as caught:
+            parse(argv)
+        message = str(caught.exception.code)
+        self.assertTrue(message.startswith("certsrv: "), message)
+        self.assertNotIn("\n", message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+
+    def test_plugin_is_discoverable(self) -> None:
+        import twisted.plugins
+
+        names = [p.tapname for p in getPlugins(IServiceMaker, twisted.plugins)]
+        self.assertIn("certsrv", names)
+
+    def test_defaults(self) -> None:
+        options = parse(self.files.argv())
+        self.assertEqual(options["listen"], ["tcp:8443"])
+        self.assertEqual(options["settings"].client_cert, ClientCertMode.REQUIRE)
+        self.assertEqual(options["policy"].allowed_types, AllowedTypes.CHAINED)
+        self.assertEqual(options["settings"].roots, (shared_pki().root.certificate,))
+        self.assertEqual(options["settings"].min_tls, "1.2")
+
+    def test_make_service_listens_on_each_endpoint(self) -> None:
+        options = parse(self.files.argv("--listen", "tcp:0:interface=127.0.0.1",
+                                        "--listen", "tcp:0:interface=127.0.0.1"))
+        service = _tap.makeService(options)
+        self.assertIsInstance(service, MultiService)
+        self.assertEqual(len(list(service)), 2)
+
+    def test_values(self) -> None:
+        options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
+                                        "--min-tls", "1.3", "--http2", "off"))
+        self.assertEqual(options["settings"].client_cert, ClientCertMode.OPTIONAL)
+        self.assertEqual(options["settings"].verify_depth, 2)
+        self.assertEqual(options["settings"].min_tls, "1.3")
+        self.assertFalse(options["config"].http2)
+
+    def test_bad_choices_are_usage_errors(self) -> None:
+        for argv in (["--client-cert", "maybe"], ["--allowed-types", "any"],
+                     ["--min-tls", "1.1"], ["--http2", "yes"], ["--listen", "ssl:8443"],
+                     ["--verify-depth", "x"]):
+            self.assertRaises(usage.UsageError, parse, self.files.argv(*argv))
+
+    def test_missing_certificate(self) -> None:
+        missing = os.path.join(self.files.dir, "nope.pem")
+        argv = self.files.argv()
+        argv[1] = missing
+        self.assertStartupError(argv, missing, "does not exist")
+
+    def test_key_not_matching(self) -> None:
+        other = write_pem(self.files.dir, "other.key",
+                          shared_pki().client.private_key_pem(), 0o600)
+        argv = self.files.argv()
+        argv[3] = other
+        self.assertStartupError(argv, other, "does not match")
+
+    def test_garbage_key(self) -> None:
+        bad = write_pem(self.files.dir, "bad.key", b"not a key")
+        argv = self.files.argv()
+        argv[3] = bad
+        self.assertStartupError(argv, bad, "private key")
+
+    def test_ca_file_without_certificate(self) -> None:
+        empty = write_pem(self.files.dir, "empty.pem", b"# nothing here\n")
+        self.assertStartupError(self.files.argv("--ca", empty), empty, "no certificate")
+
+    def test_ca_file_with_leaf(self) -> None:
+        leaf = write_pem(self.files.dir, "leaf.pem", shared_pki().client.certificate_pem())
+        argv = ["--cert", self.files.cert, "--key", self.files.key, "--ca", leaf]
+        self.assertStartupError(argv, leaf, "not a CA")
+
+    def test_no_ca(self) -> None:
+        argv = ["--cert", self.files.cert, "--key", self.files.key, "--ca",
+                os.path.join(self.files.dir, "absent.pem")]
+        self.assertStartupError(argv, "absent.pem", "does not exist")
+
+    def test_expired_server_certificate(self) -> None:
+        now = utcnow()
+        old = CertificateAuthority.create().issue_server(
+            "localhost", not_before=now - 10 * DAY, not_after=now - DAY)
+        cert = write_pem(self.files.dir, "old.pem", old.certificate_pem())
+        key = write_pem(self.files.dir, "old.key", old.private_key_pem(), 0o600)
+        self.assertStartupError(["--cert", cert, "--key", key, "--ca", self.files.ca],
+                                cert, "expired")
+
+    def test_self_signed_needs_pins(self) -> None:
+        self.assertStartupError(self.files.argv("--allowed-types", "all"), "--pin")
+
+    def test_bad_pin(self) -> None:
+        self.assertStartupError(self.files.argv("--allowed-types", "all", "--pin", "abc"),
+                                "--pin", "not a SHA-256 fingerprint")
+
+    def test_pins(self) -> None:
+        cert = self_signed_client("pinned")
+        colons = ":".join(cert.fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()
+        options = parse(self.files.argv("--allowed-types", "all", "--pin", colons))
+        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
+        listing = write_pem(self.files.dir, "pins.txt",
+                            f"# pinned\n{cert.fingerprint}  # device 1\n".encode())
+        options = parse(self.files.argv("--allowed-types", "selfsigned", "--pins", listing))
+        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
+        self.assertEqual(options["settings"].roots, ())
+        certs = write_pem(self.files.dir, "pins.pem", cert.certificate_pem())
+        options = parse(self.files.argv("--allowed-types", "all", "--pins", certs))
+        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
+        bad = write_pem(self.files.dir, "bad-pins.txt", b"zz\n")
+        self.assertStartupError(self.files.argv("--allowed-types", "all", "--pins", bad),
+                                "bad-pins.txt:1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TwistdTests(TestCase):
+    """A real ``twistd -n certsrv`` process serves curl, and refuses bad config cleanly."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.files = _Files(self.mktemp())
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+
+    def twistd(self, *argv: str) -> list[str]:
+        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "certsrv", *argv]
+
+    @defer.inlineCallbacks
+    def test_bad_configuration_is_one_line(self) -> Any:
+        missing = os.path.join(self.files.dir, "missing.pem")
+        out, err, code = yield run(self.twistd("--cert", missing, "--key", self.files.key,
+                                               "--ca", self.files.ca), env=self.env)
+        self.assertEqual(code, 1)
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertIn(f"certsrv: {missing}: server certificate file does not exist".encode(),
+                      err)
+
+    @defer.inlineCallbacks
+    def test_serves_curl(self) -> Any:
+        port = _free_port()
+        pki = shared_pki()
+        client = write_pem(self.files.dir, "client.pem", pki.client.chain_pem())
+        key = write_pem(self.files.dir, "client.key", pki.client.private_key_pem(), 0o600)
+        from tests.test_interop import _Collect
+
+        done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+        argv = self.twistd(*self.files.argv("--listen", f"tcp:{port}:interface=127.0.0.1"))
+        process = reactor.spawnProcess(_Collect(b"", done), argv[0], argv,  # type: ignore[attr-defined]
+                                       env=self.env)
+        curl = ["curl", "-sS", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
+                "--max-time", "30", "--cacert", self.files.ca, "--cert", client, "--key", key,
+                "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/secure"]
+        try:
+            out, err, code = yield run(curl)
+        finally:
+            process.signalProcess(signal.SIGTERM)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Client certificate accepted", out)
+        server_out, server_err, _ = yield done
+        self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
+        self.assertNotIn(b"Traceback", server_out + server_err)
