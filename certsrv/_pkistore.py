@@ -540,6 +540,9 @@ class PKIStore:
         """Mark a certificate revoked at ``when`` (default now) and rewrite ``crl.pem``."""
         reason = parse_reason(reason)
         revoked_at = _aware(when if when is not None else now).replace(microsecond=0)
+        if revoked_at.year >= 2050:
+            # index.txt holds revocation dates as UTCTime only, as `openssl ca` does.
+            raise ValueError(f"revocation time {_iso(revoked_at)} is not before 2050")
         _days(crl_days, what="CRL validity")
         with self._locked():
             self._refresh()
@@ -794,7 +797,7 @@ def _openssl_index(entries: Iterable[Entry]) -> bytes:
 def _openssl_time(when: datetime.datetime, *, utc_only: bool = False) -> str:
     # UTCTime before 2050, GeneralizedTime from then on, as `openssl ca` writes them.
     when = when.astimezone(datetime.UTC)
-    if when.year < 2050 or utc_only:
+    if when.year < 2050 or utc_only:  # revoke() refuses revocation times from 2050 on
         return when.strftime("%y%m%d%H%M%SZ")
     return when.strftime("%Y%m%d%H%M%SZ")
 

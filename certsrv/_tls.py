@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -123,8 +128,9 @@ class ServerTLS:
 class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
     """Twisted's TLS transport, carrying what certsrv learnt about the connection's client."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, factory: TLSMemoryBIOFactory, wrapped: IProtocol,
+                 _connectWrapped: bool = True) -> None:
+        super().__init__(factory, wrapped, _connectWrapped)
         # Twisted points the SSL.Connection's app data at this object, so the verify
         # callback finds the state through it.
         self.certsrv_state = ConnectionState()
@@ -135,7 +141,7 @@ class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
 
     protocol = _TLSProtocol
 
-    def __init__(self, tls: ServerTLS, wrapped: object) -> None:
+    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory) -> None:
         super().__init__(tls, False, wrapped, clock=tls.clock)
         self.tls = tls
 

@@ -257,10 +257,11 @@ def log_rejection(rejection: RejectedCertificate, peer: IAddress | None, **extra
 def _from_ssl_failure(reason: Failure) -> RejectedCertificate | None:
     if not reason.check(SSL.Error):
         return None
-    text = str(reason.value)
-    if "peer did not return a certificate" in text:
+    error = reason.value
+    assert error is not None
+    if "peer did not return a certificate" in str(error):
         return RejectedCertificate(Reason.NO_CERTIFICATE)
-    return RejectedCertificate(Reason.HANDSHAKE_FAILED, _ssl_error_text(reason.value))
+    return RejectedCertificate(Reason.HANDSHAKE_FAILED, _ssl_error_text(error))
 
 
 def _ssl_error_text(error: BaseException) -> str:

@@ -44,20 +44,21 @@ class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """An HTTP channel that tells the policy when its TLS handshake completes or fails."""
 
     _handshake_done = False
+    _site: CertsrvSite
 
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
-        state = _state_of_transport(self._channel.transport)
-        if state is not None:
-            self._site.policy.handshake_completed(state, self._channel.transport.getPeer())
+        transport = self._channel.transport
+        state = _state_of_transport(transport)
+        if state is not None and transport is not None:
+            self._site.policy.handshake_completed(state, transport.getPeer())
 
     def connectionLost(self, reason: Failure) -> None:
         if not self._handshake_done:
             transport = self._channel.transport
             state = _state_of_transport(transport)
-            if state is not None:
-                peer = transport.getPeer() if transport is not None else None
-                self._site.policy.handshake_failed(state, peer, reason)
+            if state is not None and transport is not None:
+                self._site.policy.handshake_failed(state, transport.getPeer(), reason)
         self._channel.connectionLost(reason)
 
 

@@ -1,4 +1,4 @@
-"""Independent peers against a real certsrv listener on 127.0.0.1: ``openssl s_client`` and ``curl``."""
+"""Independent peers, ``openssl s_client`` and ``curl``, against certsrv on 127.0.0.1."""
 
 from __future__ import annotations
 
