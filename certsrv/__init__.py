@@ -2,4 +2,40 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from certsrv._client import (
+    ClientTLSPolicy,
+    Explanation,
+    HTTPStatusError,
+    client_tls_policy,
+    explain,
+    http_client,
+    raise_for_status,
+)
+from certsrv._identity import ClientIdentity
+from certsrv._web import identity_of
+from certsrv.exceptions import (
+    CertsrvError,
+    ConfigurationError,
+    OCSPError,
+    PKIError,
+    Reason,
+    RejectedCertificate,
+)
+
+__all__ = [
+    "CertsrvError",
+    "ClientIdentity",
+    "ClientTLSPolicy",
+    "ConfigurationError",
+    "Explanation",
+    "HTTPStatusError",
+    "OCSPError",
+    "PKIError",
+    "Reason",
+    "RejectedCertificate",
+    "client_tls_policy",
+    "explain",
+    "http_client",
+    "identity_of",
+    "raise_for_status",
+]

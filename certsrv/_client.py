@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from treq.client import HTTPClient
@@ -42,7 +42,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
 
 __all__ = [
-    "ClientCertificatePolicy",
+    "ClientTLSPolicy",
     "ClientCredentials",
     "Explanation",
     "HTTPStatusError",
@@ -63,7 +63,6 @@ _ClientKey = (
     | rsa.RSAPrivateKey
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
-    | dsa.DSAPrivateKey
 )
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\r?\n?", re.DOTALL)
 _MAX_REASON = 300
@@ -104,7 +103,7 @@ def _certificates(name: str, data: bytes, what: str) -> list[x509.Certificate]:
     """Parse every certificate in PEM ``data`` (or one DER certificate), in order."""
     if b"-----BEGIN" in data:
         blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)
-                  if m.group(1) in (b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE")]
+                  if m.group(1) in (b"CERTIFICATE", b"X509 CERTIFICATE")]
         if not blocks:
             raise ConfigurationError(name, f"no certificate found in the {what} file")
         try:
@@ -167,8 +166,12 @@ def load_client_credentials(
         if private_key is None:
             raise ConfigurationError(key_name, "no private key found in the private key file")
     leaf, chain = certificates[0], certificates[1:]
-    if _public_der(leaf.public_key()) != _public_der(private_key.public_key()):
-        raise ConfigurationError(key_name, "private key does not match the certificate")
+    public = _public_der(private_key.public_key())
+    if _public_der(leaf.public_key()) != public:
+        problem = "private key does not match the certificate"
+        if any(_public_der(c.public_key()) == public for c in chain):
+            problem += " (it matches a later one: put the client certificate first in the file)"
+        raise ConfigurationError(key_name, problem)
     if intermediates is not None:
         chain += _certificates(*_read(intermediates, "intermediate certificates"),
                                "intermediate certificates")
@@ -197,7 +200,7 @@ def _trust_root(ca: Source | Sequence[x509.Certificate] | None) -> IOpenSSLTrust
 
 
 @implementer(IPolicyForHTTPS)
-class ClientCertificatePolicy:
+class ClientTLSPolicy:
     """Verify the server against ``trust_root`` and present ``credentials`` (if any) to it."""
 
     def __init__(
@@ -236,7 +239,7 @@ def client_tls_policy(
     key: Source | None,
     ca: Source | Sequence[x509.Certificate] | None,
     intermediates: Source | None = None,
-) -> ClientCertificatePolicy:
+) -> ClientTLSPolicy:
     """Build the HTTPS policy presenting this client certificate; ``ca`` None trusts the system."""
     if cert_path_or_pem is None:
         if key is not None or intermediates is not None:
@@ -245,7 +248,7 @@ def client_tls_policy(
         credentials = None
     else:
         credentials = load_client_credentials(cert_path_or_pem, key, intermediates)
-    return ClientCertificatePolicy(credentials, _trust_root(ca))
+    return ClientTLSPolicy(credentials, _trust_root(ca))
 
 
 def http_client(
@@ -437,10 +440,10 @@ def _server_reason(body: bytes, content_type: str) -> str:
         except ValueError:
             document = None
         if isinstance(document, dict):
-            for field in ("sentence", "message", "detail", "error", "reason"):
+            for field in ("sentence", "message", "detail", "reason", "error"):
                 value = document.get(field)
                 if isinstance(value, str) and value:
-                    if field == "reason" and value in Reason.__members__.values():
+                    if field == "reason" and value in {r.value for r in Reason}:
                         return Reason(value).sentence
                     return value[:_MAX_REASON]
     if "html" in content_type or text.startswith("<"):
@@ -470,7 +473,7 @@ def _explain_status(exc: HTTPStatusError) -> Explanation:
 def explain(
     failure_or_exception: BaseException | Failure, *, sent_certificate: bool | None = None
 ) -> Explanation:
-    """Explain why a request failed, in a sentence, with a stable code (see the module)."""
+    """Explain a failed request (TLS alert, server identity, network, HTTP status) in a sentence."""
     causes = list(_causes(failure_or_exception))
     for exc in causes:
         if isinstance(exc, HTTPStatusError):

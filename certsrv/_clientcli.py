@@ -2,7 +2,8 @@
 ``certsrv-client``: make one HTTPS request presenting a client certificate.
 
 Exit status: 0 for a 2xx answer, 1 for any other HTTP status, 2 when the connection is
-rejected (TLS alert, untrusted server, refused, timeout) or a local file is unusable.
+rejected (TLS alert, untrusted server, refused, timeout) or a local file is unusable,
+130 when interrupted.
 Failures are one line on stderr, never a traceback.
 """
 
@@ -160,11 +161,16 @@ async def _exchange(reactor: Any, options: argparse.Namespace, output: _Output) 
     except ConfigurationError as problem:
         output.complain(explain(problem))
         return 2
+    interrupted: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted.append, True)
     request = defer.Deferred.fromCoroutine(_fetch(client, options))
     request.addTimeout(options.timeout, reactor)
     try:
         response, body = await request
     except Exception as failure:
+        if interrupted:  # Ctrl-C: the reactor is closing our connection, not the server
+            output.stderr.write(f"{_PROG}: interrupted\n")
+            return 130
         output.complain(explain(failure, sent_certificate=True))
         return 2
     output.response(response, body)

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from certsrv._certs import load_certificates, load_private_key, read_file
+from certsrv._crl import check_crl, load_crl, next_update
 from certsrv._tls import ClientCertMode, TLSSettings, chain_problems
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy, parse_pin
 from certsrv.exceptions import ConfigurationError
@@ -35,6 +36,9 @@ class ServerConfig:
     verify_depth: int = 4
     min_tls: str = "1.2"
     http2: bool = True
+    crls: tuple[str, ...] = ()
+    crl_check_chain: bool = False
+    fail_open: bool = False
 
     def load(self, clock: IReactorTime) -> tuple[TLSSettings, ClientCertificatePolicy]:
         """Read every file, check it, and build the settings and policy; or raise."""
@@ -61,6 +65,7 @@ class ServerConfig:
             raise ConfigurationError("--allowed-types", f"{self.allowed_types.value} accepts "
                                      "self-signed certificates only when pinned: give --pin or "
                                      "--pins")
+        crls = tuple(self._load_crls((*roots, *intermediates), now))
         try:
             settings = TLSSettings(
                 certificate=leaf,
@@ -71,13 +76,34 @@ class ServerConfig:
                 client_cert=self.client_cert,
                 verify_depth=self.verify_depth,
                 min_tls=self.min_tls,
+                crls=crls,
+                crl_check_chain=self.crl_check_chain,
             )
         except ConfigurationError as e:
             if e.source == "--key":
                 raise ConfigurationError(self.key, e.problem) from None
             raise
-        policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins))
+        policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
+                                         fail_open=self.fail_open)
         return settings, policy
+
+    def _load_crls(self, issuers: Sequence[x509.Certificate], now: float
+                   ) -> list[x509.CertificateRevocationList]:
+        crls = []
+        for path in self.crls:
+            crl = load_crl(path)
+            check_crl(path, crl, issuers)
+            expires = next_update(crl)
+            if expires is not None and now > expires:
+                _log.error("{path}: CRL of {issuer} is past its nextUpdate ({day}); "
+                           "certificates it covers are {outcome} until a fresh CRL arrives",
+                           path=path, issuer=crl.issuer.rfc4514_string(),
+                           day=_day(crl.next_update_utc),  # type: ignore[arg-type]
+                           outcome="accepted (--revocation-fail open)" if self.fail_open
+                           else "rejected (--revocation-fail closed)",
+                           reason="crl_expired")
+            crls.append(crl)
+        return crls
 
     def _load_roots(self, now: float) -> list[x509.Certificate]:
         if not self.allowed_types.chained:

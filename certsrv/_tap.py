@@ -10,7 +10,8 @@ from twisted.python import usage
 
 from certsrv._config import ServerConfig, parse_pins
 from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
-from certsrv._verify import AllowedTypes
+from certsrv._reload import Reloader
+from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv._web import CertsrvSite, root_resource
 from certsrv.exceptions import ConfigurationError
 
@@ -50,8 +51,16 @@ class Options(usage.Options):
          "PEM certificates whose fingerprints are pinned."],
         ["verify-depth", None, 4, "Most intermediate CAs allowed between client and root.",
          int],
+        ["watch-interval", None, 5.0,
+         "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
         ["http2", None, "on", "on: offer HTTP/2 (ALPN h2) besides HTTP/1.1; off: HTTP/1.1 only."],
+        ["crl-check", None, "leaf",
+         "With --crl: leaf checks the client certificate only; chain checks every CA too "
+         "(each issuer then needs a CRL)."],
+        ["revocation-fail", None, "closed",
+         "When revocation status cannot be learnt (no valid CRL for an issuer, an expired CRL, "
+         "OCSP responder down): closed rejects the client, open admits it and logs a warning."],
     ]
 
     def __init__(self) -> None:
@@ -60,6 +69,7 @@ class Options(usage.Options):
         self["ca"] = []
         self["intermediates"] = []
         self["pin"] = []
+        self["crl"] = []
         self.clock: IReactorTime | None = None
 
     def opt_listen(self, description: str) -> None:
@@ -79,6 +89,11 @@ class Options(usage.Options):
         """A PEM file of untrusted intermediate CAs used to complete client chains."""
         self["intermediates"].append(path)
 
+    def opt_crl(self, path: str) -> None:
+        """A CRL file (PEM or DER) of a trusted CA; repeatable. Re-read when it changes and on
+        SIGHUP; a CRL whose signature does not verify is refused and the old one kept."""
+        self["crl"].append(path)
+
     def opt_pin(self, fingerprint: str) -> None:
         """Pin a self-signed client certificate by SHA-256 fingerprint (hex; repeatable)."""
         self["pin"].append(fingerprint)
@@ -89,6 +104,10 @@ class Options(usage.Options):
         _choice("allowed-types", self["allowed-types"], ("chained", "selfsigned", "all"))
         _choice("min-tls", self["min-tls"], ("1.2", "1.3"))
         _choice("http2", self["http2"], ("on", "off"))
+        _choice("crl-check", self["crl-check"], ("leaf", "chain"))
+        _choice("revocation-fail", self["revocation-fail"], ("closed", "open"))
+        if self["watch-interval"] < 0:
+            raise usage.UsageError("--watch-interval must not be negative")
         if not self["listen"]:
             self["listen"] = ["tcp:8443"]
         allowed = AllowedTypes(self["allowed-types"])
@@ -105,6 +124,9 @@ class Options(usage.Options):
                 verify_depth=self["verify-depth"],
                 min_tls=self["min-tls"],
                 http2=self["http2"] == "on",
+                crls=tuple(self["crl"]),
+                crl_check_chain=self["crl-check"] == "chain",
+                fail_open=self["revocation-fail"] == "open",
             )
             if self.clock is None:
                 from twisted.internet import reactor
@@ -118,11 +140,21 @@ class Options(usage.Options):
 
 
 def makeService(config: Options) -> service.IService:
-    """One TLS listener per --listen, all serving the same site."""
+    """One TLS listener per --listen, all serving the same site, and the reloader."""
     policy = config["policy"]
     tls = ServerTLS(config["settings"], policy)
     site = CertsrvSite(root_resource(policy), policy, http2=config["config"].http2)
     parent = service.MultiService()
     for description in config["listen"]:
         strports.service(description, TLSFactory(tls, site)).setServiceParent(parent)
+
+    def use_policy(new_policy: ClientCertificatePolicy) -> None:
+        site.policy = new_policy
+
+    from twisted.internet import reactor
+
+    clock = config.clock
+    assert clock is not None
+    Reloader(config["config"], tls, use_policy, clock, config["watch-interval"],
+             reactor=reactor).setServiceParent(parent)  # type: ignore[arg-type]
     return parent

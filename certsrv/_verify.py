@@ -29,6 +29,9 @@ _log = Logger(namespace="certsrv.tls")
 
 # OpenSSL X509_V_ERR_* codes and what they mean to a client.
 _DEPTH_ZERO_SELF_SIGNED = 18
+# Revocation status unknown through a CRL problem (none for the issuer, not yet valid,
+# expired): rejected under --revocation-fail closed, accepted with a warning under open.
+_CRL_STATUS_UNKNOWN = frozenset({3, 11, 12})
 _OPENSSL_REASONS: dict[int, Reason] = {
     2: Reason.UNKNOWN_CA,
     3: Reason.CRL_UNAVAILABLE,
@@ -100,9 +103,10 @@ def parse_pin(text: str, source: str = "--pin") -> str:
 class ConnectionState:
     """What the handshake learnt about one connection's client; held by its TLS transport."""
 
-    __slots__ = ("chain_not_after", "identity", "leaf", "pinned", "rejection")
+    __slots__ = ("chain_not_after", "identity", "leaf", "pinned", "rejection", "warnings")
 
     def __init__(self) -> None:
+        self.warnings: list[str] = []
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
@@ -123,10 +127,12 @@ class ClientCertificatePolicy:
         clock: IReactorTime,
         allowed_types: AllowedTypes = AllowedTypes.CHAINED,
         pins: Iterable[str] = (),
+        fail_open: bool = False,
     ) -> None:
         self.clock = clock
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)
+        self.fail_open = fail_open
 
     def verify_callback(
         self, connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
@@ -148,6 +154,9 @@ class ClientCertificatePolicy:
         if not ok:
             if errno == _DEPTH_ZERO_SELF_SIGNED and depth == 0:
                 return self._self_signed(state, cert)
+            if errno in _CRL_STATUS_UNKNOWN and self.fail_open:
+                state.warnings.append(f"depth {depth}: {_openssl_text(errno)}")
+                return True
             reason = _OPENSSL_REASONS.get(errno, Reason.MALFORMED)
             state.reject(RejectedCertificate(reason, _openssl_text(errno), cert, depth))
             return False
@@ -227,6 +236,11 @@ class ClientCertificatePolicy:
             subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
             sha256=identity.sha256, pinned=state.pinned,
         )
+        for warning in state.warnings:
+            _log.warn("accepted {subject} although its revocation status is unknown "
+                      "(--revocation-fail open): {warning}", decision="accepted",
+                      reason=Reason.REVOCATION_UNKNOWN.value, subject=identity.subject,
+                      sha256=identity.sha256, peer=_peer_text(peer), warning=warning)
 
     def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
                          reason: Failure) -> None:

@@ -18,6 +18,7 @@ from typing import Any, cast
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
+from treq.content import content
 from twisted.internet import defer, error
 from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol
@@ -362,7 +363,7 @@ class ChainAndServerTests(TestCase):
         """raise_for_status passes a 2xx response through."""
         response = await _client(self, _pki().alice).get(f"https://127.0.0.1:{_listen(self)}/")
         assert (await raise_for_status(response)) is response
-        await response.content()
+        assert (await content(response)) == b"alice\n"
 
 
 class LoadingTests(TestCase):
@@ -387,6 +388,14 @@ class LoadingTests(TestCase):
         problem = self.problem(_pki().alice.chain_pem(), key)
         assert (problem.source, problem.problem) == (
             str(key), "private key does not match the certificate")
+
+    def test_leaf_not_first(self) -> None:
+        """A chain file with the leaf last is refused with a hint."""
+        chained = _pki().chained
+        cert = _pki().intermediate.certificate_pem() + chained.certificate_pem()
+        problem = self.problem(cert, chained.private_key_pem())
+        assert problem.problem.startswith("private key does not match the certificate (")
+        assert "first" in problem.problem
 
     def test_missing_file(self) -> None:
         """A missing certificate file is named."""
@@ -496,6 +505,17 @@ class ExplainTests(TestCase):
         status = HTTPStatusError(403, "Forbidden", b'{"reason": "not_pinned"}', "application/json")
         assert explain(status).sentence == (
             f"{FORBIDDEN}: {Reason.NOT_PINNED.sentence}")
+
+    def test_certsrv_bodies(self) -> None:
+        """certsrv's own 403 bodies, text and JSON, give the same sentence."""
+        sentence = f"{FORBIDDEN}: {Reason.EXPIRED.sentence}"
+        text = f"Forbidden: {Reason.EXPIRED.sentence} (expired)\n".encode()
+        document = json.dumps({"error": "forbidden", "reason": "expired",
+                               "message": Reason.EXPIRED.sentence}).encode()
+        assert explain(HTTPStatusError(403, "Forbidden", text, "text/plain")).sentence == (
+            f"{sentence} (expired)")
+        assert explain(HTTPStatusError(403, "Forbidden", document,
+                                       "application/json")).sentence == sentence
 
     def test_html_reason(self) -> None:
         """Twisted's HTML error pages are reduced to their text."""
