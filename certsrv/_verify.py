@@ -238,9 +238,9 @@ class ClientCertificatePolicy:
         )
         for warning in state.warnings:
             _log.warn("accepted {subject} although its revocation status is unknown "
-                      "(--revocation-fail open): {warning}", decision="accepted",
+                      "(--revocation-fail open): {problem}", decision="accepted",
                       reason=Reason.REVOCATION_UNKNOWN.value, subject=identity.subject,
-                      sha256=identity.sha256, peer=_peer_text(peer), warning=warning)
+                      sha256=identity.sha256, peer=_peer_text(peer), problem=warning)
 
     def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
                          reason: Failure) -> None:
