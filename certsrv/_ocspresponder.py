@@ -29,7 +29,7 @@ from certsrv._ocsp import (
     cert_id_key,
 )
 
-__all__ = ["MAX_REQUEST_SIZE", "Clock", "OCSPResource", "StatusLookup", "StatusRecord"]
+__all__ = ["MAX_REQUEST_SIZE", "OCSPResource", "ReactorTime", "StatusLookup", "StatusRecord"]
 
 StatusRecord = tuple[CertStatus, datetime.datetime | None, x509.ReasonFlags | None]
 StatusLookup = Callable[[int], StatusRecord | None]
@@ -40,7 +40,7 @@ _RESPONSE_TYPE = b"application/ocsp-response"
 _HASH_NAMES = ("sha1", "sha224", "sha256", "sha384", "sha512")
 
 
-class Clock(Protocol):
+class ReactorTime(Protocol):
     """The part of ``IReactorTime`` the responder uses."""
 
     def seconds(self) -> float:
@@ -59,7 +59,7 @@ class OCSPResource(Resource):
         responder_cert: x509.Certificate,
         responder_key: SigningKey,
         status_of: StatusLookup,
-        clock: Clock,
+        clock: ReactorTime,
         validity: datetime.timedelta = datetime.timedelta(hours=1),
         max_request_size: int = MAX_REQUEST_SIZE,
     ) -> None:

@@ -1,5 +1,8 @@
 """Tests for certsrv._ocsp (requests, responses, verification) and certsrv._ocspresponder."""
 
+# trial's assertion methods are untyped.
+# mypy: disable-error-code="no-untyped-call"
+
 from __future__ import annotations
 
 import base64
@@ -10,6 +13,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Literal, cast
 from urllib.parse import quote
 
 import treq
@@ -18,12 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -55,6 +61,8 @@ MINUTE = datetime.timedelta(minutes=1)
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 OPENSSL = shutil.which("openssl")
+RESPONDER_IDS: tuple[Literal["key", "name"], ...] = ("key", "name")
+_OCSP_REQUEST_HEADERS = Headers({b"Content-Type": [b"application/ocsp-request"]})
 
 
 @functools.cache
@@ -190,13 +198,13 @@ class AcceptTests(SynchronousTestCase):
         self.assertEqual(status.status, CertStatus.UNKNOWN)
 
     def test_delegated_responder(self) -> None:
-        """A responder certificate with OCSPSigning issued by the issuer may sign, by key or name."""
+        """A responder certificate of the issuer with OCSPSigning may sign, by key or name."""
         responder = self.ca.issue_ocsp_responder(now=NOW)
-        for responder_id in ("key", "name"):
+        for responder_id in RESPONDER_IDS:
             der = build_response(
                 [_single(self.client.certificate, self.ca.certificate)],
                 responder.certificate, responder.private_key, produced_at=NOW,
-                certificates=[responder.certificate], responder_id=responder_id)  # type: ignore[arg-type]
+                certificates=[responder.certificate], responder_id=responder_id)
             status = _verify(der, self.client.certificate, self.ca.certificate)
             self.assertEqual(status.status, CertStatus.GOOD)
 
@@ -314,9 +322,9 @@ class RejectTests(SynchronousTestCase):
 
     def test_unrelated_key_claiming_the_issuer(self) -> None:
         """A response naming the issuer as responder but signed by another key: bad_signature."""
-        for responder_id in ("key", "name"):
+        for responder_id in RESPONDER_IDS:
             der = build_response([self.single], self.ca.certificate, generate_key(),
-                                 produced_at=NOW, responder_id=responder_id)  # type: ignore[arg-type]
+                                 produced_at=NOW, responder_id=responder_id)
             self._assert_rejected(der, "bad_signature")
 
     def test_unrelated_self_signed_responder(self) -> None:
@@ -538,7 +546,7 @@ class ResponderTests(SynchronousTestCase):
               content_type: bytes = b"application/ocsp-request") -> tuple[int, bytes, bytes]:
         request = DummyRequest([b""])
         request.method = b"POST"
-        request.content = io.BytesIO(body)
+        request.content = io.BytesIO(body)  # type: ignore[attr-defined]
         request.requestHeaders.setRawHeaders(b"content-type", [content_type])
         return self._render(request)
 
@@ -737,9 +745,9 @@ class OpenSSLInteropTests(TestCase):
         table = _status_table(self.good, self.revoked, self.revoked_at)
         resource = OCSPResource(self.ca.certificate, self.responder.certificate,
                                 self.responder.private_key, table.get, reactor)
-        port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}"
+        return f"http://127.0.0.1:{cast(IPv4Address, port.getHost()).port}"
 
     async def test_openssl_client_against_resource(self) -> None:
         """``openssl ocsp -url`` verifies our responder's answers: good, revoked, unknown."""
@@ -759,7 +767,7 @@ class OpenSSLInteropTests(TestCase):
         nonce = new_nonce()
         der = build_request(self.revoked.certificate, self.ca.certificate, nonce)
         response = await treq.post(url, data=der, persistent=False,
-                                   headers={b"Content-Type": [b"application/ocsp-request"]})
+                                   headers=_OCSP_REQUEST_HEADERS)
         self.assertEqual(response.code, 200)
         body = await treq.content(response)
         status = verify_response(body, self.revoked.certificate, self.ca.certificate,
@@ -781,10 +789,11 @@ class OpenSSLInteropTests(TestCase):
         now = datetime.datetime.now(datetime.UTC)
         for key_type, pss in ((KeyType.ECDSA_P256, False), (KeyType.RSA_2048, False),
                               (KeyType.RSA_2048, True), (KeyType.ED25519, False)):
-            ca = _ca(key_type)
-            client = ca.issue_client("client")
+            ca = CertificateAuthority.create(f"Interop {key_type.value}", key_type=key_type)
+            client, other = ca.issue_client("client"), ca.issue_client("other")
+            # openssl wants every CertID of a response to name the same issuer.
             der = build_response(
-                [_single(self.good.certificate, self.ca.certificate, this_update=now),
+                [_single(other.certificate, ca.certificate, this_update=now),
                  _single(client.certificate, ca.certificate, CertStatus.REVOKED,
                          this_update=now, next_update=now + HOUR, revocation_time=now - DAY)],
                 ca.certificate, ca.private_key, produced_at=now, rsa_pss=pss)
@@ -836,7 +845,7 @@ class OpenSSLInteropTests(TestCase):
             nonce = new_nonce()
             response = await treq.post(
                 url, data=build_request(cert.certificate, self.ca.certificate, nonce),
-                headers={b"Content-Type": [b"application/ocsp-request"]}, persistent=False)
+                headers=_OCSP_REQUEST_HEADERS, persistent=False)
             body = await treq.content(response)
             status = verify_response(body, cert.certificate, self.ca.certificate,
                                      now=datetime.datetime.now(datetime.UTC), nonce=nonce,
