@@ -9,10 +9,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from certsrv._config import ServerConfig, parse_pins
-from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
 from certsrv._reload import Reloader
+from certsrv._revocation import OCSPMode, OCSPSettings, check_responder_url
+from certsrv._server import build_site, ocsp_checker
+from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
-from certsrv._web import CertsrvSite, root_resource
 from certsrv.exceptions import ConfigurationError
 
 __all__ = ["Options", "makeService"]
@@ -58,9 +59,28 @@ class Options(usage.Options):
         ["crl-check", None, "leaf",
          "With --crl: leaf checks the client certificate only; chain checks every CA too "
          "(each issuer then needs a CRL)."],
+        ["ocsp", None, "leaf",
+         "off; leaf: ask the OCSP responder named in the client certificate (or "
+         "--ocsp-responder) about it; chain: about every CA of its chain too. Lookups never "
+         "block: a request waits for the answer, other clients do not."],
+        ["ocsp-responder", None, None, "An http:// OCSP responder URL to use instead of the "
+         "certificates' Authority Information Access."],
+        ["ocsp-timeout", None, 5.0, "Seconds to wait for an OCSP responder.", float],
+        ["ocsp-nonce", None, "prefer",
+         "off; prefer: send a nonce, and a nonce in the answer must match; require: the "
+         "answer must carry the matching nonce."],
+        ["ocsp-skew", None, 300.0, "Seconds of clock skew allowed for OCSP thisUpdate and "
+         "nextUpdate.", float],
+        ["ocsp-max-age", None, 3600.0, "Longest time an OCSP answer is cached, in seconds "
+         "(it is also never used past its nextUpdate).", float],
         ["revocation-fail", None, "closed",
          "When revocation status cannot be learnt (no valid CRL for an issuer, an expired CRL, "
          "OCSP responder down): closed rejects the client, open admits it and logs a warning."],
+    ]
+
+    optFlags: list[list[Any]] = [
+        ["ocsp-require", None, "Treat a certificate naming no OCSP responder as status "
+         "unknown (see --revocation-fail) instead of accepting it."],
     ]
 
     def __init__(self) -> None:
@@ -108,6 +128,13 @@ class Options(usage.Options):
         _choice("revocation-fail", self["revocation-fail"], ("closed", "open"))
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
+        _choice("ocsp", self["ocsp"], ("off", "leaf", "chain"))
+        _choice("ocsp-nonce", self["ocsp-nonce"], ("off", "prefer", "require"))
+        for name in ("ocsp-timeout", "ocsp-max-age"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+        if self["ocsp-skew"] < 0:
+            raise usage.UsageError("--ocsp-skew must not be negative")
         if not self["listen"]:
             self["listen"] = ["tcp:8443"]
         allowed = AllowedTypes(self["allowed-types"])
@@ -127,14 +154,27 @@ class Options(usage.Options):
                 crls=tuple(self["crl"]),
                 crl_check_chain=self["crl-check"] == "chain",
                 fail_open=self["revocation-fail"] == "open",
+                ocsp=OCSPSettings(
+                    mode=OCSPMode(self["ocsp"]),
+                    responder=(check_responder_url(self["ocsp-responder"])
+                               if self["ocsp-responder"] else None),
+                    require=bool(self["ocsp-require"]),
+                    timeout=self["ocsp-timeout"],
+                    nonce=self["ocsp-nonce"],
+                    skew=self["ocsp-skew"],
+                    max_age=self["ocsp-max-age"],
+                ),
             )
             if self.clock is None:
                 from twisted.internet import reactor
 
                 self.clock = reactor  # type: ignore[assignment]
             assert self.clock is not None
+            from twisted.internet import reactor as default_reactor
+
             self["config"] = config
-            self["settings"], self["policy"] = config.load(self.clock)
+            self["ocsp-checker"] = ocsp_checker(config.ocsp, self.clock, default_reactor)
+            self["settings"], self["policy"] = config.load(self.clock, self["ocsp-checker"])
         except ConfigurationError as e:
             raise SystemExit(f"certsrv: {e}") from None
 
@@ -143,7 +183,7 @@ def makeService(config: Options) -> service.IService:
     """One TLS listener per --listen, all serving the same site, and the reloader."""
     policy = config["policy"]
     tls = ServerTLS(config["settings"], policy)
-    site = CertsrvSite(root_resource(policy), policy, http2=config["config"].http2)
+    site = build_site(policy, http2=config["config"].http2)
     parent = service.MultiService()
     for description in config["listen"]:
         strports.service(description, TLSFactory(tls, site)).setServiceParent(parent)
@@ -156,5 +196,6 @@ def makeService(config: Options) -> service.IService:
     clock = config.clock
     assert clock is not None
     Reloader(config["config"], tls, use_policy, clock, config["watch-interval"],
-             reactor=reactor).setServiceParent(parent)  # type: ignore[arg-type]
+             reactor=reactor, ocsp=config["ocsp-checker"]  # type: ignore[arg-type]
+             ).setServiceParent(parent)
     return parent

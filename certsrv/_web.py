@@ -85,52 +85,42 @@ class CertsrvSite(server.Site):
 
 
 class SecureResource(resource.Resource):
-    """``/secure``: 200 with the client's identity, 403 with the reason otherwise."""
+    """``/secure``: 200 with the client's identity, 403 when the connection has none."""
 
     def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         """Nothing lives below ``/secure``."""
         return resource.NoResource()
 
-    def __init__(self, policy: ClientCertificatePolicy) -> None:
-        super().__init__()
-        self._policy = policy
-
     def render_GET(self, request: server.Request) -> bytes:
         identity = identity_of(request)
-        reason: Reason | None = None
         if identity is None:
-            reason = Reason.NO_CERTIFICATE
-        else:
-            now = self._policy.clock.seconds()
-            if now > identity.valid_until:
-                reason = Reason.EXPIRED
-            elif now < identity.not_before:
-                reason = Reason.NOT_YET_VALID
-        json_wanted = b"application/json" in (request.getHeader(b"accept") or b"")
-        if reason is not None or identity is None:
-            request.setResponseCode(http.FORBIDDEN)
-            reason = reason or Reason.NO_CERTIFICATE
-            return _body(request, json_wanted, {"error": "forbidden", "reason": reason.value,
-                                                "message": reason.sentence},
-                         f"Forbidden: {reason.sentence} ({reason.value})\n")
-        return _body(request, json_wanted, identity.as_json(),
+            return forbidden(request, Reason.NO_CERTIFICATE)
+        return _body(request, identity.as_json(),
                      f"Client certificate accepted\nsubject: {identity.subject}\n")
 
     render_HEAD = render_GET
 
 
-def _body(request: server.Request, json_wanted: bool, document: dict[str, Any],
-          text: str) -> bytes:
+def forbidden(request: server.Request, reason: Reason, detail: str = "") -> bytes:
+    """A 403 body naming the reason, as JSON when the client asked for it."""
+    request.setResponseCode(http.FORBIDDEN)
+    document = {"error": "forbidden", "reason": reason.value, "message": reason.sentence}
+    if detail:
+        document["detail"] = detail
+    return _body(request, document, f"Forbidden: {reason.sentence} ({reason.value})\n")
+
+
+def _body(request: server.Request, document: dict[str, Any], text: str) -> bytes:
     request.setHeader(b"cache-control", b"no-store")
-    if json_wanted:
+    if b"application/json" in (request.getHeader(b"accept") or b""):
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(document, indent=2).encode() + b"\n"
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return text.encode()
 
 
-def root_resource(policy: ClientCertificatePolicy) -> resource.Resource:
+def root_resource() -> resource.Resource:
     """The default tree: ``/secure`` and 404 for everything else."""
     root = resource.Resource()
-    root.putChild(b"secure", SecureResource(policy))
+    root.putChild(b"secure", SecureResource())
     return root

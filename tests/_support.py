@@ -21,7 +21,7 @@ from twisted.test.iosim import connectedServerAndClient
 
 from certsrv._tls import ServerTLS, TLSFactory, TLSSettings
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
-from certsrv._web import CertsrvSite, root_resource
+from certsrv._server import build_site
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
 
 DAY = datetime.timedelta(days=1)
@@ -100,12 +100,12 @@ def make_server_factory(
     pins: frozenset[str] = frozenset(),
     policy: ClientCertificatePolicy | None = None,
     http2: bool = False,
+    app: Any = None,
 ) -> TLSFactory:
-    """A certsrv TLS factory serving the default resource tree."""
+    """A certsrv TLS factory serving the default resource tree behind the gate."""
     if policy is None:
         policy = ClientCertificatePolicy(clock or clock_at_now(), allowed_types, pins)
-    site = CertsrvSite(root_resource(policy), policy, http2=http2)
-    return TLSFactory(ServerTLS(settings, policy), site)
+    return TLSFactory(ServerTLS(settings, policy), build_site(policy, app=app, http2=http2))
 
 
 class HTTPClientProtocol(protocol.Protocol):

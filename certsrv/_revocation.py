@@ -1,0 +1,296 @@
+"""
+OCSP status for client certificates: a bounded cache, de-duplicated lookups, background refresh.
+
+The TLS verify callback runs inside OpenSSL and must not wait, so it only reads the cache
+(``lookup``). Everything that talks to a responder returns a Deferred (``check``) and never
+fails: a responder that is down, slow, or answers something untrustworthy yields an UNKNOWN
+verdict carrying the reason, and the caller applies ``--revocation-fail``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from certsrv._ocsp import CertID, CertStatus, NoncePolicy, build_request, cert_id_key, new_nonce
+from certsrv._ocsp import verify_response as _verify_response
+from certsrv.exceptions import ConfigurationError, OCSPError
+
+__all__ = [
+    "Fetcher",
+    "OCSPChecker",
+    "OCSPMode",
+    "OCSPSettings",
+    "Status",
+    "Verdict",
+    "check_responder_url",
+]
+
+_log = Logger(namespace="certsrv.ocsp")
+
+Fetcher = Callable[[str, bytes], "defer.Deferred[bytes]"]
+
+
+class OCSPMode(enum.Enum):
+    """Which certificates of a client's chain are checked with OCSP."""
+
+    OFF = "off"
+    LEAF = "leaf"
+    CHAIN = "chain"
+
+
+class Status(enum.Enum):
+    """What certsrv concluded about one certificate."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A revocation verdict with a stable reason code and a human detail."""
+
+    status: Status
+    reason: str
+    detail: str = ""
+    subject: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the certificate is known to be revoked."""
+        return self.status is Status.REVOKED
+
+
+@dataclass(frozen=True)
+class OCSPSettings:
+    """How OCSP is used; the values of the ``--ocsp*`` options."""
+
+    mode: OCSPMode = OCSPMode.OFF
+    responder: str | None = None
+    require: bool = False
+    timeout: float = 5.0
+    nonce: NoncePolicy = "prefer"
+    skew: float = 300.0
+    max_age: float = 3600.0
+    default_validity: float = 300.0
+    unknown_ttl: float = 10.0
+    cache_size: int = 10_000
+    max_response_bytes: int = 64 * 1024
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any OCSP lookups happen at all."""
+        return self.mode is not OCSPMode.OFF
+
+
+def check_responder_url(url: str, source: str = "--ocsp-responder") -> str:
+    """Accept only plain ``http://host[:port]/path`` URLs, as RFC 6960 responders use."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(source, f"{url!r} is not a valid URL") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigurationError(source, f"{url!r} is not an http:// URL with a host")
+    if parts.username or parts.password:
+        raise ConfigurationError(source, f"{url!r} carries credentials")
+    del port
+    return url
+
+
+def responder_urls(cert: x509.Certificate) -> list[str]:
+    """The http:// OCSP responder URLs in the certificate's Authority Information Access."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    urls = []
+    for description in aia:
+        if (description.access_method == AuthorityInformationAccessOID.OCSP
+                and isinstance(description.access_location, x509.UniformResourceIdentifier)):
+            try:
+                urls.append(check_responder_url(description.access_location.value, "AIA"))
+            except ConfigurationError:
+                continue
+    return urls
+
+
+class _Entry:
+    __slots__ = ("expires", "refresh_at", "verdict")
+
+    def __init__(self, verdict: Verdict, expires: float, refresh_at: float) -> None:
+        self.verdict = verdict
+        self.expires = expires
+        self.refresh_at = refresh_at
+
+
+Pair = tuple[x509.Certificate, x509.Certificate, CertID]
+
+
+class OCSPChecker:
+    """Looks up OCSP status through ``fetch``, caching verified answers until they go stale."""
+
+    def __init__(self, settings: OCSPSettings, clock: IReactorTime, fetch: Fetcher) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.fetch = fetch
+        self._cache: OrderedDict[CertID, _Entry] = OrderedDict()
+        self._inflight: dict[CertID, list[defer.Deferred[Verdict]]] = {}
+        self.queries = 0
+        self.hits = 0
+
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Pair:
+        """The (certificate, issuer, CertID) triple that identifies one lookup."""
+        return cert, issuer, cert_id_key(cert, issuer)
+
+    def lookup(self, pair: Pair) -> Verdict | None:
+        """The cached verdict, if still fresh; starts a background refresh when it is due."""
+        entry = self._cache.get(pair[2])
+        if entry is None:
+            return None
+        now = self.clock.seconds()
+        if now >= entry.expires:
+            return None
+        self._cache.move_to_end(pair[2])
+        self.hits += 1
+        if now >= entry.refresh_at and pair[2] not in self._inflight:
+            self.check(pair, refresh=True)
+        return entry.verdict
+
+    def lookup_all(self, pairs: Sequence[Pair]) -> Verdict | None:
+        """The combined cached verdict of several certificates, or None if any is missing."""
+        verdicts = []
+        for pair in pairs:
+            verdict = self.lookup(pair)
+            if verdict is None:
+                return None
+            verdicts.append(verdict)
+        return combine(verdicts)
+
+    def check_all(self, pairs: Sequence[Pair]) -> defer.Deferred[Verdict]:
+        """The combined verdict of several certificates, fetching what is not cached."""
+        waits = [self.check(pair) for pair in pairs]
+        gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
+        return gathered.addCallback(combine)
+
+    def check(self, pair: Pair, refresh: bool = False) -> defer.Deferred[Verdict]:
+        """The verdict for one certificate: cached, joined to a lookup in flight, or fetched."""
+        if not refresh:
+            cached = self.lookup(pair)
+            if cached is not None:
+                return defer.succeed(cached)
+        waiter: defer.Deferred[Verdict] = defer.Deferred()
+        waiters = self._inflight.get(pair[2])
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._inflight[pair[2]] = [waiter]
+        self._query(pair).addBoth(self._settle, pair)
+        return waiter
+
+    def _settle(self, result: Verdict | Failure, pair: Pair) -> None:
+        if isinstance(result, Failure):  # a bug, not a responder problem: never cache it
+            _log.failure("OCSP lookup failed unexpectedly", result)
+            verdict = Verdict(Status.UNKNOWN, "internal_error", str(result.value))
+        else:
+            verdict = result
+        for waiter in self._inflight.pop(pair[2], []):
+            waiter.callback(verdict)
+
+    @defer.inlineCallbacks
+    def _query(self, pair: Pair) -> Any:
+        cert, issuer, cert_id = pair
+        subject = cert.subject.rfc4514_string()
+        urls = [self.settings.responder] if self.settings.responder else responder_urls(cert)
+        if not urls:
+            if self.settings.require:
+                verdict = Verdict(Status.UNKNOWN, "no_responder",
+                                  "the certificate names no OCSP responder", subject)
+            else:
+                verdict = Verdict(Status.GOOD, "no_responder",
+                                  "the certificate names no OCSP responder", subject)
+            self._store(cert_id, verdict, self.clock.seconds() + self.settings.max_age)
+            return verdict
+        nonce = new_nonce() if self.settings.nonce != "off" else None
+        request = build_request(cert, issuer, nonce)
+        self.queries += 1
+        started = self.clock.seconds()
+        try:
+            der = yield self.fetch(urls[0], request)
+            now = self.clock.seconds()
+            status = _verify_response(
+                der, cert, issuer,
+                now=datetime.datetime.fromtimestamp(now, datetime.UTC),
+                nonce=nonce, nonce_policy=self.settings.nonce,
+                skew=datetime.timedelta(seconds=self.settings.skew),
+                default_validity=datetime.timedelta(seconds=self.settings.default_validity),
+            )
+        except OCSPError as e:
+            verdict = Verdict(Status.UNKNOWN, e.reason, e.detail, subject)
+            _log.warn("OCSP status of {subject} unknown: {reason} ({detail}) from {url}",
+                      subject=subject, reason=e.reason, detail=e.detail, url=urls[0],
+                      outcome="unknown", seconds=self.clock.seconds() - started)
+            self._store(cert_id, verdict, self.clock.seconds() + self.settings.unknown_ttl)
+            return verdict
+        verdict = _verdict_of(status.status, subject, status.revocation_reason)
+        expires = self._expiry(status.this_update, status.next_update, now)
+        self._store(cert_id, verdict, expires)
+        _log.info("OCSP status of {subject}: {status} from {url}", subject=subject,
+                  status=verdict.status.value, url=urls[0], outcome=verdict.status.value,
+                  seconds=now - started)
+        return verdict
+
+    def _expiry(self, this_update: datetime.datetime, next_update: datetime.datetime | None,
+                now: float) -> float:
+        if next_update is not None:
+            until = next_update.timestamp()
+        else:
+            until = this_update.timestamp() + self.settings.default_validity
+        return min(until, now + self.settings.max_age)
+
+    def _store(self, cert_id: CertID, verdict: Verdict, expires: float) -> None:
+        now = self.clock.seconds()
+        lifetime = max(expires - now, 0.0)
+        # Refresh ahead of expiry (the last fifth of the lifetime, at most a minute early) so
+        # active clients never wait for a responder once their status is known.
+        refresh_at = expires - min(lifetime / 5, 60.0)
+        self._cache[cert_id] = _Entry(verdict, expires, refresh_at)
+        self._cache.move_to_end(cert_id)
+        while len(self._cache) > self.settings.cache_size:
+            self._cache.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def _verdict_of(status: CertStatus, subject: str,
+                reason: x509.ReasonFlags | None) -> Verdict:
+    if status is CertStatus.GOOD:
+        return Verdict(Status.GOOD, "good", "", subject)
+    if status is CertStatus.REVOKED:
+        detail = f"revoked ({reason.value})" if reason is not None else "revoked"
+        return Verdict(Status.REVOKED, "revoked", detail, subject)
+    return Verdict(Status.UNKNOWN, "responder_unknown",
+                   "the responder does not know the certificate", subject)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """Revoked beats unknown beats good."""
+    for status in (Status.REVOKED, Status.UNKNOWN):
+        for verdict in verdicts:
+            if verdict.status is status:
+                return verdict
+    return verdicts[0] if verdicts else Verdict(Status.GOOD, "not_checked")

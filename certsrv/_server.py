@@ -1,0 +1,32 @@
+"""Putting the pieces together: the site behind the per-request gate, and its OCSP checker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import resource
+
+from certsrv._gate import Gate
+from certsrv._ocspfetch import HTTPFetcher
+from certsrv._revocation import Fetcher, OCSPChecker, OCSPSettings
+from certsrv._verify import ClientCertificatePolicy
+from certsrv._web import CertsrvSite, root_resource
+
+__all__ = ["build_site", "ocsp_checker"]
+
+
+def build_site(policy: ClientCertificatePolicy, *, app: resource.IResource | None = None,
+               http2: bool = True) -> CertsrvSite:
+    """A site serving ``app`` (default: ``/secure``) behind the gate."""
+    return CertsrvSite(Gate(app if app is not None else root_resource()), policy, http2=http2)
+
+
+def ocsp_checker(settings: OCSPSettings, clock: IReactorTime, reactor: Any,
+                 fetch: Fetcher | None = None) -> OCSPChecker | None:
+    """The OCSP checker the settings ask for (None when OCSP is off)."""
+    if not settings.enabled:
+        return None
+    if fetch is None:
+        fetch = HTTPFetcher(reactor, clock, settings.timeout, settings.max_response_bytes)
+    return OCSPChecker(settings, clock, fetch)
