@@ -41,8 +41,23 @@ class HTTPFetcher:
             headers=Headers({b"Content-Type": [b"application/ocsp-request"],
                              b"Accept": [b"application/ocsp-response"]}))
         d.addCallback(self._read)
-        d.addTimeout(self.timeout, self.clock)
-        d.addErrback(self._translate, url)
+        # One deadline for connect, request and body. (Deferred.addTimeout cannot tell a
+        # timeout apart here: Agent reports its cancellation as ResponseNeverReceived.)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        deadline = self.clock.callLater(self.timeout, expire)
+
+        def settle(result: Any) -> Any:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        d.addBoth(settle)
+        d.addErrback(self._translate, url, expired)
         return d
 
     def _read(self, response: IResponse) -> defer.Deferred[bytes]:
@@ -66,10 +81,10 @@ class HTTPFetcher:
         collected: defer.Deferred[None] = treq.collect(response, collect)
         return collected.addCallback(lambda _: b"".join(parts))
 
-    def _translate(self, failure: Failure, url: str) -> Failure:
+    def _translate(self, failure: Failure, url: str, expired: list[bool]) -> Failure:
         if failure.check(OCSPError):
             return failure
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if expired:
             return Failure(OCSPError("timeout", f"no answer from {url} within "
                                                 f"{self.timeout:g} s"))
         return Failure(OCSPError("responder_down", f"{url}: {failure.getErrorMessage()}"))

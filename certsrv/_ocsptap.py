@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,14 @@ _SIGNING_KEYS = (
 _log = Logger(namespace="certsrv.ocsp")
 
 
+@dataclass(frozen=True)
 class Responder:
     """What the responder answers with: the PKI, its CA certificate, the signing cert and key."""
 
-    def __init__(self, store: PKIStore, issuer: x509.Certificate,
-                 certificate: x509.Certificate, key: SigningKey) -> None:
-        self.store = store
-        self.issuer = issuer
-        self.certificate = certificate
-        self.key = key
+    store: PKIStore
+    issuer: x509.Certificate
+    certificate: x509.Certificate
+    key: SigningKey
 
 
 def load_responder(directory: str, now: datetime.datetime) -> Responder:

@@ -1,0 +1,406 @@
+"""The ``twistd certsrv-ocsp`` plugin: options, index-driven answers, openssl, a real twistd."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
+
+import treq
+from cryptography import x509
+from cryptography.x509 import ocsp
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
+
+import certsrv
+from certsrv import _ocsptap
+from certsrv._ocsp import CertStatus, OCSPStatus, build_request, new_nonce, verify_response
+from certsrv._ocspresponder import OCSPResource
+from certsrv._pkistore import INDEX, PKIStore
+from certsrv.pki import IssuedCertificate
+from tests._support import DAY, clock_at_now, utcnow
+
+OPENSSL = shutil.which("openssl")
+_REQUEST_HEADERS: dict[bytes | str, list[bytes | str]] = {
+    b"content-type": [b"application/ocsp-request"]}
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(certsrv.__file__)))
+
+
+def make_pki(directory: str) -> PKIStore:
+    """A fresh certsrv-pki directory (CA, server, client, OCSP responder) made now."""
+    return PKIStore.init(directory)
+
+
+def parse(argv: list[str], clock: Any = None) -> _ocsptap.Options:
+    """Parse ``argv`` as ``twistd certsrv-ocsp`` would, against ``clock`` (default: now)."""
+    options = _ocsptap.Options()
+    options.clock = clock if clock is not None else clock_at_now()
+    options.parseOptions(argv)
+    return options
+
+
+def resource_of(service: MultiService) -> tuple[Site, OCSPResource]:
+    """The site every listener of ``service`` serves, and its OCSP resource."""
+    sites = {id(child.factory): child.factory for child in service if hasattr(child, "factory")}
+    if len(sites) != 1:
+        raise AssertionError(f"expected one site, got {len(sites)}")
+    site = cast(Site, next(iter(sites.values())))
+    return site, cast(OCSPResource, site.resource)
+
+
+def load(directory: str, name: str) -> x509.Certificate:
+    """The first certificate in ``directory``/``name``."""
+    return x509.load_pem_x509_certificates(Path(directory, name).read_bytes())[0]
+
+
+def ask(resource: OCSPResource, cert: x509.Certificate, issuer: x509.Certificate,
+        now: datetime.datetime) -> OCSPStatus:
+    """Ask ``resource`` (no network) about ``cert`` with a nonce; verify the answer."""
+    nonce = new_nonce()
+    der = resource.respond(build_request(cert, issuer, nonce))
+    return verify_response(der, cert, issuer, now=now, nonce=nonce, nonce_policy="require")
+
+
+class OptionsTests(SynchronousTestCase):
+    """Options become a responder; bad ones stop startup with one clear line."""
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        self.store = make_pki(self.dir)
+
+    def assertStartupError(self, argv: list[str], *fragments: str, clock: Any = None) -> None:
+        with self.assertRaises(SystemExit) as caught:
+            parse(argv, clock)
+        message = str(caught.exception.code)
+        self.assertTrue(message.startswith("certsrv-ocsp: "), message)
+        self.assertNotIn("\n", message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+
+    def test_plugin_is_discoverable(self) -> None:
+        """``getPlugins`` finds ``certsrv-ocsp``, backed by certsrv._ocsptap."""
+        import twisted.plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIn("certsrv-ocsp", makers)
+        maker = makers["certsrv-ocsp"]
+        self.assertIsInstance(maker.options(), _ocsptap.Options)
+        self.assertIs(maker.makeService, _ocsptap.makeService)
+
+    def test_defaults(self) -> None:
+        """Loopback port 8080, one-hour answers, the ``certs`` directory."""
+        self.assertEqual(_ocsptap.Options()["pki"], "certs")
+        options = parse(["--pki", self.dir])
+        self.assertEqual(options["listen"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(options["validity"], 3600)
+        responder = options["responder"]
+        self.assertEqual(responder.issuer, self.store.ca.certificate)
+        self.assertEqual(responder.certificate, load(self.dir, "ocsp.pem"))
+
+    def test_make_service(self) -> None:
+        """Each --listen serves the same OCSP resource; --validity sets nextUpdate."""
+        clock = clock_at_now()
+        options = parse(["--pki", self.dir, "--validity", "60",
+                         "--listen", "tcp:0:interface=127.0.0.1",
+                         "--listen", "tcp:0:interface=127.0.0.1"], clock)
+        service = cast(MultiService, _ocsptap.makeService(options))
+        self.assertIsInstance(service, MultiService)
+        kinds = sorted(type(child).__name__ for child in service)
+        self.assertEqual(kinds, ["StreamServerEndpointService", "StreamServerEndpointService",
+                                 "_Announcement"])
+        _site, resource = resource_of(service)
+        now = datetime.datetime.fromtimestamp(int(clock.seconds()), datetime.UTC)
+        status = ask(resource, load(self.dir, "client.pem"), self.store.ca.certificate, now)
+        self.assertEqual(status.status, CertStatus.GOOD)
+        self.assertEqual(status.this_update, now)
+        self.assertEqual(status.next_update, now + datetime.timedelta(seconds=60))
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        """A validity under one second or not a number, an endpoint that does not parse."""
+        for argv in (["--validity", "0"], ["--validity", "-5"], ["--validity", "soon"],
+                     ["--listen", "foo:1"], ["--listen", "tcp:80:bogus=1"], ["--listen", "tcp"]):
+            self.assertRaises(usage.UsageError, parse, ["--pki", self.dir, *argv])
+
+    def test_no_such_directory(self) -> None:
+        """A directory that does not exist is named, with how to make one."""
+        missing = os.path.join(self.dir, "nope")
+        self.assertStartupError(["--pki", missing], missing, "no such directory",
+                                "certsrv-pki init")
+
+    def test_not_a_pki(self) -> None:
+        """A directory without a PKI is named, with what is missing."""
+        empty = self.mktemp()
+        os.mkdir(empty)
+        self.assertStartupError(["--pki", empty], empty, "not a certsrv PKI directory")
+
+    def test_missing_responder(self) -> None:
+        """No ocsp.pem or no ocsp.key: the missing file is named."""
+        os.unlink(os.path.join(self.dir, "ocsp.key"))
+        self.assertStartupError(["--pki", self.dir], os.path.join(self.dir, "ocsp.key"),
+                                "does not exist")
+        os.unlink(os.path.join(self.dir, "ocsp.pem"))
+        self.assertStartupError(["--pki", self.dir], os.path.join(self.dir, "ocsp.pem"),
+                                "does not exist")
+
+    def test_key_not_matching(self) -> None:
+        """An ocsp.key that is not the certificate's key is refused (and not echoed)."""
+        shutil.copy(os.path.join(self.dir, "client.key"), os.path.join(self.dir, "ocsp.key"))
+        self.assertStartupError(["--pki", self.dir], "ocsp.key", "does not match")
+
+    def test_responder_without_ocsp_signing(self) -> None:
+        """A certificate without id-kp-OCSPSigning cannot answer for the CA."""
+        for suffix in ("pem", "key"):
+            shutil.copy(os.path.join(self.dir, f"client.{suffix}"),
+                        os.path.join(self.dir, f"ocsp.{suffix}"))
+        self.assertStartupError(["--pki", self.dir], "ocsp.pem", "id-kp-OCSPSigning")
+
+    def test_responder_of_another_ca(self) -> None:
+        """A responder certificate from another CA is refused."""
+        other = make_pki(self.mktemp())
+        for suffix in ("pem", "key"):
+            shutil.copy(other.path / f"ocsp.{suffix}", os.path.join(self.dir, f"ocsp.{suffix}"))
+        self.assertStartupError(["--pki", self.dir], "ocsp.pem", "not issued by the CA")
+
+    def test_expired_responder(self) -> None:
+        """An expired responder certificate is refused, with how to renew it."""
+        clock = Clock()
+        clock.advance((utcnow() + 400 * DAY).timestamp())
+        self.assertStartupError(["--pki", self.dir], "ocsp.pem", "expired",
+                                "certsrv-pki renew ocsp", clock=clock)
+
+
+class IndexTests(SynchronousTestCase):
+    """Answers follow index.json as other processes change it, without a restart."""
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        self.store = make_pki(self.dir)
+        self.clock = clock_at_now()
+        self.resource = _ocsptap.make_resource(parse(["--pki", self.dir], self.clock))
+        self.issuer = self.store.ca.certificate
+        self.client = load(self.dir, "client.pem")
+
+    def ask(self, cert: x509.Certificate) -> OCSPStatus:
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        return ask(self.resource, cert, self.issuer, now)
+
+    def test_revocation_is_seen(self) -> None:
+        """good, then ``revoke`` from another PKIStore (as the CLI does), then revoked."""
+        self.assertEqual(self.ask(self.client).status, CertStatus.GOOD)
+        entry = PKIStore.open(self.dir).revoke("client", "keyCompromise")
+        status = self.ask(self.client)
+        self.assertEqual(status.status, CertStatus.REVOKED)
+        self.assertEqual(status.revocation_time, entry.revoked_at)
+        self.assertEqual(status.revocation_reason, x509.ReasonFlags.key_compromise)
+
+    def test_revocation_is_seen_with_the_same_mtime(self) -> None:
+        """A change within one mtime tick (coarse-timestamp filesystems) is still seen."""
+        index = Path(self.dir, INDEX)
+        self.assertEqual(self.ask(self.client).status, CertStatus.GOOD)
+        before = index.stat()
+        PKIStore.open(self.dir).revoke("client")
+        os.utime(index, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self.assertEqual(index.stat().st_mtime_ns, before.st_mtime_ns)
+        self.assertEqual(self.ask(self.client).status, CertStatus.REVOKED)
+
+    def test_new_certificates_are_seen(self) -> None:
+        """A certificate issued after startup is good, not unknown."""
+        self.assertEqual(self.ask(self.client).status, CertStatus.GOOD)
+        PKIStore.open(self.dir).issue_client("bob")
+        self.assertEqual(self.ask(load(self.dir, "clients/bob.pem")).status, CertStatus.GOOD)
+
+    def test_unknown_serial(self) -> None:
+        """A certificate of the CA that the index does not hold: unknown."""
+        ghost = self.store.ca.issue_client("ghost")
+        self.assertEqual(self.ask(ghost.certificate).status, CertStatus.UNKNOWN)
+
+    def test_superseded_and_expired_stay_good(self) -> None:
+        """A renewed-away or expired certificate is not revoked: good."""
+        PKIStore.open(self.dir).renew("client")
+        self.assertEqual(self.ask(self.client).status, CertStatus.GOOD)
+        self.clock.advance(200 * DAY.total_seconds())
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        # The responder certificate itself has not expired yet, so verification still works.
+        self.assertEqual(ask(self.resource, self.client, self.issuer, now).status,
+                         CertStatus.GOOD)
+
+
+def _port_of(port: Any) -> int:
+    return cast(IPv4Address, port.getHost()).port
+
+
+class ServeTests(TestCase):
+    """makeService's site on 127.0.0.1, asked by treq and by ``openssl ocsp``."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        self.store = make_pki(self.dir)
+        options = parse(["--pki", self.dir, "--listen", "tcp:0:interface=127.0.0.1"],
+                        clock=reactor)
+        site, _resource = resource_of(cast(MultiService, _ocsptap.makeService(options)))
+        port = reactor.listenTCP(0, cast(Any, site),  # type: ignore[attr-defined]
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{_port_of(port)}"
+        self.issuer = self.store.ca.certificate
+        self.client = load(self.dir, "client.pem")
+
+    async def post(self, cert: x509.Certificate) -> OCSPStatus:
+        nonce = new_nonce()
+        response = await treq.post(self.url + "/", data=build_request(cert, self.issuer, nonce),
+                                   headers=_REQUEST_HEADERS, persistent=False)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                         [b"application/ocsp-response"])
+        body = await treq.content(response)
+        parsed = ocsp.load_der_ocsp_response(body)
+        self.assertEqual(parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce,
+                         nonce)
+        return verify_response(body, cert, self.issuer, now=utcnow(), nonce=nonce,
+                               nonce_policy="prefer")
+
+    async def get(self, cert: x509.Certificate) -> OCSPStatus:
+        encoded = base64.b64encode(build_request(cert, self.issuer, None))
+        response = await treq.get(f"{self.url}/{quote(encoded, safe='')}", persistent=False)
+        self.assertEqual(response.code, 200)
+        body = await treq.content(response)
+        return verify_response(body, cert, self.issuer, now=utcnow(), nonce=None,
+                               nonce_policy="prefer")
+
+    async def test_good_then_revoked(self) -> None:
+        """POST with a nonce: good; after ``revoke``, revoked; the site was never restarted."""
+        self.assertEqual((await self.post(self.client)).status, CertStatus.GOOD)
+        self.assertEqual((await self.get(self.client)).status, CertStatus.GOOD)
+        PKIStore.open(self.dir).revoke("client", "superseded")
+        status = await self.post(self.client)
+        self.assertEqual((status.status, status.revocation_reason),
+                         (CertStatus.REVOKED, x509.ReasonFlags.superseded))
+        self.assertEqual((await self.get(self.client)).status, CertStatus.REVOKED)
+
+    async def test_unknown(self) -> None:
+        """A serial the index does not hold: unknown, by POST and by GET."""
+        ghost: IssuedCertificate = self.store.ca.issue_client("ghost")
+        self.assertEqual((await self.post(ghost.certificate)).status, CertStatus.UNKNOWN)
+        self.assertEqual((await self.get(ghost.certificate)).status, CertStatus.UNKNOWN)
+
+    async def test_openssl_good_then_revoked(self) -> None:
+        """``openssl ocsp -url`` verifies the answer: good, then revoked after ``revoke``."""
+        if OPENSSL is None:
+            self.skipTest("the openssl command is not installed")
+        self.assertIn("client.pem: good\n", await openssl_ocsp(self, self.dir, self.url))
+        PKIStore.open(self.dir).revoke("client", "keyCompromise")
+        out = await openssl_ocsp(self, self.dir, self.url)
+        self.assertIn("client.pem: revoked\n", out)
+        self.assertIn("Reason: keyCompromise", out)
+
+
+async def openssl_ocsp(case: TestCase, directory: str, url: str) -> str:
+    """Ask ``url`` about the PKI's client.pem with ``openssl ocsp``; return its stdout."""
+    assert OPENSSL is not None
+    ca = os.path.join(directory, "ca.pem")
+    out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+        OPENSSL, ["ocsp", "-issuer", ca, "-cert", os.path.join(directory, "client.pem"),
+                  "-url", url, "-CAfile", ca, "-resp_text"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, reactor=reactor)
+    case.assertEqual(code, 0, err)
+    case.assertIn(b"Response verify OK", err)
+    case.assertIn(b"OCSP Nonce", out)
+    return cast(bytes, out).decode()
+
+
+class _Twistd(ProcessProtocol):
+    """A twistd process: ``listening`` fires with its port, ``ended`` with its exit code."""
+
+    def __init__(self) -> None:
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
+        self.output = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._saw(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._saw(data)
+
+    def _saw(self, data: bytes) -> None:
+        self.output += data
+        found = re.search(rb"Site starting on (\d+)", self.output)
+        if found and not self.listening.called:
+            self.listening.callback(int(found.group(1)))
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.listening.called:
+            self.listening.errback(RuntimeError(f"twistd exited: {self.output!r}"))
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
+class TwistdTests(TestCase):
+    """A real ``twistd -n certsrv-ocsp`` answers openssl, and refuses bad config in one line."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        make_pki(self.dir)
+        path = [_REPO, *(p for p in sys.path if p)]
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+    def twistd(self, *argv: str) -> list[str]:
+        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "certsrv-ocsp", *argv]
+
+    async def test_bad_configuration_is_one_line(self) -> None:
+        """No such directory: exit status 1 and one line on stderr, no traceback."""
+        missing = os.path.join(self.dir, "missing")
+        argv = self.twistd("--pki", missing)
+        out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+            argv[0], argv[1:], env=self.env, path=self.dir, reactor=reactor)
+        self.assertEqual(code, 1)
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertEqual(err.decode(), f"certsrv-ocsp: {missing}: no such directory; create a "
+                                       f"PKI with `certsrv-pki init {missing}`\n")
+
+    async def test_serves_openssl(self) -> None:
+        """openssl gets good, then revoked after ``revoke``; SIGTERM stops it cleanly."""
+        if OPENSSL is None:
+            self.skipTest("the openssl command is not installed")
+        twistd = _Twistd()
+        argv = self.twistd("--pki", self.dir, "--listen", "tcp:0:interface=127.0.0.1")
+        process = reactor.spawnProcess(twistd, argv[0], argv,  # type: ignore[attr-defined]
+                                       env=self.env, path=self.dir)
+        try:
+            port = await twistd.listening
+            url = f"http://127.0.0.1:{port}"
+            self.assertIn("client.pem: good\n", await openssl_ocsp(self, self.dir, url))
+            PKIStore.open(self.dir).revoke("client")
+            self.assertIn("client.pem: revoked\n", await openssl_ocsp(self, self.dir, url))
+        finally:
+            with contextlib.suppress(ProcessExitedAlready):
+                process.signalProcess(signal.SIGTERM)
+        await twistd.ended
+        self.assertIn(b"answering OCSP requests for CN=certsrv development CA", twistd.output)
+        self.assertIn(b"Received SIGTERM", twistd.output)
+        self.assertIn(b"Server Shut Down", twistd.output)
+        self.assertNotIn(b"Traceback", twistd.output)
+        self.assertNotIn(b"PRIVATE KEY", twistd.output)
