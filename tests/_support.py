@@ -19,9 +19,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 
+from certsrv._server import build_site
 from certsrv._tls import ServerTLS, TLSFactory, TLSSettings
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
-from certsrv._server import build_site
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
 
 DAY = datetime.timedelta(days=1)
