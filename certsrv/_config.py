@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from certsrv._certs import load_certificates, load_private_key, read_file
 from certsrv._crl import check_crl, load_crl, next_update
-from certsrv._revocation import OCSPChecker, OCSPSettings
+from certsrv._revocation import OCSPSettings, Revocation
 from certsrv._tls import ClientCertMode, TLSSettings, chain_problems
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy, parse_pin
 from certsrv.exceptions import ConfigurationError
@@ -42,7 +42,7 @@ class ServerConfig:
     fail_open: bool = False
     ocsp: OCSPSettings = OCSPSettings()
 
-    def load(self, clock: IReactorTime, ocsp: OCSPChecker | None = None
+    def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientCertificatePolicy]:
         """Read every file, check it, and build the settings and policy; or raise."""
         now = clock.seconds()
@@ -87,7 +87,7 @@ class ServerConfig:
                 raise ConfigurationError(self.key, e.problem) from None
             raise
         policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
-                                         fail_open=self.fail_open, ocsp=ocsp)
+                                         fail_open=self.fail_open, revocation=revocation)
         return settings, policy
 
     def _load_crls(self, issuers: Sequence[x509.Certificate], now: float

@@ -47,10 +47,10 @@ class Gate(resource.Resource):
             return self._deny(request, state, Reason.EXPIRED, "by the server clock")
         if now < identity.not_before:
             return self._deny(request, state, Reason.NOT_YET_VALID, "by the server clock")
-        ocsp = policy.ocsp
-        if ocsp is None or not state.ocsp_pairs:
+        revocation = policy.revocation
+        if revocation is None or not state.revocation:
             return self._forward(request)
-        verdict = ocsp.lookup_all(state.ocsp_pairs)
+        verdict = revocation.lookup(state.revocation)
         if verdict is not None:
             denial = self._judge(verdict, request, state, policy.fail_open)
             return denial if denial is not None else self._forward(request)
@@ -70,7 +70,7 @@ class Gate(resource.Resource):
             except BaseException:
                 request.processingFailed(Failure())
 
-        ocsp.check_all(state.ocsp_pairs).addCallback(decided)
+        revocation.check(state.revocation).addCallback(decided)
         return server.NOT_DONE_YET
 
     def _judge(self, verdict: Verdict, request: server.Request, state: ConnectionState,
@@ -81,7 +81,7 @@ class Gate(resource.Resource):
             if not fail_open:
                 return self._deny(request, state, Reason.REVOCATION_UNKNOWN,
                                   f"{verdict.reason}: {verdict.detail}")
-            _log.warn("admitted {subject} although its OCSP status is unknown "
+            _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
                       reason=Reason.REVOCATION_UNKNOWN.value, problem=verdict.reason,
                       subject=verdict.subject)

@@ -14,7 +14,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from certsrv._config import ServerConfig
-from certsrv._revocation import OCSPChecker
+from certsrv._revocation import Revocation
 from certsrv._tls import ServerTLS
 from certsrv.exceptions import ConfigurationError
 
@@ -41,9 +41,9 @@ class Reloader(service.Service):
         clock: IReactorTime,
         interval: float = 5.0,
         reactor: IReactorFromThreads | None = None,
-        ocsp: OCSPChecker | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
-        self.ocsp = ocsp
+        self.revocation = revocation
         self.config = config
         self.tls = tls
         self.on_policy = on_policy
@@ -89,7 +89,7 @@ class Reloader(service.Service):
     def reload(self, why: str) -> bool:
         """Build a new TLS context from the files as they are now; keep the old one on error."""
         try:
-            settings, policy = self.config.load(self.clock, self.ocsp)
+            settings, policy = self.config.load(self.clock, self.revocation)
             self.tls.reload(settings, policy)
         except ConfigurationError as e:
             _log.error("reload ({why}) refused, the running configuration stays: {error}",

@@ -14,7 +14,7 @@ import enum
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -33,6 +33,8 @@ __all__ = [
     "OCSPChecker",
     "OCSPMode",
     "OCSPSettings",
+    "Plan",
+    "Revocation",
     "Status",
     "Verdict",
     "check_responder_url",
@@ -151,6 +153,11 @@ class OCSPChecker:
         self._inflight: dict[CertID, list[defer.Deferred[Verdict]]] = {}
         self.queries = 0
         self.hits = 0
+
+    @property
+    def mode(self) -> OCSPMode:
+        """Whether the leaf alone or the whole chain is checked."""
+        return self.settings.mode
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Pair:
         """The (certificate, issuer, CertID) triple that identifies one lookup."""
@@ -294,3 +301,62 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
             if verdict.status is status:
                 return verdict
     return verdicts[0] if verdicts else Verdict(Status.GOOD, "not_checked")
+
+
+class Checker(Protocol):
+    """A revocation source: OCSP, or CRLs fetched from distribution points."""
+
+    @property
+    def mode(self) -> OCSPMode: ...
+
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Any: ...
+
+    def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None: ...
+
+    def check_all(self, pairs: Sequence[Any]) -> defer.Deferred[Verdict]: ...
+
+
+Plan = tuple[tuple[Checker, tuple[Any, ...]], ...]
+
+
+class Revocation:
+    """Every revocation source consulted for a connection, combined into one verdict."""
+
+    def __init__(self, checkers: Sequence[Checker]) -> None:
+        self.checkers = tuple(checkers)
+
+    def plan(self, chain: dict[int, x509.Certificate]) -> Plan:
+        """What to ask each source about a chain given by depth (0 = the client)."""
+        plan = []
+        for checker in self.checkers:
+            last = len(chain) - 1 if checker.mode is OCSPMode.CHAIN else 1
+            pairs = tuple(checker.pair(chain[d], chain[d + 1])
+                          for d in range(0, last) if d + 1 in chain)
+            if pairs:
+                plan.append((checker, pairs))
+        return tuple(plan)
+
+    def lookup(self, plan: Plan) -> Verdict | None:
+        """The combined cached verdict, or None while any source has no fresh answer."""
+        verdicts = []
+        for checker, pairs in plan:
+            verdict = checker.lookup_all(pairs)
+            if verdict is None:
+                return None
+            verdicts.append(verdict)
+        return combine(verdicts)
+
+    def known_revoked(self, plan: Plan) -> Verdict | None:
+        """A cached REVOKED verdict from any source (ignoring sources that do not know yet)."""
+        for checker, pairs in plan:
+            for pair in pairs:
+                verdict = checker.lookup_all((pair,))
+                if verdict is not None and verdict.revoked:
+                    return verdict
+        return None
+
+    def check(self, plan: Plan) -> defer.Deferred[Verdict]:
+        """The combined verdict, asking every source that has no fresh answer."""
+        waits = [checker.check_all(pairs) for checker, pairs in plan]
+        gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
+        return gathered.addCallback(combine)

@@ -7,13 +7,14 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 
+from certsrv._config import ServerConfig
 from certsrv._gate import Gate
 from certsrv._ocspfetch import HTTPFetcher
-from certsrv._revocation import Fetcher, OCSPChecker, OCSPSettings
+from certsrv._revocation import Checker, Fetcher, OCSPChecker, OCSPSettings, Revocation
 from certsrv._verify import ClientCertificatePolicy
 from certsrv._web import CertsrvSite, root_resource
 
-__all__ = ["build_site", "ocsp_checker"]
+__all__ = ["build_site", "ocsp_checker", "revocation_for"]
 
 
 def build_site(policy: ClientCertificatePolicy, *, app: resource.IResource | None = None,
@@ -30,3 +31,12 @@ def ocsp_checker(settings: OCSPSettings, clock: IReactorTime, reactor: Any,
     if fetch is None:
         fetch = HTTPFetcher(reactor, clock, settings.timeout, settings.max_response_bytes)
     return OCSPChecker(settings, clock, fetch)
+
+
+def revocation_for(config: ServerConfig, clock: IReactorTime, reactor: Any) -> Revocation | None:
+    """The revocation sources the configuration asks for, sharing caches across reloads."""
+    checkers: list[Checker] = []
+    ocsp = ocsp_checker(config.ocsp, clock, reactor)
+    if ocsp is not None:
+        checkers.append(ocsp)
+    return Revocation(checkers) if checkers else None

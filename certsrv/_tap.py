@@ -11,7 +11,7 @@ from twisted.python import usage
 from certsrv._config import ServerConfig, parse_pins
 from certsrv._reload import Reloader
 from certsrv._revocation import OCSPMode, OCSPSettings, check_responder_url
-from certsrv._server import build_site, ocsp_checker
+from certsrv._server import build_site, revocation_for
 from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv.exceptions import ConfigurationError
@@ -173,8 +173,8 @@ class Options(usage.Options):
             from twisted.internet import reactor as default_reactor
 
             self["config"] = config
-            self["ocsp-checker"] = ocsp_checker(config.ocsp, self.clock, default_reactor)
-            self["settings"], self["policy"] = config.load(self.clock, self["ocsp-checker"])
+            self["revocation"] = revocation_for(config, self.clock, default_reactor)
+            self["settings"], self["policy"] = config.load(self.clock, self["revocation"])
         except ConfigurationError as e:
             raise SystemExit(f"certsrv: {e}") from None
 
@@ -196,6 +196,6 @@ def makeService(config: Options) -> service.IService:
     clock = config.clock
     assert clock is not None
     Reloader(config["config"], tls, use_policy, clock, config["watch-interval"],
-             reactor=reactor, ocsp=config["ocsp-checker"]  # type: ignore[arg-type]
+             reactor=reactor, revocation=config["revocation"]  # type: ignore[arg-type]
              ).setServiceParent(parent)
     return parent

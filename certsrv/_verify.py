@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from certsrv._certs import sha256_hex
 from certsrv._identity import ClientIdentity
-from certsrv._revocation import OCSPChecker, OCSPMode, Pair
+from certsrv._revocation import Plan, Revocation
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 
 __all__ = ["AllowedTypes", "ClientCertificatePolicy", "ConnectionState", "parse_pin"]
@@ -104,13 +104,13 @@ def parse_pin(text: str, source: str = "--pin") -> str:
 class ConnectionState:
     """What the handshake learnt about one connection's client; held by its TLS transport."""
 
-    __slots__ = ("chain", "chain_not_after", "identity", "leaf", "ocsp_pairs", "pinned",
-                 "rejection", "warnings")
+    __slots__ = ("chain", "chain_not_after", "identity", "leaf", "pinned", "rejection",
+                 "revocation", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.chain: dict[int, x509.Certificate] = {}
-        self.ocsp_pairs: tuple[Pair, ...] = ()
+        self.revocation: Plan = ()
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
@@ -132,13 +132,13 @@ class ClientCertificatePolicy:
         allowed_types: AllowedTypes = AllowedTypes.CHAINED,
         pins: Iterable[str] = (),
         fail_open: bool = False,
-        ocsp: OCSPChecker | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         self.clock = clock
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)
         self.fail_open = fail_open
-        self.ocsp = ocsp
+        self.revocation = revocation
 
     def verify_callback(
         self, connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
@@ -173,7 +173,7 @@ class ClientCertificatePolicy:
         if depth > 0:
             return True
         rejection = self.check_leaf(cert)
-        if rejection is None and self.ocsp is not None and not state.pinned:
+        if rejection is None and self.revocation is not None and not state.pinned:
             rejection = self._known_revoked(state)
         if rejection is not None:
             state.reject(rejection)
@@ -183,18 +183,12 @@ class ClientCertificatePolicy:
 
     def _known_revoked(self, state: ConnectionState) -> RejectedCertificate | None:
         # Only the cache is consulted here: the handshake cannot wait for a responder.
-        assert self.ocsp is not None
-        chain = state.chain
-        last = len(chain) - 1 if self.ocsp.settings.mode is OCSPMode.CHAIN else 1
-        pairs = tuple(self.ocsp.pair(chain[d], chain[d + 1])
-                      for d in range(0, last) if d + 1 in chain)
-        state.ocsp_pairs = pairs
-        for depth, pair in enumerate(pairs):
-            verdict = self.ocsp.lookup(pair)
-            if verdict is not None and verdict.revoked:
-                return RejectedCertificate(Reason.REVOKED, f"OCSP: {verdict.detail}",
-                                           pair[0], depth)
-        return None
+        assert self.revocation is not None
+        state.revocation = self.revocation.plan(state.chain)
+        verdict = self.revocation.known_revoked(state.revocation)
+        if verdict is None:
+            return None
+        return RejectedCertificate(Reason.REVOKED, verdict.detail, state.chain.get(0))
 
     def _self_signed(self, state: ConnectionState, cert: x509.Certificate) -> bool:
         if not self.allowed_types.self_signed:
@@ -254,8 +248,8 @@ class ClientCertificatePolicy:
         identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
         state.identity = identity
         state.chain = {}
-        if self.ocsp is not None and state.ocsp_pairs:
-            self.ocsp.check_all(state.ocsp_pairs)  # warm the cache before the first request
+        if self.revocation is not None and state.revocation:
+            self.revocation.check(state.revocation)  # warm the cache before the first request
         _log.info(
             "accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
             "sha256 {sha256}) from {peer}",

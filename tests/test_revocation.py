@@ -20,7 +20,7 @@ from twisted.web import resource, server
 from certsrv._ocsp import CertStatus, SingleStatus, build_response, build_unsuccessful
 from certsrv._ocspfetch import HTTPFetcher
 from certsrv._ocspresponder import OCSPResource
-from certsrv._revocation import OCSPChecker, OCSPMode, OCSPSettings, Status
+from certsrv._revocation import OCSPChecker, OCSPMode, OCSPSettings, Revocation, Status
 from certsrv._verify import ClientCertificatePolicy
 from certsrv.exceptions import OCSPError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
@@ -250,7 +250,8 @@ class ServerTests(SynchronousTestCase):
 
     def server(self, fail_open: bool = False, **settings: Any) -> tuple[Any, FakeResponder]:
         checker, responder = checker_for(self.pki, self.clock, **settings)
-        policy = ClientCertificatePolicy(self.clock, fail_open=fail_open, ocsp=checker)
+        policy = ClientCertificatePolicy(self.clock, fail_open=fail_open,
+                                         revocation=Revocation([checker]))
         return make_server_factory(self.pki.settings(), policy=policy), responder
 
     def test_good(self) -> None:
@@ -301,7 +302,7 @@ class ServerTests(SynchronousTestCase):
             return responder(url, request)
 
         policy = factory.tls.policy
-        policy.ocsp.fetch = fetch
+        policy.revocation.checkers[0].fetch = fetch
         responder.statuses[self.pki.intermediate.certificate.serial_number] = CertStatus.REVOKED
         result = exchange(factory, client_tls_options(self.pki, cert))
         self.assertEqual(result.status, 403)
@@ -333,7 +334,7 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(http_a.received, b"", "held until the responder answers")
         # Another client, whose status is already known, is served meanwhile.
         other = self.pki.root.issue_client("cached-one")
-        checker = factory.tls.policy.ocsp
+        checker = factory.tls.policy.revocation.checkers[0]
         checker._store(checker.pair(other.certificate, self.pki.root.certificate)[2],
                        checker_verdict_good(), self.clock.seconds() + 600)
         http_b, client_b, pump_b = self.open(factory, other)
@@ -507,7 +508,7 @@ class OpenSSLResponderTests(TestCase):
         checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF,
                                            responder=f"http://127.0.0.1:{port}/"),
                               reactor, fetcher)
-        policy = ClientCertificatePolicy(reactor, ocsp=checker)
+        policy = ClientCertificatePolicy(reactor, revocation=Revocation([checker]))
         factory = make_server_factory(pki.settings(), policy=policy)
         listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(listening.stopListening)
