@@ -535,3 +535,47 @@ def deferLater(seconds: float) -> defer.Deferred[None]:
 
     return task.deferLater(reactor, seconds, lambda: None)
 
+
+
+class HTTP2Tests(TestCase):
+    """The gate works the same on HTTP/2 streams as on HTTP/1.1 (curl --http2 / --http1.1)."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_revoked_and_good_over_both_protocols(self) -> Any:
+        if shutil.which("curl") is None:
+            raise SkipTest("curl is not installed")
+        from tests._support import write_pem
+        from tests.test_interop import run
+
+        pki = shared_pki()
+        clock = Clock()
+        clock.advance(reactor.seconds())  # type: ignore[attr-defined]
+        responder = FakeResponder(pki.root, clock)
+        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF, responder=URL), reactor, responder)
+        policy = ClientCertificatePolicy(reactor, revocation=Revocation([checker]))
+        factory = make_server_factory(pki.settings(), policy=policy, http2=True)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        directory = self.mktemp()
+        ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
+        seen = {}
+        for flag in ("--http2", "--http1.1"):
+            # A fresh victim per protocol: once its revocation is cached, the next handshake
+            # is refused before any HTTP is spoken.
+            victim = pki.root.issue_client(f"h2-victim{flag}")
+            responder.statuses[victim.serial_number] = CertStatus.REVOKED
+            for name, cert in (("good", pki.client), ("revoked", victim)):
+                cert_path = write_pem(directory, f"{name}.pem", cert.chain_pem())
+                key_path = write_pem(directory, f"{name}.key", cert.private_key_pem(), 0o600)
+                out, err, code = yield run([
+                    "curl", "-sS", flag, "--max-time", "10", "--cacert", ca, "--cert",
+                    cert_path, "--key", key_path, "-H", "Accept: application/json",
+                    "--resolve", f"localhost:{number}:127.0.0.1", "-w",
+                    "\n%{http_version} %{http_code}", f"https://localhost:{number}/secure"])
+                seen[(name, flag)] = out.rsplit(b"\n", 1)[-1].decode()
+        self.assertEqual(seen, {("good", "--http2"): "2 200", ("good", "--http1.1"): "1.1 200",
+                                ("revoked", "--http2"): "2 403",
+                                ("revoked", "--http1.1"): "1.1 403"})
