@@ -311,26 +311,24 @@ class Rule:
         return self.methods is None or method in self.methods
 
 
-def _request_segments(path: str | bytes) -> tuple[str, ...] | None:
-    # The decoded segments of a request path (a trailing empty one dropped), or None if
-    # the path is not absolute or is ambiguous.
+# Ambiguous request paths: empty, "." or ".." segments, and ";", "\\" or NUL, plain or
+# percent-encoded (as is "/").
+_AMBIGUOUS = re.compile(rb"//|[;\\\x00]|%(?:2[fF]|5[cC]|3[bB]|00)|/(?:\.|%2[eE]){1,2}(?:/|\Z)")
+
+
+def _request_segments(path: str | bytes, limit: int) -> tuple[str, ...] | None:
+    # The first ``limit`` decoded segments of a request path, or None if the path is not
+    # absolute or is ambiguous. A trailing "/" adds no segment.
     raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogatepass")
     for mark in (b"?", b"#"):
         raw = raw.partition(mark)[0]
-    if not raw.startswith(b"/"):
+    if not raw.startswith(b"/") or _AMBIGUOUS.search(raw):
         return None
-    parts = raw[1:].split(b"/")
-    if parts[-1] == b"":
-        parts.pop()
-    segments: list[str] = []
-    for part in parts:
-        if b"%" in part:
-            part = unquote_to_bytes(part)
-        text = part.decode("utf-8", "surrogateescape")
-        if text in ("", ".", "..") or any(c in text for c in "/\\;\x00"):
-            return None
-        segments.append(text)
-    return tuple(segments)
+    raw = raw[1:-1] if raw.endswith(b"/") else raw[1:]
+    if not raw or not limit:
+        return ()
+    return tuple((unquote_to_bytes(part) if b"%" in part else part)
+                 .decode("utf-8", "surrogateescape") for part in raw.split(b"/", limit)[:limit])
 
 
 class Policy:
@@ -347,13 +345,13 @@ class Policy:
 
     def rule_for(self, path: str | bytes, method: str | bytes) -> Rule | None:
         """The first rule covering ``path`` and ``method``, or None (a bad path has none)."""
-        segments = _request_segments(path)
+        segments = _request_segments(path, self._depth)
         return None if segments is None else self._first(segments, method)
 
     def _first(self, segments: tuple[str, ...], method: str | bytes) -> Rule | None:
         verb = method.decode("latin-1") if isinstance(method, bytes) else method
         found: Rule | None = None
-        for depth in range(min(len(segments), self._depth) + 1):
+        for depth in range(len(segments) + 1):
             for rule in self._index.get(segments[:depth], ()):
                 if rule.covers_method(verb):
                     if found is None or rule.order < found.order:
@@ -366,7 +364,7 @@ class Policy:
         """Whether a request for ``path`` by ``method`` from ``identity`` may pass, and why."""
         rule: Rule | None = None
         try:
-            segments = _request_segments(path)
+            segments = _request_segments(path, self._depth)
             if segments is None:
                 return Decision(False, None, Verdict.BAD_PATH)
             rule = self._first(segments, method)
@@ -787,7 +785,7 @@ def _check_rule(raw: dict[str, object], index: int, source: str, lines: _Lines,
         check.fail(("name",), f"expected a string, not {_describe(name)}")
     if not name.strip() or _CONTROL.search(name):
         check.fail(("name",), "the name is empty or holds control characters")
-    check.label = f"rule {name!r}" if "name" in raw else default
+    check.label = f"rule {name!r} (line {line})" if "name" in raw else default
     if name in names:
         check.fail(("name",), f"the name is already used by the rule at line "
                               f"{names[name].line}")
@@ -816,7 +814,7 @@ def _check_reachable(rule: Rule, earlier: list[Rule], source: str) -> None:
         blocker = every[0]
         raise ConfigurationError(
             f"{source}:{rule.line}",
-            f"{_label(rule)} can never match: {_label(blocker)} (line {blocker.line}) comes "
+            f"{_label(rule)} can never match: {_label(blocker)} comes "
             f"first and covers path {blocker.path!r} for every method")
     if rule.methods is None:
         return
@@ -824,7 +822,7 @@ def _check_reachable(rule: Rule, earlier: list[Rule], source: str) -> None:
     for r in covering:
         methods |= r.methods or set()
     if rule.methods <= methods:
-        names = ", ".join(f"{_label(r)} (line {r.line})" for r in covering
+        names = ", ".join(_label(r) for r in covering
                           if r.methods and r.methods & rule.methods)
         listed = ", ".join(sorted(rule.methods))
         raise ConfigurationError(
@@ -834,7 +832,8 @@ def _check_reachable(rule: Rule, earlier: list[Rule], source: str) -> None:
 
 
 def _label(rule: Rule) -> str:
-    return rule.name if _DEFAULT_NAME.match(rule.name) else f"rule {rule.name!r}"
+    # "rule 2 (line 5)" or "rule 'name' (line 5)".
+    return rule.name if _DEFAULT_NAME.match(rule.name) else f"rule {rule.name!r} (line {rule.line})"
 
 
 def load_policy(path: str) -> Policy:

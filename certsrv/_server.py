@@ -12,15 +12,16 @@ from certsrv._gate import Gate
 from certsrv._ocspfetch import HTTPFetcher
 from certsrv._revocation import Checker, Fetcher, OCSPChecker, OCSPSettings, Revocation
 from certsrv._verify import ClientCertificatePolicy
-from certsrv._web import CertsrvSite, root_resource
+from certsrv._web import CertsrvSite, Limits, root_resource
 
 __all__ = ["build_site", "ocsp_checker", "revocation_for"]
 
 
 def build_site(policy: ClientCertificatePolicy, *, app: resource.IResource | None = None,
-               http2: bool = True) -> CertsrvSite:
+               http2: bool = True, limits: Limits | None = None) -> CertsrvSite:
     """A site serving ``app`` (default: ``/secure``) behind the gate."""
-    return CertsrvSite(Gate(app if app is not None else root_resource()), policy, http2=http2)
+    return CertsrvSite(Gate(app if app is not None else root_resource()), policy, http2=http2,
+                       limits=limits)
 
 
 def ocsp_checker(settings: OCSPSettings, clock: IReactorTime, reactor: Any,

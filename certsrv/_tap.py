@@ -14,6 +14,7 @@ from certsrv._revocation import OCSPMode, OCSPSettings, check_responder_url
 from certsrv._server import build_site, revocation_for
 from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
+from certsrv._web import Limits
 from certsrv.exceptions import ConfigurationError
 
 __all__ = ["Options", "makeService"]
@@ -52,6 +53,15 @@ class Options(usage.Options):
          "PEM certificates whose fingerprints are pinned."],
         ["verify-depth", None, 4, "Most intermediate CAs allowed between client and root.",
          int],
+        ["handshake-timeout", None, 10.0,
+         "Seconds a peer has to complete the TLS handshake.", float],
+        ["idle-timeout", None, 60.0, "Seconds an idle keep-alive connection stays open.", float],
+        ["max-connections", None, 10_000,
+         "Most connections held at once; beyond it new ones are closed at once.", int],
+        ["max-header-bytes", None, 16_384, "Largest request line plus headers, in bytes.", int],
+        ["max-headers", None, 100, "Most header lines in one request.", int],
+        ["max-body-bytes", None, 1_048_576,
+         "Largest request body; a larger one gets 413 and is never stored.", int],
         ["watch-interval", None, 5.0,
          "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
@@ -126,6 +136,14 @@ class Options(usage.Options):
         _choice("http2", self["http2"], ("on", "off"))
         _choice("crl-check", self["crl-check"], ("leaf", "chain"))
         _choice("revocation-fail", self["revocation-fail"], ("closed", "open"))
+        for name in ("handshake-timeout", "idle-timeout", "max-connections",
+                     "max-header-bytes", "max-headers", "max-body-bytes"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+        self["limits"] = Limits(
+            handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
+            max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
+            max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
         _choice("ocsp", self["ocsp"], ("off", "leaf", "chain"))
@@ -183,10 +201,12 @@ def makeService(config: Options) -> service.IService:
     """One TLS listener per --listen, all serving the same site, and the reloader."""
     policy = config["policy"]
     tls = ServerTLS(config["settings"], policy)
-    site = build_site(policy, http2=config["config"].http2)
+    limits: Limits = config["limits"]
+    site = build_site(policy, http2=config["config"].http2, limits=limits)
     parent = service.MultiService()
     for description in config["listen"]:
-        strports.service(description, TLSFactory(tls, site)).setServiceParent(parent)
+        factory = TLSFactory(tls, site, max_connections=limits.max_connections)
+        strports.service(description, factory).setServiceParent(parent)
 
     def use_policy(new_policy: ClientCertificatePolicy) -> None:
         site.policy = new_policy

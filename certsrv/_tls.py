@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import (
+    IAddress,
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IReactorTime,
 )
-from twisted.internet.ssl import CertificateOptions, TLSVersion
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from certsrv._certs import keys_match
@@ -59,11 +61,20 @@ class TLSSettings:
 
 
 _TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+# Mozilla's "intermediate" TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites
+# are AEAD by definition and configured separately by OpenSSL). No DHE: no DH parameters.
+_CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+_log = Logger(namespace="certsrv.tls")
 
 
 def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL.Context:
     """A fresh, fully configured server context; never mutated after the first connection."""
     options = CertificateOptions(
+        acceptableCiphers=_CIPHERS,
         privateKey=crypto.PKey.from_cryptography_key(settings.private_key),
         certificate=crypto.X509.from_cryptography(settings.certificate),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in settings.chain],
@@ -141,9 +152,25 @@ class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
 
     protocol = _TLSProtocol
 
-    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory) -> None:
+    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory,
+                 max_connections: int = 10_000) -> None:
         super().__init__(tls, False, wrapped, clock=tls.clock)
         self.tls = tls
+        self.max_connections = max_connections
+        self._refused = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+        """A new connection, unless the server already holds ``max_connections``."""
+        if len(self.protocols) >= self.max_connections:
+            # Returning None closes the new connection at once; existing ones are untouched.
+            self._refused += 1
+            if self._refused == 1 or self._refused % 1000 == 0:
+                _log.warn("refusing connections from {peer}: {count} open, the maximum "
+                          "(--max-connections); {refused} refused so far", peer=str(addr),
+                          count=len(self.protocols), refused=self._refused,
+                          reason="max_connections")
+            return None
+        return super().buildProtocol(addr)
 
 
 def chain_problems(chain: Sequence[x509.Certificate]) -> list[str]:

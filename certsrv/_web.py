@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
@@ -16,7 +18,9 @@ from certsrv._identity import ClientIdentity
 from certsrv._verify import ClientCertificatePolicy, ConnectionState
 from certsrv.exceptions import Reason
 
-__all__ = ["CertsrvSite", "SecureResource", "identity_of", "root_resource"]
+__all__ = ["CertsrvSite", "Limits", "SecureResource", "identity_of", "root_resource"]
+
+_log = Logger(namespace="certsrv.tls")
 
 
 def _state_of_transport(transport: Any) -> ConnectionState | None:
@@ -39,21 +43,56 @@ def identity_of(request: IRequest) -> ClientIdentity | None:
     return state.identity if state is not None else None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one peer may cost the server; the values of the limit options."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 10_000
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    max_body_bytes: int = 1_048_576
+
+
 @implementer(IHandshakeListener)
 class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """An HTTP channel that tells the policy when its TLS handshake completes or fails."""
 
     _handshake_done = False
+    _handshake_deadline: IDelayedCall | None = None
     _site: CertsrvSite
+
+    def makeConnection(self, transport: Any) -> None:
+        # A peer that opens a connection and stalls the handshake is cut off.
+        site = self._site
+        self._handshake_deadline = site.policy.clock.callLater(
+            site.limits.handshake_timeout, self._handshake_expired, transport)
+        self._channel.makeConnection(transport)
+
+    def _handshake_expired(self, transport: Any) -> None:
+        self._handshake_deadline = None
+        _log.info("TLS handshake from {peer} did not complete within {seconds} s",
+                  peer=str(transport.getPeer()), seconds=self._site.limits.handshake_timeout,
+                  decision="rejected", reason="handshake_timeout")
+        transport.abortConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._handshake_deadline is not None:
+            if self._handshake_deadline.active():
+                self._handshake_deadline.cancel()
+            self._handshake_deadline = None
 
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
+        self._cancel_deadline()
         transport = self._channel.transport
         state = _state_of_transport(transport)
         if state is not None and transport is not None:
             self._site.policy.handshake_completed(state, transport.getPeer())
 
     def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
         if not self._handshake_done:
             transport = self._channel.transport
             state = _state_of_transport(transport)
@@ -63,17 +102,67 @@ class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
 
 
 def _channel_factory(site: CertsrvSite) -> _Channel:
-    return _Channel(HTTPChannel())
+    channel = HTTPChannel()
+    channel.totalHeadersSize = site.limits.max_header_bytes
+    channel.maxHeaders = site.limits.max_headers
+    return _Channel(channel)
+
+
+class _Request(server.Request):
+    """A request whose body may not exceed the site's limit; excess is discarded, not kept."""
+
+    _body_bytes = 0
+    _too_large = False
+
+    @property
+    def _limits(self) -> Limits:
+        site: CertsrvSite = self.channel.site  # type: ignore[attr-defined]
+        return site.limits
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self._limits.max_body_bytes
+        if length is not None and length > limit:
+            self._too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self._limits.max_body_bytes:
+            self._too_large = True
+            assert self.content is not None
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if not self._too_large:
+            super().process()
+            return
+        self.site = self.channel.site  # type: ignore[attr-defined]
+        self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
+        self.setHeader(b"connection", b"close")
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        limit = self._limits.max_body_bytes
+        self.write(f"Request body larger than {limit} bytes\n".encode())
+        self.finish()
 
 
 class CertsrvSite(server.Site):
     """A Site whose connections report their TLS decisions to ``policy``."""
 
     protocol = _channel_factory  # type: ignore[assignment]
+    requestFactory = _Request
     displayTracebacks = False
 
     def __init__(self, root: resource.IResource, policy: ClientCertificatePolicy,
-                 *, http2: bool = True, **kwargs: Any) -> None:
+                 *, http2: bool = True, limits: Limits | None = None, **kwargs: Any) -> None:
+        self.limits = limits or Limits()
+        kwargs.setdefault("timeout", self.limits.idle_timeout)
+        kwargs.setdefault("reactor", policy.clock)  # idle timeouts run on the injected clock
         super().__init__(root, **kwargs)
         self.policy = policy
         self.http2 = http2

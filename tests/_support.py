@@ -101,11 +101,14 @@ def make_server_factory(
     policy: ClientCertificatePolicy | None = None,
     http2: bool = False,
     app: Any = None,
+    limits: Any = None,
 ) -> TLSFactory:
     """A certsrv TLS factory serving the default resource tree behind the gate."""
     if policy is None:
         policy = ClientCertificatePolicy(clock or clock_at_now(), allowed_types, pins)
-    return TLSFactory(ServerTLS(settings, policy), build_site(policy, app=app, http2=http2))
+    site = build_site(policy, app=app, http2=http2, limits=limits)
+    return TLSFactory(ServerTLS(settings, policy), site,
+                      max_connections=limits.max_connections if limits else 10_000)
 
 
 class HTTPClientProtocol(protocol.Protocol):
