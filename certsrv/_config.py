@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from certsrv._certs import load_certificates, load_private_key, read_file
 from certsrv._crl import check_crl, load_crl, next_update
+from certsrv._policy import load_policy
 from certsrv._revocation import OCSPSettings, Revocation
 from certsrv._tls import ClientCertMode, TLSSettings, chain_problems
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy, parse_pin
@@ -41,6 +42,7 @@ class ServerConfig:
     crl_check_chain: bool = False
     fail_open: bool = False
     ocsp: OCSPSettings = OCSPSettings()
+    policy: str | None = None
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientCertificatePolicy]:
@@ -86,8 +88,16 @@ class ServerConfig:
             if e.source == "--key":
                 raise ConfigurationError(self.key, e.problem) from None
             raise
+        access = load_policy(self.policy) if self.policy is not None else None
+        if access is not None and self.client_cert is ClientCertMode.REQUIRE:
+            public = [r.name for r in access.rules if r.public]
+            if public:
+                _log.warn("{path}: public rules {rules} admit requests without a certificate, "
+                          "but --client-cert require lets no such client connect; use "
+                          "--client-cert optional", path=self.policy, rules=public)
         policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
-                                         fail_open=self.fail_open, revocation=revocation)
+                                         fail_open=self.fail_open, revocation=revocation,
+                                         access=access)
         return settings, policy
 
     def _load_crls(self, issuers: Sequence[x509.Certificate], now: float

@@ -52,6 +52,7 @@ from cryptography import x509
 from certsrv.exceptions import CertsrvError, ConfigurationError
 
 __all__ = [
+    "ALL_FORWARDED_HEADERS",
     "DEFAULT_MAX_CERTIFICATES",
     "DEFAULT_MAX_HEADER_BYTES",
     "FORWARDED_HEADERS",
@@ -174,7 +175,8 @@ FORWARDED_HEADERS: Mapping[ForwardedFormat, frozenset[bytes]] = MappingProxyType
     fmt: frozenset(n for n in (_DEFAULT_HEADER[fmt], _DEFAULT_CHAIN_HEADER[fmt]) if n)
     for fmt in ForwardedFormat
 })
-_ALL_DEFAULT_HEADERS = frozenset(n for names in FORWARDED_HEADERS.values() for n in names)
+# Every format's default names: what to strip from untrusted peers even with forwarding off.
+ALL_FORWARDED_HEADERS = frozenset(n for names in FORWARDED_HEADERS.values() for n in names)
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -215,10 +217,10 @@ class ForwardedCertConfig:
     ) -> ForwardedCertConfig:
         """Check and normalise the settings; unusable ones raise ConfigurationError."""
         fmt = format if isinstance(format, ForwardedFormat) else ForwardedFormat.parse(format)
-        name = (_header_name(header_name, "--forwarded-cert-header") if header_name
+        name = (_header_name(header_name, "--forwarded-cert-header") if header_name is not None
                 else _DEFAULT_HEADER[fmt])
         chain: bytes | None = _DEFAULT_CHAIN_HEADER[fmt]
-        if chain_header_name:
+        if chain_header_name is not None:
             if fmt is ForwardedFormat.XFCC:
                 raise ConfigurationError("--forwarded-cert-chain-header",
                                          "xfcc carries the chain in its Chain= field; "
@@ -234,7 +236,7 @@ class ForwardedCertConfig:
     @property
     def strip_headers(self) -> frozenset[bytes]:
         """Lowercase header names to remove from requests whose peer is not a trusted proxy."""
-        return _ALL_DEFAULT_HEADERS | {n for n in (self.header_name, self.chain_header_name) if n}
+        return ALL_FORWARDED_HEADERS | {n for n in (self.header_name, self.chain_header_name) if n}
 
     def parse(self, headers: HeaderSource) -> ForwardedChain | None:
         """The forwarded certificate, None when no header is present; ForwardedCertError if bad."""

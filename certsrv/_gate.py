@@ -15,14 +15,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from certsrv._identity import ClientIdentity
+from certsrv._policy import Claims, Decision
+from certsrv._policy import Verdict as AccessVerdict
 from certsrv._revocation import Status, Verdict
 from certsrv._verify import ClientCertificatePolicy, ConnectionState, log_rejection
-from certsrv._web import connection_state, forbidden
+from certsrv._web import connection_state, forbidden, refuse
 from certsrv.exceptions import Reason, RejectedCertificate
 
 __all__ = ["Gate"]
 
 _log = Logger(namespace="certsrv.tls")
+_access_log = Logger(namespace="certsrv.policy")
 
 
 class Gate(resource.Resource):
@@ -38,10 +42,22 @@ class Gate(resource.Resource):
         """Check, then hand the request to the wrapped tree (now or once the status is known)."""
         state = connection_state(request)
         identity = state.identity if state is not None else None
-        if state is None or identity is None:
-            return self._forward(request)
         # The site's current policy: a reload replaces it.
         policy: ClientCertificatePolicy = request.site.policy  # type: ignore[union-attr]
+        if policy.access is not None:
+            claims = None
+            if state is not None and identity is not None:
+                if state.claims is None:
+                    state.claims = Claims(identity)
+                claims = state.claims
+            decision = policy.access.decide(request.path, request.method, claims)
+            _log_access(request, decision, identity)
+            if not decision.allowed:
+                return refuse(request, decision.reason.value, decision.message)
+            if decision.reason is AccessVerdict.PUBLIC:
+                return self._forward(request)
+        if state is None or identity is None:
+            return self._forward(request)
         now = policy.clock.seconds()
         if now > identity.valid_until:
             return self._deny(request, state, Reason.EXPIRED, "by the server clock")
@@ -95,5 +111,16 @@ class Gate(resource.Resource):
         identity = state.identity
         log_rejection(RejectedCertificate(reason, detail, identity.certificate if identity
                                           else None), request.getClientAddress(),
-                      path=request.path.decode("latin-1"))
+                      path=request.path[:200].decode("latin-1"))
         return forbidden(request, reason, detail)
+
+
+def _log_access(request: server.Request, decision: Decision,
+                identity: ClientIdentity | None) -> None:
+    _access_log.info(
+        "{method} {path}: {verdict} by {rule} for {subject}",
+        method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
+        verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
+        subject=identity.subject if identity else None,
+        sha256=identity.sha256 if identity else None,
+        peer=str(request.getClientAddress()), **decision.log_fields())

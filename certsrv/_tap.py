@@ -48,6 +48,9 @@ class Options(usage.Options):
         ["allowed-types", None, "chained",
          "chained: certificates issued by a --ca root; selfsigned: only pinned self-signed "
          "certificates; all: both. Self-signed certificates always need a pin."],
+        ["policy", None, None,
+         "A TOML file of access rules: which certificates may reach which paths (see "
+         "docs/policy-example.toml). Default deny once given; re-read on SIGHUP."],
         ["pins", None, None,
          "A file of pinned SHA-256 fingerprints (one hex value per line, # comments) or of "
          "PEM certificates whose fingerprints are pinned."],
@@ -170,6 +173,7 @@ class Options(usage.Options):
                 min_tls=self["min-tls"],
                 http2=self["http2"] == "on",
                 crls=tuple(self["crl"]),
+                policy=self["policy"],
                 crl_check_chain=self["crl-check"] == "chain",
                 fail_open=self["revocation-fail"] == "open",
                 ocsp=OCSPSettings(

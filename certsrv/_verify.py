@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from certsrv._certs import sha256_hex
 from certsrv._identity import ClientIdentity
+from certsrv._policy import Claims, Policy
 from certsrv._revocation import Plan, Revocation
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 
@@ -104,13 +105,14 @@ def parse_pin(text: str, source: str = "--pin") -> str:
 class ConnectionState:
     """What the handshake learnt about one connection's client; held by its TLS transport."""
 
-    __slots__ = ("chain", "chain_not_after", "identity", "leaf", "pinned", "rejection",
-                 "revocation", "warnings")
+    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
+                 "rejection", "revocation", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.chain: dict[int, x509.Certificate] = {}
         self.revocation: Plan = ()
+        self.claims: Claims | None = None
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
@@ -133,7 +135,9 @@ class ClientCertificatePolicy:
         pins: Iterable[str] = (),
         fail_open: bool = False,
         revocation: Revocation | None = None,
+        access: Policy | None = None,
     ) -> None:
+        self.access = access
         self.clock = clock
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)

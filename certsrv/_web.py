@@ -192,11 +192,19 @@ class SecureResource(resource.Resource):
 
 def forbidden(request: server.Request, reason: Reason, detail: str = "") -> bytes:
     """A 403 body naming the reason, as JSON when the client asked for it."""
-    request.setResponseCode(http.FORBIDDEN)
-    document = {"error": "forbidden", "reason": reason.value, "message": reason.sentence}
+    return refuse(request, reason.value, reason.sentence, detail)
+
+
+def refuse(request: server.Request, code: str, message: str, detail: str = "",
+           status: int = http.FORBIDDEN) -> bytes:
+    """An error body with a stable reason code and a sentence, as JSON when asked for."""
+    request.setResponseCode(status)
+    document = {"error": http.RESPONSES.get(status, b"error").decode().lower(),
+                "reason": code, "message": message}
     if detail:
         document["detail"] = detail
-    return _body(request, document, f"Forbidden: {reason.sentence} ({reason.value})\n")
+    return _body(request, document, f"{http.RESPONSES.get(status, b'Error').decode()}: "
+                                    f"{message} ({code})\n")
 
 
 def _body(request: server.Request, document: dict[str, Any], text: str) -> bytes:

@@ -22,6 +22,7 @@ from certsrv._ocspfetch import HTTPFetcher
 from certsrv._ocspresponder import OCSPResource
 from certsrv._revocation import OCSPChecker, OCSPMode, OCSPSettings, Revocation, Status
 from certsrv._verify import ClientCertificatePolicy
+from certsrv._web import Limits
 from certsrv.exceptions import OCSPError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from tests._support import (
@@ -252,7 +253,9 @@ class ServerTests(SynchronousTestCase):
         checker, responder = checker_for(self.pki, self.clock, **settings)
         policy = ClientCertificatePolicy(self.clock, fail_open=fail_open,
                                          revocation=Revocation([checker]))
-        return make_server_factory(self.pki.settings(), policy=policy), responder
+        # The idle timeout runs on the same clock: keep it out of the way.
+        return make_server_factory(self.pki.settings(), policy=policy,
+                                   limits=Limits(idle_timeout=10**9)), responder
 
     def test_good(self) -> None:
         factory, responder = self.server()
