@@ -9,7 +9,6 @@ URL fetched was put there by a trusted CA, never chosen by the client.
 
 from __future__ import annotations
 
-import datetime
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,16 +18,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
 
-from certsrv._revocation import OCSPMode, Status, Verdict, check_responder_url, combine
-from certsrv.exceptions import ConfigurationError, OCSPError
+from certsrv._httpfetch import BoundedFetcher, usable_url
+from certsrv._revocation import OCSPMode, Status, Verdict, combine
+from certsrv.exceptions import OCSPError
 
 __all__ = [
     "CRLChecker",
@@ -79,27 +74,17 @@ def distribution_point(cert: x509.Certificate) -> str | None:
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError:  # a malformed extension names no usable point
-        return None
+    except ValueError as e:
+        raise CRLError("malformed", f"unreadable certificate extensions ({e})") from None
     for point in points:
         # A point limited to some reasons, or served by another CRL issuer (an indirect
         # CRL), cannot alone say a certificate is not revoked.
         if point.full_name is None or point.reasons is not None or point.crl_issuer is not None:
             continue
         for name in point.full_name:
-            if isinstance(name, x509.UniformResourceIdentifier) and _usable_url(name.value):
+            if isinstance(name, x509.UniformResourceIdentifier) and usable_url(name.value):
                 return name.value
     return None
-
-
-def _usable_url(url: str) -> bool:
-    if not all(0x20 < ord(c) < 0x7F for c in url):
-        return False
-    try:
-        check_responder_url(url, "CRL distribution point")
-    except ConfigurationError:
-        return False
-    return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,14 +107,15 @@ def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
             crl = x509.load_pem_x509_crl(data)
         else:
             crl = x509.load_der_x509_crl(data)
-        last_update = crl.last_update_utc.timestamp()
+        crl_issuer = crl.issuer
+        last_moment = crl.last_update_utc
         next_moment = crl.next_update_utc
         extensions = crl.extensions
     except ValueError as e:
         raise CRLError("malformed", f"{url} does not hold a CRL ({e})") from None
-    if crl.issuer != issuer.subject:
+    if crl_issuer != issuer.subject:
         raise CRLError("wrong_issuer", f"CRL from {url} is issued by "
-                                       f"{crl.issuer.rfc4514_string()!r}, not "
+                                       f"{crl_issuer.rfc4514_string()!r}, not "
                                        f"{issuer.subject.rfc4514_string()!r}")
     _check_crl_sign(issuer, url)
     try:
@@ -139,13 +125,16 @@ def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
     if not signed:
         raise CRLError("bad_signature", f"CRL from {url} does not verify with the key of "
                                         f"{issuer.subject.rfc4514_string()!r}")
+    last_update = last_moment.timestamp()
     if last_update > now + skew:
         raise CRLError("not_yet_valid", f"CRL from {url} has lastUpdate "
-                                        f"{crl.last_update_utc.isoformat()}, in the future")
-    next_update = next_moment.timestamp() if next_moment is not None else None
-    if next_update is not None and next_update < now - skew:
-        raise CRLError("stale", f"CRL from {url} expired at nextUpdate "
-                                f"{next_moment.isoformat()}")  # type: ignore[union-attr]
+                                        f"{last_moment.isoformat()}, in the future")
+    next_update = None
+    if next_moment is not None:
+        next_update = next_moment.timestamp()
+        if next_update < now - skew:
+            raise CRLError("stale", f"CRL from {url} expired at nextUpdate "
+                                    f"{next_moment.isoformat()}")
     only_user, only_ca = _check_scope(extensions, url)
     try:
         revoked = frozenset(entry.serial_number for entry in crl)
@@ -164,7 +153,7 @@ def _check_crl_sign(issuer: x509.Certificate, url: str) -> None:
 
 
 def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
-    """Refuse CRLs that cannot be complete for a certificate pointing at ``url`` (RFC 5280 6.3.3)."""
+    """Refuse CRLs that cannot be complete for certificates pointing at ``url`` (RFC 5280)."""
     for extension in extensions:
         if isinstance(extension.value, x509.UnrecognizedExtension) and extension.critical:
             raise CRLError("unsupported", f"CRL from {url} has an unknown critical extension "
@@ -187,6 +176,8 @@ def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
 
 
 Offload = Callable[[Callable[[], VerifiedCRL]], "defer.Deferred[VerifiedCRL]"]
+_Waiters = list[tuple["defer.Deferred[Verdict]", x509.Certificate]]
+_MALFORMED: CacheKey = ("", b"")  # the key of a certificate whose extensions do not parse
 
 
 class _Entry:
@@ -214,17 +205,17 @@ class _Entry:
         serial = cert.serial_number
         if serial not in crl.revoked:
             return Verdict(Status.GOOD, "good", "", subject)
-        detail = self.reasons.get(serial)
-        if detail is None:
+        if serial not in self.reasons:
             # Found once per revoked serial: the entry scan is linear, the set above is not.
-            detail = self.reasons[serial] = _revocation_detail(crl.crl, serial)
+            self.reasons[serial] = _revocation_detail(crl.crl, serial)
+        detail = self.reasons[serial]
         return Verdict(Status.REVOKED, "revoked", detail, subject)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
 
 
@@ -255,14 +246,21 @@ class CRLChecker:
         # entries): ``offload`` may run it in a thread instead of on the reactor.
         self.offload = offload
         self._cache: OrderedDict[CacheKey, _Entry] = OrderedDict()
-        self._inflight: dict[CacheKey, list[tuple[defer.Deferred[Verdict],
-                                                  x509.Certificate]]] = {}
+        self._inflight: dict[CacheKey, _Waiters] = {}
         self.fetches = 0
         self.hits = 0
 
+    @property
+    def mode(self) -> OCSPMode:
+        """Whether the leaf alone or the whole chain is checked."""
+        return self.settings.mode
+
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> CRLPair:
         """The (certificate, issuer, cache key) triple of one lookup; only for a validated chain."""
-        url = distribution_point(cert)
+        try:
+            url = distribution_point(cert)
+        except CRLError:
+            return cert, issuer, _MALFORMED
         if url is None:
             return cert, issuer, None
         return cert, issuer, (url, issuer.fingerprint(hashes.SHA256()))
@@ -272,6 +270,9 @@ class CRLChecker:
         cert, issuer, key = pair
         if key is None:
             return self._no_distribution_point(cert)
+        if key is _MALFORMED:
+            return Verdict(Status.UNKNOWN, "malformed", "unreadable CRL distribution points",
+                           cert.subject.rfc4514_string())
         entry = self._cache.get(key)
         if entry is None:
             return None
@@ -281,7 +282,7 @@ class CRLChecker:
         self._cache.move_to_end(key)
         self.hits += 1
         if now >= entry.refresh_at and key not in self._inflight:
-            self._start(key, issuer)
+            self._start(key, issuer, [])
         return entry.verdict(cert)
 
     def lookup_all(self, pairs: Sequence[CRLPair]) -> Verdict | None:
@@ -308,9 +309,11 @@ class CRLChecker:
         cert, issuer, key = pair
         assert key is not None  # lookup answers for certificates without a point
         waiter: defer.Deferred[Verdict] = defer.Deferred()
-        if key not in self._inflight:
-            self._start(key, issuer)
-        self._inflight[key].append((waiter, cert))
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append((waiter, cert))
+        else:
+            self._start(key, issuer, [(waiter, cert)])
         return waiter
 
     def _no_distribution_point(self, cert: x509.Certificate) -> Verdict:
@@ -318,8 +321,8 @@ class CRLChecker:
         return Verdict(status, "no_crl_dp", "the certificate names no http CRL distribution "
                        "point", cert.subject.rfc4514_string())
 
-    def _start(self, key: CacheKey, issuer: x509.Certificate) -> None:
-        self._inflight[key] = []
+    def _start(self, key: CacheKey, issuer: x509.Certificate, waiters: _Waiters) -> None:
+        self._inflight[key] = waiters
         self._query(key, issuer).addBoth(self._settle, key)
 
     def _settle(self, result: _Entry | Failure, key: CacheKey) -> None:
@@ -394,104 +397,14 @@ class CRLChecker:
         return len(self._cache)
 
 
-class CRLFetcher:
-    """GETs CRLs over plain http: one deadline, a bounded body, no redirects, no decoding."""
+class CRLFetcher(BoundedFetcher):
+    """GETs CRLs over plain http through the bounded fetcher."""
 
     def __init__(self, reactor: Any, clock: IReactorTime, timeout: float,
                  max_bytes: int = 10 * 1024 * 1024) -> None:
-        self.clock = clock
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 2
-        pool.cachedConnectionTimeout = 30
-        self.pool = pool
-        # A bare Agent rather than treq's client: treq follows redirects and inflates gzip
-        # bodies, which would let a distribution point send us elsewhere or past max_bytes.
-        self._agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        super().__init__(reactor, clock, timeout, max_bytes, "CRL", error=CRLError)
 
     def __call__(self, url: str) -> defer.Deferred[bytes]:
         """The response body, or a CRLError failure saying why there is none."""
-        if not _usable_url(url):
-            return defer.fail(CRLError("bad_url", f"{url!r} is not a plain http:// URL"))
-        d: defer.Deferred[Any] = self._agent.request(
-            b"GET", url.encode("ascii"),
-            Headers({b"Accept": [b"application/pkix-crl, application/x-pkcs7-crl, */*"]}))
-        d.addCallback(self._read, url)
-        expired: list[bool] = []
-
-        def expire() -> None:
-            expired.append(True)
-            d.cancel()
-
-        deadline = self.clock.callLater(self.timeout, expire)
-
-        def settle(result: Any) -> Any:
-            if deadline.active():
-                deadline.cancel()
-            return result
-
-        d.addBoth(settle)
-        d.addErrback(self._translate, url, expired)
-        return d
-
-    def _read(self, response: IResponse, url: str) -> defer.Deferred[bytes]:
-        if response.code != 200:
-            response.deliverBody(_Body(0, url))
-            raise CRLError("http_status", f"{url} answered HTTP {response.code}")
-        length = response.length
-        if isinstance(length, int) and length > self.max_bytes:
-            response.deliverBody(_Body(0, url))
-            raise CRLError("too_large", f"{url}: CRL of {length} bytes exceeds "
-                                        f"{self.max_bytes}")
-        body = _Body(self.max_bytes, url)
-        response.deliverBody(body)
-        return body.done
-
-    def _translate(self, failure: Failure, url: str, expired: list[bool]) -> Failure:
-        if failure.check(OCSPError):
-            return failure
-        if expired:
-            return Failure(CRLError("timeout", f"no CRL from {url} within {self.timeout:g} s"))
-        return Failure(CRLError("responder_down", f"{url}: {failure.getErrorMessage()}"))
-
-    def close(self) -> defer.Deferred[None]:
-        """Drop idle persistent connections to distribution points."""
-        return self.pool.closeCachedConnections()
-
-
-class _Body(Protocol):
-    """Collects a response body up to ``limit`` bytes, dropping the connection beyond it."""
-
-    def __init__(self, limit: int, url: str) -> None:
-        self.limit = limit
-        self.url = url
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self._abort())
-
-    def dataReceived(self, data: bytes) -> None:
-        """Keep ``data`` while under the limit."""
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self._abort()
-            self.done.errback(CRLError("too_large", f"{self.url}: CRL exceeds "
-                                                    f"{self.limit} bytes"))
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        """Deliver the body, or why it is incomplete."""
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-    def _abort(self) -> None:
-        self.parts = []
-        if self.transport is not None:
-            self.transport.loseConnection()
+        return self.fetch(b"GET", url, {
+            b"Accept": [b"application/pkix-crl, application/x-pkcs7-crl, */*"]})

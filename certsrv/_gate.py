@@ -13,19 +13,33 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
+from certsrv._forwarded import ForwardedCertError
+from certsrv._forwarding import strip_forwarded_headers
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Decision
 from certsrv._policy import Verdict as AccessVerdict
 from certsrv._revocation import Status, Verdict
-from certsrv._verify import ClientCertificatePolicy, ConnectionState, log_rejection
-from certsrv._web import connection_state, forbidden, refuse
+from certsrv._verify import (
+    ClientCertificatePolicy,
+    ConnectionState,
+    ForwardedClient,
+    log_rejection,
+)
+from certsrv._web import (
+    CertsrvSite,
+    connection_state,
+    forbidden,
+    refuse,
+    set_forwarded_identity,
+)
 from certsrv.exceptions import Reason, RejectedCertificate
 
 __all__ = ["Gate"]
 
 _log = Logger(namespace="certsrv.tls")
+_Client = ConnectionState | ForwardedClient
 _access_log = Logger(namespace="certsrv.policy")
 
 
@@ -34,41 +48,47 @@ class Gate(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: resource.IResource) -> None:
+    def __init__(self, wrapped: resource.IResource, require_identity: bool = False) -> None:
         super().__init__()
         self.wrapped = wrapped
+        self.require_identity = require_identity
 
     def render(self, request: server.Request) -> Any:
         """Check, then hand the request to the wrapped tree (now or once the status is known)."""
-        state = connection_state(request)
-        identity = state.identity if state is not None else None
+        site: CertsrvSite = request.site  # type: ignore[assignment]
         # The site's current policy: a reload replaces it.
-        policy: ClientCertificatePolicy = request.site.policy  # type: ignore[union-attr]
+        policy: ClientCertificatePolicy = site.policy
+        client = self._client(request, site, policy)
+        if isinstance(client, bytes):
+            return client
+        identity = client.identity if client is not None else None
         if policy.access is not None:
             claims = None
-            if state is not None and identity is not None:
-                if state.claims is None:
-                    state.claims = Claims(identity)
-                claims = state.claims
+            if client is not None and identity is not None:
+                if client.claims is None:
+                    client.claims = Claims(identity)
+                claims = client.claims
             decision = policy.access.decide(request.path, request.method, claims)
             _log_access(request, decision, identity)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
             if decision.reason is AccessVerdict.PUBLIC:
                 return self._forward(request)
-        if state is None or identity is None:
+        if client is None or identity is None:
+            if self.require_identity:
+                return forbidden(request, Reason.NO_CERTIFICATE)
             return self._forward(request)
         now = policy.clock.seconds()
         if now > identity.valid_until:
-            return self._deny(request, state, Reason.EXPIRED, "by the server clock")
+            return self._deny(request, identity, Reason.EXPIRED, "by the server clock")
         if now < identity.not_before:
-            return self._deny(request, state, Reason.NOT_YET_VALID, "by the server clock")
+            return self._deny(request, identity, Reason.NOT_YET_VALID, "by the server clock")
         revocation = policy.revocation
-        if revocation is None or not state.revocation:
+        if revocation is None or not client.revocation:
             return self._forward(request)
-        verdict = revocation.lookup(state.revocation)
+        verdict = revocation.lookup(client.revocation)
         if verdict is not None:
-            denial = self._judge(verdict, request, state, policy.fail_open)
+            denial = self._judge(verdict, request, identity, policy.fail_open)
             return denial if denial is not None else self._forward(request)
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
@@ -77,7 +97,7 @@ class Gate(resource.Resource):
             if gone:
                 return  # the client went away while we waited
             try:
-                denial = self._judge(verdict, request, state, policy.fail_open)
+                denial = self._judge(verdict, request, identity, policy.fail_open)
                 if denial is None:
                     request.render(resource.getChildForRequest(self.wrapped, request))
                 else:
@@ -86,16 +106,45 @@ class Gate(resource.Resource):
             except BaseException:
                 request.processingFailed(Failure())
 
-        revocation.check(state.revocation).addCallback(decided)
+        revocation.check(client.revocation).addCallback(decided)
         return server.NOT_DONE_YET
 
-    def _judge(self, verdict: Verdict, request: server.Request, state: ConnectionState,
+    def _client(self, request: server.Request, site: CertsrvSite,
+                policy: ClientCertificatePolicy) -> _Client | None | bytes:
+        """Who the request comes from: its connection's certificate, or the one a trusted
+        proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
+        forwarding = site.forwarded
+        if forwarding is None or not forwarding.trusts(request):
+            strip_forwarded_headers(request, forwarding)
+            return connection_state(request)
+        try:
+            chain = forwarding.certificate(request)
+        except ForwardedCertError as e:
+            _log.warn("malformed forwarded certificate from proxy {peer}: {reason} ({detail})",
+                      peer=str(request.getClientAddress()), reason=e.reason.value,
+                      detail=e.detail, decision="rejected")
+            strip_forwarded_headers(request, forwarding)
+            return refuse(request, e.reason.value, e.reason.sentence, e.detail,
+                          status=http.BAD_REQUEST)
+        strip_forwarded_headers(request, forwarding)
+        if chain is None:
+            set_forwarded_identity(request, None)
+            return None
+        result = policy.forwarded_verifier().verify(chain.leaf, chain.chain)
+        if isinstance(result, RejectedCertificate):
+            log_rejection(result, request.getClientAddress(), forwarded=True,
+                          path=request.path[:200].decode("latin-1"))
+            return forbidden(request, result.reason, result.detail)
+        set_forwarded_identity(request, result.identity)
+        return result
+
+    def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
                fail_open: bool) -> bytes | None:
         if verdict.status is Status.REVOKED:
-            return self._deny(request, state, Reason.REVOKED, verdict.detail)
+            return self._deny(request, identity, Reason.REVOKED, verdict.detail)
         if verdict.status is Status.UNKNOWN:
             if not fail_open:
-                return self._deny(request, state, Reason.REVOCATION_UNKNOWN,
+                return self._deny(request, identity, Reason.REVOCATION_UNKNOWN,
                                   f"{verdict.reason}: {verdict.detail}")
             _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
@@ -106,12 +155,10 @@ class Gate(resource.Resource):
     def _forward(self, request: server.Request) -> Any:
         return resource.getChildForRequest(self.wrapped, request).render(request)
 
-    def _deny(self, request: server.Request, state: ConnectionState, reason: Reason,
+    def _deny(self, request: server.Request, identity: ClientIdentity, reason: Reason,
               detail: str) -> bytes:
-        identity = state.identity
-        log_rejection(RejectedCertificate(reason, detail, identity.certificate if identity
-                                          else None), request.getClientAddress(),
-                      path=request.path[:200].decode("latin-1"))
+        log_rejection(RejectedCertificate(reason, detail, identity.certificate),
+                      request.getClientAddress(), path=request.path[:200].decode("latin-1"))
         return forbidden(request, reason, detail)
 
 

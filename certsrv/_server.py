@@ -8,6 +8,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 
 from certsrv._config import ServerConfig
+from certsrv._forwarding import Forwarding
 from certsrv._gate import Gate
 from certsrv._ocspfetch import HTTPFetcher
 from certsrv._revocation import Checker, Fetcher, OCSPChecker, OCSPSettings, Revocation
@@ -18,10 +19,11 @@ __all__ = ["build_site", "ocsp_checker", "revocation_for"]
 
 
 def build_site(policy: ClientCertificatePolicy, *, app: resource.IResource | None = None,
-               http2: bool = True, limits: Limits | None = None) -> CertsrvSite:
+               http2: bool = True, limits: Limits | None = None,
+               forwarded: Forwarding | None = None) -> CertsrvSite:
     """A site serving ``app`` (default: ``/secure``) behind the gate."""
-    return CertsrvSite(Gate(app if app is not None else root_resource()), policy, http2=http2,
-                       limits=limits)
+    gate = Gate(app, require_identity=True) if app is not None else Gate(root_resource())
+    return CertsrvSite(gate, policy, http2=http2, limits=limits, forwarded=forwarded)
 
 
 def ocsp_checker(settings: OCSPSettings, clock: IReactorTime, reactor: Any,

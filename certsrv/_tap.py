@@ -7,12 +7,15 @@ from typing import Any
 from twisted.application import service, strports
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
+from twisted.web import resource
 
+from certsrv._app import load_app
 from certsrv._config import ServerConfig, parse_pins
+from certsrv._forwarding import Forwarding, forwarding
 from certsrv._reload import Reloader
-from certsrv._revocation import OCSPMode, OCSPSettings, check_responder_url
+from certsrv._revocation import OCSPMode, OCSPSettings, Revocation, check_responder_url
 from certsrv._server import build_site, revocation_for
-from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
+from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory, TLSSettings
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv._web import Limits
 from certsrv.exceptions import ConfigurationError
@@ -86,6 +89,16 @@ class Options(usage.Options):
          "nextUpdate.", float],
         ["ocsp-max-age", None, 3600.0, "Longest time an OCSP answer is cached, in seconds "
          "(it is also never used past its nextUpdate).", float],
+        ["app", None, None,
+         "Serve this twisted.web resource instead of /secure, given by dotted name: an "
+         "IResource, a Klein app, or a callable returning either (as twistd web --class). "
+         "Only requests with a verified certificate (or admitted by --policy) reach it."],
+        ["forwarded-cert", None, None,
+         "Accept the client certificate from a TLS-terminating proxy in --trusted-proxy, "
+         "in this format: rfc9440 (Client-Cert headers), nginx ($ssl_client_escaped_cert) or "
+         "xfcc (Envoy). certsrv validates it itself; from other peers the headers are removed."],
+        ["forwarded-cert-header", None, None,
+         "The header carrying the certificate, when not the format's usual one."],
         ["revocation-fail", None, "closed",
          "When revocation status cannot be learnt (no valid CRL for an issuer, an expired CRL, "
          "OCSP responder down): closed rejects the client, open admits it and logs a warning."],
@@ -103,6 +116,7 @@ class Options(usage.Options):
         self["intermediates"] = []
         self["pin"] = []
         self["crl"] = []
+        self["trusted-proxy"] = []
         self.clock: IReactorTime | None = None
 
     def opt_listen(self, description: str) -> None:
@@ -127,9 +141,22 @@ class Options(usage.Options):
         SIGHUP; a CRL whose signature does not verify is refused and the old one kept."""
         self["crl"].append(path)
 
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """An address or network (CIDR) of a TLS-terminating proxy whose forwarded client
+        certificates are accepted (repeatable; with --forwarded-cert)."""
+        self["trusted-proxy"].append(cidr)
+
     def opt_pin(self, fingerprint: str) -> None:
         """Pin a self-signed client certificate by SHA-256 fingerprint (hex; repeatable)."""
         self["pin"].append(fingerprint)
+
+    config: ServerConfig
+    settings: TLSSettings
+    verifier: ClientCertificatePolicy
+    revocation: Revocation | None
+    limits: Limits
+    forwarded: Forwarding | None
+    app: resource.IResource | None
 
     def postOptions(self) -> None:
         """Check values, then load and check every file; a problem stops startup."""
@@ -143,7 +170,7 @@ class Options(usage.Options):
                      "max-header-bytes", "max-headers", "max-body-bytes"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
-        self["limits"] = Limits(
+        self.limits = Limits(
             handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
             max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
@@ -194,22 +221,24 @@ class Options(usage.Options):
             assert self.clock is not None
             from twisted.internet import reactor as default_reactor
 
-            self["config"] = config
-            self["revocation"] = revocation_for(config, self.clock, default_reactor)
-            self["settings"], self["policy"] = config.load(self.clock, self["revocation"])
+            self.config = config
+            self.revocation = revocation_for(config, self.clock, default_reactor)
+            self.settings, self.verifier = config.load(self.clock, self.revocation)
+            self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
+                                        self["trusted-proxy"])
         except ConfigurationError as e:
             raise SystemExit(f"certsrv: {e}") from None
+        self.app = load_app(self["app"]) if self["app"] else None
 
 
 def makeService(config: Options) -> service.IService:
     """One TLS listener per --listen, all serving the same site, and the reloader."""
-    policy = config["policy"]
-    tls = ServerTLS(config["settings"], policy)
-    limits: Limits = config["limits"]
-    site = build_site(policy, http2=config["config"].http2, limits=limits)
+    tls = ServerTLS(config.settings, config.verifier)
+    site = build_site(config.verifier, app=config.app, http2=config.config.http2,
+                      limits=config.limits, forwarded=config.forwarded)
     parent = service.MultiService()
     for description in config["listen"]:
-        factory = TLSFactory(tls, site, max_connections=limits.max_connections)
+        factory = TLSFactory(tls, site, max_connections=config.limits.max_connections)
         strports.service(description, factory).setServiceParent(parent)
 
     def use_policy(new_policy: ClientCertificatePolicy) -> None:
@@ -219,7 +248,7 @@ def makeService(config: Options) -> service.IService:
 
     clock = config.clock
     assert clock is not None
-    Reloader(config["config"], tls, use_policy, clock, config["watch-interval"],
-             reactor=reactor, revocation=config["revocation"]  # type: ignore[arg-type]
+    Reloader(config.config, tls, use_policy, clock, config["watch-interval"],
+             reactor=reactor, revocation=config.revocation  # type: ignore[arg-type]
              ).setServiceParent(parent)
     return parent

@@ -117,6 +117,7 @@ class ServerTLS:
     def __init__(self, settings: TLSSettings, policy: ClientCertificatePolicy) -> None:
         self.policy = policy
         self.settings = settings
+        policy.attach(settings)
         self._context = build_context(settings, policy)
 
     @property
@@ -128,6 +129,7 @@ class ServerTLS:
                ) -> None:
         """Build a new context; connections in flight keep the old one."""
         policy = policy or self.policy
+        policy.attach(settings)
         context = build_context(settings, policy)
         self.settings, self.policy, self._context = settings, policy, context
 

@@ -14,6 +14,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from certsrv._forwarding import Forwarding
 from certsrv._identity import ClientIdentity
 from certsrv._verify import ClientCertificatePolicy, ConnectionState
 from certsrv.exceptions import Reason
@@ -37,8 +38,24 @@ def connection_state(request: IRequest) -> ConnectionState | None:
     return _state_of_transport(transport)
 
 
+_FORWARDED = "_certsrv_forwarded_identity"
+
+
+def set_forwarded_identity(request: IRequest, identity: ClientIdentity | None) -> None:
+    """Record the identity a trusted proxy forwarded (None: it forwarded none)."""
+    setattr(request, _FORWARDED, identity)
+
+
 def identity_of(request: IRequest) -> ClientIdentity | None:
-    """The verified client identity of ``request``'s connection, or None if it has none."""
+    """The verified client identity of ``request``, or None if it has none.
+
+    That is the certificate of the request's TLS connection, or, for a request that came
+    through a trusted proxy (``--forwarded-cert``), the certificate the proxy forwarded
+    and certsrv validated; never the proxy's own.
+    """
+    forwarded = getattr(request, _FORWARDED, request)
+    if forwarded is not request:
+        return forwarded  # type: ignore[return-value]
     state = connection_state(request)
     return state.identity if state is not None else None
 
@@ -159,7 +176,9 @@ class CertsrvSite(server.Site):
     displayTracebacks = False
 
     def __init__(self, root: resource.IResource, policy: ClientCertificatePolicy,
-                 *, http2: bool = True, limits: Limits | None = None, **kwargs: Any) -> None:
+                 *, http2: bool = True, limits: Limits | None = None,
+                 forwarded: Forwarding | None = None, **kwargs: Any) -> None:
+        self.forwarded = forwarded
         self.limits = limits or Limits()
         kwargs.setdefault("timeout", self.limits.idle_timeout)
         kwargs.setdefault("reactor", policy.clock)  # idle timeouts run on the injected clock

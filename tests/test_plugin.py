@@ -67,10 +67,10 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse(self.files.argv())
         self.assertEqual(options["listen"], ["tcp:8443"])
-        self.assertEqual(options["settings"].client_cert, ClientCertMode.REQUIRE)
-        self.assertEqual(options["policy"].allowed_types, AllowedTypes.CHAINED)
-        self.assertEqual(options["settings"].roots, (shared_pki().root.certificate,))
-        self.assertEqual(options["settings"].min_tls, "1.2")
+        self.assertEqual(options.settings.client_cert, ClientCertMode.REQUIRE)
+        self.assertEqual(options.verifier.allowed_types, AllowedTypes.CHAINED)
+        self.assertEqual(options.settings.roots, (shared_pki().root.certificate,))
+        self.assertEqual(options.settings.min_tls, "1.2")
 
     def test_make_service_listens_on_each_endpoint(self) -> None:
         options = parse(self.files.argv("--listen", "tcp:0:interface=127.0.0.1",
@@ -84,10 +84,10 @@ class OptionsTests(SynchronousTestCase):
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
                                         "--min-tls", "1.3", "--http2", "off"))
-        self.assertEqual(options["settings"].client_cert, ClientCertMode.OPTIONAL)
-        self.assertEqual(options["settings"].verify_depth, 2)
-        self.assertEqual(options["settings"].min_tls, "1.3")
-        self.assertFalse(options["config"].http2)
+        self.assertEqual(options.settings.client_cert, ClientCertMode.OPTIONAL)
+        self.assertEqual(options.settings.verify_depth, 2)
+        self.assertEqual(options.settings.min_tls, "1.3")
+        self.assertFalse(options.config.http2)
 
     def test_bad_choices_are_usage_errors(self) -> None:
         for argv in (["--client-cert", "maybe"], ["--allowed-types", "any"],
@@ -148,15 +148,15 @@ class OptionsTests(SynchronousTestCase):
         cert = self_signed_client("pinned")
         colons = ":".join(cert.fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()
         options = parse(self.files.argv("--allowed-types", "all", "--pin", colons))
-        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
+        self.assertEqual(options.verifier.pins, frozenset({cert.fingerprint}))
         listing = write_pem(self.files.dir, "pins.txt",
                             f"# pinned\n{cert.fingerprint}  # device 1\n".encode())
         options = parse(self.files.argv("--allowed-types", "selfsigned", "--pins", listing))
-        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
-        self.assertEqual(options["settings"].roots, ())
+        self.assertEqual(options.verifier.pins, frozenset({cert.fingerprint}))
+        self.assertEqual(options.settings.roots, ())
         certs = write_pem(self.files.dir, "pins.pem", cert.certificate_pem())
         options = parse(self.files.argv("--allowed-types", "all", "--pins", certs))
-        self.assertEqual(options["policy"].pins, frozenset({cert.fingerprint}))
+        self.assertEqual(options.verifier.pins, frozenset({cert.fingerprint}))
         bad = write_pem(self.files.dir, "bad-pins.txt", b"zz\n")
         self.assertStartupError(self.files.argv("--allowed-types", "all", "--pins", bad),
                                 "bad-pins.txt:1")
