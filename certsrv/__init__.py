@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from certsrv._app import protect, protected_site
 from certsrv._client import (
     ClientTLSPolicy,
     Explanation,
@@ -37,5 +38,7 @@ __all__ = [
     "explain",
     "http_client",
     "identity_of",
+    "protect",
+    "protected_site",
     "raise_for_status",
 ]

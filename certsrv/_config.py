@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from certsrv._certs import load_certificates, load_private_key, read_file
 from certsrv._crl import check_crl, load_crl, next_update
+from certsrv._crlfetch import CRLFetchSettings
 from certsrv._policy import load_policy
 from certsrv._revocation import OCSPSettings, Revocation
 from certsrv._tls import ClientCertMode, TLSSettings, chain_problems
@@ -43,6 +44,7 @@ class ServerConfig:
     fail_open: bool = False
     ocsp: OCSPSettings = OCSPSettings()
     policy: str | None = None
+    crl_fetch: CRLFetchSettings = CRLFetchSettings()
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientCertificatePolicy]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 
 from certsrv._config import ServerConfig
+from certsrv._crlfetch import CRLChecker, CRLFetcher
 from certsrv._forwarding import Forwarding
 from certsrv._gate import Gate
 from certsrv._ocspfetch import HTTPFetcher
@@ -42,4 +44,11 @@ def revocation_for(config: ServerConfig, clock: IReactorTime, reactor: Any) -> R
     ocsp = ocsp_checker(config.ocsp, clock, reactor)
     if ocsp is not None:
         checkers.append(ocsp)
+    fetch = config.crl_fetch
+    if fetch.enabled:
+        # Parsing a large CRL takes a while: do it in a thread, off the reactor.
+        checkers.append(CRLChecker(
+            fetch, clock, CRLFetcher(reactor, clock, fetch.timeout, fetch.max_bytes),
+            offload=lambda work: threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                                           work)))
     return Revocation(checkers) if checkers else None

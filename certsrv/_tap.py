@@ -11,6 +11,7 @@ from twisted.web import resource
 
 from certsrv._app import load_app
 from certsrv._config import ServerConfig, parse_pins
+from certsrv._crlfetch import CRLFetchSettings
 from certsrv._forwarding import Forwarding, forwarding
 from certsrv._reload import Reloader
 from certsrv._revocation import OCSPMode, OCSPSettings, Revocation, check_responder_url
@@ -75,6 +76,11 @@ class Options(usage.Options):
         ["crl-check", None, "leaf",
          "With --crl: leaf checks the client certificate only; chain checks every CA too "
          "(each issuer then needs a CRL)."],
+        ["crl-fetch", None, "off",
+         "on: also fetch CRLs from the http:// CRL distribution points of validated client "
+         "certificates (their chain too with --crl-check chain), cached until nextUpdate and "
+         "refreshed ahead; never blocking, same --revocation-fail rules as OCSP."],
+        ["crl-fetch-timeout", None, 10.0, "Seconds to wait for a CRL download.", float],
         ["ocsp", None, "leaf",
          "off; leaf: ask the OCSP responder named in the client certificate (or "
          "--ocsp-responder) about it; chain: about every CA of its chain too. Lookups never "
@@ -177,6 +183,9 @@ class Options(usage.Options):
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
         _choice("ocsp", self["ocsp"], ("off", "leaf", "chain"))
+        _choice("crl-fetch", self["crl-fetch"], ("on", "off"))
+        if self["crl-fetch-timeout"] <= 0:
+            raise usage.UsageError("--crl-fetch-timeout must be positive")
         _choice("ocsp-nonce", self["ocsp-nonce"], ("off", "prefer", "require"))
         for name in ("ocsp-timeout", "ocsp-max-age"):
             if self[name] <= 0:
@@ -212,6 +221,11 @@ class Options(usage.Options):
                     nonce=self["ocsp-nonce"],
                     skew=self["ocsp-skew"],
                     max_age=self["ocsp-max-age"],
+                ),
+                crl_fetch=CRLFetchSettings(
+                    mode=(OCSPMode.OFF if self["crl-fetch"] == "off" else
+                          OCSPMode.CHAIN if self["crl-check"] == "chain" else OCSPMode.LEAF),
+                    timeout=self["crl-fetch-timeout"],
                 ),
             )
             if self.clock is None:
