@@ -122,7 +122,7 @@ class Gate(resource.Resource):
         except ForwardedCertError as e:
             _log.warn("malformed forwarded certificate from proxy {peer}: {reason} ({detail})",
                       peer=str(request.getClientAddress()), reason=e.reason.value,
-                      detail=e.detail, decision="rejected")
+                      detail=e.detail, decision="rejected", stage="request")
             strip_forwarded_headers(request, forwarding)
             return refuse(request, e.reason.value, e.reason.sentence, e.detail,
                           status=http.BAD_REQUEST)
@@ -132,7 +132,7 @@ class Gate(resource.Resource):
             return None
         result = policy.forwarded_verifier().verify(chain.leaf, chain.chain)
         if isinstance(result, RejectedCertificate):
-            log_rejection(result, request.getClientAddress(), forwarded=True,
+            log_rejection(result, request.getClientAddress(), "request", forwarded=True,
                           path=request.path[:200].decode("latin-1"))
             return forbidden(request, result.reason, result.detail)
         set_forwarded_identity(request, result.identity)
@@ -148,6 +148,7 @@ class Gate(resource.Resource):
                                   f"{verdict.reason}: {verdict.detail}")
             _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
+                      stage="request",
                       reason=Reason.REVOCATION_UNKNOWN.value, problem=verdict.reason,
                       subject=verdict.subject)
         return None
@@ -158,7 +159,8 @@ class Gate(resource.Resource):
     def _deny(self, request: server.Request, identity: ClientIdentity, reason: Reason,
               detail: str) -> bytes:
         log_rejection(RejectedCertificate(reason, detail, identity.certificate),
-                      request.getClientAddress(), path=request.path[:200].decode("latin-1"))
+                      request.getClientAddress(), "request",
+                      path=request.path[:200].decode("latin-1"))
         return forbidden(request, reason, detail)
 
 

@@ -13,6 +13,8 @@ from certsrv._app import load_app
 from certsrv._config import ServerConfig, parse_pins
 from certsrv._crlfetch import CRLFetchSettings
 from certsrv._forwarding import Forwarding, forwarding
+from certsrv._lifecycle import Drainer, ExpiryWatch
+from certsrv._metrics import CacheCollector, Metrics, MetricsService, admin_site
 from certsrv._reload import Reloader
 from certsrv._revocation import OCSPMode, OCSPSettings, Revocation, check_responder_url
 from certsrv._server import build_site, revocation_for
@@ -69,6 +71,11 @@ class Options(usage.Options):
         ["max-headers", None, 100, "Most header lines in one request.", int],
         ["max-body-bytes", None, 1_048_576,
          "Largest request body; a larger one gets 413 and is never stored.", int],
+        ["drain-timeout", None, 30.0,
+         "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
+        ["metrics", None, None,
+         "An admin endpoint serving Prometheus /metrics and /healthz over plain HTTP, e.g. "
+         "tcp:9100:interface=127.0.0.1 (keep it off public interfaces)."],
         ["watch-interval", None, 5.0,
          "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
@@ -180,6 +187,8 @@ class Options(usage.Options):
             handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
             max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
+        if self["drain-timeout"] < 0:
+            raise usage.UsageError("--drain-timeout must not be negative")
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
         _choice("ocsp", self["ocsp"], ("off", "leaf", "chain"))
@@ -262,7 +271,22 @@ def makeService(config: Options) -> service.IService:
 
     clock = config.clock
     assert clock is not None
-    Reloader(config.config, tls, use_policy, clock, config["watch-interval"],
-             reactor=reactor, revocation=config.revocation  # type: ignore[arg-type]
-             ).setServiceParent(parent)
+    reloader = Reloader(config.config, tls, use_policy, clock, config["watch-interval"],
+                        reactor=reactor, revocation=config.revocation)  # type: ignore[arg-type]
+    reloader.setServiceParent(parent)
+    ExpiryWatch(tls, clock).setServiceParent(parent)
+    Drainer(site, clock, config["drain-timeout"]).setServiceParent(parent)
+    if config["metrics"]:
+        metrics = Metrics()
+        site.metrics = metrics
+        metrics.gauge("certsrv_server_certificate_expiry_seconds",
+                      "Seconds until the server certificate expires",
+                      lambda: tls.settings.certificate.not_valid_after_utc.timestamp()
+                      - clock.seconds())
+        revocation = config.revocation
+        metrics.collect_from(CacheCollector(
+            lambda: revocation.checkers if revocation is not None else ()))
+        MetricsService(metrics).setServiceParent(parent)
+        strports.service(config["metrics"], admin_site(metrics, lambda: bool(parent.running))
+                         ).setServiceParent(parent)
     return parent

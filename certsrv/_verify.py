@@ -305,12 +305,14 @@ class ClientCertificatePolicy:
         log_rejection(rejection, peer)
 
 
-def log_rejection(rejection: RejectedCertificate, peer: IAddress | None, **extra: Any) -> None:
+def log_rejection(rejection: RejectedCertificate, peer: IAddress | None,
+                  stage: str = "handshake", **extra: Any) -> None:
     """Emit the one structured event for a refused client certificate."""
     cert = rejection.certificate
     _log.warn(
         "rejected client certificate from {peer}: {reason} ({detail}); subject {subject}",
-        decision="rejected", reason=rejection.reason.value, detail=rejection.detail,
+        decision="rejected", stage=stage, reason=rejection.reason.value,
+        detail=rejection.detail,
         peer=_peer_text(peer), depth=rejection.depth,
         subject=cert.subject.rfc4514_string() if cert is not None else None,
         issuer=cert.issuer.rfc4514_string() if cert is not None else None,

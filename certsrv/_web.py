@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -16,6 +17,7 @@ from zope.interface import implementer
 
 from certsrv._forwarding import Forwarding
 from certsrv._identity import ClientIdentity
+from certsrv._metrics import Metrics
 from certsrv._verify import ClientCertificatePolicy, ConnectionState
 from certsrv.exceptions import Reason
 
@@ -156,6 +158,11 @@ class _Request(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
+        site: CertsrvSite = self.channel.site  # type: ignore[attr-defined]
+        site.inflight += 1
+        self.notifyFinish().addBoth(site.request_done)
+        if site.draining:
+            self.setHeader(b"connection", b"close")
         if not self._too_large:
             super().process()
             return
@@ -185,6 +192,32 @@ class CertsrvSite(server.Site):
         super().__init__(root, **kwargs)
         self.policy = policy
         self.http2 = http2
+        self.metrics: Metrics | None = None
+        self.inflight = 0
+        self.draining = False
+        self._idle: list[defer.Deferred[None]] = []
+
+    def request_done(self, result: object) -> None:
+        """One request finished (or its client went away)."""
+        self.inflight -= 1
+        if self.inflight == 0:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    def when_idle(self) -> defer.Deferred[None]:
+        """Fires when no request is in flight."""
+        if self.inflight == 0:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+    def log(self, request: server.Request) -> None:  # type: ignore[override]
+        """Count the answered request; the access log line stays Twisted's."""
+        if self.metrics is not None:
+            self.metrics.request_finished(request.code)
+        super().log(request)
 
     def acceptableProtocols(self) -> list[bytes]:
         """The ALPN protocols offered: h2 (when enabled and installed), then http/1.1."""

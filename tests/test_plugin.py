@@ -78,8 +78,8 @@ class OptionsTests(SynchronousTestCase):
         service = _tap.makeService(options)
         self.assertIsInstance(service, MultiService)
         kinds = sorted(type(child).__name__ for child in service)
-        self.assertEqual(kinds, ["Reloader", "StreamServerEndpointService",
-                                 "StreamServerEndpointService"])
+        self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Reloader",
+                                 "StreamServerEndpointService", "StreamServerEndpointService"])
 
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
@@ -212,6 +212,7 @@ class TwistdTests(TestCase):
             process.signalProcess(signal.SIGTERM)
         self.assertEqual(code, 0, err)
         self.assertIn(b"Client certificate accepted", out)
-        server_out, server_err, _ = yield done
+        server_out, server_err, exit_code = yield done
+        self.assertEqual(exit_code, 0, "SIGTERM is a graceful stop")
         self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
         self.assertNotIn(b"Traceback", server_out + server_err)

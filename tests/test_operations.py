@@ -1,0 +1,185 @@
+"""Operations: Prometheus metrics and health, graceful draining, certificate-expiry warnings."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import resource, server
+
+from certsrv._lifecycle import Drainer, ExpiryWatch
+from certsrv._metrics import Metrics, MetricsService, admin_site
+from certsrv._tls import ServerTLS
+from certsrv._verify import ClientCertificatePolicy
+from certsrv.pki import CertificateAuthority
+from tests._support import (
+    DAY,
+    captured_events,
+    client_tls_options,
+    clock_at_now,
+    exchange,
+    make_server_factory,
+    shared_pki,
+    utcnow,
+)
+
+
+class MetricsTests(TestCase):
+    """Decisions show up as Prometheus counters on the admin listener; /healthz answers."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_scrape(self) -> Any:
+        pki = shared_pki()
+        metrics = Metrics()
+        feeding = MetricsService(metrics)
+        feeding.startService()
+        self.addCleanup(feeding.stopService)
+        factory = make_server_factory(pki.settings())
+        factory.wrappedFactory.metrics = metrics
+        self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
+        exchange(factory, client_tls_options(pki, pki.client_cert("expired")))
+        exchange(factory, client_tls_options(pki, None))
+        ready = [True]
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, admin_site(metrics, lambda: ready[0]), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        response = yield treq.get(f"{base}/metrics", persistent=False)
+        text = (yield response.text()).splitlines()
+        for line in ('certsrv_handshakes_total{decision="accepted",reason="none"} 1.0',
+                     'certsrv_handshakes_total{decision="rejected",reason="expired"} 1.0',
+                     'certsrv_handshakes_total{decision="rejected",reason="no_certificate"} 1.0',
+                     'certsrv_requests_total{status="200"} 1.0'):
+            self.assertIn(line, text)
+        response = yield treq.get(f"{base}/healthz", persistent=False)
+        self.assertEqual((response.code, (yield response.text())), (200, "ok\n"))
+        ready[0] = False
+        response = yield treq.get(f"{base}/healthz", persistent=False)
+        self.assertEqual(response.code, 503)
+        yield treq.content(response)
+
+    def test_counts_revocation_and_reload_events(self) -> None:
+        metrics = Metrics()
+        metrics({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": 0.02})
+        metrics({"log_namespace": "certsrv.crl", "outcome": "unknown", "seconds": 5.0})
+        metrics({"log_namespace": "certsrv.reload", "reason": "reload_refused"})
+        metrics({"log_namespace": "certsrv.tls", "decision": "rejected", "stage": "request",
+                 "reason": "revoked"})
+        metrics({"log_namespace": "certsrv.policy", "policy_reason": "not_allowed"})
+        value = metrics.registry.get_sample_value
+        self.assertEqual(value("certsrv_revocation_lookups_total",
+                               {"source": "ocsp", "outcome": "good"}), 1.0)
+        self.assertEqual(value("certsrv_revocation_responder_seconds_count",
+                               {"source": "crl"}), 1.0)
+        self.assertEqual(value("certsrv_reloads_total", {"result": "refused"}), 1.0)
+        self.assertEqual(value("certsrv_request_rejections_total", {"reason": "revoked"}), 1.0)
+        self.assertEqual(value("certsrv_access_decisions_total", {"verdict": "not_allowed"}),
+                         1.0)
+        metrics({"log_namespace": "certsrv.tls", "decision": object()})  # never raises
+
+
+class _Hold(resource.Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[server.Request] = []
+
+    def render_GET(self, request: server.Request) -> Any:
+        self.held.append(request)
+        return server.NOT_DONE_YET
+
+
+class DrainTests(SynchronousTestCase):
+    """On stop, requests in flight finish first, up to the drain timeout."""
+
+    def setUp(self) -> None:
+        self.pki = shared_pki()
+        self.clock = clock_at_now()
+        self.app = _Hold()
+        policy = ClientCertificatePolicy(self.clock)
+        self.factory = make_server_factory(self.pki.settings(), policy=policy, app=self.app)
+        self.site = self.factory.wrappedFactory
+
+    def start_request(self) -> Any:
+        from twisted.internet import protocol
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.test.iosim import connectedServerAndClient
+
+        from tests._support import HTTPClientProtocol
+
+        http = HTTPClientProtocol(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        client_factory = TLSMemoryBIOFactory(client_tls_options(self.pki, self.pki.client),
+                                             True, protocol.Factory.forProtocol(lambda: http),
+                                             clock=self.clock)
+        _, _, pump = connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None),
+            lambda: client_factory.buildProtocol(None), greet=False, clock=self.clock)
+        pump.flush()
+        return http, pump
+
+    def test_waits_for_requests_in_flight(self) -> None:
+        http, pump = self.start_request()
+        self.assertEqual(self.site.inflight, 1)
+        drainer = Drainer(self.site, self.clock, timeout=30)
+        drainer.startService()
+        stopped = drainer.stopService()
+        self.assertNoResult(stopped)
+        request = self.app.held.pop()
+        request.write(b"done")
+        request.finish()
+        pump.flush()
+        self.successResultOf(stopped)
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200"))
+
+    def test_gives_up_after_timeout(self) -> None:
+        self.start_request()
+        drainer = Drainer(self.site, self.clock, timeout=30)
+        drainer.startService()
+        with captured_events("certsrv.lifecycle") as events:
+            stopped = drainer.stopService()
+            self.clock.advance(31)
+        self.successResultOf(stopped)
+        self.assertEqual([e["reason"] for e in events], ["draining", "drain_timeout"])
+
+    def test_idle_server_stops_at_once(self) -> None:
+        drainer = Drainer(self.site, self.clock, timeout=30)
+        drainer.startService()
+        self.assertIsNone(drainer.stopService())
+
+
+class ExpiryTests(SynchronousTestCase):
+    """Warnings at start and daily when fewer than 30 days remain."""
+
+    def test_warns_for_soon_expiring_server_certificate(self) -> None:
+        pki = shared_pki()
+        now = utcnow()
+        soon = pki.root.issue_server("localhost", not_after=now + 10 * DAY)
+        settings = pki.settings()
+        settings = type(settings)(certificate=soon.certificate, private_key=soon.private_key,
+                                  roots=settings.roots)
+        clock = Clock()
+        clock.advance(now.timestamp())
+        watch = ExpiryWatch(ServerTLS(settings, ClientCertificatePolicy(clock)), clock)
+        with captured_events("certsrv.lifecycle") as events:
+            watch.startService()
+        self.addCleanup(watch.stopService)
+        self.assertEqual([e["subject"] for e in events], ["CN=localhost"])
+        self.assertLess(events[0]["days"], 10.01)
+        with captured_events("certsrv.lifecycle") as events:
+            clock.advance(86400)
+        self.assertEqual(len(events), 1, "checked again a day later")
+
+    def test_quiet_when_far_from_expiry(self) -> None:
+        pki = shared_pki()
+        clock = clock_at_now()
+        ca = CertificateAuthority.create(not_after=utcnow() + datetime.timedelta(days=3000))
+        del ca
+        watch = ExpiryWatch(ServerTLS(pki.settings(), ClientCertificatePolicy(clock)), clock)
+        self.assertEqual(watch.check(), [])
