@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from cryptography import x509
@@ -23,10 +24,23 @@ DAY = 86400.0
 class Drainer(service.Service):
     """On stop, lets requests in flight finish, up to ``timeout`` seconds."""
 
-    def __init__(self, site: CertsrvSite, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, site: CertsrvSite, clock: IReactorTime, timeout: float,
+                 reactor: Any = None) -> None:
         self.site = site
         self.clock = clock
         self.timeout = timeout
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        if self.reactor is not None:
+            self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_cleanly)
+
+    def _exit_cleanly(self) -> None:
+        # twistd re-raises the signal that stopped the reactor, so a SIGTERM stop would end
+        # with status 143; after a completed drain, SIGTERM is an orderly stop: exit 0.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()

@@ -275,7 +275,7 @@ def makeService(config: Options) -> service.IService:
                         reactor=reactor, revocation=config.revocation)  # type: ignore[arg-type]
     reloader.setServiceParent(parent)
     ExpiryWatch(tls, clock).setServiceParent(parent)
-    Drainer(site, clock, config["drain-timeout"]).setServiceParent(parent)
+    Drainer(site, clock, config["drain-timeout"], reactor).setServiceParent(parent)
     if config["metrics"]:
         metrics = Metrics()
         site.metrics = metrics
