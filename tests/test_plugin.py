@@ -203,16 +203,20 @@ class TwistdTests(TestCase):
         argv = self.twistd(*self.files.argv("--listen", f"tcp:{port}:interface=127.0.0.1"))
         process = reactor.spawnProcess(_Collect(b"", done), argv[0], argv,  # type: ignore[attr-defined]
                                        env=self.env)
+
+        def stop() -> defer.Deferred[Any]:
+            if process.pid is not None:
+                process.signalProcess(signal.SIGTERM)
+            return done
+
+        self.addCleanup(stop)
         curl = ["curl", "-sS", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
                 "--max-time", "30", "--cacert", self.files.ca, "--cert", client, "--key", key,
                 "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/secure"]
-        try:
-            out, err, code = yield run(curl)
-        finally:
-            process.signalProcess(signal.SIGTERM)
+        out, err, code = yield run(curl)
         self.assertEqual(code, 0, err)
         self.assertIn(b"Client certificate accepted", out)
-        server_out, server_err, exit_code = yield done
+        server_out, server_err, exit_code = yield stop()
         self.assertEqual(exit_code, 0, "SIGTERM is a graceful stop")
         self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
         self.assertNotIn(b"Traceback", server_out + server_err)
