@@ -31,6 +31,7 @@ from certsrv._web import (
     CertsrvSite,
     connection_state,
     forbidden,
+    identity_of,
     refuse,
     set_forwarded_identity,
 )
@@ -39,6 +40,7 @@ from certsrv.exceptions import Reason, RejectedCertificate
 __all__ = ["Gate"]
 
 _log = Logger(namespace="certsrv.tls")
+_GATED = "_certsrv_gated"
 _Client = ConnectionState | ForwardedClient
 _access_log = Logger(namespace="certsrv.policy")
 
@@ -55,7 +57,20 @@ class Gate(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         """Check, then hand the request to the wrapped tree (now or once the status is known)."""
-        site: CertsrvSite = request.site  # type: ignore[assignment]
+        site = request.site
+        if not isinstance(site, CertsrvSite):
+            _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
+                       "see client certificates, so it refuses every request",
+                       site=type(site).__name__, reason="misconfigured")
+            return refuse(request, "misconfigured", "this resource must be served by certsrv",
+                          status=http.INTERNAL_SERVER_ERROR)
+        if getattr(request, _GATED, False):
+            # An inner gate (certsrv.protect inside a served tree): everything was checked
+            # once already; only its demand for a certificate adds anything.
+            if self.require_identity and identity_of(request) is None:
+                return forbidden(request, Reason.NO_CERTIFICATE)
+            return self._forward(request)
+        setattr(request, _GATED, True)
         # The site's current policy: a reload replaces it.
         policy: ClientCertificatePolicy = site.policy
         client = self._client(request, site, policy)

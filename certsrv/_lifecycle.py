@@ -15,10 +15,22 @@ from twisted.logger import Logger
 from certsrv._tls import ServerTLS
 from certsrv._web import CertsrvSite
 
-__all__ = ["Drainer", "ExpiryWatch"]
+__all__ = ["Drainer", "ExpiryWatch", "exit_zero_on_sigterm"]
 
 _log = Logger(namespace="certsrv.lifecycle")
 DAY = 86400.0
+
+
+def exit_zero_on_sigterm(reactor: Any) -> None:
+    """Make a SIGTERM stop end with status 0 once shutdown has run its course."""
+
+    def clear() -> None:
+        # twistd re-raises the signal that stopped the reactor, so a SIGTERM stop would end
+        # with status 143; after an orderly drain, SIGTERM is the normal way to stop.
+        if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+            reactor._exitSignal = None
+
+    reactor.addSystemEventTrigger("after", "shutdown", clear)
 
 
 class Drainer(service.Service):
@@ -34,13 +46,7 @@ class Drainer(service.Service):
     def startService(self) -> None:
         super().startService()
         if self.reactor is not None:
-            self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_cleanly)
-
-    def _exit_cleanly(self) -> None:
-        # twistd re-raises the signal that stopped the reactor, so a SIGTERM stop would end
-        # with status 143; after a completed drain, SIGTERM is an orderly stop: exit 0.
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+            exit_zero_on_sigterm(self.reactor)
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()

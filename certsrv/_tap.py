@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from twisted.application import service, strports
@@ -21,6 +23,15 @@ from certsrv._server import build_site, revocation_for
 from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory, TLSSettings
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv._web import Limits
+from certsrv._workers import (
+    ParentWatch,
+    ReadyNotice,
+    ReusePortService,
+    Supervisor,
+    TCPAddress,
+    parse_tcp,
+    worker_argv,
+)
 from certsrv.exceptions import ConfigurationError
 
 __all__ = ["Options", "makeService"]
@@ -71,6 +82,12 @@ class Options(usage.Options):
         ["max-headers", None, 100, "Most header lines in one request.", int],
         ["max-body-bytes", None, 1_048_576,
          "Largest request body; a larger one gets 413 and is never stored.", int],
+        ["workers", None, "1",
+         "Server processes sharing the listening port(s): a number, or auto for one per CPU "
+         "core. The parent supervises them: restarts a crashed worker, forwards SIGHUP and "
+         "SIGTERM. Needs tcp:/tcp6: --listen descriptions; with --metrics, worker i serves "
+         "its metrics on the --metrics port + i."],
+        ["worker-index", None, None, "(internal) this process is worker number N.", int],
         ["drain-timeout", None, 30.0,
          "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
         ["metrics", None, None,
@@ -170,6 +187,14 @@ class Options(usage.Options):
     limits: Limits
     forwarded: Forwarding | None
     app: resource.IResource | None
+    workers: int
+    addresses: list[TCPAddress]
+    argv: list[str]
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, remembering the arguments (workers are started with the same ones)."""
+        self.argv = list(options) if options is not None else sys.argv[1:]
+        super().parseOptions(options)
 
     def postOptions(self) -> None:
         """Check values, then load and check every file; a problem stops startup."""
@@ -187,6 +212,17 @@ class Options(usage.Options):
             handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
             max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
+        workers = self["workers"]
+        if workers == "auto":
+            self.workers = os.cpu_count() or 1
+        elif workers.isdigit() and int(workers) >= 1:
+            self.workers = int(workers)
+        else:
+            raise usage.UsageError(f"--workers must be a positive number or auto, not {workers!r}")
+        if self.workers > 1:
+            self.addresses = [parse_tcp(d) for d in (self["listen"] or ["tcp:8443"])]
+            if self["metrics"]:
+                parse_tcp(self["metrics"])
         if self["drain-timeout"] < 0:
             raise usage.UsageError("--drain-timeout must not be negative")
         if self["watch-interval"] < 0:
@@ -251,23 +287,35 @@ class Options(usage.Options):
                                         self["trusted-proxy"])
         except ConfigurationError as e:
             raise SystemExit(f"certsrv: {e}") from None
-        self.app = load_app(self["app"]) if self["app"] else None
+        self.app = load_app(self["app"]) if self["app"] is not None else None
 
 
 def makeService(config: Options) -> service.IService:
     """One TLS listener per --listen, all serving the same site, and the reloader."""
+    from twisted.internet import reactor
+
+    if config.workers > 1 and config["worker-index"] is None:
+        parent = service.MultiService()
+        Supervisor(config.workers, worker_argv(config.argv), config.addresses, reactor,
+                   stop_timeout=config["drain-timeout"] + 5).setServiceParent(parent)
+        return parent
     tls = ServerTLS(config.settings, config.verifier)
     site = build_site(config.verifier, app=config.app, http2=config.config.http2,
                       limits=config.limits, forwarded=config.forwarded)
     parent = service.MultiService()
+    index = config["worker-index"]
+    if index is not None:
+        ParentWatch(reactor).setServiceParent(parent)
+        ReadyNotice(reactor).setServiceParent(parent)
     for description in config["listen"]:
         factory = TLSFactory(tls, site, max_connections=config.limits.max_connections)
-        strports.service(description, factory).setServiceParent(parent)
+        if index is None:
+            strports.service(description, factory).setServiceParent(parent)
+        else:
+            ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
 
     def use_policy(new_policy: ClientCertificatePolicy) -> None:
         site.policy = new_policy
-
-    from twisted.internet import reactor
 
     clock = config.clock
     assert clock is not None
@@ -287,6 +335,12 @@ def makeService(config: Options) -> service.IService:
         metrics.collect_from(CacheCollector(
             lambda: revocation.checkers if revocation is not None else ()))
         MetricsService(metrics).setServiceParent(parent)
-        strports.service(config["metrics"], admin_site(metrics, lambda: bool(parent.running))
-                         ).setServiceParent(parent)
+        admin = admin_site(metrics, lambda: bool(parent.running))
+        if index is None:
+            strports.service(config["metrics"], admin).setServiceParent(parent)
+        else:
+            address = parse_tcp(config["metrics"])
+            address = TCPAddress(address.family, address.interface, address.port + index,
+                                 address.backlog)
+            ReusePortService(address, admin, reactor).setServiceParent(parent)
     return parent

@@ -98,7 +98,8 @@ def options(argv: list[str], clock: IReactorTime | None = None) -> _tap.Options:
 
 def pieces(service: IService) -> tuple[TLSFactory, Reloader]:
     """The TLS factory of the (first) listener and the reloader of a ``makeService`` tree."""
-    factories = [child.factory for child in service if hasattr(child, "factory")]  # type: ignore[attr-defined]
+    factories = [child.factory for child in service  # type: ignore[attr-defined]
+                 if isinstance(getattr(child, "factory", None), TLSFactory)]
     reloaders = [child for child in service if isinstance(child, Reloader)]  # type: ignore[attr-defined]
     return factories[0], reloaders[0]
 

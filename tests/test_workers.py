@@ -1,0 +1,101 @@
+"""``--workers``: several server processes on one port, supervised by the parent."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from certsrv._workers import parse_tcp, worker_argv
+from tests._support import shared_pki, write_pem
+from tests.test_interop import _Collect, run
+from tests.test_plugin import _free_port
+
+
+class ParseTests(SynchronousTestCase):
+    """Only tcp:/tcp6: descriptions can be shared by workers."""
+
+    def test_tcp(self) -> None:
+        address = parse_tcp("tcp:8443:interface=127.0.0.1:backlog=50")
+        self.assertEqual((address.family, address.interface, address.port, address.backlog),
+                         (socket.AF_INET, "127.0.0.1", 8443, 50))
+        address = parse_tcp("tcp6:8443:interface=\\:\\:1")
+        self.assertEqual((address.family, address.interface), (socket.AF_INET6, "::1"))
+
+    def test_refused(self) -> None:
+        for description in ("unix:/tmp/x", "systemd:domain=INET:index=0", "tcp:x",
+                            "tcp:1:2", "tcp:8443:colour=blue", "tcp:70000"):
+            self.assertRaises(usage.UsageError, parse_tcp, description)
+
+    def test_worker_argv_drops_workers(self) -> None:
+        argv = worker_argv(["--workers", "2", "--ca", "x.pem", "--workers=auto", "--key", "k"])
+        self.assertEqual(argv[-5:], ["certsrv", "--ca", "x.pem", "--key", "k"])
+        self.assertEqual(argv[0], sys.executable)
+
+
+class SupervisorTests(TestCase):
+    """A real ``twistd certsrv --workers 2``: serves, restarts, forwards SIGHUP and SIGTERM."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_workers(self) -> Any:
+        pki = shared_pki()
+        directory = self.mktemp()
+        ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
+        cert = write_pem(directory, "client.pem", pki.client.chain_pem())
+        key = write_pem(directory, "client.key", pki.client.private_key_pem(), 0o600)
+        port = _free_port()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "--pidfile=", "certsrv", "--workers", "2",
+                "--listen", f"tcp:{port}:interface=127.0.0.1",
+                "--cert", write_pem(directory, "server.pem", pki.server.chain_pem()),
+                "--key", write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600),
+                "--ca", ca, "--drain-timeout", "2"]
+        done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+        collector = _Collect(b"", done)
+        process = reactor.spawnProcess(collector, argv[0], argv, env=env)  # type: ignore[attr-defined]
+
+        def stop() -> Any:
+            if process.pid is not None:
+                process.signalProcess("KILL")
+            return done
+
+        self.addCleanup(stop)
+        curl = ["curl", "-sS", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
+                "--max-time", "30", "--cacert", ca, "--cert", cert, "--key", key,
+                "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/secure"]
+        for _ in range(4):
+            out, err, code = yield run(curl)
+            self.assertEqual(code, 0, err)
+        log = lambda: (collector.out + collector.err).decode(errors="replace")  # noqa: E731
+        pids = re.findall(r"worker (\d) started \(pid (\d+)\)", log())
+        self.assertEqual(sorted(i for i, _ in pids), ["0", "1"])
+        os.kill(int(dict(pids)["0"]), signal.SIGKILL)
+        for _ in range(300):
+            if len(re.findall(r"worker 0 started", log())) == 2:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertIn("worker 0 exited", log())
+        self.assertEqual(len(re.findall(r"worker 0 started", log())), 2, log())
+        out, err, code = yield run(curl)
+        self.assertEqual(code, 0, err)
+        process.signalProcess("HUP")
+        for _ in range(100):
+            if log().count("configuration reloaded (SIGHUP)") == 2:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(log().count("configuration reloaded (SIGHUP)"), 2, log())
+        process.signalProcess("TERM")
+        _, _, exit_code = yield done
+        self.assertEqual(exit_code, 0)
+        self.assertEqual(log().count("Server Shut Down."), 3)
+        self.assertNotIn("Traceback", log())
