@@ -255,14 +255,15 @@ class CRLChecker:
         """Whether the leaf alone or the whole chain is checked."""
         return self.settings.mode
 
-    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> CRLPair:
-        """The (certificate, issuer, cache key) triple of one lookup; only for a validated chain."""
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> CRLPair | None:
+        """The (certificate, issuer, cache key) of one lookup (validated chains only); None:
+        the certificate names no distribution point and none is required."""
         try:
             url = distribution_point(cert)
         except CRLError:
             return cert, issuer, _MALFORMED
         if url is None:
-            return cert, issuer, None
+            return (cert, issuer, None) if self.settings.require else None
         return cert, issuer, (url, issuer.fingerprint(hashes.SHA256()))
 
     def lookup(self, pair: CRLPair) -> Verdict | None:

@@ -151,6 +151,8 @@ class OCSPChecker:
         self.fetch = fetch
         self._cache: OrderedDict[CertID, _Entry] = OrderedDict()
         self._inflight: dict[CertID, list[defer.Deferred[Verdict]]] = {}
+        # The issuer half of a CertID is the same for every certificate of one CA.
+        self._issuer_hashes: dict[x509.Certificate, tuple[bytes, bytes]] = {}
         self.queries = 0
         self.hits = 0
 
@@ -159,9 +161,18 @@ class OCSPChecker:
         """Whether the leaf alone or the whole chain is checked."""
         return self.settings.mode
 
-    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Pair:
-        """The (certificate, issuer, CertID) triple that identifies one lookup."""
-        return cert, issuer, cert_id_key(cert, issuer)
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Pair | None:
+        """The (certificate, issuer, CertID) triple of one lookup; None: nothing to ask."""
+        if not self.settings.responder and not self.settings.require \
+                and not responder_urls(cert):
+            return None
+        hashes = self._issuer_hashes.get(issuer)
+        if hashes is None:
+            if len(self._issuer_hashes) >= 256:
+                self._issuer_hashes.clear()
+            hashes = cert_id_key(issuer, issuer)[:2]
+            self._issuer_hashes[issuer] = hashes
+        return cert, issuer, CertID(hashes[0], hashes[1], cert.serial_number)
 
     def lookup(self, pair: Pair) -> Verdict | None:
         """The cached verdict, if still fresh; starts a background refresh when it is due."""
@@ -309,7 +320,7 @@ class Checker(Protocol):
     @property
     def mode(self) -> OCSPMode: ...
 
-    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Any: ...
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Any | None: ...
 
     def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None: ...
 
@@ -330,8 +341,8 @@ class Revocation:
         plan = []
         for checker in self.checkers:
             last = len(chain) - 1 if checker.mode is OCSPMode.CHAIN else 1
-            pairs = tuple(checker.pair(chain[d], chain[d + 1])
-                          for d in range(0, last) if d + 1 in chain)
+            pairs = tuple(pair for d in range(0, last) if d + 1 in chain
+                          if (pair := checker.pair(chain[d], chain[d + 1])) is not None)
             if pairs:
                 plan.append((checker, pairs))
         return tuple(plan)

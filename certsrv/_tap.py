@@ -88,6 +88,9 @@ class Options(usage.Options):
          "SIGTERM. Needs tcp:/tcp6: --listen descriptions; with --metrics, worker i serves "
          "its metrics on the --metrics port + i."],
         ["worker-index", None, None, "(internal) this process is worker number N.", int],
+        ["access-log", None, "on",
+         "on: one combined-format access log line per request; off: none (decisions are "
+         "still logged as events)."],
         ["drain-timeout", None, 30.0,
          "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
         ["metrics", None, None,
@@ -223,6 +226,7 @@ class Options(usage.Options):
             self.addresses = [parse_tcp(d) for d in (self["listen"] or ["tcp:8443"])]
             if self["metrics"]:
                 parse_tcp(self["metrics"])
+        _choice("access-log", self["access-log"], ("on", "off"))
         if self["drain-timeout"] < 0:
             raise usage.UsageError("--drain-timeout must not be negative")
         if self["watch-interval"] < 0:
@@ -302,6 +306,7 @@ def makeService(config: Options) -> service.IService:
     tls = ServerTLS(config.settings, config.verifier)
     site = build_site(config.verifier, app=config.app, http2=config.config.http2,
                       limits=config.limits, forwarded=config.forwarded)
+    site.access_log = config["access-log"] == "on"
     parent = service.MultiService()
     index = config["worker-index"]
     if index is not None:

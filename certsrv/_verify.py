@@ -279,8 +279,10 @@ class ClientCertificatePolicy:
         identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
         state.identity = identity
         state.chain = {}
-        if self.revocation is not None and state.revocation:
-            self.revocation.check(state.revocation)  # warm the cache before the first request
+        revocation = self.revocation
+        if revocation is not None and state.revocation \
+                and revocation.lookup(state.revocation) is None:
+            revocation.check(state.revocation)  # warm the cache before the first request
         _log.info(
             "accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
             "sha256 {sha256}) from {peer}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +194,7 @@ class CertsrvSite(server.Site):
         self.policy = policy
         self.http2 = http2
         self.metrics: Metrics | None = None
+        self.access_log = True
         self.inflight = 0
         self.draining = False
         self._idle: list[defer.Deferred[None]] = []
@@ -217,7 +219,8 @@ class CertsrvSite(server.Site):
         """Count the answered request; the access log line stays Twisted's."""
         if self.metrics is not None:
             self.metrics.request_finished(request.code)
-        super().log(request)
+        if self.access_log:
+            super().log(request)
 
     def acceptableProtocols(self) -> list[bytes]:
         """The ALPN protocols offered: h2 (when enabled and installed), then http/1.1."""
@@ -236,7 +239,7 @@ class SecureResource(resource.Resource):
         identity = identity_of(request)
         if identity is None:
             return forbidden(request, Reason.NO_CERTIFICATE)
-        return _body(request, identity.as_json(),
+        return _body(request, identity.as_json,
                      f"Client certificate accepted\nsubject: {identity.subject}\n")
 
     render_HEAD = render_GET
@@ -259,10 +262,13 @@ def refuse(request: server.Request, code: str, message: str, detail: str = "",
                                     f"{message} ({code})\n")
 
 
-def _body(request: server.Request, document: dict[str, Any], text: str) -> bytes:
+def _body(request: server.Request, document: dict[str, Any] | Callable[[], dict[str, Any]],
+          text: str) -> bytes:
     request.setHeader(b"cache-control", b"no-store")
     if b"application/json" in (request.getHeader(b"accept") or b""):
         request.setHeader(b"content-type", b"application/json")
+        if callable(document):  # built only when asked for
+            document = document()
         return json.dumps(document, indent=2).encode() + b"\n"
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return text.encode()
