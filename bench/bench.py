@@ -1,0 +1,1404 @@
+#!/usr/bin/env python3
+"""
+Benchmark certsrv against nginx: mutual-TLS handshakes, keep-alive requests, CPU and memory.
+
+    python bench/bench.py [--quick] [--rounds N] [--out FILE] [--key-type ecdsa|rsa]
+                          [--certsrv-args "..."] [--variant NAME="extra certsrv args" ...]
+
+See bench/README.rst for what is measured and how to read the table. Only the standard
+library and the repository's own dependencies are used; the load generators are
+``openssl s_time``, ``ab`` and ``bench/keepalive.c`` (built with gcc into a temporary
+directory at start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime
+import functools
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = 0, 1
+NGINX = "nginx"
+BASELINE = "certsrv"
+
+
+def which(tool: str) -> str | None:
+    """``shutil.which``, also looking in the sbin directories (nginx lives in /usr/sbin)."""
+    found = shutil.which(tool)
+    if found is None:
+        for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+            if os.access(os.path.join(d, tool), os.X_OK):
+                return os.path.join(d, tool)
+    return found
+
+
+def note(message: str) -> None:
+    """Progress and warnings go to stderr; stdout carries only the final table."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A failure that stops the benchmark with a clear message."""
+
+
+# --------------------------------------------------------------------------- children
+
+_children: list[subprocess.Popen[Any]] = []
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the harness dies without cleaning up (SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a child in its own process group (so it and its children can be stopped)."""
+    proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_die_with_parent,
+                            **kwargs)
+    _children.append(proc)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    else:
+        # The leader is gone; make sure nothing it started lingers in its group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    if proc in _children:
+        _children.remove(proc)
+
+
+def stop_all_children() -> None:
+    for proc in reversed(list(_children)):
+        stop_process(proc, grace=2.0)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(f"interrupted by signal {signum}")
+
+
+def run_tool(cmd: Sequence[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a short-lived child to completion (bounded in time), capturing its output."""
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+        raise BenchError(
+            f"{cmd[0]} did not finish within {timeout:.0f}s: {shlex.join(cmd)}") from None
+    finally:
+        if proc in _children and proc.poll() is not None:
+            _children.remove(proc)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+class LineReader:
+    """Reads lines from a child's stdout with a deadline (no blocking forever)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
+
+    def readline(self, timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise BenchError(f"the load generator exited before {what} "
+                                     f"(exit status {self.proc.wait(5)})")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+# --------------------------------------------------------------------------- /proc
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    # The command name (field 2) may contain spaces and parentheses.
+    return text[text.rindex(")") + 2:].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry))[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(parents.get(p, ()))
+    return tree
+
+
+def cpu_times(pid: int, tree: bool = True) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` (all threads), its live descendants and its
+    reaped children."""
+    user = system = 0
+    for i, p in enumerate(process_tree(pid) if tree else [pid]):
+        try:
+            f = _stat_fields(p)
+        except OSError:
+            continue
+        # Fields 14..17 of /proc/PID/stat (utime stime cutime cstime) are at 11..14 here.
+        user += int(f[11])
+        system += int(f[12])
+        if i == 0:
+            user += int(f[13])
+            system += int(f[14])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    return sum(cpu_times(pid, tree))
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """Sum of a /proc/PID/status field (VmRSS, VmHWM) over the process tree, in KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def core_times() -> dict[int, tuple[float, float]]:
+    """(busy, steal) seconds of each CPU core since boot, from /proc/stat.
+
+    Busy excludes idle and iowait and includes steal: time the hypervisor gave this
+    virtual CPU's slot to someone else, which also inflates the CPU time of whatever
+    process was running on it.
+    """
+    times = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *values = line.split()
+                v = [int(x) for x in values]
+                steal = v[7] if len(v) > 7 else 0
+                times[int(name[3:])] = ((sum(v[:8]) - v[3] - v[4]) / CLK_TCK, steal / CLK_TCK)
+    return times
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def other_cpu_seconds(exclude: set[int]) -> tuple[float, float]:
+    """CPU time of every process outside ``exclude``: (user processes, kernel threads).
+
+    utime+stime+cutime+cstime summed over all processes: a process that exits during the
+    window moves its time into its parent's cutime, so differences of these sums count
+    each CPU-second once (as long as its parent lives).
+    """
+    user = kernel = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            f = _stat_fields(int(entry))
+        except OSError:
+            continue
+        ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        if entry == "2" or f[1] == "2":  # kthreadd and its kernel threads
+            kernel += ticks
+        else:
+            user += ticks
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def others_busy_share(exclude: set[int], seconds: float) -> float:
+    """Share of one core used by processes outside ``exclude`` over ``seconds``."""
+    before = other_cpu_seconds(exclude)[0]
+    time.sleep(seconds)
+    return (other_cpu_seconds(exclude)[0] - before) / seconds
+
+
+_quiet_budget = {"left": 0.0}
+
+
+def wait_for_quiet(server_pid: int | None, what: str, threshold: float = 0.10) -> dict[str, Any]:
+    """Before a run, wait (within the --wait-quiet budget) while other processes on the
+    machine (other engineers' test runs, say) keep a CPU busy."""
+    exclude = {os.getpid()}
+    if server_pid:
+        exclude.update(process_tree(server_pid))
+    waited = 0.0
+    share = others_busy_share(exclude, 0.3)
+    announced = False
+    while share > threshold and _quiet_budget["left"] > 0:
+        if not announced:
+            note(f"    waiting before {what}: other processes use {share:.0%} of a core "
+                 f"(budget {_quiet_budget['left']:.0f}s left)")
+            announced = True
+        share = others_busy_share(exclude, 1.0)
+        waited += 1.0
+        _quiet_budget["left"] -= 1.0
+    if share > threshold:
+        note(f"    measuring {what} although other processes use {share:.0%} of a core")
+    return {"waited_s": waited, "others_share_before": share}
+
+
+class Meter:
+    """Server CPU, load-generator CPU and everybody else's CPU over one measured window."""
+
+    def __init__(self, server_pid: int, generator_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self.generator_pid = generator_pid
+
+    def _sample(self) -> dict[str, Any]:
+        server_user, server_system = cpu_times(self.server_pid)
+        exclude = {os.getpid(), *process_tree(self.server_pid)}
+        if self.generator_pid:
+            exclude.add(self.generator_pid)
+        other_user, other_kernel = other_cpu_seconds(exclude)
+        return {
+            "t": time.monotonic(),
+            "server_user": server_user,
+            "server": server_user + server_system,
+            "generator": (cpu_seconds(self.generator_pid, tree=False)
+                          if self.generator_pid else children_cpu()),
+            "other_user": other_user,
+            "other_kernel": other_kernel,
+            "cores": core_times(),
+        }
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def stop(self) -> dict[str, Any]:
+        after = self._sample()
+        b = self.before
+        wall = after["t"] - b["t"]
+
+        def delta(key: str) -> float:
+            return max(0.0, float(after[key] - b[key]))
+
+        server, generator = delta("server"), delta("generator")
+        server_user = delta("server_user")
+        other_user, other_kernel = delta("other_user"), delta("other_kernel")
+        cores = {c: [a - z for a, z in zip(after["cores"][c], b["cores"].get(c, (0.0, 0.0)),
+                                            strict=True)]
+                 for c in after["cores"]}
+        return {"wall_s": wall, "server_cpu_s": server, "generator_cpu_s": generator,
+                "server_user_s": server_user, "server_system_s": max(0.0, server - server_user),
+                "server_cpu_share": server / wall if wall else 0.0,
+                "generator_cpu_share": generator / wall if wall else 0.0,
+                # Everybody else: other engineers' processes (a disturbed measurement if
+                # large) and kernel threads (ksoftirqd may carry some of our network work).
+                "other_processes_cpu_s": other_user, "kernel_threads_cpu_s": other_kernel,
+                "other_processes_cpu_share": other_user / wall if wall else 0.0,
+                "core_busy_s": {str(c): v[0] for c, v in cores.items()},
+                "core_steal_s": {str(c): v[1] for c, v in cores.items()},
+                "steal_share": sum(v[1] for v in cores.values()) / wall if wall else 0.0}
+
+
+# --------------------------------------------------------------------------- setup
+
+PINNED = False
+
+
+def pin(core: int) -> list[str]:
+    """A taskset prefix pinning a command to ``core`` (empty when pinning is off)."""
+    return ["taskset", "-c", str(core)] if PINNED else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float,
+                  describe_failure: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the server exited with status {proc.returncode} before "
+                             f"listening on port {port}\n{describe_failure()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"nothing listened on port {port} within {timeout:.0f}s\n"
+                     f"{describe_failure()}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
+    return "\n".join(f"    | {line}" for line in text[-lines:])
+
+
+def raise_nofile(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _describe_key(key: Any) -> str:
+    curve = getattr(key, "curve", None)
+    if curve is not None:
+        return f"ECDSA {curve.name}"
+    size = getattr(key, "key_size", None)
+    return f"RSA-{size}" if size else type(key).__name__
+
+
+class PKI:
+    """A fresh CA, server certificate and client certificate in ``directory``."""
+
+    def __init__(self, directory: Path, key_type: str) -> None:
+        from certsrv.pki import CertificateAuthority, KeyType
+
+        kt = {"ecdsa": KeyType.ECDSA_P256, "rsa": KeyType.RSA_2048}[key_type]
+        ca = CertificateAuthority.create("certsrv bench CA", key_type=kt)
+        self.ca = directory / "ca.pem"
+        self.ca.write_bytes(ca.certificate_pem())
+        self.server_cert, self.server_key = directory / "server.pem", directory / "server.key"
+        server = ca.issue_server("localhost", "127.0.0.1", key_type=kt)
+        server.write(self.server_cert, self.server_key)
+        client = ca.issue_client("bench-client", key_type=kt)
+        self.client_cert, self.client_key = directory / "client.pem", directory / "client.key"
+        client.write(self.client_cert, self.client_key)
+        self.description = {name: _describe_key(c.private_key) for name, c in
+                            (("ca", ca), ("server", server), ("client", client))}
+        # ab wants the certificate and its key in one file (-E).
+        self.client_combined = directory / "client-combined.pem"
+        fd = os.open(self.client_combined, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(client.chain_pem() + client.private_key_pem())
+
+
+def build_keepalive(directory: Path) -> Path | None:
+    source = HERE / "keepalive.c"
+    binary = directory / "keepalive"
+    if not which("gcc"):
+        note("gcc not found: keep-alive and idle-connection tests are skipped")
+        return None
+    cmd = ["gcc", "-O2", "-Wall", "-o", str(binary), str(source), "-lssl", "-lcrypto"]
+    result = run_tool(cmd, timeout=120)
+    if result.returncode != 0:
+        note("building keepalive.c failed (is libssl-dev installed?); keep-alive and "
+             f"idle-connection tests are skipped:\n{result.stderr.strip()}")
+        return None
+    return binary
+
+
+# --------------------------------------------------------------------------- servers
+
+class Server:
+    kind = ""
+
+    def __init__(self, name: str, work: Path, pki: PKI) -> None:
+        self.name = name
+        self.work = work
+        self.pki = pki
+        self.port = 0
+        self.proc: subprocess.Popen[Any] | None = None
+        self.log = work / f"{name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def log_tail(self) -> str:
+        return f"last lines of {self.log}:\n{tail(self.log)}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        cmd = pin(SERVER_CORE) + self.command()
+        with open(self.log, "ab") as log:
+            log.write(f"\n==== {datetime.datetime.now().isoformat()} {shlex.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = spawn(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              cwd=self.work, env=self.environment())
+        try:
+            wait_for_port(self.port, self.proc, 30, self.log_tail)
+        except BenchError as e:
+            self.stop()
+            raise BenchError(f"{self.name} did not start: {e}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class Certsrv(Server):
+    kind = "certsrv"
+
+    def __init__(self, name: str, work: Path, pki: PKI, extra_args: Sequence[str],
+                 source: Path = REPO) -> None:
+        super().__init__(name, work, pki)
+        self.extra_args = list(extra_args)
+        self.source = source
+
+    def command(self) -> list[str]:
+        twistd = [sys.executable, "-c",
+                  "import sys; from twisted.scripts.twistd import run; "
+                  "sys.argv[0] = 'twistd'; run()"]
+        return twistd + [
+            "-n", "--pidfile=", "certsrv",
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--ca", str(self.pki.ca), "--cert", str(self.pki.server_cert),
+            "--key", str(self.pki.server_key), *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source),
+                                                          env.get("PYTHONPATH")]))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+
+NGINX_CONF = """\
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 10000;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 600s;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        ssl_verify_depth 4;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location /secure {{
+            return 200 "Client certificate accepted\\n";
+        }}
+    }}
+}}
+"""
+
+
+class Nginx(Server):
+    kind = "nginx"
+
+    def __init__(self, name: str, work: Path, pki: PKI, nofile: int) -> None:
+        super().__init__(name, work, pki)
+        self.prefix = work / "nginx"
+        self.nofile = nofile
+        self.log = self.prefix / "error.log"
+
+    def command(self) -> list[str]:
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "conf").mkdir(exist_ok=True)
+        (self.prefix / "conf" / "nginx.conf").write_text(NGINX_CONF.format(
+            prefix=self.prefix, port=self.port, cert=self.pki.server_cert,
+            key=self.pki.server_key, ca=self.pki.ca, nofile=self.nofile))
+        return [which("nginx") or "nginx", "-p", f"{self.prefix}/", "-c", "conf/nginx.conf",
+                "-g", "daemon off;"]
+
+    def start(self) -> None:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+
+# --------------------------------------------------------------------------- measurements
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, pki: PKI, keepalive: Path | None) -> None:
+        self.args = args
+        self.pki = pki
+        self.keepalive = keepalive
+        self.curl = which("curl")
+        self.ab = which("ab")
+        self.openssl = which("openssl")
+
+    # -- sanity
+
+    def check_200(self, server: Server) -> dict[str, Any]:
+        """One curl request must get 200 and the expected body before anything is measured."""
+        if not self.curl:
+            note("curl not found: skipping the pre-flight 200 check")
+            return {"checked": False}
+        cmd = [self.curl, "-sS", "--http1.1", "--max-time", "10",
+               "--cacert", str(self.pki.ca), "--cert", str(self.pki.client_cert),
+               "--key", str(self.pki.client_key), "-o", "-", "-w", "\n%{http_code}",
+               f"https://127.0.0.1:{server.port}/secure"]
+        result = run_tool(cmd, timeout=20)
+        body, _, code = result.stdout.rpartition("\n")
+        if result.returncode != 0 or code != "200" or "Client certificate accepted" not in body:
+            raise BenchError(f"{server.name}: the pre-flight curl request did not get 200 "
+                             f"(curl exit {result.returncode}, HTTP {code!r}): "
+                             f"{result.stderr.strip() or body.strip()}\n{server.log_tail()}")
+        return {"checked": True, "status": 200, "body_bytes": len(body)}
+
+    # -- keepalive.c
+
+    def _keepalive_cmd(self, server: Server, mode: str, conns: int, duration: float,
+                       hold: float) -> list[str]:
+        assert self.keepalive is not None
+        return pin(LOAD_CORE) + [
+            str(self.keepalive), "--mode", mode, "--port", str(server.port),
+            "--ca", str(self.pki.ca), "--cert", str(self.pki.client_cert),
+            "--key", str(self.pki.client_key), "--conns", str(conns),
+            "--duration", str(duration), "--hold", str(hold), "--open-parallel", "32",
+            "--setup-timeout", "120", "--max-requests", str(self.args.max_requests),
+        ]
+
+    def _spawn_keepalive(self, cmd: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+        # stderr goes to a file: a pipe nobody reads could fill up and stall the generator.
+        err_path = self.pki.ca.parent / "keepalive.stderr"
+        with open(err_path, "wb") as err:
+            proc = spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        return proc, err_path
+
+    def keepalive_load(self, server: Server, conns: int, duration: float,
+                       record: bool = True) -> dict[str, Any]:
+        cmd = self._keepalive_cmd(server, "load", conns, duration, hold=60)
+        proc, err_path = self._spawn_keepalive(cmd)
+        try:
+            reader = LineReader(proc)
+            ready = reader.readline(150, "the connections to be ready")
+            meter = Meter(server.pid, proc.pid)
+            meter.start()
+            assert proc.stdin is not None
+            proc.stdin.write(b"GO\n")
+            proc.stdin.flush()
+            line = reader.readline(duration + 60, "the keep-alive result")
+            cpu = meter.stop()
+            proc.stdin.close()
+            proc.wait(30)
+            stderr = err_path.read_text(errors="replace")
+        except BenchError as e:
+            raise BenchError(f"{server.name}: keepalive x{conns}: {e}\n"
+                             f"{err_path.read_text(errors='replace')[-1000:]}") from None
+        finally:
+            stop_process(proc)
+        result: dict[str, Any] = json.loads(line)
+        result.update(cpu)
+        result["ready_line"] = ready
+        if stderr.strip():
+            result["stderr"] = stderr.strip()[-2000:]
+        if result["ready"] < conns:
+            raise BenchError(f"{server.name}: only {result['ready']} of {conns} keep-alive "
+                             f"connections could be set up: {stderr.strip()[-500:]}")
+        # Rates use the generator's own window and the server CPU over that window.
+        n = result["responses_200"]
+        result["rate"] = result["rps"]
+        result["per_server_cpu_s"] = n / cpu["server_cpu_s"] if cpu["server_cpu_s"] else None
+        result["ok"] = result["non200"] == 0 and result["errors"] == 0
+        if not result["ok"] and record:
+            note(f"{server.name}: keep-alive x{conns}: {result['non200']} non-200 responses, "
+                 f"{result['errors']} connection errors")
+        return result
+
+    def idle_connections(self, server: Server, count: int) -> dict[str, Any]:
+        time.sleep(0.5)
+        rss_before = memory_kib(server.pid, "VmRSS")
+        cmd = self._keepalive_cmd(server, "idle", count, 0, hold=300)
+        proc, err_path = self._spawn_keepalive(cmd)
+        try:
+            reader = LineReader(proc)
+            meter = Meter(server.pid, proc.pid)
+            meter.start()
+            ready_line = reader.readline(180, f"{count} idle connections")
+            opening = meter.stop()
+            _, ready, setup_s = ready_line.split()
+            time.sleep(1.0)  # let the server finish any work for the last connections
+            rss_held = memory_kib(server.pid, "VmRSS")
+            assert proc.stdin is not None
+            proc.stdin.close()
+            line = reader.readline(60, "the idle-connection result")
+            proc.wait(30)
+            stderr = err_path.read_text(errors="replace")
+        except BenchError as e:
+            raise BenchError(f"{server.name}: idle connections: {e}\n"
+                             f"{err_path.read_text(errors='replace')[-1000:]}") from None
+        finally:
+            stop_process(proc)
+        time.sleep(1.0)
+        rss_after_close = memory_kib(server.pid, "VmRSS")
+        result: dict[str, Any] = json.loads(line)
+        n = int(ready)
+        result.update({
+            "rss_before_kib": rss_before, "rss_held_kib": rss_held,
+            "rss_after_close_kib": rss_after_close,
+            "rss_per_conn_kib": (rss_held - rss_before) / n if n else None,
+            "open_s": float(setup_s), "open_rate": n / float(setup_s) if n else 0.0,
+            "opening_cpu": opening,
+        })
+        if n < count:
+            note(f"{server.name}: only {n} of {count} idle connections were established: "
+                 f"{stderr.strip()[-500:]}")
+        if result.get("dropped_while_idle"):
+            note(f"{server.name}: the server closed {result['dropped_while_idle']} idle "
+                 "connections while they were held")
+        return result
+
+    # -- openssl s_time
+
+    def s_time(self, server: Server, duration: int) -> dict[str, Any]:
+        cmd = pin(LOAD_CORE) + [
+            self.openssl or "openssl", "s_time", "-new",
+            "-connect", f"127.0.0.1:{server.port}",
+            "-cert", str(self.pki.client_cert), "-key", str(self.pki.client_key),
+            "-CAfile", str(self.pki.ca), "-www", "/secure", "-time", str(duration)]
+        meter = Meter(server.pid)
+        meter.start()
+        result = run_tool(cmd, timeout=duration + 60)
+        cpu = meter.stop()
+        out = result.stdout + result.stderr
+        m = re.search(r"(\d+) connections in (\d+) real seconds, (\d+) bytes read per connection",
+                      out)
+        if result.returncode != 0 or not m:
+            raise BenchError(f"{server.name}: openssl s_time failed (exit "
+                             f"{result.returncode}):\n{out.strip()[-1500:]}")
+        conns, real_s, per_conn = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        if per_conn < 50:
+            raise BenchError(f"{server.name}: openssl s_time read only {per_conn} bytes per "
+                             "connection: the server is not answering /secure")
+        # s_time's "real seconds" are whole seconds (up to 1 s more than -time); the rate
+        # uses our own wall clock around the process instead.
+        return {"connections": conns, "reported_real_s": real_s,
+                "bytes_per_connection": per_conn, "rate": conns / cpu["wall_s"],
+                "per_server_cpu_s": conns / cpu["server_cpu_s"] if cpu["server_cpu_s"] else None,
+                "ok": True, **cpu}
+
+    # -- ab
+
+    def ab_run(self, server: Server, duration: int) -> dict[str, Any]:
+        assert self.ab is not None
+        # -t bounds the time, -n (given after -t, so it wins over -t's implied 50000)
+        # bounds the count.
+        cmd = pin(LOAD_CORE) + [
+            self.ab, "-q", "-r", "-t", str(duration), "-n", str(self.args.max_requests),
+            "-c", "16", "-s", "30", "-E", str(self.pki.client_combined),
+            f"https://127.0.0.1:{server.port}/secure"]
+        meter = Meter(server.pid)
+        meter.start()
+        result = run_tool(cmd, timeout=duration + 90)
+        cpu = meter.stop()
+        out = result.stdout
+
+        def field(label: str, default: str | None = None) -> str:
+            m = re.search(rf"^{re.escape(label)}:\s+(\S+)", out, re.M)
+            if m:
+                return m.group(1)
+            if default is None:
+                raise BenchError(f"{server.name}: ab printed no {label!r} (exit "
+                                 f"{result.returncode}):\n{(out + result.stderr).strip()[-1500:]}")
+            return default
+
+        complete = int(field("Complete requests"))
+        failed = int(field("Failed requests"))
+        non2xx = int(field("Non-2xx responses", "0"))
+        taken = float(field("Time taken for tests"))
+        protocol = re.search(r"^SSL/TLS Protocol:\s+(.*)$", out, re.M)
+        temp_key = re.search(r"^Server Temp Key:\s+(.*)$", out, re.M)
+        ok = result.returncode == 0 and failed == 0 and non2xx == 0 and complete > 0
+        if not ok:
+            note(f"{server.name}: ab reported {failed} failed and {non2xx} non-2xx responses "
+                 f"(exit {result.returncode}); {result.stderr.strip()[-300:]}")
+        return {"complete": complete, "failed": failed, "non2xx": non2xx, "time_taken_s": taken,
+                "rate": complete / taken if taken else 0.0,
+                "per_server_cpu_s": complete / cpu["server_cpu_s"] if cpu["server_cpu_s"] else None,
+                "tls": protocol.group(1).strip() if protocol else None,
+                "key_exchange": temp_key.group(1).strip() if temp_key else None, "ok": ok, **cpu}
+
+    # -- one server, one round
+
+    def measure(self, server: Server) -> dict[str, Any]:
+        a = self.args
+        results: dict[str, Any] = {}
+        server.start()
+        try:
+            results["started_rss_kib"] = memory_kib(server.pid, "VmRSS")
+            results["preflight"] = self.check_200(server)
+            if self.keepalive:
+                self.keepalive_load(server, 1, a.warmup, record=False)
+            results["baseline_rss_kib"] = memory_kib(server.pid, "VmRSS")
+
+            def run(key: str, what: str, fn: Callable[[], dict[str, Any]]) -> None:
+                note(f"  {server.name}: {what}")
+                quiet = wait_for_quiet(server.pid, what)
+                results[key] = fn()
+                results[key]["quiet"] = quiet
+                assert server.proc is not None
+                if server.proc.poll() is not None:
+                    raise BenchError(f"{server.name} exited (status {server.proc.returncode}) "
+                                     f"during {what}; was it killed from outside?\n"
+                                     f"{server.log_tail()}")
+
+            if self.keepalive and a.idle_conns > 0:
+                run("idle", f"{a.idle_conns} idle mTLS connections",
+                    lambda: self.idle_connections(server, a.idle_conns))
+            if self.openssl:
+                run("s_time", f"openssl s_time -new, {a.duration}s",
+                    lambda: self.s_time(server, a.duration))
+            if self.ab:
+                run("ab", f"ab -c 16, {a.duration}s", lambda: self.ab_run(server, a.duration))
+            if self.keepalive:
+                for conns in (1, 64):
+                    run(f"keepalive_{conns}", f"keep-alive x{conns}, {a.duration}s",
+                        functools.partial(self.keepalive_load, server, conns, a.duration))
+            results["peak_rss_kib"] = memory_kib(server.pid, "VmHWM")
+            results["final_rss_kib"] = memory_kib(server.pid, "VmRSS")
+            results["processes"] = len(process_tree(server.pid))
+        finally:
+            server.stop()
+        return results
+
+
+# --------------------------------------------------------------------------- reporting
+
+# (key, label, extractor, higher-is-better); a None extractor starts a section.
+def _get(*path: str) -> Callable[[dict[str, Any]], float | None]:  # an Extractor
+    def extract(r: dict[str, Any]) -> float | None:
+        for p in path:
+            if not isinstance(r, dict) or p not in r or r[p] is None:
+                return None
+            r = r[p]
+        return float(r)  # type: ignore[arg-type]
+    return extract
+
+
+Extractor = Callable[[dict[str, Any]], float | None]
+
+
+def _kib_to_mib(f: Extractor) -> Extractor:
+    def extract(r: dict[str, Any]) -> float | None:
+        v = f(r)
+        return v / 1024 if v is not None else None
+    return extract
+
+
+def _ratio(test: str, num: str, den: str) -> Extractor:
+    def extract(r: dict[str, Any]) -> float | None:
+        t = r.get(test) or {}
+        return t[num] / t[den] if t.get(num) is not None and t.get(den) else None
+    return extract
+
+
+def _pct(f: Extractor) -> Extractor:
+    def extract(r: dict[str, Any]) -> float | None:
+        v = f(r)
+        return v * 100 if v is not None else None
+    return extract
+
+
+METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] = [
+    ("", "per server CPU-second (headline)", None),
+    ("s_time_per_cpu", "full handshakes/CPU-s, s_time", _get("s_time", "per_server_cpu_s")),
+    ("ab_per_cpu", "full handshakes/CPU-s, ab -c16", _get("ab", "per_server_cpu_s")),
+    ("ka1_per_cpu", "keep-alive req/CPU-s, 1 conn", _get("keepalive_1", "per_server_cpu_s")),
+    ("ka64_per_cpu", "keep-alive req/CPU-s, 64 conns", _get("keepalive_64", "per_server_cpu_s")),
+    ("", "throughput (per wall-clock second)", None),
+    ("s_time_rate", "full handshakes/s, s_time", _get("s_time", "rate")),
+    ("ab_rate", "full handshakes/s, ab -c16", _get("ab", "rate")),
+    ("ka1_rate", "keep-alive req/s, 1 conn", _get("keepalive_1", "rate")),
+    ("ka64_rate", "keep-alive req/s, 64 conns", _get("keepalive_64", "rate")),
+    ("", "latency (ms)", None),
+    ("ka1_p50", "keep-alive 1 conn p50", _get("keepalive_1", "p50_ms")),
+    ("ka1_p99", "keep-alive 1 conn p99", _get("keepalive_1", "p99_ms")),
+    ("ka64_p50", "keep-alive 64 conns p50", _get("keepalive_64", "p50_ms")),
+    ("ka64_p99", "keep-alive 64 conns p99", _get("keepalive_64", "p99_ms")),
+    ("", "server CPU busy (% of its core)", None),
+    ("s_time_srv", "during s_time", _pct(_get("s_time", "server_cpu_share"))),
+    ("ab_srv", "during ab -c16", _pct(_get("ab", "server_cpu_share"))),
+    ("ka1_srv", "during keep-alive 1 conn", _pct(_get("keepalive_1", "server_cpu_share"))),
+    ("ka64_srv", "during keep-alive 64 conns", _pct(_get("keepalive_64", "server_cpu_share"))),
+    ("ab_sys", "  kernel share of it, ab -c16", _pct(_ratio("ab", "server_system_s",
+                                                             "server_cpu_s"))),
+    ("ka64_sys", "  kernel share of it, 64 conns", _pct(_ratio("keepalive_64", "server_system_s",
+                                                               "server_cpu_s"))),
+    ("", "load generator CPU (% of its core)", None),
+    ("s_time_gen", "openssl s_time", _pct(_get("s_time", "generator_cpu_share"))),
+    ("ab_gen", "ab -c16", _pct(_get("ab", "generator_cpu_share"))),
+    ("ka1_gen", "keepalive.c 1 conn", _pct(_get("keepalive_1", "generator_cpu_share"))),
+    ("ka64_gen", "keepalive.c 64 conns", _pct(_get("keepalive_64", "generator_cpu_share"))),
+    ("", "memory", None),
+    ("baseline_rss", "RSS after warm-up (MiB)", _kib_to_mib(_get("baseline_rss_kib"))),
+    ("peak_rss", "peak RSS, VmHWM (MiB)", _kib_to_mib(_get("peak_rss_kib"))),
+    ("idle_per_conn", "RSS per idle mTLS conn (KiB)", _get("idle", "rss_per_conn_kib")),
+    ("idle_open_rate", "idle conns opened/s (32 parallel)", _get("idle", "open_rate")),
+]
+
+
+def summarize(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    certsrv_configs = [c for c in configs if c != NGINX]
+    for key, _label, extract in METRICS:
+        if extract is None:
+            continue
+        entry: dict[str, Any] = {}
+        per_round: dict[str, list[float | None]] = {c: [] for c in configs}
+        for rnd in rounds:
+            for c in configs:
+                r = rnd["results"].get(c)
+                per_round[c].append(extract(r) if r else None)
+        for c in configs:
+            entry[c] = summarize([v for v in per_round[c] if v is not None])
+        # Ratios are taken round by round (each certsrv run against the nginx run of the
+        # same round), then summarised.
+        for c in certsrv_configs:
+            for other in ([NGINX] if NGINX in configs else []) + (
+                    [BASELINE] if c != BASELINE and BASELINE in configs else []):
+                ratios = [a / b for a, b in zip(per_round[c], per_round[other], strict=True)
+                          if a is not None and b]
+                entry[f"{c}/{other}"] = summarize(ratios)
+        summary[key] = entry
+    return summary
+
+
+def _num(v: float) -> str:
+    a = abs(v)
+    if a >= 10000:
+        return f"{v:.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def _cell(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return _num(s["median"])
+    return f"{_num(s['median'])} [{_num(s['min'])}–{_num(s['max'])}]"
+
+
+def render_table(summary: dict[str, Any], configs: list[str]) -> str:
+    certsrv_configs = [c for c in configs if c != NGINX]
+    columns: list[str] = list(configs)
+    for c in certsrv_configs:
+        if NGINX in configs:
+            columns.append(f"{c}/{NGINX}")
+    for c in certsrv_configs:
+        if c != BASELINE and BASELINE in configs:
+            columns.append(f"{c}/{BASELINE}")
+    rows: list[list[str]] = [["metric", *columns]]
+    for key, label, extract in METRICS:
+        if extract is None:
+            rows.append([f"-- {label}"])
+            continue
+        entry = summary.get(key, {})
+        if all(entry.get(c) is None for c in configs):
+            continue
+        rows.append([label, *(_cell(entry.get(col)) for col in columns)])
+    widths = [max(len(r[i]) for r in rows if len(r) > i and len(r) > 1)
+              for i in range(len(rows[0]))]
+    lines = []
+    for i, r in enumerate(rows):
+        if len(r) == 1:
+            lines.append(r[0])
+            continue
+        cells = [r[0].ljust(widths[0])]
+        cells += [v.rjust(w) for v, w in zip(r[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def artefact_warnings(rounds: list[dict[str, Any]]) -> list[str]:
+    """Things that make a figure less trustworthy, spotted in the raw numbers."""
+    warnings = []
+    for rnd in rounds:
+        for config, r in rnd["results"].items():
+            if not r:
+                continue
+            for test in ("s_time", "ab", "keepalive_1", "keepalive_64"):
+                t = r.get(test)
+                if not t:
+                    continue
+                where = f"round {rnd['round']} {config} {test}"
+                other = t.get("other_processes_cpu_share", 0.0)
+                if other > 0.05:
+                    warnings.append(f"{where}: other processes on the machine used "
+                                    f"{other:.0%} of a core during the run")
+                steal = t.get("steal_share", 0.0)
+                if steal > 0.05:
+                    warnings.append(f"{where}: the hypervisor stole {steal:.0%} of a core "
+                                    "(CPU times are inflated)")
+                if t.get("generator_cpu_share", 0) > 0.9:
+                    warnings.append(f"{where}: the load generator used "
+                                    f"{t['generator_cpu_share']:.0%} of its core; it may be "
+                                    "the bottleneck (the per-CPU-second figure still holds)")
+                if not t.get("ok", True):
+                    warnings.append(f"{where}: errors or non-200 responses (see the JSON)")
+    return warnings
+
+
+# --------------------------------------------------------------------------- main
+
+def source_state(path: Path) -> dict[str, Any]:
+    """The commit and the uncommitted changes of the certsrv tree being measured."""
+    state: dict[str, Any] = {"path": str(path)}
+    if not which("git"):
+        return state
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            state["commit"] = head.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--",
+                                    "certsrv", "twisted"], capture_output=True, text=True,
+                                   timeout=10)
+            state["uncommitted"] = dirty.stdout.splitlines()
+    except subprocess.SubprocessError:
+        pass
+    return state
+
+
+def versions() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = models[0] if models else platform.processor()
+    except OSError:
+        pass
+    info["cpus"] = os.cpu_count()
+    for mod in ("twisted", "OpenSSL", "cryptography"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", None)
+        except ImportError:
+            info[mod] = None
+    try:
+        from OpenSSL import SSL
+
+        info["pyopenssl_libssl"] = SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
+    except Exception:
+        pass
+    for name, cmd in (("openssl_cli", ["openssl", "version"]), ("nginx", ["nginx", "-V"]),
+                      ("ab", ["ab", "-V"])):
+        if which(cmd[0]):
+            try:
+                r = subprocess.run([which(cmd[0]) or cmd[0], *cmd[1:]], capture_output=True,
+                                   text=True, timeout=10)
+                lines = (r.stdout + r.stderr).strip().splitlines()
+                info[name] = lines[0]
+                if name == "nginx":
+                    # Which OpenSSL nginx uses ("built with ... (running with ...)").
+                    info["nginx_openssl"] = next(
+                        (ln.split("with ", 1)[1] for ln in lines if "OpenSSL" in ln), None)
+            except (subprocess.SubprocessError, IndexError):
+                info[name] = None
+    return info
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark certsrv against nginx (mutual TLS). See bench/README.rst.")
+    p.add_argument("--quick", action="store_true",
+                   help="1 round, 2 s per test, 1,000 idle connections")
+    p.add_argument("--rounds", type=int, help="rounds (default 3; 1 with --quick)")
+    p.add_argument("--duration", type=int,
+                   help="seconds per load test (default 5; 2 with --quick)")
+    p.add_argument("--idle-conns", type=int,
+                   help="idle mTLS connections for the memory test (default 5000; 1000 "
+                        "with --quick; 0 skips)")
+    p.add_argument("--out", type=Path, help="JSON output (default "
+                   "bench/results/result-<timestamp>.json)")
+    p.add_argument("--key-type", choices=("ecdsa", "rsa"), default="ecdsa",
+                   help="ecdsa: P-256 (default); rsa: RSA-2048, for the CA, server and client")
+    p.add_argument("--certsrv-args", default="",
+                   help="extra twistd certsrv arguments for every certsrv run (shell-quoted)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                   help="another certsrv column, run with these extra arguments on top of "
+                        "--certsrv-args (repeatable)")
+    p.add_argument("--certsrv-path", type=Path, default=REPO,
+                   help="the source tree certsrv runs from (put on PYTHONPATH; default: this "
+                        "repository), e.g. an export of one commit: git archive REV | tar -x "
+                        "-C DIR")
+    p.add_argument("--no-nginx", action="store_true", help="do not run nginx")
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument("--max-requests", type=int, default=5_000_000,
+                   help="upper bound on requests per test (ab -n, keepalive.c)")
+    p.add_argument("--wait-quiet", type=float,
+                   help="seconds in all the benchmark may wait for other processes on the "
+                        "machine to go quiet before a test (default 120; 30 with --quick)")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, profile certsrv under ab handshake load with py-spy")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.duration = args.duration or (2 if args.quick else 5)
+    args.idle_conns = args.idle_conns if args.idle_conns is not None else (
+        1000 if args.quick else 5000)
+    args.warmup = 0.5
+    if args.wait_quiet is None:
+        args.wait_quiet = 30.0 if args.quick else 120.0
+    if args.rounds < 1 or args.duration < 1:
+        p.error("--rounds and --duration must be at least 1")
+    variants: dict[str, list[str]] = {}
+    for v in args.variant:
+        name, sep, extra = v.partition("=")
+        name = name.strip()
+        if not sep or not name or not re.fullmatch(r"[\w.+-]+", name):
+            p.error(f"--variant wants NAME=ARGS with a simple name (got {v!r})")
+        if name in (BASELINE, NGINX) or name in variants:
+            p.error(f"--variant name {name!r} is taken")
+        variants[name] = shlex.split(extra)
+    args.variants = variants
+    return args
+
+
+PY_SPY_FLAGS = ["--native"]
+PROFILE_SUBTREES: list[tuple[str, str | tuple[str, ...]]] = [
+    ("TLS handshake in OpenSSL (do_handshake)", "Connection.do_handshake "),
+    ("  verify callback (certsrv)", "ClientCertificatePolicy.verify_callback "),
+    ("handshake_completed (certsrv)", "ClientCertificatePolicy.handshake_completed "),
+    ("  ClientIdentity.from_certificate", "ClientIdentity.from_certificate "),
+    ("HTTP request handling (Request.process)", "Request.process "),
+    ("logging (Logger.emit + legacy log.msg)", ("Logger.emit ", "LogPublisher.msg ")),
+    ("TCP accept (Port.doRead)", "Port.doRead "),
+    ("connection teardown (connectionLost)", "Connection.connectionLost "),
+]
+
+
+def _group(frame: str) -> str:
+    """Where a leaf frame lives: a Python package or a shared library."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    if where.endswith(".so") or ".so." in where or where.startswith("lib"):
+        if "_rust.abi3.so" in where or "libcrypto" in where or "libssl" in where:
+            return "OpenSSL (native)"
+        if "libc.so" in where:
+            return "libc (system calls, malloc)"
+        return f"native: {where.rsplit('/', 1)[-1]}"
+    if where.endswith(".c"):
+        return "CPython C code"
+    top = where.split("/", 1)[0]
+    return {"interface": "zope.interface", "OpenSSL": "pyOpenSSL"}.get(top, top)
+
+
+def summarize_profile(raw: Path) -> dict[str, Any]:
+    stacks = []
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    samples = sum(n for _, n in stacks) or 1
+    own: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for frames, n in stacks:
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        g = _group(frames[-1])
+        groups[g] = groups.get(g, 0) + n
+    subtrees = []
+    for label, names in PROFILE_SUBTREES:
+        prefixes = (names,) if isinstance(names, str) else tuple(names)
+        n = sum(c for frames, c in stacks if any(f.startswith(prefixes) for f in frames))
+        subtrees.append((label, n / samples))
+    return {
+        "samples": samples,
+        "top_own": [(f, n / samples) for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:30]],
+        "own_by_group": [(g, n / samples)
+                         for g, n in sorted(groups.items(), key=lambda kv: -kv[1])],
+        "inclusive": subtrees,
+    }
+
+
+def profile_certsrv(bench: Bench, work: Path, pki: PKI, args: argparse.Namespace,
+                    out_dir: Path, stamp: str) -> dict[str, Any] | None:
+    """Sample certsrv with py-spy under full-handshake load (ab -c16) and under keep-alive
+    load (64 connections), after the measured rounds so that sampling disturbs nothing."""
+    py_spy = which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        note("py-spy not found (pip install py-spy): no profile")
+        return None
+    duration = max(args.duration * 2, 6)
+    loads: list[tuple[str, Callable[[Server], dict[str, Any]]]] = []
+    if bench.ab:
+        loads.append(("handshakes", lambda srv: bench.ab_run(srv, duration)))
+    if bench.keepalive:
+        loads.append(("keepalive64", lambda srv: bench.keepalive_load(srv, 64, duration)))
+    profiles: dict[str, Any] = {}
+    for name, load in loads:
+        server = Certsrv(BASELINE, work, pki, shlex.split(args.certsrv_args),
+                         args.certsrv_path)
+        server.start()
+        try:
+            bench.check_200(server)
+            files = {}
+            for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
+                path = out_dir / f"profile-{stamp}-{name}.{suffix}"
+                spy = spawn(pin(LOAD_CORE) + [
+                    py_spy, "record", "--pid", str(server.pid), "--rate", "200",
+                    "--duration", str(duration + 2), "--format", fmt, "--output", str(path),
+                    "--nolineno", *PY_SPY_FLAGS],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                time.sleep(1.0)
+                result = load(server)
+                try:
+                    out, _ = spy.communicate(timeout=duration + 60)
+                finally:
+                    stop_process(spy)
+                if not path.exists():
+                    note(f"py-spy wrote no {fmt} profile: {out.decode(errors='replace')[-500:]}")
+                    continue
+                files[fmt] = str(path)
+                if fmt == "raw":
+                    profiles[name] = {"rate_while_profiled": result["rate"],
+                                      **summarize_profile(path)}
+            if name in profiles:
+                profiles[name]["files"] = files
+        finally:
+            server.stop()
+    return profiles or None
+
+
+def print_profile(profiles: dict[str, Any]) -> None:
+    titles = {"handshakes": "full handshakes, ab -c16", "keepalive64": "keep-alive, 64 conns"}
+    for name, prof in profiles.items():
+        print(f"\npy-spy profile of certsrv, {titles.get(name, name)} "
+              f"({prof['samples']} samples at 200 Hz, --native; "
+              f"{prof['rate_while_profiled']:.0f}/s while sampled)")
+        print("  inclusive:")
+        for label, share in prof["inclusive"]:
+            print(f"    {share:6.1%}  {label}")
+        print("  own time by where the code lives:")
+        for group, share in prof["own_by_group"][:8]:
+            print(f"    {share:6.1%}  {group}")
+        print("  top functions by own time:")
+        for f, share in prof["top_own"][:15]:
+            print(f"    {share:6.1%}  {f}")
+        print(f"  files: {', '.join(prof.get('files', {}).values())}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global PINNED
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    atexit.register(stop_all_children)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+
+    _quiet_budget["left"] = args.wait_quiet
+    cpus = os.cpu_count() or 1
+    PINNED = not args.no_pin and cpus >= 2 and which("taskset") is not None
+    if PINNED:
+        # bench.py itself (mostly asleep) stays off the server's core.
+        os.sched_setaffinity(0, {LOAD_CORE})
+    else:
+        note("not pinning (needs taskset and 2 cores): server and load generators share CPUs")
+    nofile = raise_nofile(max(20000, args.idle_conns * 2 + 1000))
+    if nofile < args.idle_conns + 200:
+        note(f"RLIMIT_NOFILE is {nofile}: lowering idle connections to fit")
+        args.idle_conns = max(0, nofile - 200)
+
+    nginx_ok = not args.no_nginx and which("nginx") is not None
+    notes: list[str] = []
+    if not args.no_nginx and not nginx_ok:
+        notes.append("nginx is not installed: the nginx columns are skipped "
+                     "(bench/run installs nginx-light)")
+    for tool in ("openssl", "ab", "curl"):
+        if not which(tool):
+            notes.append(f"{tool} not found: the tests that need it are skipped")
+    for n in notes:
+        note(n)
+
+    configs = [BASELINE, *args.variants]
+    if nginx_ok:
+        configs.append(NGINX)
+    base_args = shlex.split(args.certsrv_args)
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or HERE / "results" / f"result-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    work = Path(tempfile.mkdtemp(prefix="certsrv-bench-"))
+    started = time.monotonic()
+    document: dict[str, Any] = {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "settings": {
+            "rounds": args.rounds, "duration_s": args.duration, "idle_conns": args.idle_conns,
+            "key_type": args.key_type, "certsrv_path": str(args.certsrv_path.resolve()),
+            "certsrv_args": base_args, "variants": args.variants,
+            "quick": args.quick, "pinned": PINNED, "server_core": SERVER_CORE if PINNED else None,
+            "load_core": LOAD_CORE if PINNED else None, "nofile": nofile,
+            "wait_quiet_s": args.wait_quiet, "ab_concurrency": 16, "keepalive_conns": [1, 64],
+            "configs": configs,
+        },
+        "versions": versions(),
+        "certsrv_source": source_state(args.certsrv_path),
+        "bench_checkout": source_state(REPO),
+        "notes": notes,
+        "rounds": [],
+    }
+    try:
+        note(f"work directory {work}; creating a {args.key_type} PKI")
+        pki = PKI(work, args.key_type)
+        document["settings"]["keys"] = pki.description
+        keepalive = build_keepalive(work)
+        bench = Bench(args, pki, keepalive)
+
+        def server_for(config: str) -> Server:
+            if config == NGINX:
+                return Nginx(NGINX, work, pki, nofile)
+            extra = base_args + (args.variants.get(config, []))
+            return Certsrv(config, work, pki, extra, args.certsrv_path)
+
+        for rnd in range(1, args.rounds + 1):
+            record: dict[str, Any] = {"round": rnd, "results": {}}
+            for config in configs:
+                note(f"round {rnd}/{args.rounds}: {config}")
+                record["results"][config] = bench.measure(server_for(config))
+            document["rounds"].append(record)
+            document["summary"] = build_summary(document["rounds"], configs)
+            out.write_text(json.dumps(document, indent=2))
+        if args.profile:
+            note("profiling certsrv under ab handshake load with py-spy")
+            document["profile"] = profile_certsrv(bench, work, pki, args, out.parent, stamp)
+    except BenchError as e:
+        document["error"] = str(e)
+        out.write_text(json.dumps(document, indent=2))
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all_children()
+        document["elapsed_s"] = time.monotonic() - started
+        if out.exists() or document["rounds"]:
+            out.write_text(json.dumps(document, indent=2))
+        if not os.environ.get("BENCH_KEEP_WORK"):
+            shutil.rmtree(work, ignore_errors=True)
+
+    summary = document["summary"]
+    warnings = artefact_warnings(document["rounds"])
+    document["warnings"] = warnings
+    out.write_text(json.dumps(document, indent=2))
+
+    s = document["settings"]
+    print(f"certsrv vs nginx: {s['key_type']} PKI, {s['rounds']} round(s) x {s['duration_s']}s "
+          f"per test, {s['idle_conns']} idle connections, "
+          + ("server on core 0 and load generators on core 1" if PINNED else "no CPU pinning")
+          + "; median [min–max] over rounds; ratios taken round by round")
+    v = document["versions"]
+    print(f"TLS libraries: certsrv {v.get('pyopenssl_libssl')} (pyOpenSSL/cryptography); "
+          f"nginx {v.get('nginx_openssl')}; generators {v.get('openssl_cli')}")
+    if s["certsrv_args"]:
+        print(f"certsrv args: {shlex.join(s['certsrv_args'])}")
+    for name, extra in args.variants.items():
+        print(f"variant {name}: {shlex.join(base_args + extra)}")
+    print()
+    print(render_table(summary, configs))
+    for n in notes:
+        print(f"note: {n}")
+    for w in warnings:
+        print(f"warning: {w}")
+    if document.get("profile"):
+        print_profile(document["profile"])
+    print(f"\nraw numbers: {out}  ({document['elapsed_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
