@@ -68,7 +68,21 @@ _CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+# Key-exchange groups of Mozilla's "intermediate" profile, in preference order.
+_GROUPS = b"X25519:P-256:P-384"
 _log = Logger(namespace="certsrv.tls")
+
+
+def _set_groups(ctx: SSL.Context) -> None:
+    # pyOpenSSL has no public call for the groups list; its OpenSSL binding does.
+    try:
+        from OpenSSL._util import lib
+
+        if lib.SSL_CTX_set1_curves_list(ctx._context, _GROUPS) != 1:
+            raise ValueError("SSL_CTX_set1_curves_list refused the list")
+    except Exception as e:  # keep OpenSSL's default groups rather than fail to start
+        _log.warn("cannot restrict TLS key-exchange groups to {groups}: {error}",
+                  groups=_GROUPS.decode(), error=str(e))
 
 
 def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL.Context:
@@ -85,6 +99,7 @@ def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL
     )
     ctx = options.getContext()
     ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    _set_groups(ctx)
     mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
     if settings.client_cert is ClientCertMode.REQUIRE:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT

@@ -158,3 +158,26 @@ class CipherTests(TestCase):
                            ("ECDHE-ECDSA-CHACHA20-POLY1305", True)):
             out, err, _ = yield run([*base, "-cipher", cipher], REQUEST)
             self.assertEqual(b"HTTP/1.1 200" in out, ok, (cipher, err[-300:]))
+
+    @defer.inlineCallbacks
+    def test_key_exchange_groups(self) -> Any:
+        """Only X25519, P-256 and P-384 (Mozilla 'intermediate'); X448 and P-521 refused."""
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed")
+        from tests.test_interop import REQUEST, run
+
+        pki = shared_pki()
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, make_server_factory(pki.settings(), clock=reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        directory = self.mktemp()
+        ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
+        cert = write_pem(directory, "c.pem", pki.client.certificate_pem())
+        key = write_pem(directory, "c.key", pki.client.private_key_pem(), 0o600)
+        base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port.getHost().port}",
+                "-CAfile", ca, "-cert", cert, "-key", key, "-ign_eof"]
+        for group, ok in (("X25519", True), ("P-256", True), ("P-384", True),
+                          ("X448", False), ("P-521", False)):
+            for version in ("-tls1_2", "-tls1_3"):
+                out, err, _ = yield run([*base, version, "-groups", group], REQUEST)
+                self.assertEqual(b"HTTP/1.1 200" in out, ok, (group, version, err[-300:]))
