@@ -162,6 +162,13 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         # Twisted points the SSL.Connection's app data at this object, so the verify
         # callback finds the state through it.
         self.certsrv_state = ConnectionState()
+        self._host: IAddress | None = None
+
+    def getHost(self) -> IAddress:
+        """The local address, asked of the kernel once (twisted.web asks on every request)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
 
 class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
