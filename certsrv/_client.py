@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -39,6 +38,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from certsrv._certs import read_file
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
 
 __all__ = [
@@ -87,16 +87,7 @@ def _read(source: Source, what: str) -> tuple[str, bytes]:
     if isinstance(source, bytes):
         return f"<{what}>", source
     path = os.fspath(source)
-    try:
-        return path, Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigurationError(path, f"{what} file does not exist") from None
-    except IsADirectoryError:
-        raise ConfigurationError(path, f"{what} file is a directory") from None
-    except PermissionError:
-        raise ConfigurationError(path, f"cannot read the {what} file: permission denied") from None
-    except OSError as e:
-        raise ConfigurationError(path, f"cannot read the {what} file: {e.strerror}") from None
+    return path, read_file(path, what)
 
 
 def _certificates(name: str, data: bytes, what: str) -> list[x509.Certificate]:

@@ -10,7 +10,7 @@ URL fetched was put there by a trusted CA, never chosen by the client.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv._httpfetch import BoundedFetcher, usable_url
-from certsrv._revocation import OCSPMode, Status, Verdict, combine
+from certsrv._revocation import CombinedLookups, OCSPMode, Status, Verdict
 from certsrv.exceptions import OCSPError
 
 __all__ = [
@@ -234,7 +234,7 @@ def _inline(work: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
     return defer.execute(work)
 
 
-class CRLChecker:
+class CRLChecker(CombinedLookups):
     """Looks up revocation in CRLs fetched through ``fetch``, cached per distribution point."""
 
     def __init__(self, settings: CRLFetchSettings, clock: IReactorTime, fetch: CRLFetch,
@@ -285,22 +285,6 @@ class CRLChecker:
         if now >= entry.refresh_at and key not in self._inflight:
             self._start(key, issuer, [])
         return entry.verdict(cert)
-
-    def lookup_all(self, pairs: Sequence[CRLPair]) -> Verdict | None:
-        """The combined cached verdict of several certificates, or None if any is missing."""
-        verdicts = []
-        for pair in pairs:
-            verdict = self.lookup(pair)
-            if verdict is None:
-                return None
-            verdicts.append(verdict)
-        return combine(verdicts)
-
-    def check_all(self, pairs: Sequence[CRLPair]) -> defer.Deferred[Verdict]:
-        """The combined verdict of several certificates, fetching the CRLs not cached."""
-        waits = [self.check(pair) for pair in pairs]
-        gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
-        return gathered.addCallback(combine)
 
     def check(self, pair: CRLPair) -> defer.Deferred[Verdict]:
         """The verdict for one certificate: cached, joined to a fetch in flight, or fetched."""

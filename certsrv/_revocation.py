@@ -142,7 +142,33 @@ class _Entry:
 Pair = tuple[x509.Certificate, x509.Certificate, CertID]
 
 
-class OCSPChecker:
+class CombinedLookups:
+    """``lookup_all`` and ``check_all`` for a checker that has ``lookup`` and ``check``."""
+
+    def lookup(self, pair: Any) -> Verdict | None:
+        raise NotImplementedError
+
+    def check(self, pair: Any) -> defer.Deferred[Verdict]:
+        raise NotImplementedError
+
+    def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None:
+        """The combined cached verdict of several certificates, or None if any is missing."""
+        verdicts = []
+        for pair in pairs:
+            verdict = self.lookup(pair)
+            if verdict is None:
+                return None
+            verdicts.append(verdict)
+        return combine(verdicts)
+
+    def check_all(self, pairs: Sequence[Any]) -> defer.Deferred[Verdict]:
+        """The combined verdict of several certificates, asking for what is not cached."""
+        waits = [self.check(pair) for pair in pairs]
+        gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
+        return gathered.addCallback(combine)
+
+
+class OCSPChecker(CombinedLookups):
     """Looks up OCSP status through ``fetch``, caching verified answers until they go stale."""
 
     def __init__(self, settings: OCSPSettings, clock: IReactorTime, fetch: Fetcher) -> None:
@@ -188,23 +214,8 @@ class OCSPChecker:
             self.check(pair, refresh=True)
         return entry.verdict
 
-    def lookup_all(self, pairs: Sequence[Pair]) -> Verdict | None:
-        """The combined cached verdict of several certificates, or None if any is missing."""
-        verdicts = []
-        for pair in pairs:
-            verdict = self.lookup(pair)
-            if verdict is None:
-                return None
-            verdicts.append(verdict)
-        return combine(verdicts)
-
-    def check_all(self, pairs: Sequence[Pair]) -> defer.Deferred[Verdict]:
-        """The combined verdict of several certificates, fetching what is not cached."""
-        waits = [self.check(pair) for pair in pairs]
-        gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
-        return gathered.addCallback(combine)
-
-    def check(self, pair: Pair, refresh: bool = False) -> defer.Deferred[Verdict]:
+    def check(self, pair: Pair, refresh: bool = False  # type: ignore[override]
+              ) -> defer.Deferred[Verdict]:
         """The verdict for one certificate: cached, joined to a lookup in flight, or fetched."""
         if not refresh:
             cached = self.lookup(pair)
