@@ -12,11 +12,13 @@ from certsrv.exceptions import ConfigurationError
 from certsrv.pki import PrivateKey
 
 __all__ = [
+    "describe",
     "keys_match",
     "load_certificates",
     "load_private_key",
     "read_file",
     "subject_text",
+    "unreadable",
 ]
 
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
@@ -46,7 +48,7 @@ def load_certificates(path: str, what: str = "certificate") -> list[x509.Certifi
             certs = [x509.load_der_x509_certificate(data)]
         else:
             certs = []
-    except ValueError as e:
+    except Exception as e:  # ValueError, but also x509.InvalidVersion and friends
         raise ConfigurationError(path, f"{what} file holds a malformed certificate ({e})"
                                  ) from None
     if not certs:
@@ -85,6 +87,43 @@ def keys_match(certificate: x509.Certificate, key: PrivateKey) -> bool:
 def subject_text(name: x509.Name) -> str:
     """A distinguished name as an RFC 4514 string."""
     return name.rfc4514_string()
+
+
+def describe(certificate: x509.Certificate | None) -> dict[str, str | None]:
+    """Subject, issuer, serial and fingerprint for a log event; never raises, whatever a
+    hostile certificate holds (unreadable fields show as ``<unreadable>``)."""
+    if certificate is None:
+        return {"subject": None, "issuer": None, "serial": None, "sha256": None}
+    fields: dict[str, str | None] = {}
+    readers = {
+        "subject": lambda: certificate.subject.rfc4514_string(),
+        "issuer": lambda: certificate.issuer.rfc4514_string(),
+        "serial": lambda: format(certificate.serial_number, "x"),
+        "sha256": lambda: sha256_hex(certificate),
+    }
+    for name, read in readers.items():
+        try:
+            fields[name] = read()
+        except Exception:
+            fields[name] = "<unreadable>"
+    return fields
+
+
+def unreadable(certificate: x509.Certificate) -> str | None:
+    """What of the certificate's names and extensions cannot be parsed, if anything."""
+    try:
+        certificate.subject.rfc4514_string()
+    except Exception as e:
+        return f"unreadable subject ({e.__class__.__name__})"
+    try:
+        certificate.issuer.rfc4514_string()
+    except Exception as e:
+        return f"unreadable issuer ({e.__class__.__name__})"
+    try:
+        len(certificate.extensions)
+    except Exception as e:
+        return f"unreadable extensions ({e.__class__.__name__}: {e})"
+    return None
 
 
 def sha256_hex(certificate: x509.Certificate) -> str:

@@ -20,7 +20,7 @@ def load_crl(path: str) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         if data.startswith(b"\x30"):
             return x509.load_der_x509_crl(data)
-    except ValueError as e:
+    except Exception as e:  # ValueError, but also x509.InvalidVersion and friends
         raise ConfigurationError(path, f"CRL file holds a malformed CRL ({e})") from None
     raise ConfigurationError(path, "CRL file contains no CRL (expected PEM or DER)")
 

@@ -74,7 +74,7 @@ def distribution_point(cert: x509.Certificate) -> str | None:
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as e:
+    except Exception as e:
         raise CRLError("malformed", f"unreadable certificate extensions ({e})") from None
     for point in points:
         # A point limited to some reasons, or served by another CRL issuer (an indirect
@@ -102,6 +102,17 @@ class VerifiedCRL:
 def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
                skew: float) -> VerifiedCRL:
     """Parse ``data`` (DER or PEM) and check it as ``issuer``'s CRL at ``url``; CRLError if not."""
+    try:
+        return _verify_crl(data, issuer, url, now, skew)
+    except CRLError:
+        raise
+    except Exception as e:  # anything cryptography raises on hostile input
+        raise CRLError("malformed", f"{url}: unusable CRL ({e.__class__.__name__}: {e})"
+                       ) from None
+
+
+def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
+                skew: float) -> VerifiedCRL:
     try:
         if b"-----BEGIN X509 CRL-----" in data:
             crl = x509.load_pem_x509_crl(data)

@@ -213,8 +213,10 @@ def verify_response(
             response.produced_at_utc,
         )
         received_nonce = _nonce_of(response)
-    except ValueError as e:
-        raise OCSPError("malformed", str(e)) from e
+    except OCSPError:
+        raise
+    except Exception as e:  # ValueError, TypeError, DuplicateExtension, UnsupportedAlgorithm...
+        raise OCSPError("malformed", f"{e.__class__.__name__}: {e}") from e
     _check_freshness(this_update, next_update, now, skew, default_validity)
     _check_nonce(received_nonce, nonce, nonce_policy)
     return status
@@ -275,7 +277,7 @@ def build_unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
 def _load(der: bytes) -> ocsp.OCSPResponse:
     try:
         response = ocsp.load_der_ocsp_response(der)
-    except ValueError as e:
+    except Exception as e:
         raise OCSPError("malformed", f"not an OCSP response: {e}") from e
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise OCSPError("unsuccessful", f"response status {response.response_status.name}")
@@ -642,7 +644,9 @@ def _integer(item: _TLV) -> int:
 
 
 def _integer_tlv(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+    # Minimal two's complement: -128 is 0x80, not 0xff80; 128 is 0x0080.
+    bits = value.bit_length() if value >= 0 else (~value).bit_length()
+    return _tlv(0x02, value.to_bytes(bits // 8 + 1, "big", signed=True))
 
 
 def _oid_tlv(dotted: str) -> bytes:

@@ -109,8 +109,8 @@ class OCSPResource(Resource):
             nonce = _nonce_of(request)
             serial = request.serial_number
             issuer_hashes = (request.issuer_name_hash, request.issuer_key_hash)
-        except (ValueError, NotImplementedError) as e:
-            self._log.info("malformed OCSP request: {error}", error=str(e))
+        except Exception as e:  # ValueError, DuplicateExtension, NotImplementedError, ...
+            self._log.info("malformed OCSP request: {error}", error=f"{e.__class__.__name__}: {e}")
             return build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         try:
             algorithm = request.hash_algorithm.name

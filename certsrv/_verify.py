@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from certsrv._certs import sha256_hex
+from certsrv._certs import describe, sha256_hex, unreadable
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Policy
 from certsrv._revocation import Plan, Revocation
@@ -178,7 +178,14 @@ class ClientCertificatePolicy:
         state: ConnectionState | None = None
         try:
             state = connection.get_app_data().certsrv_state
-            return self._verify(state, cert.to_cryptography(), errno, depth, bool(ok))
+            try:
+                parsed = cert.to_cryptography()
+            except Exception as e:  # OpenSSL accepted what cryptography cannot load
+                state.reject(RejectedCertificate(
+                    Reason.MALFORMED, f"certificate cannot be parsed ({e.__class__.__name__})",
+                    None, depth))
+                return False
+            return self._verify(state, parsed, errno, depth, bool(ok))
         except BaseException:
             _log.failure("unexpected error while verifying a client certificate")
             if state is not None:
@@ -234,6 +241,9 @@ class ClientCertificatePolicy:
 
     def check_leaf(self, cert: x509.Certificate) -> RejectedCertificate | None:
         """The end-entity checks OpenSSL leaves to us: usage, CA flag, time by our clock."""
+        problem = unreadable(cert)
+        if problem is not None:
+            return RejectedCertificate(Reason.MALFORMED, problem, cert)
         extensions = cert.extensions
         try:
             constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -274,7 +284,7 @@ class ClientCertificatePolicy:
         if state.leaf is None:
             _log.info("TLS connection from {peer} without a client certificate",
                       decision="anonymous", reason=Reason.NO_CERTIFICATE.value,
-                      peer=_peer_text(peer))
+                      peer=peer_text(peer))
             return
         identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
         state.identity = identity
@@ -286,7 +296,7 @@ class ClientCertificatePolicy:
         _log.info(
             "accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
             "sha256 {sha256}) from {peer}",
-            decision="accepted", reason=None, peer=_peer_text(peer),
+            decision="accepted", reason=None, peer=peer_text(peer),
             subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
             sha256=identity.sha256, pinned=state.pinned,
         )
@@ -294,7 +304,7 @@ class ClientCertificatePolicy:
             _log.warn("accepted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
                       reason=Reason.REVOCATION_UNKNOWN.value, subject=identity.subject,
-                      sha256=identity.sha256, peer=_peer_text(peer), problem=warning)
+                      sha256=identity.sha256, peer=peer_text(peer), problem=warning)
 
     def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
                          reason: Failure) -> None:
@@ -310,17 +320,13 @@ class ClientCertificatePolicy:
 def log_rejection(rejection: RejectedCertificate, peer: IAddress | None,
                   stage: str = "handshake", **extra: Any) -> None:
     """Emit the one structured event for a refused client certificate."""
-    cert = rejection.certificate
+    detail = f" ({rejection.detail})" if rejection.detail else ""
     _log.warn(
-        "rejected client certificate from {peer}: {reason} ({detail}); subject {subject}",
+        "rejected client certificate from {peer}: {reason}{detail_text}; subject {subject}",
         decision="rejected", stage=stage, reason=rejection.reason.value,
-        detail=rejection.detail,
-        peer=_peer_text(peer), depth=rejection.depth,
-        subject=cert.subject.rfc4514_string() if cert is not None else None,
-        issuer=cert.issuer.rfc4514_string() if cert is not None else None,
-        serial=format(cert.serial_number, "x") if cert is not None else None,
-        sha256=sha256_hex(cert) if cert is not None else None,
-        **extra,
+        detail=rejection.detail, detail_text=detail,
+        peer=peer_text(peer), depth=rejection.depth,
+        **describe(rejection.certificate), **extra,
     )
 
 
@@ -341,7 +347,8 @@ def _ssl_error_text(error: BaseException) -> str:
     return str(error)
 
 
-def _peer_text(peer: IAddress | None) -> str:
+def peer_text(peer: IAddress | None) -> str:
+    """An address as host:port ([host]:port for IPv6)."""
     host = getattr(peer, "host", None)
     port = getattr(peer, "port", None)
     if host is None:

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from certsrv._forwarding import Forwarding
 from certsrv._identity import ClientIdentity
 from certsrv._metrics import Metrics
-from certsrv._verify import ClientCertificatePolicy, ConnectionState
+from certsrv._verify import ClientCertificatePolicy, ConnectionState, peer_text
 from certsrv.exceptions import Reason
 
 __all__ = ["CertsrvSite", "Limits", "SecureResource", "identity_of", "root_resource"]
@@ -93,7 +93,8 @@ class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     def _handshake_expired(self, transport: Any) -> None:
         self._handshake_deadline = None
         _log.info("TLS handshake from {peer} did not complete within {seconds} s",
-                  peer=str(transport.getPeer()), seconds=self._site.limits.handshake_timeout,
+                  peer=peer_text(transport.getPeer()),
+                  seconds=self._site.limits.handshake_timeout,
                   decision="rejected", reason="handshake_timeout")
         transport.abortConnection()
 
