@@ -145,6 +145,14 @@ class _Request(server.Request):
         if length is not None and length > limit:
             self._too_large = True
             length = 0
+            if isinstance(self.channel, HTTPChannel) and self.channel.transport is not None:
+                # Refuse now instead of waiting for a body we would throw away.
+                body = f"Request body larger than {limit} bytes\n".encode()
+                self.channel.transport.write(
+                    b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
+                    b"Content-Type: text/plain; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                self.channel.transport.loseConnection()
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:

@@ -124,6 +124,12 @@ class RequestLimitTests(SynchronousTestCase):
             result = self.run_request(request, Limits(max_body_bytes=1000))
             self.assertEqual(result.status, 413, declared)
 
+    def test_declared_body_too_large_refused_before_it_arrives(self) -> None:
+        request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Length: 999999999\r\n\r\n")  # and no body follows
+        result = self.run_request(request, Limits(max_body_bytes=1000))
+        self.assertEqual(result.status, 413)
+
     def test_body_within_limit(self) -> None:
         request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                    b"Content-Length: 10\r\n\r\n0123456789")
