@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from certsrv._certs import describe
 from certsrv._httpfetch import BoundedFetcher, usable_url
 from certsrv._revocation import CombinedLookups, OCSPMode, Status, Verdict
 from certsrv.exceptions import OCSPError
@@ -277,14 +278,15 @@ class CRLChecker(CombinedLookups):
             return (cert, issuer, None) if self.settings.require else None
         return cert, issuer, (url, issuer.fingerprint(hashes.SHA256()))
 
-    def lookup(self, pair: CRLPair) -> Verdict | None:
-        """The verdict from a current cached CRL; starts a background refresh when it is due."""
+    def lookup_until(self, pair: CRLPair) -> tuple[Verdict, float] | None:
+        """The verdict from a current cached CRL and its refresh time; starts a background
+        refresh when it is due."""
         cert, issuer, key = pair
         if key is None:
-            return self._no_distribution_point(cert)
+            return self._no_distribution_point(cert), float("inf")
         if key is _MALFORMED:
             return Verdict(Status.UNKNOWN, "malformed", "unreadable CRL distribution points",
-                           cert.subject.rfc4514_string())
+                           describe(cert)["subject"] or ""), float("inf")
         entry = self._cache.get(key)
         if entry is None:
             return None
@@ -293,9 +295,11 @@ class CRLChecker(CombinedLookups):
             return None
         self._cache.move_to_end(key)
         self.hits += 1
-        if now >= entry.refresh_at and key not in self._inflight:
-            self._start(key, issuer, [])
-        return entry.verdict(cert)
+        if now >= entry.refresh_at:
+            if key not in self._inflight:
+                self._start(key, issuer, [])
+            return entry.verdict(cert), now  # a refresh is due: ask again next time
+        return entry.verdict(cert), entry.refresh_at
 
     def check(self, pair: CRLPair) -> defer.Deferred[Verdict]:
         """The verdict for one certificate: cached, joined to a fetch in flight, or fetched."""

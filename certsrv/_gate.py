@@ -101,7 +101,14 @@ class Gate(resource.Resource):
         revocation = policy.revocation
         if revocation is None or not client.revocation:
             return self._forward(request)
-        verdict = revocation.lookup(client.revocation)
+        # The connection remembers the cached verdict until the cache could change it.
+        memo = client.revocation_memo
+        if memo is not None and now < memo[1]:
+            verdict: Verdict | None = memo[0]
+        else:
+            found = revocation.lookup_until(client.revocation)
+            client.revocation_memo = found
+            verdict = found[0] if found is not None else None
         if verdict is not None:
             denial = self._judge(verdict, request, identity, policy.fail_open)
             return denial if denial is not None else self._forward(request)

@@ -143,23 +143,39 @@ Pair = tuple[x509.Certificate, x509.Certificate, CertID]
 
 
 class CombinedLookups:
-    """``lookup_all`` and ``check_all`` for a checker that has ``lookup`` and ``check``."""
+    """Lookups over several certificates, for a checker that has ``lookup_until`` and ``check``.
 
-    def lookup(self, pair: Any) -> Verdict | None:
+    ``lookup_until`` gives a cached verdict with the time until which it cannot change (its
+    entry's refresh time): a connection may keep using it until then without asking again.
+    """
+
+    def lookup_until(self, pair: Any) -> tuple[Verdict, float] | None:
         raise NotImplementedError
 
     def check(self, pair: Any) -> defer.Deferred[Verdict]:
         raise NotImplementedError
 
+    def lookup(self, pair: Any) -> Verdict | None:
+        """The cached verdict, if still fresh; starts a background refresh when it is due."""
+        found = self.lookup_until(pair)
+        return found[0] if found is not None else None
+
+    def lookup_all_until(self, pairs: Sequence[Any]) -> tuple[Verdict, float] | None:
+        """The combined cached verdict of several certificates and how long it holds."""
+        verdicts = []
+        until = float("inf")
+        for pair in pairs:
+            found = self.lookup_until(pair)
+            if found is None:
+                return None
+            verdicts.append(found[0])
+            until = min(until, found[1])
+        return combine(verdicts), until
+
     def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None:
         """The combined cached verdict of several certificates, or None if any is missing."""
-        verdicts = []
-        for pair in pairs:
-            verdict = self.lookup(pair)
-            if verdict is None:
-                return None
-            verdicts.append(verdict)
-        return combine(verdicts)
+        found = self.lookup_all_until(pairs)
+        return found[0] if found is not None else None
 
     def check_all(self, pairs: Sequence[Any]) -> defer.Deferred[Verdict]:
         """The combined verdict of several certificates, asking for what is not cached."""
@@ -200,8 +216,8 @@ class OCSPChecker(CombinedLookups):
             self._issuer_hashes[issuer] = hashes
         return cert, issuer, CertID(hashes[0], hashes[1], cert.serial_number)
 
-    def lookup(self, pair: Pair) -> Verdict | None:
-        """The cached verdict, if still fresh; starts a background refresh when it is due."""
+    def lookup_until(self, pair: Pair) -> tuple[Verdict, float] | None:
+        """The cached verdict and its refresh time; starts a background refresh when due."""
         entry = self._cache.get(pair[2])
         if entry is None:
             return None
@@ -210,9 +226,11 @@ class OCSPChecker(CombinedLookups):
             return None
         self._cache.move_to_end(pair[2])
         self.hits += 1
-        if now >= entry.refresh_at and pair[2] not in self._inflight:
-            self.check(pair, refresh=True)
-        return entry.verdict
+        if now >= entry.refresh_at:
+            if pair[2] not in self._inflight:
+                self.check(pair, refresh=True)
+            return entry.verdict, now  # a refresh is due: ask again on the next request
+        return entry.verdict, entry.refresh_at
 
     def check(self, pair: Pair, refresh: bool = False  # type: ignore[override]
               ) -> defer.Deferred[Verdict]:
@@ -335,6 +353,8 @@ class Checker(Protocol):
 
     def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None: ...
 
+    def lookup_all_until(self, pairs: Sequence[Any]) -> tuple[Verdict, float] | None: ...
+
     def check_all(self, pairs: Sequence[Any]) -> defer.Deferred[Verdict]: ...
 
 
@@ -360,13 +380,20 @@ class Revocation:
 
     def lookup(self, plan: Plan) -> Verdict | None:
         """The combined cached verdict, or None while any source has no fresh answer."""
+        found = self.lookup_until(plan)
+        return found[0] if found is not None else None
+
+    def lookup_until(self, plan: Plan) -> tuple[Verdict, float] | None:
+        """The combined cached verdict and the time until which it cannot change."""
         verdicts = []
+        until = float("inf")
         for checker, pairs in plan:
-            verdict = checker.lookup_all(pairs)
-            if verdict is None:
+            found = checker.lookup_all_until(pairs)
+            if found is None:
                 return None
-            verdicts.append(verdict)
-        return combine(verdicts)
+            verdicts.append(found[0])
+            until = min(until, found[1])
+        return combine(verdicts), until
 
     def known_revoked(self, plan: Plan) -> Verdict | None:
         """A cached REVOKED verdict from any source (ignoring sources that do not know yet)."""

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from certsrv._certs import describe, sha256_hex, unreadable
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Policy
-from certsrv._revocation import Plan, Revocation
+from certsrv._revocation import Plan, Revocation, Verdict
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 
 if TYPE_CHECKING:
@@ -119,12 +119,13 @@ class ConnectionState:
     """What the handshake learnt about one connection's client; held by its TLS transport."""
 
     __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
-                 "rejection", "revocation", "warnings")
+                 "rejection", "revocation", "revocation_memo", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.chain: dict[int, x509.Certificate] = {}
         self.revocation: Plan = ()
+        self.revocation_memo: tuple[Verdict, float] | None = None
         self.claims: Claims | None = None
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
@@ -458,11 +459,12 @@ class ForwardedVerifier:
 class ForwardedClient:
     """A forwarded certificate that passed validation: who it is, and what to ask about it."""
 
-    __slots__ = ("claims", "identity", "revocation", "warnings")
+    __slots__ = ("claims", "identity", "revocation", "revocation_memo", "warnings")
 
     def __init__(self, identity: ClientIdentity, revocation: Plan,
                  warnings: tuple[str, ...] = ()) -> None:
         self.identity = identity
         self.revocation = revocation
+        self.revocation_memo: tuple[Verdict, float] | None = None
         self.warnings = warnings
         self.claims: Claims | None = None
