@@ -4,6 +4,7 @@ Benchmark certsrv against nginx: mutual-TLS handshakes, keep-alive requests, CPU
 
     python bench/bench.py [--quick] [--rounds N] [--out FILE] [--key-type ecdsa|rsa]
                           [--certsrv-args "..."] [--variant NAME="extra certsrv args" ...]
+                          [--baseline NAME="certsrv args"] [--ocsp-responder] [--profile]
 
 See bench/README.rst for what is measured and how to read the table. Only the standard
 library and the repository's own dependencies are used; the load generators are
@@ -318,7 +319,8 @@ class Meter:
 
     def _sample(self) -> dict[str, Any]:
         server_user, server_system = cpu_times(self.server_pid)
-        exclude = {os.getpid(), *process_tree(self.server_pid)}
+        tree = process_tree(self.server_pid)
+        exclude = {os.getpid(), *tree}
         if self.generator_pid:
             exclude.add(self.generator_pid)
         other_user, other_kernel = other_cpu_seconds(exclude)
@@ -331,6 +333,10 @@ class Meter:
             "other_user": other_user,
             "other_kernel": other_kernel,
             "cores": core_times(),
+            # Every server process (the --workers parent and each worker; nginx's master
+            # and worker) on its own, all threads included (the root's figure also holds
+            # the children it reaped).
+            "processes": {p: cpu_seconds(p, tree=False) for p in tree},
         }
 
     def start(self) -> None:
@@ -350,7 +356,11 @@ class Meter:
         cores = {c: [a - z for a, z in zip(after["cores"][c], b["cores"].get(c, (0.0, 0.0)),
                                             strict=True)]
                  for c in after["cores"]}
+        per_process = {str(p): max(0.0, after["processes"].get(p, 0.0) - b["processes"].get(p, 0.0))
+                       for p in after["processes"]}
         return {"wall_s": wall, "server_cpu_s": server, "generator_cpu_s": generator,
+                "server_processes": len(after["processes"]),
+                "server_cpu_s_by_pid": per_process,
                 "server_user_s": server_user, "server_system_s": max(0.0, server - server_user),
                 "server_cpu_share": server / wall if wall else 0.0,
                 "generator_cpu_share": generator / wall if wall else 0.0,
@@ -450,6 +460,49 @@ class PKI:
             f.write(client.chain_pem() + client.private_key_pem())
 
 
+class CertsrvPKI(PKI):
+    """A PKI made by ``certsrv-pki init --ocsp-url`` (from the certsrv tree under test), so
+    that the client certificate names the OCSP responder that ``twistd certsrv-ocsp``
+    serves for it (Authority Information Access)."""
+
+    def __init__(self, directory: Path, key_type: str, ocsp_url: str, source: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from cryptography.x509.oid import AuthorityInformationAccessOID
+
+        self.dir = directory / "pki"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+        result = run_tool([sys.executable, "-m", "certsrv._pkicli", "init", str(self.dir),
+                           "--key-type", key_type, "--ocsp-url", ocsp_url],
+                          timeout=120, env=env, cwd=directory)
+        if result.returncode != 0:
+            raise BenchError(f"certsrv-pki init failed (exit {result.returncode}):\n"
+                             f"{(result.stdout + result.stderr).strip()[-1500:]}")
+        self.ca = self.dir / "ca.pem"
+        self.server_cert, self.server_key = self.dir / "server.pem", self.dir / "server.key"
+        self.client_cert, self.client_key = self.dir / "client.pem", self.dir / "client.key"
+        client = x509.load_pem_x509_certificate(self.client_cert.read_bytes())
+        try:
+            aia = client.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+            urls = [d.access_location.value for d in aia.value
+                    if d.access_method == AuthorityInformationAccessOID.OCSP]
+        except x509.ExtensionNotFound:
+            urls = []
+        if ocsp_url not in urls:
+            raise BenchError(f"certsrv-pki made a client certificate that does not name "
+                             f"{ocsp_url} as its OCSP responder (AIA: {urls})")
+        self.description = {
+            name: _describe_key(load_pem_private_key((self.dir / f"{name}.key").read_bytes(),
+                                                     None))
+            for name in ("ca", "server", "client")}
+        self.description["made_by"] = f"certsrv-pki init --ocsp-url {ocsp_url}"
+        self.client_combined = directory / "client-combined.pem"
+        fd = os.open(self.client_combined, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.client_cert.read_bytes() + self.client_key.read_bytes())
+
+
 def build_keepalive(directory: Path) -> Path | None:
     source = HERE / "keepalive.c"
     binary = directory / "keepalive"
@@ -492,9 +545,12 @@ class Server:
     def log_tail(self) -> str:
         return f"last lines of {self.log}:\n{tail(self.log)}"
 
+    core = SERVER_CORE
+
     def start(self) -> None:
-        self.port = free_port()
-        cmd = pin(SERVER_CORE) + self.command()
+        self.port = self.port or free_port()
+        cmd = pin(self.core) + self.command()
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             log.write(f"\n==== {datetime.datetime.now().isoformat()} {shlex.join(cmd)}\n".encode())
             log.flush()
@@ -502,14 +558,77 @@ class Server:
                               cwd=self.work, env=self.environment())
         try:
             wait_for_port(self.port, self.proc, 30, self.log_tail)
+            self.wait_for_listeners(30)
         except BenchError as e:
             self.stop()
             raise BenchError(f"{self.name} did not start: {e}") from None
+
+    def wait_for_listeners(self, timeout: float) -> None:
+        """Servers with several listening processes wait here until all of them listen."""
+
+    def log_since_start(self) -> str:
+        """What the server logged since its last start."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+        self.port = 0
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (several with SO_REUSEPORT), from /proc/net."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    # local_address is ADDR:PORT in hex; state 0A is LISTEN.
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return count
+
+
+def certsrv_workers(args: Sequence[str]) -> int:
+    """The --workers count in a certsrv argument list (1 without it; auto = CPU count)."""
+    value = "1"
+    for i, a in enumerate(args):
+        if a == "--workers" and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith("--workers="):
+            value = a.split("=", 1)[1]
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(value))
+    except ValueError:
+        return 1
+
+
+def tree_fingerprint(source: Path) -> str:
+    """A hash of certsrv's code in ``source`` (certsrv/ and twisted/plugins/), taken as a
+    server starts: in a tree that others edit, rounds can otherwise run different code
+    without anyone noticing."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for sub in ("certsrv", "twisted/plugins"):
+        for f in sorted((source / sub).rglob("*.py")):
+            try:
+                digest.update(str(f.relative_to(source)).encode() + b"\0" + f.read_bytes())
+            except OSError:
+                continue
+    return digest.hexdigest()[:16]
 
 
 class Certsrv(Server):
@@ -520,6 +639,28 @@ class Certsrv(Server):
         super().__init__(name, work, pki)
         self.extra_args = list(extra_args)
         self.source = source
+        self.workers = certsrv_workers(self.extra_args)
+        self.tree = ""
+
+    def start(self) -> None:
+        self.tree = tree_fingerprint(self.source)
+        super().start()
+
+    def wait_for_listeners(self, timeout: float) -> None:
+        # With --workers N the parent only reserves the port; each worker listens on its own
+        # SO_REUSEPORT socket. Measuring before all N listen would load fewer workers.
+        if self.workers <= 1:
+            return
+        deadline = time.monotonic() + timeout
+        while listening_sockets(self.port) < self.workers:
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {listening_sockets(self.port)} of {self.workers} "
+                                 f"workers listen on port {self.port}\n{self.log_tail()}")
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise BenchError(f"certsrv exited with status {self.proc.returncode}\n"
+                                 f"{self.log_tail()}")
+            time.sleep(0.1)
 
     def command(self) -> list[str]:
         twistd = [sys.executable, "-c",
@@ -575,6 +716,44 @@ http {{
 """
 
 
+class OCSPResponder(Server):
+    """``twistd certsrv-ocsp`` serving the CertsrvPKI's directory, for the whole run."""
+
+    kind = "certsrv-ocsp"
+    core = LOAD_CORE  # load-generator side: it is not part of the server measured
+    REQUEST_LINE = re.compile(r'"(?:POST|GET) /\S* HTTP/1\.[01]" ')
+
+    def __init__(self, work: Path, pki: CertsrvPKI, port: int, source: Path) -> None:
+        super().__init__("certsrv-ocsp", work, pki)
+        self.port = port
+        self.source = source
+        self.pki_dir = pki.dir
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c",
+                "import sys; from twisted.scripts.twistd import run; "
+                "sys.argv[0] = 'twistd'; run()",
+                "-n", "--pidfile=", "certsrv-ocsp", "--pki", str(self.pki_dir),
+                "--listen", f"tcp:{self.port}:interface=127.0.0.1"]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source),
+                                                          env.get("PYTHONPATH")]))
+        return env
+
+    def requests(self) -> int:
+        """OCSP requests answered so far: the access-log lines twisted.web wrote."""
+        time.sleep(0.2)  # let a request in flight be logged
+        return len(self.REQUEST_LINE.findall(self.log_since_start()))
+
+
+def ocsp_events(text: str) -> int:
+    """certsrv's ``certsrv.ocsp`` events for finished responder lookups (good, revoked or
+    unknown: one per query it sent)."""
+    return len(re.findall(r"\[certsrv\.ocsp#\w+\] OCSP status of ", text))
+
+
 class Nginx(Server):
     kind = "nginx"
 
@@ -601,10 +780,12 @@ class Nginx(Server):
 # --------------------------------------------------------------------------- measurements
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, pki: PKI, keepalive: Path | None) -> None:
+    def __init__(self, args: argparse.Namespace, pki: PKI, keepalive: Path | None,
+                 responder: OCSPResponder | None = None) -> None:
         self.args = args
         self.pki = pki
         self.keepalive = keepalive
+        self.responder = responder
         self.curl = which("curl")
         self.ab = which("ab")
         self.openssl = which("openssl")
@@ -762,17 +943,21 @@ class Bench:
 
     # -- ab
 
-    def ab_run(self, server: Server, duration: int) -> dict[str, Any]:
+    def ab_run(self, server: Server, duration: int, count: int | None = None) -> dict[str, Any]:
+        """``ab -c 16`` for ``duration`` seconds or, with ``count``, for exactly that many
+        requests (each a full handshake)."""
         assert self.ab is not None
         # -t bounds the time, -n (given after -t, so it wins over -t's implied 50000)
         # bounds the count.
+        bound = (["-n", str(count)] if count else
+                 ["-t", str(duration), "-n", str(self.args.max_requests)])
         cmd = pin(LOAD_CORE) + [
-            self.ab, "-q", "-r", "-t", str(duration), "-n", str(self.args.max_requests),
+            self.ab, "-q", "-r", *bound,
             "-c", "16", "-s", "30", "-E", str(self.pki.client_combined),
             f"https://127.0.0.1:{server.port}/secure"]
         meter = Meter(server.pid)
         meter.start()
-        result = run_tool(cmd, timeout=duration + 90)
+        result = run_tool(cmd, timeout=(duration if not count else 120) + 90)
         cpu = meter.stop()
         out = result.stdout
 
@@ -806,6 +991,7 @@ class Bench:
     def measure(self, server: Server) -> dict[str, Any]:
         a = self.args
         results: dict[str, Any] = {}
+        responder_mark = self.responder.requests() if self.responder is not None else 0
         server.start()
         try:
             results["started_rss_kib"] = memory_kib(server.pid, "VmRSS")
@@ -813,12 +999,24 @@ class Bench:
             if self.keepalive:
                 self.keepalive_load(server, 1, a.warmup, record=False)
             results["baseline_rss_kib"] = memory_kib(server.pid, "VmRSS")
+            responder = self.responder
+            if responder is not None:
+                # The pre-flight request and the warm-up went through the OCSP lookup (if
+                # this configuration does OCSP): the cache is warm from here on, and the
+                # measured tests should send no query at all.
+                results["responder_queries_warmup"] = responder.requests() - responder_mark
+                results["responder_queries_measured"] = 0
 
             def run(key: str, what: str, fn: Callable[[], dict[str, Any]]) -> None:
                 note(f"  {server.name}: {what}")
                 quiet = wait_for_quiet(server.pid, what)
+                before = responder.requests() if responder is not None else 0
                 results[key] = fn()
                 results[key]["quiet"] = quiet
+                if responder is not None:
+                    queries = responder.requests() - before
+                    results[key]["responder_queries"] = queries
+                    results["responder_queries_measured"] += queries
                 assert server.proc is not None
                 if server.proc.poll() is not None:
                     raise BenchError(f"{server.name} exited (status {server.proc.returncode}) "
@@ -840,9 +1038,32 @@ class Bench:
             results["peak_rss_kib"] = memory_kib(server.pid, "VmHWM")
             results["final_rss_kib"] = memory_kib(server.pid, "VmRSS")
             results["processes"] = len(process_tree(server.pid))
+            if isinstance(server, Certsrv):
+                results["certsrv_tree"] = server.tree
         finally:
             server.stop()
         return results
+
+    # -- OCSP: a cold cache under a burst of handshakes
+
+    def ocsp_burst(self, server: Certsrv, count: int) -> dict[str, Any]:
+        """Start certsrv afresh (empty OCSP cache), send ``count`` full handshakes with the
+        same client certificate at once (``ab -n count -c 16``, no request before), and
+        count the queries that reached the responder (its access log) and the lookups
+        certsrv logged (``certsrv.ocsp`` events)."""
+        assert self.responder is not None and self.ab is not None
+        before = self.responder.requests()
+        server.start()  # waits for a TCP connect only: no TLS, no OCSP lookup yet
+        try:
+            note(f"  {server.name}: {count} handshakes with a cold OCSP cache (ab -c 16)")
+            result = self.ab_run(server, 0, count=count)
+            time.sleep(0.5)
+            result["responder_queries"] = self.responder.requests() - before
+            result["certsrv_ocsp_lookups"] = ocsp_events(server.log_since_start())
+            result["requested"] = count
+        finally:
+            server.stop()
+        return result
 
 
 # --------------------------------------------------------------------------- reporting
@@ -875,6 +1096,16 @@ def _ratio(test: str, num: str, den: str) -> Extractor:
     return extract
 
 
+def _busiest(test: str) -> Extractor:
+    """The share of the server's CPU time spent by its busiest process (1/N when N workers
+    share the load evenly)."""
+    def extract(r: dict[str, Any]) -> float | None:
+        by_pid = (r.get(test) or {}).get("server_cpu_s_by_pid") or {}
+        total = sum(by_pid.values())
+        return max(by_pid.values()) / total if total else None
+    return extract
+
+
 def _pct(f: Extractor) -> Extractor:
     def extract(r: dict[str, Any]) -> float | None:
         v = f(r)
@@ -898,7 +1129,7 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ka1_p99", "keep-alive 1 conn p99", _get("keepalive_1", "p99_ms")),
     ("ka64_p50", "keep-alive 64 conns p50", _get("keepalive_64", "p50_ms")),
     ("ka64_p99", "keep-alive 64 conns p99", _get("keepalive_64", "p99_ms")),
-    ("", "server CPU busy (% of its core)", None),
+    ("", "server CPU busy (% of one core; all its processes)", None),
     ("s_time_srv", "during s_time", _pct(_get("s_time", "server_cpu_share"))),
     ("ab_srv", "during ab -c16", _pct(_get("ab", "server_cpu_share"))),
     ("ka1_srv", "during keep-alive 1 conn", _pct(_get("keepalive_1", "server_cpu_share"))),
@@ -907,6 +1138,8 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
                                                              "server_cpu_s"))),
     ("ka64_sys", "  kernel share of it, 64 conns", _pct(_ratio("keepalive_64", "server_system_s",
                                                                "server_cpu_s"))),
+    ("ab_procs", "  server processes counted, ab", _get("ab", "server_processes")),
+    ("ab_top_proc", "  busiest process's share of it, ab", _pct(_busiest("ab"))),
     ("", "load generator CPU (% of its core)", None),
     ("s_time_gen", "openssl s_time", _pct(_get("s_time", "generator_cpu_share"))),
     ("ab_gen", "ab -c16", _pct(_get("ab", "generator_cpu_share"))),
@@ -917,6 +1150,9 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("peak_rss", "peak RSS, VmHWM (MiB)", _kib_to_mib(_get("peak_rss_kib"))),
     ("idle_per_conn", "RSS per idle mTLS conn (KiB)", _get("idle", "rss_per_conn_kib")),
     ("idle_open_rate", "idle conns opened/s (32 parallel)", _get("idle", "open_rate")),
+    ("", "OCSP responder queries (--ocsp-responder)", None),
+    ("ocsp_warmup", "during pre-flight + warm-up", _get("responder_queries_warmup")),
+    ("ocsp_measured", "during the measured tests", _get("responder_queries_measured")),
 ]
 
 
@@ -955,6 +1191,8 @@ def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str,
 
 def _num(v: float) -> str:
     a = abs(v)
+    if v == int(v) and a < 10:  # counts (processes, queries)
+        return str(int(v))
     if a >= 10000:
         return f"{v:.0f}"
     if a >= 100:
@@ -994,6 +1232,9 @@ def render_table(summary: dict[str, Any], configs: list[str]) -> str:
         rows.append([label, *(_cell(entry.get(col)) for col in columns)])
     widths = [max(len(r[i]) for r in rows if len(r) > i and len(r) > 1)
               for i in range(len(rows[0]))]
+    # A section heading without rows under it (a test that did not run) is left out.
+    rows = [r for i, r in enumerate(rows)
+            if len(r) > 1 or (i + 1 < len(rows) and len(rows[i + 1]) > 1)]
     lines = []
     for i, r in enumerate(rows):
         if len(r) == 1:
@@ -1010,6 +1251,13 @@ def render_table(summary: dict[str, Any], configs: list[str]) -> str:
 def artefact_warnings(rounds: list[dict[str, Any]]) -> list[str]:
     """Things that make a figure less trustworthy, spotted in the raw numbers."""
     warnings = []
+    trees = {(rnd["round"], config): r["certsrv_tree"] for rnd in rounds
+             for config, r in rnd["results"].items() if r and r.get("certsrv_tree")}
+    if len(set(trees.values())) > 1:
+        runs = ", ".join(f"round {n} {c}: {t}" for (n, c), t in trees.items())
+        warnings.append("certsrv's code changed during the run (someone edited the tree), so "
+                        f"the rounds did not all run the same code ({runs}); measure an "
+                        "export instead: git archive HEAD | tar -x -C DIR; --certsrv-path DIR")
     for rnd in rounds:
         for config, r in rnd["results"].items():
             if not r:
@@ -1115,6 +1363,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                    help="another certsrv column, run with these extra arguments on top of "
                         "--certsrv-args (repeatable)")
+    p.add_argument("--baseline", metavar="NAME=ARGS",
+                   help="name the first certsrv column (default 'certsrv') and give it these "
+                        "extra arguments, which the variants do not get; the variant/baseline "
+                        "ratios are taken against it, e.g. --baseline ocsp-off='--ocsp off' "
+                        "--variant ocsp-warm='--ocsp leaf'")
+    p.add_argument("--access-log", choices=("off", "on", "default"), default="off",
+                   help="off (default, like nginx's access_log off): pass --access-log off "
+                        "--log-accepted off to certsrv, so neither writes a line per "
+                        "request or accepted connection (rejections are still logged); on: "
+                        "both on; 'default' passes nothing (for trees without the options)")
+    p.add_argument("--ocsp-responder", action="store_true",
+                   help="make the PKI with certsrv-pki init --ocsp-url and run twistd "
+                        "certsrv-ocsp for it, so that certsrv with --ocsp leaf (its default) "
+                        "asks a real responder; counts the responder's queries per test")
+    p.add_argument("--ocsp-burst", type=int,
+                   help="with --ocsp-responder: afterwards, N handshakes (ab -n N -c 16) "
+                        "against a freshly started certsrv --ocsp leaf, counting the "
+                        "responder queries they cause (default 1000; 0 skips)")
     p.add_argument("--certsrv-path", type=Path, default=REPO,
                    help="the source tree certsrv runs from (put on PYTHONPATH; default: this "
                         "repository), e.g. an export of one commit: git archive REV | tar -x "
@@ -1138,17 +1404,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.wait_quiet = 30.0 if args.quick else 120.0
     if args.rounds < 1 or args.duration < 1:
         p.error("--rounds and --duration must be at least 1")
-    variants: dict[str, list[str]] = {}
-    for v in args.variant:
+    def name_args(option: str, v: str) -> tuple[str, list[str]]:
         name, sep, extra = v.partition("=")
         name = name.strip()
         if not sep or not name or not re.fullmatch(r"[\w.+-]+", name):
-            p.error(f"--variant wants NAME=ARGS with a simple name (got {v!r})")
-        if name in (BASELINE, NGINX) or name in variants:
+            p.error(f"{option} wants NAME=ARGS with a simple name (got {v!r})")
+        return name, shlex.split(extra)
+
+    args.baseline_name, args.baseline_args = (
+        name_args("--baseline", args.baseline) if args.baseline else (BASELINE, []))
+    if args.baseline_name == NGINX:
+        p.error("--baseline name 'nginx' is taken")
+    variants: dict[str, list[str]] = {}
+    for v in args.variant:
+        name, extra = name_args("--variant", v)
+        if name in (args.baseline_name, NGINX) or name in variants:
             p.error(f"--variant name {name!r} is taken")
-        variants[name] = shlex.split(extra)
+        variants[name] = extra
     args.variants = variants
+    if args.ocsp_burst is None:
+        args.ocsp_burst = 1000 if args.ocsp_responder else 0
+    if args.ocsp_burst and not args.ocsp_responder:
+        p.error("--ocsp-burst needs --ocsp-responder")
     return args
+
+
+def certsrv_args(args: argparse.Namespace, config: str) -> list[str]:
+    """The extra ``twistd certsrv`` arguments of one certsrv column: the access-log setting,
+    --certsrv-args, then the column's own (--baseline or --variant) arguments; a later
+    option wins, so --certsrv-args "--access-log on" overrides the default."""
+    access = ([] if args.access_log == "default" else
+              ["--access-log", args.access_log, "--log-accepted", args.access_log])
+    own = args.baseline_args if config == BASELINE else args.variants.get(config, [])
+    return access + shlex.split(args.certsrv_args) + own
 
 
 PY_SPY_FLAGS = ["--native"]
@@ -1164,9 +1452,17 @@ PROFILE_SUBTREES: list[tuple[str, str | tuple[str, ...]]] = [
 ]
 
 
+_LINENO = re.compile(r":(\d+)\)$")
+
+
+def _function(frame: str) -> str:
+    """A py-spy frame without its line number: ``name (file.py:123)`` -> ``name (file.py)``."""
+    return _LINENO.sub(")", frame)
+
+
 def _group(frame: str) -> str:
     """Where a leaf frame lives: a Python package or a shared library."""
-    where = frame.rpartition(" (")[2].rstrip(")")
+    where = _function(frame).rpartition(" (")[2].rstrip(")")
     if where.endswith(".so") or ".so." in where or where.startswith("lib"):
         if "_rust.abi3.so" in where or "libcrypto" in where or "libssl" in where:
             return "OpenSSL (native)"
@@ -1179,27 +1475,83 @@ def _group(frame: str) -> str:
     return {"interface": "zope.interface", "OpenSSL": "pyOpenSSL"}.get(top, top)
 
 
+_WAITS = ("Condition.wait (threading.py", "Queue.get (queue.py", "Event.wait (threading.py")
+
+
+def _idle_thread(frames: list[str]) -> bool:
+    """A thread other than the reactor's, blocked waiting for work (the reactor's thread
+    pool, started for the OCSP client's name resolution): with --native py-spy counts it
+    as busy, which would dilute every other share."""
+    return (any(f.startswith("Thread._bootstrap (threading.py") for f in frames)
+            and any(f.startswith(_WAITS) for f in frames))
+
+
 def summarize_profile(raw: Path) -> dict[str, Any]:
     stacks = []
+    idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if count.isdigit():
-            stacks.append((stack.split(";"), int(count)))
+            frames = stack.split(";")
+            if _idle_thread(frames):
+                idle += int(count)
+            else:
+                stacks.append((frames, int(count)))
     samples = sum(n for _, n in stacks) or 1
     own: dict[str, int] = {}
+    own_lines: dict[str, dict[str, int]] = {}
+    inclusive: dict[str, int] = {}
+    inclusive_lines: dict[str, dict[str, int]] = {}
     groups: dict[str, int] = {}
     for frames, n in stacks:
-        own[frames[-1]] = own.get(frames[-1], 0) + n
+        leaf = _function(frames[-1])
+        own[leaf] = own.get(leaf, 0) + n
+        m = _LINENO.search(frames[-1])
+        if m:
+            lines = own_lines.setdefault(leaf, {})
+            lines[m.group(1)] = lines.get(m.group(1), 0) + n
         g = _group(frames[-1])
         groups[g] = groups.get(g, 0) + n
+        # Inclusive: every function on the stack once (recursion counted once), and the
+        # line it was executing (its call site of the next frame) for the report.
+        seen: set[str] = set()
+        for frame in frames:
+            fn = _function(frame)
+            if fn not in seen:
+                seen.add(fn)
+                inclusive[fn] = inclusive.get(fn, 0) + n
+            m = _LINENO.search(frame)
+            if m:
+                lines = inclusive_lines.setdefault(fn, {})
+                lines[m.group(1)] = lines.get(m.group(1), 0) + n
     subtrees = []
     for label, names in PROFILE_SUBTREES:
         prefixes = (names,) if isinstance(names, str) else tuple(names)
         n = sum(c for frames, c in stacks if any(f.startswith(prefixes) for f in frames))
         subtrees.append((label, n / samples))
+
+    def hot_lines(table: dict[str, dict[str, int]], fn: str) -> list[tuple[int, float]]:
+        return [(int(line), c / samples) for line, c in
+                sorted(table.get(fn, {}).items(), key=lambda kv: -kv[1])[:3]]
+
+    top_own = sorted(own.items(), key=lambda kv: -kv[1])[:30]
+    # The reactor's spine (run, mainLoop, doPoll, ...) is on every stack: leave out what is
+    # on more than 95% of them, so the list starts where the work divides.
+    # Unresolved native frames (0x7f... (libc.so.6): the interpreter's start) say nothing.
+    ranked = [(f, n) for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
+              if not f.startswith("0x")]
+    top_inclusive = [(f, n) for f, n in ranked if n <= 0.95 * samples][:40]
+    # certsrv's own functions, whatever their rank: what certsrv itself can cut.
+    top_certsrv = [(f, n) for f, n in ranked if "(certsrv/" in f][:15]
     return {
         "samples": samples,
-        "top_own": [(f, n / samples) for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:30]],
+        "idle_thread_samples_excluded": idle,
+        "top_own": [(f, n / samples) for f, n in top_own],
+        "top_own_lines": {f: hot_lines(own_lines, f) for f, _ in top_own},
+        "top_inclusive": [(f, n / samples) for f, n in top_inclusive],
+        "top_inclusive_lines": {f: hot_lines(inclusive_lines, f)
+                                for f, _ in top_inclusive + top_certsrv},
+        "top_certsrv_inclusive": [(f, n / samples) for f, n in top_certsrv],
         "own_by_group": [(g, n / samples)
                          for g, n in sorted(groups.items(), key=lambda kv: -kv[1])],
         "inclusive": subtrees,
@@ -1222,18 +1574,21 @@ def profile_certsrv(bench: Bench, work: Path, pki: PKI, args: argparse.Namespace
         loads.append(("keepalive64", lambda srv: bench.keepalive_load(srv, 64, duration)))
     profiles: dict[str, Any] = {}
     for name, load in loads:
-        server = Certsrv(BASELINE, work, pki, shlex.split(args.certsrv_args),
-                         args.certsrv_path)
+        server = Certsrv(BASELINE, work, pki, certsrv_args(args, BASELINE), args.certsrv_path)
         server.start()
         try:
             bench.check_200(server)
             files = {}
             for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
                 path = out_dir / f"profile-{stamp}-{name}.{suffix}"
+                # The raw stacks keep line numbers (file:line in the report); the flame
+                # graph merges them (one box per function).
+                lineno = [] if fmt == "raw" else ["--nolineno"]
                 spy = spawn(pin(LOAD_CORE) + [
                     py_spy, "record", "--pid", str(server.pid), "--rate", "200",
                     "--duration", str(duration + 2), "--format", fmt, "--output", str(path),
-                    "--nolineno", *PY_SPY_FLAGS],
+                    *lineno, *PY_SPY_FLAGS,
+                    *(["--subprocesses"] if server.workers > 1 else [])],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 time.sleep(1.0)
                 result = load(server)
@@ -1258,24 +1613,41 @@ def profile_certsrv(bench: Bench, work: Path, pki: PKI, args: argparse.Namespace
 def print_profile(profiles: dict[str, Any]) -> None:
     titles = {"handshakes": "full handshakes, ab -c16", "keepalive64": "keep-alive, 64 conns"}
     for name, prof in profiles.items():
+        idle = prof.get("idle_thread_samples_excluded")
         print(f"\npy-spy profile of certsrv, {titles.get(name, name)} "
               f"({prof['samples']} samples at 200 Hz, --native; "
-              f"{prof['rate_while_profiled']:.0f}/s while sampled)")
+              f"{prof['rate_while_profiled']:.0f}/s while sampled"
+              + (f"; {idle} samples of idle threads left out" if idle else "") + ")")
         print("  inclusive:")
         for label, share in prof["inclusive"]:
             print(f"    {share:6.1%}  {label}")
         print("  own time by where the code lives:")
         for group, share in prof["own_by_group"][:8]:
             print(f"    {share:6.1%}  {group}")
-        print("  top functions by own time:")
-        for f, share in prof["top_own"][:15]:
-            print(f"    {share:6.1%}  {f}")
+        def lines(table: str, f: str, prof: dict[str, Any] = prof) -> str:
+            hot = prof.get(table, {}).get(f) or []
+            return ("  [lines " + ", ".join(f"{ln}: {s:.1%}" for ln, s in hot) + "]"
+                    if hot else "")
+
+        print("  top functions by own time (hottest lines):")
+        for f, share in prof["top_own"][:20]:
+            print(f"    {share:6.1%}  {f}{lines('top_own_lines', f)}")
+        if prof.get("top_inclusive"):
+            print("  top functions by inclusive time (below the reactor loop; lines = "
+                  "where the time went in them):")
+            for f, share in prof["top_inclusive"][:30]:
+                print(f"    {share:6.1%}  {f}{lines('top_inclusive_lines', f)}")
+        if prof.get("top_certsrv_inclusive"):
+            print("  certsrv's own functions by inclusive time:")
+            for f, share in prof["top_certsrv_inclusive"]:
+                print(f"    {share:6.1%}  {f}{lines('top_inclusive_lines', f)}")
         print(f"  files: {', '.join(prof.get('files', {}).values())}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global PINNED
+    global PINNED, BASELINE
     args = parse_args(argv)
+    BASELINE = args.baseline_name
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     atexit.register(stop_all_children)
@@ -1310,6 +1682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if nginx_ok:
         configs.append(NGINX)
     base_args = shlex.split(args.certsrv_args)
+    column_args = {c: certsrv_args(args, c) for c in configs if c != NGINX}
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or HERE / "results" / f"result-{stamp}.json"
@@ -1323,6 +1696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rounds": args.rounds, "duration_s": args.duration, "idle_conns": args.idle_conns,
             "key_type": args.key_type, "certsrv_path": str(args.certsrv_path.resolve()),
             "certsrv_args": base_args, "variants": args.variants,
+            "baseline": {"name": BASELINE, "args": args.baseline_args},
+            "access_log": args.access_log, "column_args": column_args,
+            "ocsp_responder": args.ocsp_responder, "ocsp_burst": args.ocsp_burst,
             "quick": args.quick, "pinned": PINNED, "server_core": SERVER_CORE if PINNED else None,
             "load_core": LOAD_CORE if PINNED else None, "nofile": nofile,
             "wait_quiet_s": args.wait_quiet, "ab_concurrency": 16, "keepalive_conns": [1, 64],
@@ -1336,16 +1712,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         note(f"work directory {work}; creating a {args.key_type} PKI")
-        pki = PKI(work, args.key_type)
+        responder: OCSPResponder | None = None
+        pki: PKI
+        if args.ocsp_responder:
+            ocsp_port = free_port()
+            pki = CertsrvPKI(work, args.key_type, f"http://127.0.0.1:{ocsp_port}/",
+                             args.certsrv_path)
+            responder = OCSPResponder(work, pki, ocsp_port, args.certsrv_path)
+            responder.start()
+            note(f"OCSP responder (twistd certsrv-ocsp) on port {ocsp_port}")
+        else:
+            pki = PKI(work, args.key_type)
         document["settings"]["keys"] = pki.description
         keepalive = build_keepalive(work)
-        bench = Bench(args, pki, keepalive)
+        bench = Bench(args, pki, keepalive, responder)
 
         def server_for(config: str) -> Server:
             if config == NGINX:
                 return Nginx(NGINX, work, pki, nofile)
-            extra = base_args + (args.variants.get(config, []))
-            return Certsrv(config, work, pki, extra, args.certsrv_path)
+            return Certsrv(config, work, pki, column_args[config], args.certsrv_path)
 
         for rnd in range(1, args.rounds + 1):
             record: dict[str, Any] = {"round": rnd, "results": {}}
@@ -1354,6 +1739,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record["results"][config] = bench.measure(server_for(config))
             document["rounds"].append(record)
             document["summary"] = build_summary(document["rounds"], configs)
+            out.write_text(json.dumps(document, indent=2))
+        if args.ocsp_burst and bench.ab and responder is not None:
+            burst_args = certsrv_args(args, BASELINE) + ["--ocsp", "leaf"]
+            cold = bench.ocsp_burst(Certsrv("ocsp-burst", work, pki, burst_args,
+                                            args.certsrv_path), args.ocsp_burst)
+            cold["certsrv_args"] = burst_args
+            document["ocsp_burst"] = cold
             out.write_text(json.dumps(document, indent=2))
         if args.profile:
             note("profiling certsrv under ab handshake load with py-spy")
@@ -1386,14 +1778,24 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"nginx {v.get('nginx_openssl')}; generators {v.get('openssl_cli')}")
     if s["certsrv_args"]:
         print(f"certsrv args: {shlex.join(s['certsrv_args'])}")
-    for name, extra in args.variants.items():
-        print(f"variant {name}: {shlex.join(base_args + extra)}")
+    for name, extra in column_args.items():
+        print(f"{'variant' if name != BASELINE else 'column'} {name}: twistd certsrv ... "
+              f"{shlex.join(extra)}")
+    if responder is not None:
+        print(f"PKI: {pki.description.get('made_by')}; responder: twistd certsrv-ocsp")
     print()
     print(render_table(summary, configs))
     for n in notes:
         print(f"note: {n}")
     for w in warnings:
         print(f"warning: {w}")
+    burst = document.get("ocsp_burst")
+    if burst:
+        print(f"\nOCSP, cold cache: {burst['complete']} of {burst['requested']} handshakes "
+              f"with one certificate (ab -c 16, {burst['failed']} failed, {burst['non2xx']} "
+              f"non-2xx) against a fresh certsrv {shlex.join(burst['certsrv_args'][-2:])}: "
+              f"{burst['responder_queries']} responder queries (its access log), "
+              f"{burst['certsrv_ocsp_lookups']} certsrv.ocsp lookup events")
     if document.get("profile"):
         print_profile(document["profile"])
     print(f"\nraw numbers: {out}  ({document['elapsed_s']:.0f}s)")

@@ -91,6 +91,10 @@ class Options(usage.Options):
         ["access-log", None, "on",
          "on: one combined-format access log line per request; off: none (decisions are "
          "still logged as events)."],
+        ["log-accepted", None, "on",
+         "on: a log line for every accepted client certificate; off: the accepted event is "
+         "still emitted (metrics count it) but not written as text. Rejections are always "
+         "written."],
         ["drain-timeout", None, 30.0,
          "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
         ["metrics", None, None,
@@ -227,6 +231,7 @@ class Options(usage.Options):
             if self["metrics"]:
                 parse_tcp(self["metrics"])
         _choice("access-log", self["access-log"], ("on", "off"))
+        _choice("log-accepted", self["log-accepted"], ("on", "off"))
         if self["drain-timeout"] < 0:
             raise usage.UsageError("--drain-timeout must not be negative")
         if self["watch-interval"] < 0:
@@ -287,6 +292,7 @@ class Options(usage.Options):
             self.config = config
             self.revocation = revocation_for(config, self.clock, default_reactor)
             self.settings, self.verifier = config.load(self.clock, self.revocation)
+            self.verifier.log_accepted = self["log-accepted"] == "on"
             self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
                                         self["trusted-proxy"])
         except ConfigurationError as e:
@@ -320,6 +326,7 @@ def makeService(config: Options) -> service.IService:
             ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
 
     def use_policy(new_policy: ClientCertificatePolicy) -> None:
+        new_policy.log_accepted = config.verifier.log_accepted
         site.policy = new_policy
 
     clock = config.clock

@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 _log = Logger(namespace="certsrv.tls")
+_ACCEPTED = ("accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
+             "sha256 {sha256}) from {peer}")
 
 # OpenSSL X509_V_ERR_* codes and what they mean to a client.
 _DEPTH_ZERO_SELF_SIGNED = 18
@@ -156,6 +158,7 @@ class ClientCertificatePolicy:
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)
         self.fail_open = fail_open
+        self.log_accepted = True
         self.revocation = revocation
         self._forwarded: ForwardedVerifier | None = None
         self.settings: TLSSettings | None = None
@@ -294,9 +297,10 @@ class ClientCertificatePolicy:
         if revocation is not None and state.revocation \
                 and revocation.lookup(state.revocation) is None:
             revocation.check(state.revocation)  # warm the cache before the first request
+        # With log_accepted off the event is still emitted (metrics and other observers see
+        # it) but has no text, so the text log skips it: like nginx's access_log off.
         _log.info(
-            "accepted client certificate {subject} (issuer {issuer}, serial {serial}, "
-            "sha256 {sha256}) from {peer}",
+            _ACCEPTED if self.log_accepted else None,
             decision="accepted", reason=None, peer=peer_text(peer),
             subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
             sha256=identity.sha256, pinned=state.pinned,

@@ -167,10 +167,27 @@ class _Request(server.Request):
             return
         super().handleContentChunk(data)
 
+    _counted: CertsrvSite | None = None
+
+    def _uncount(self) -> None:
+        site, self._counted = self._counted, None
+        if site is not None:
+            site.request_done(None)
+
+    def finish(self) -> None:
+        super().finish()
+        self._uncount()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._uncount()
+
     def process(self) -> None:
         site: CertsrvSite = self.channel.site  # type: ignore[attr-defined]
+        # Counted in flight until finished or lost (for draining on SIGTERM); hooked directly
+        # rather than through notifyFinish, which costs a Deferred per request.
         site.inflight += 1
-        self.notifyFinish().addBoth(site.request_done)
+        self._counted = site
         if site.draining:
             self.setHeader(b"connection", b"close")
         if not self._too_large:

@@ -183,3 +183,25 @@ class ExpiryTests(SynchronousTestCase):
         del ca
         watch = ExpiryWatch(ServerTLS(pki.settings(), ClientCertificatePolicy(clock)), clock)
         self.assertEqual(watch.check(), [])
+
+
+class QuietAcceptTests(SynchronousTestCase):
+    """``--log-accepted off``: the accepted event is still emitted, only without text."""
+
+    def test_event_without_text(self) -> None:
+        from twisted.logger import formatEvent
+
+        pki = shared_pki()
+        policy = ClientCertificatePolicy(clock_at_now())
+        policy.log_accepted = False
+        factory = make_server_factory(pki.settings(), policy=policy)
+        metrics = Metrics()
+        with captured_events() as events:
+            self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
+        [event] = [e for e in events if e.get("decision") == "accepted"]
+        self.assertIsNone(event["log_format"])
+        self.assertEqual(formatEvent(event), "")
+        self.assertEqual(event["subject"], "CN=alice")
+        metrics(event)
+        self.assertEqual(metrics.registry.get_sample_value(
+            "certsrv_handshakes_total", {"decision": "accepted", "reason": "none"}), 1.0)
