@@ -113,6 +113,23 @@ def check_responder_url(url: str, source: str = "--ocsp-responder") -> str:
     return url
 
 
+_usable_urls: dict[str, bool] = {}
+
+
+def _usable(url: str) -> bool:
+    # Certificates of one CA name the same few URLs: check each once, not per handshake.
+    usable = _usable_urls.get(url)
+    if usable is None:
+        try:
+            check_responder_url(url, "AIA")
+            usable = True
+        except ConfigurationError:
+            usable = False
+        if len(_usable_urls) < 1024:
+            _usable_urls[url] = usable
+    return usable
+
+
 def responder_urls(cert: x509.Certificate) -> list[str]:
     """The http:// OCSP responder URLs in the certificate's Authority Information Access."""
     try:
@@ -123,10 +140,9 @@ def responder_urls(cert: x509.Certificate) -> list[str]:
     for description in aia:
         if (description.access_method == AuthorityInformationAccessOID.OCSP
                 and isinstance(description.access_location, x509.UniformResourceIdentifier)):
-            try:
-                urls.append(check_responder_url(description.access_location.value, "AIA"))
-            except ConfigurationError:
-                continue
+            url = description.access_location.value
+            if _usable(url):
+                urls.append(url)
     return urls
 
 

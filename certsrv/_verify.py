@@ -226,9 +226,14 @@ class ClientCertificatePolicy:
     def _known_revoked(self, state: ConnectionState) -> RejectedCertificate | None:
         # Only the cache is consulted here: the handshake cannot wait for a responder.
         assert self.revocation is not None
-        state.revocation = self.revocation.plan(state.chain)
-        verdict = self.revocation.known_revoked(state.revocation)
-        if verdict is None:
+        plan = state.revocation = self.revocation.plan(state.chain)
+        if not plan:
+            return None
+        # The combined cached verdict (remembered for the connection's first requests), or,
+        # while some source has no answer yet, any source that already knows of a revocation.
+        found = state.revocation_memo = self.revocation.lookup_until(plan)
+        verdict = found[0] if found is not None else self.revocation.known_revoked(plan)
+        if verdict is None or not verdict.revoked:
             return None
         return RejectedCertificate(Reason.REVOKED, verdict.detail, state.chain.get(0))
 
@@ -294,8 +299,7 @@ class ClientCertificatePolicy:
         state.identity = identity
         state.chain = {}
         revocation = self.revocation
-        if revocation is not None and state.revocation \
-                and revocation.lookup(state.revocation) is None:
+        if revocation is not None and state.revocation and state.revocation_memo is None:
             revocation.check(state.revocation)  # warm the cache before the first request
         # With log_accepted off the event is still emitted (metrics and other observers see
         # it) but has no text, so the text log skips it: like nginx's access_log off.
