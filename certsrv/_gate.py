@@ -17,6 +17,7 @@ from twisted.web import http, resource, server
 
 from certsrv._forwarded import ForwardedCertError
 from certsrv._forwarding import strip_forwarded_headers
+from certsrv._forwardverify import ForwardedClient
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Decision
 from certsrv._policy import Verdict as AccessVerdict
@@ -24,7 +25,6 @@ from certsrv._revocation import Status, Verdict
 from certsrv._verify import (
     ClientCertificatePolicy,
     ConnectionState,
-    ForwardedClient,
     log_rejection,
 )
 from certsrv._web import (
