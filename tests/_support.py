@@ -231,3 +231,15 @@ def write_pem(directory: str, name: str, data: bytes, mode: int = 0o644) -> str:
         f.write(data)
     os.chmod(path, mode)
     return path
+
+
+def serve_http(case: Any, root: Any) -> str:
+    """Serve ``root`` over plain HTTP on 127.0.0.1 for one test; return its base URL."""
+    from twisted.internet import reactor
+    from twisted.web import server
+
+    site = server.Site(root)
+    site.noisy = False
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    case.addCleanup(port.stopListening)
+    return f"http://127.0.0.1:{port.getHost().port}/"

@@ -36,6 +36,7 @@ from tests._support import (
     clock_at_now,
     exchange,
     make_server_factory,
+    serve_http,
     shared_pki,
 )
 
@@ -584,11 +585,7 @@ class FetcherTests(TestCase):
         self.addCleanup(self.fetcher.close)
 
     def serve(self, root: resource.Resource) -> str:
-        site = server.Site(root)
-        site.noisy = False
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}/x.crl"
+        return serve_http(self, root) + "x.crl"
 
     @defer.inlineCallbacks
     def assertFetchFails(self, url: str, reason: str) -> Any:

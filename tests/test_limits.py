@@ -142,12 +142,10 @@ class CipherTests(TestCase):
 
     timeout = 30
 
-    @defer.inlineCallbacks
-    def test_non_aead_suite_refused(self) -> Any:
+    def s_client(self) -> list[str]:
+        """An ``openssl s_client`` command line for a certsrv started on 127.0.0.1."""
         if shutil.which("openssl") is None:
             raise SkipTest("openssl is not installed")
-        from tests.test_interop import REQUEST, run
-
         pki = shared_pki()
         port = reactor.listenTCP(  # type: ignore[attr-defined]
             0, make_server_factory(pki.settings(), clock=reactor), interface="127.0.0.1")
@@ -156,8 +154,14 @@ class CipherTests(TestCase):
         ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
         cert = write_pem(directory, "c.pem", pki.client.certificate_pem())
         key = write_pem(directory, "c.key", pki.client.private_key_pem(), 0o600)
-        base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port.getHost().port}",
-                "-CAfile", ca, "-cert", cert, "-key", key, "-tls1_2", "-ign_eof"]
+        return ["openssl", "s_client", "-connect", f"127.0.0.1:{port.getHost().port}",
+                "-CAfile", ca, "-cert", cert, "-key", key, "-ign_eof"]
+
+    @defer.inlineCallbacks
+    def test_non_aead_suite_refused(self) -> Any:
+        from tests.test_interop import REQUEST, run
+
+        base = [*self.s_client(), "-tls1_2"]
         for cipher, ok in (("ECDHE-ECDSA-AES128-SHA", False), ("ECDHE-ECDSA-AES256-SHA384",
                                                                  False),
                            ("ECDHE-ECDSA-AES128-GCM-SHA256", True),
@@ -168,20 +172,9 @@ class CipherTests(TestCase):
     @defer.inlineCallbacks
     def test_key_exchange_groups(self) -> Any:
         """Only X25519, P-256 and P-384 (Mozilla 'intermediate'); X448 and P-521 refused."""
-        if shutil.which("openssl") is None:
-            raise SkipTest("openssl is not installed")
         from tests.test_interop import REQUEST, run
 
-        pki = shared_pki()
-        port = reactor.listenTCP(  # type: ignore[attr-defined]
-            0, make_server_factory(pki.settings(), clock=reactor), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        directory = self.mktemp()
-        ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
-        cert = write_pem(directory, "c.pem", pki.client.certificate_pem())
-        key = write_pem(directory, "c.key", pki.client.private_key_pem(), 0o600)
-        base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port.getHost().port}",
-                "-CAfile", ca, "-cert", cert, "-key", key, "-ign_eof"]
+        base = self.s_client()
         for group, ok in (("X25519", True), ("P-256", True), ("P-384", True),
                           ("X448", False), ("P-521", False)):
             out, err, _ = yield run([*base, "-tls1_3", "-groups", group], REQUEST)

@@ -32,6 +32,7 @@ from tests._support import (
     clock_at_now,
     exchange,
     make_server_factory,
+    serve_http,
     shared_pki,
 )
 
@@ -407,7 +408,7 @@ class _Fixed(resource.Resource):
 
 
 class FetcherTests(TestCase):
-    """The treq fetcher over real TCP on 127.0.0.1: down, slow, HTTP errors, size limit."""
+    """The OCSP fetcher over real TCP on 127.0.0.1: down, slow, HTTP errors, size limit."""
 
     timeout = 30
 
@@ -417,11 +418,7 @@ class FetcherTests(TestCase):
         self.addCleanup(self.fetcher.close)
 
     def serve(self, root: resource.Resource) -> str:
-        site = server.Site(root)
-        site.noisy = False
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}/"
+        return serve_http(self, root)
 
     @defer.inlineCallbacks
     def assertFetchFails(self, url: str, reason: str) -> Any:
