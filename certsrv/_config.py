@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ class ServerConfig:
             raise ConfigurationError(self.cert, "the server certificate is not valid before "
                                                 f"{_day(leaf.not_valid_before_utc)}")
         key = load_private_key(self.key)
+        _warn_if_exposed(self.key)
         roots = tuple(self._load_roots(now))
         intermediates = tuple(c for path in self.intermediates
                               for c in _load_cas(path, "intermediates", now, root=False))
@@ -151,6 +153,16 @@ def _load_cas(path: str, what: str, now: float, *, root: bool) -> list[x509.Cert
                       day=_day(cert.not_valid_after_utc))
         usable.append(cert)
     return usable
+
+
+def _warn_if_exposed(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        _log.warn("{path}: the server's private key is readable by other users (mode {mode}); "
+                  "chmod 600 it", path=path, mode=oct(mode & 0o777), reason="key_exposed")
 
 
 def load_pins(path: str) -> set[str]:

@@ -220,3 +220,20 @@ class TwistdTests(TestCase):
         self.assertEqual(exit_code, 0, "SIGTERM is a graceful stop")
         self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
         self.assertNotIn(b"Traceback", server_out + server_err)
+
+
+class KeyModeTests(SynchronousTestCase):
+    """A server key readable by others is reported at startup."""
+
+    def test_warns_for_exposed_key(self) -> None:
+        from tests._support import captured_events
+
+        files = _Files(self.mktemp())
+        os.chmod(files.key, 0o644)
+        with captured_events("certsrv.config") as events:
+            parse(files.argv())
+        self.assertEqual([e["reason"] for e in events], ["key_exposed"])
+        os.chmod(files.key, 0o600)
+        with captured_events("certsrv.config") as events:
+            parse(files.argv())
+        self.assertEqual(events, [])
