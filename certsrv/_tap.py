@@ -157,8 +157,7 @@ class Options(usage.Options):
         self.clock: IReactorTime | None = None
 
     def opt_listen(self, description: str) -> None:
-        """A Twisted endpoint to listen on, e.g. tcp:8443 or tcp6:8443:interface=\\:\\:
-        (repeatable; default tcp:8443). certsrv layers TLS on it itself."""
+        """An endpoint to listen on, e.g. tcp:8443 (repeatable; default tcp:8443); TLS is ours."""
         if description.split(":", 1)[0].lower() in ("ssl", "tls", "le", "lets"):
             raise usage.UsageError(
                 "--listen takes a plain endpoint such as tcp:8443 (certsrv adds TLS itself; "
@@ -174,13 +173,11 @@ class Options(usage.Options):
         self["intermediates"].append(path)
 
     def opt_crl(self, path: str) -> None:
-        """A CRL file (PEM or DER) of a trusted CA; repeatable. Re-read when it changes and on
-        SIGHUP; a CRL whose signature does not verify is refused and the old one kept."""
+        """A CRL file (PEM/DER) of a trusted CA (repeatable; re-read on change and SIGHUP)."""
         self["crl"].append(path)
 
     def opt_trusted_proxy(self, cidr: str) -> None:
-        """An address or network (CIDR) of a TLS-terminating proxy whose forwarded client
-        certificates are accepted (repeatable; with --forwarded-cert)."""
+        """A proxy address or CIDR whose --forwarded-cert certificates count (repeatable)."""
         self["trusted-proxy"].append(cidr)
 
     def opt_pin(self, fingerprint: str) -> None:
