@@ -57,6 +57,7 @@ class Gate(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         """Check, then hand the request to the wrapped tree (now or once the status is known)."""
+        request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
         site = request.site
         if not isinstance(site, CertsrvSite):
             _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "

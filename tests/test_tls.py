@@ -57,6 +57,7 @@ class AcceptedTests(_Base):
         self.assertEqual(result.status, 200)
         self.assertIn(b"Client certificate accepted", result.body)
         self.assertIn(b"CN=alice", result.body)
+        self.assertIn(b"\r\nServer: certsrv\r\n", result.client.received)
         [event] = [e for e in events if e.get("decision")]
         self.assertEqual(event["decision"], "accepted")
         self.assertEqual(event["subject"], "CN=alice")
