@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from certsrv._certs import describe
 from certsrv._ocsp import CertID, CertStatus, NoncePolicy, build_request, cert_id_key, new_nonce
 from certsrv._ocsp import verify_response as _verify_response
 from certsrv.exceptions import ConfigurationError, OCSPError
@@ -113,6 +114,8 @@ def check_responder_url(url: str, source: str = "--ocsp-responder") -> str:
     return url
 
 
+# Failures that say nothing about the certificate: another responder may still answer.
+_UNREACHABLE = frozenset({"responder_down", "timeout", "http_status", "too_large", "bad_url"})
 _usable_urls: dict[str, bool] = {}
 
 
@@ -276,7 +279,7 @@ class OCSPChecker(CombinedLookups):
     @defer.inlineCallbacks
     def _query(self, pair: Pair) -> Any:
         cert, issuer, cert_id = pair
-        subject = cert.subject.rfc4514_string()
+        subject = describe(cert)["subject"] or ""
         urls = [self.settings.responder] if self.settings.responder else responder_urls(cert)
         if not urls:
             if self.settings.require:
@@ -290,30 +293,43 @@ class OCSPChecker(CombinedLookups):
         nonce = new_nonce() if self.settings.nonce != "off" else None
         request = build_request(cert, issuer, nonce)
         self.queries += 1
-        started = self.clock.seconds()
-        try:
-            der = yield self.fetch(urls[0], request)
-            now = self.clock.seconds()
-            status = _verify_response(
-                der, cert, issuer,
-                now=datetime.datetime.fromtimestamp(now, datetime.UTC),
-                nonce=nonce, nonce_policy=self.settings.nonce,
-                skew=datetime.timedelta(seconds=self.settings.skew),
-                default_validity=datetime.timedelta(seconds=self.settings.default_validity),
-            )
-        except OCSPError as e:
-            verdict = Verdict(Status.UNKNOWN, e.reason, e.detail, subject)
-            _log.warn("OCSP status of {subject} unknown: {reason} ({detail}) from {url}",
-                      subject=subject, reason=e.reason, detail=e.detail, url=urls[0],
-                      outcome="unknown", seconds=self.clock.seconds() - started)
-            self._store(cert_id, verdict, self.clock.seconds() + self.settings.unknown_ttl)
+        failure: OCSPError | None = None
+        for url in urls:
+            started = self.clock.seconds()
+            try:
+                der = yield self.fetch(url, request)
+                now = self.clock.seconds()
+                status = _verify_response(
+                    der, cert, issuer,
+                    now=datetime.datetime.fromtimestamp(now, datetime.UTC),
+                    nonce=nonce, nonce_policy=self.settings.nonce,
+                    skew=datetime.timedelta(seconds=self.settings.skew),
+                    default_validity=datetime.timedelta(seconds=self.settings.default_validity),
+                )
+            except OCSPError as e:
+                failure = e
+                _log.warn("OCSP status of {subject} unknown: {reason} ({detail}) from {url}",
+                          subject=subject, reason=e.reason, detail=e.detail, url=url,
+                          outcome="unknown", seconds=self.clock.seconds() - started)
+                if e.reason in _UNREACHABLE:
+                    continue  # the certificate may name another responder
+                break
+            verdict = _verdict_of(status.status, subject, status.revocation_reason)
+            self._store(cert_id, verdict, self._expiry(status.this_update, status.next_update,
+                                                       now))
+            _log.info("OCSP status of {subject}: {status} from {url}", subject=subject,
+                      status=verdict.status.value, url=url, outcome=verdict.status.value,
+                      seconds=now - started)
             return verdict
-        verdict = _verdict_of(status.status, subject, status.revocation_reason)
-        expires = self._expiry(status.this_update, status.next_update, now)
-        self._store(cert_id, verdict, expires)
-        _log.info("OCSP status of {subject}: {status} from {url}", subject=subject,
-                  status=verdict.status.value, url=urls[0], outcome=verdict.status.value,
-                  seconds=now - started)
+        assert failure is not None
+        now = self.clock.seconds()
+        held = self._cache.get(cert_id)
+        if held is not None and now < held.expires:
+            # A failed refresh keeps the answer still in force, and tries again a little later.
+            held.refresh_at = now + self.settings.unknown_ttl
+            return held.verdict
+        verdict = Verdict(Status.UNKNOWN, failure.reason, failure.detail, subject)
+        self._store(cert_id, verdict, now + self.settings.unknown_ttl)
         return verdict
 
     def _expiry(self, this_update: datetime.datetime, next_update: datetime.datetime | None,

@@ -234,6 +234,35 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(strict.check(self.pair)).status, Status.UNKNOWN)
         self.assertEqual(self.responder.calls, [])
 
+    def test_next_aia_url_when_first_responder_is_down(self) -> None:
+        cert = self.pki.root.issue_client("two-responders", extra_extensions=((
+            x509.AuthorityInformationAccess([
+                x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                       x509.UniformResourceIdentifier(url))
+                for url in ("http://127.0.0.1:1/down", "http://127.0.0.1:2/up")]), False),),
+            with_aia=False)
+        calls: list[str] = []
+
+        def fetch(url: str, request: bytes) -> defer.Deferred[bytes]:
+            calls.append(url)
+            if url.endswith("/down"):
+                return defer.fail(OCSPError("responder_down", "connection refused"))
+            return defer.succeed(self.responder.answer(request))
+
+        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF), self.clock, fetch)
+        pair = checker.pair(cert.certificate, self.pki.root.certificate)
+        self.assertEqual(self.successResultOf(checker.check(pair)).status, Status.GOOD)
+        self.assertEqual(calls, ["http://127.0.0.1:1/down", "http://127.0.0.1:2/up"])
+
+    def test_failed_refresh_keeps_the_answer_in_force(self) -> None:
+        self.successResultOf(self.checker.check(self.pair))
+        self.responder.behaviour = "down"
+        self.clock.advance(10 * 60 - 30)  # refresh due; the responder is now down
+        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD, "still in force")
+        self.clock.advance(31)  # past nextUpdate: nothing valid is left
+        self.assertIsNone(self.checker.lookup(self.pair))
+
     def test_aia_url_is_used(self) -> None:
         ca = CertificateAuthority.load(self.pki.root.certificate, self.pki.root.private_key,
                                        ocsp_url="http://127.0.0.1:8888/")
