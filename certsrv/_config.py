@@ -12,10 +12,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from certsrv._certs import load_certificates, load_private_key, read_file
-from certsrv._crl import check_crl, load_crl, next_update
+from certsrv._crl import CRLFiles, FileCRL, check_crl, load_crl, next_update, unsupported
 from certsrv._crlfetch import CRLFetchSettings
 from certsrv._policy import load_policy
-from certsrv._revocation import OCSPSettings, Revocation
+from certsrv._revocation import Checker, OCSPMode, OCSPSettings, Revocation
 from certsrv._tls import ClientCertMode, TLSSettings, chain_problems
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy, parse_pin
 from certsrv.exceptions import ConfigurationError
@@ -85,8 +85,6 @@ class ServerConfig:
                 client_cert=self.client_cert,
                 verify_depth=self.verify_depth,
                 min_tls=self.min_tls,
-                crls=crls,
-                crl_check_chain=self.crl_check_chain,
             )
         except ConfigurationError as e:
             if e.source == "--key":
@@ -99,17 +97,37 @@ class ServerConfig:
                 _log.warn("{path}: public rules {rules} admit requests without a certificate, "
                           "but --client-cert require lets no such client connect; use "
                           "--client-cert optional", path=self.policy, rules=public)
+        sources: list[Checker] = []
+        if crls:
+            mode = OCSPMode.CHAIN if self.crl_check_chain else OCSPMode.LEAF
+            sources.append(CRLFiles(crls, mode, clock))
+        if revocation is not None:
+            sources.extend(revocation.checkers)
         policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
-                                         fail_open=self.fail_open, revocation=revocation,
-                                         access=access)
+                                         fail_open=self.fail_open,
+                                         revocation=Revocation(sources) if sources else None,
+                                         access=access, settings=settings)
         return settings, policy
 
-    def _load_crls(self, issuers: Sequence[x509.Certificate], now: float
-                   ) -> list[x509.CertificateRevocationList]:
+    def _load_crls(self, issuers: Sequence[x509.Certificate], now: float) -> list[FileCRL]:
         crls = []
         for path in self.crls:
             crl = load_crl(path)
-            check_crl(path, crl, issuers)
+            if not any(c.subject == crl.issuer for c in issuers):
+                _log.warn("{path}: CRL issuer {issuer!r} is none of the trusted CAs or "
+                          "intermediates; the file is ignored", path=path,
+                          issuer=crl.issuer.rfc4514_string(), reason="crl_ignored")
+                continue
+            signer = check_crl(path, crl, issuers)
+            problem = unsupported(crl)
+            if problem is not None:
+                _log.warn("{path}: {problem} is not supported; the file is ignored",
+                          path=path, problem=problem, reason="crl_ignored")
+                continue
+            try:
+                crls.append(FileCRL.index(path, crl, signer))
+            except ValueError as e:
+                raise ConfigurationError(path, f"CRL has a malformed entry ({e})") from None
             expires = next_update(crl)
             if expires is not None and now > expires:
                 _log.error("{path}: CRL of {issuer} is past its nextUpdate ({day}); "
@@ -119,7 +137,6 @@ class ServerConfig:
                            outcome="accepted (--revocation-fail open)" if self.fail_open
                            else "rejected (--revocation-fail closed)",
                            reason="crl_expired")
-            crls.append(crl)
         return crls
 
     def _load_roots(self, now: float) -> list[x509.Certificate]:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv._certs import describe
+from certsrv._crl import _is_ca, _revocation_detail
 from certsrv._httpfetch import BoundedFetcher, usable_url
 from certsrv._revocation import CombinedLookups, OCSPMode, Status, Verdict
 from certsrv.exceptions import OCSPError
@@ -207,39 +208,22 @@ class _Entry:
         subject = cert.subject.rfc4514_string()
         if self.crl is None:
             reason, detail = self.failure or ("internal_error", "")
-            return Verdict(Status.UNKNOWN, reason, detail, subject)
+            return Verdict(Status.UNKNOWN, reason, detail, subject, "crl-fetch")
         crl = self.crl
         if crl.only_user_certs or crl.only_ca_certs:
             is_ca = _is_ca(cert)
             if (crl.only_user_certs and is_ca) or (crl.only_ca_certs and not is_ca):
                 return Verdict(Status.UNKNOWN, "wrong_scope",
-                               "the CRL does not cover this kind of certificate", subject)
+                               "the CRL does not cover this kind of certificate", subject,
+                               "crl-fetch")
         serial = cert.serial_number
         if serial not in crl.revoked:
-            return Verdict(Status.GOOD, "good", "", subject)
+            return Verdict(Status.GOOD, "good", "", subject, "crl-fetch")
         if serial not in self.reasons:
             # Found once per revoked serial: the entry scan is linear, the set above is not.
             self.reasons[serial] = _revocation_detail(crl.crl, serial)
         detail = self.reasons[serial]
-        return Verdict(Status.REVOKED, "revoked", detail, subject)
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
-def _revocation_detail(crl: x509.CertificateRevocationList, serial: int) -> str:
-    entry = crl.get_revoked_certificate_by_serial_number(serial)
-    if entry is None:
-        return "revoked"
-    try:
-        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-    except (x509.ExtensionNotFound, ValueError):
-        return "revoked"
-    return f"revoked ({reason.value})"
+        return Verdict(Status.REVOKED, "revoked", detail, subject, "crl-fetch")
 
 
 def _inline(work: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
@@ -286,7 +270,7 @@ class CRLChecker(CombinedLookups):
             return self._no_distribution_point(cert), float("inf")
         if key is _MALFORMED:
             return Verdict(Status.UNKNOWN, "malformed", "unreadable CRL distribution points",
-                           describe(cert)["subject"] or ""), float("inf")
+                           describe(cert)["subject"] or "", "crl-fetch"), float("inf")
         entry = self._cache.get(key)
         if entry is None:
             return None
@@ -316,10 +300,14 @@ class CRLChecker(CombinedLookups):
             self._start(key, issuer, [(waiter, cert)])
         return waiter
 
+    def forget(self) -> None:
+        """Drop every cached answer; lookups in flight still complete."""
+        self._cache.clear()
+
     def _no_distribution_point(self, cert: x509.Certificate) -> Verdict:
         status = Status.UNKNOWN if self.settings.require else Status.GOOD
         return Verdict(status, "no_crl_dp", "the certificate names no http CRL distribution "
-                       "point", cert.subject.rfc4514_string())
+                       "point", cert.subject.rfc4514_string(), "crl-fetch")
 
     def _start(self, key: CacheKey, issuer: x509.Certificate, waiters: _Waiters) -> None:
         self._inflight[key] = waiters

@@ -1,10 +1,13 @@
 """
-The per-request gate in front of every resource: validity by the clock, revocation status.
+The per-request gate in front of every resource: the request's view, access, validity, revocation.
 
 A verified handshake is not the end of it: a certificate can expire or be revoked while a
-keep-alive connection stays open, and the first OCSP answer for a new certificate may still
-be on its way. The gate holds such requests (``NOT_DONE_YET``) until the status is known,
-and re-checks the cached status on every request.
+keep-alive connection stays open, the configuration can be reloaded (CRLs, CAs, pins,
+policy), and the first OCSP answer for a new certificate may still be on its way. On every
+request the gate re-verifies a chain verified under an older configuration, decides the
+revocation status against the current sources (holding the request, ``NOT_DONE_YET``,
+until it is known), and applies the access policy to the path exactly as twisted.web
+dispatches it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from twisted.web import http, resource, server
 
 from certsrv._forwarded import ForwardedCertError
 from certsrv._forwarding import strip_forwarded_headers
-from certsrv._forwardverify import ForwardedClient
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Decision
 from certsrv._policy import Verdict as AccessVerdict
-from certsrv._revocation import Status, Verdict
+from certsrv._request import Segments, bad_method, segments_of
+from certsrv._revocation import Verdict
 from certsrv._verify import (
     ClientCertificatePolicy,
     ConnectionState,
@@ -41,7 +44,6 @@ __all__ = ["Gate"]
 
 _log = Logger(namespace="certsrv.tls")
 _GATED = "_certsrv_gated"
-_Client = ConnectionState | ForwardedClient
 _access_log = Logger(namespace="certsrv.policy")
 
 
@@ -72,11 +74,18 @@ class Gate(resource.Resource):
                 return forbidden(request, Reason.NO_CERTIFICATE)
             return self._forward(request)
         setattr(request, _GATED, True)
+        segments = self._view(request)
+        if isinstance(segments, bytes):
+            return segments
         # The site's current policy: a reload replaces it.
         policy: ClientCertificatePolicy = site.policy
         client = self._client(request, site, policy)
         if isinstance(client, bytes):
             return client
+        if client is not None and client.identity is not None and client.policy is not policy:
+            refusal = self._reverify(request, client, policy)
+            if refusal is not None:
+                return refusal
         identity = client.identity if client is not None else None
         if policy.access is not None:
             claims = None
@@ -84,7 +93,7 @@ class Gate(resource.Resource):
                 if client.claims is None:
                     client.claims = Claims(identity)
                 claims = client.claims
-            decision = policy.access.decide(request.path, request.method, claims)
+            decision = policy.access.decide(request.path, request.method, claims, segments)
             _log_access(request, decision, identity)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
@@ -102,16 +111,17 @@ class Gate(resource.Resource):
         revocation = policy.revocation
         if revocation is None or not client.revocation:
             return self._forward(request)
-        # The connection remembers the cached verdict until the cache could change it.
+        # The connection remembers the decision until a source could change it.
         memo = client.revocation_memo
-        if memo is not None and now < memo[1]:
+        remembered = memo is not None and now < memo[1]
+        if memo is not None and remembered:
             verdict: Verdict | None = memo[0]
         else:
-            found = revocation.lookup_until(client.revocation)
-            client.revocation_memo = found
-            verdict = found[0] if found is not None else None
+            verdict, until = revocation.lookup_until(client.revocation)
+            client.revocation_memo = (verdict, until) if verdict is not None else None
         if verdict is not None:
-            denial = self._judge(verdict, request, identity, policy.fail_open)
+            # A remembered verdict was judged (and any fail-open warning logged) before.
+            denial = self._judge(verdict, request, identity, policy, warn=not remembered)
             return denial if denial is not None else self._forward(request)
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
@@ -120,7 +130,7 @@ class Gate(resource.Resource):
             if gone:
                 return  # the client went away while we waited
             try:
-                denial = self._judge(verdict, request, identity, policy.fail_open)
+                denial = self._judge(verdict, request, identity, policy)
                 if denial is None:
                     request.render(resource.getChildForRequest(self.wrapped, request))
                 else:
@@ -132,8 +142,25 @@ class Gate(resource.Resource):
         revocation.check(client.revocation).addCallback(decided)
         return server.NOT_DONE_YET
 
+    def _view(self, request: server.Request) -> Segments | bytes:
+        """The path segments twisted.web will dispatch by, or a 400 for what servers behind
+        certsrv could read differently (see ``certsrv._request``)."""
+        segments = None
+        if bad_method(request.method):
+            verdict = AccessVerdict.BAD_METHOD
+        else:
+            segments = segments_of(request.path,
+                                   tuple((request.prepath or []) + (request.postpath or [])))
+            verdict = AccessVerdict.BAD_PATH
+        if segments is not None:
+            return segments
+        state = connection_state(request)
+        _log_access(request, Decision(False, None, verdict),
+                    state.identity if state is not None else None)
+        return refuse(request, verdict.value, verdict.sentence, status=http.BAD_REQUEST)
+
     def _client(self, request: server.Request, site: CertsrvSite,
-                policy: ClientCertificatePolicy) -> _Client | None | bytes:
+                policy: ClientCertificatePolicy) -> ConnectionState | None | bytes:
         """Who the request comes from: its connection's certificate, or the one a trusted
         proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
         forwarding = site.forwarded
@@ -161,19 +188,29 @@ class Gate(resource.Resource):
         set_forwarded_identity(request, result.identity)
         return result
 
+    def _reverify(self, request: server.Request, client: ConnectionState,
+                  policy: ClientCertificatePolicy) -> bytes | None:
+        """Verify an open connection's chain again under a reloaded configuration."""
+        chain = [client.chain[depth] for depth in sorted(client.chain)]
+        result = policy.verify_chain(chain[0], chain[1:])
+        if isinstance(result, RejectedCertificate):
+            log_rejection(result, request.getClientAddress(), "request", reverified=True,
+                          path=request.path[:200].decode("latin-1"))
+            return forbidden(request, result.reason, result.detail)
+        client.adopt(result)
+        return None
+
     def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
-               fail_open: bool) -> bytes | None:
-        if verdict.status is Status.REVOKED:
-            return self._deny(request, identity, Reason.REVOKED, verdict.detail)
-        if verdict.status is Status.UNKNOWN:
-            if not fail_open:
-                return self._deny(request, identity, Reason.REVOCATION_UNKNOWN,
-                                  f"{verdict.reason}: {verdict.detail}")
+               policy: ClientCertificatePolicy, warn: bool = True) -> bytes | None:
+        warnings: list[str] = []
+        rejection = policy.revocation_refusal(verdict, identity.certificate, warnings)
+        if rejection is not None:
+            return self._deny(request, identity, rejection.reason, rejection.detail)
+        for warning in warnings if warn else ():
             _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
-                      stage="request",
-                      reason=Reason.REVOCATION_UNKNOWN.value, problem=verdict.reason,
-                      subject=verdict.subject)
+                      stage="request", reason=Reason.REVOCATION_UNKNOWN.value,
+                      problem=warning, subject=identity.subject)
         return None
 
     def _forward(self, request: server.Request) -> Any:

@@ -61,13 +61,14 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certsrv._certs import read_file
 from certsrv._identity import ClientIdentity
+from certsrv._request import Segments, bad_method, segments_of
 from certsrv.exceptions import ConfigurationError
 
 __all__ = [
@@ -90,6 +91,7 @@ class Verdict(enum.StrEnum):
     NOT_ALLOWED = "not_allowed"
     NO_RULE = "no_rule"
     BAD_PATH = "bad_path"
+    BAD_METHOD = "bad_method"
     INTERNAL_ERROR = "internal_error"
 
     @property
@@ -106,6 +108,7 @@ _SENTENCES: dict[Verdict, str] = {
     Verdict.NO_RULE: "no access rule covers this path and method",
     Verdict.BAD_PATH: "the request path is ambiguous (empty, '.' or '..' segments, or an "
                       "encoded '/', '\\' or ';')",
+    Verdict.BAD_METHOD: "the request method is not an upper-case token",
     Verdict.INTERNAL_ERROR: "the server failed while checking access",
 }
 
@@ -311,24 +314,17 @@ class Rule:
         return self.methods is None or method in self.methods
 
 
-# Ambiguous request paths: empty, "." or ".." segments, and ";", "\\" or NUL, plain or
-# percent-encoded (as is "/").
-_AMBIGUOUS = re.compile(rb"//|[;\\\x00]|%(?:2[fF]|5[cC]|3[bB]|00)|/(?:\.|%2[eE]){1,2}(?:/|\Z)")
-
-
-def _request_segments(path: str | bytes, limit: int) -> tuple[str, ...] | None:
-    # The first ``limit`` decoded segments of a request path, or None if the path is not
-    # absolute or is ambiguous. A trailing "/" adds no segment.
+def _request_segments(path: str | bytes, limit: int,
+                     dispatched: Segments | None = None) -> tuple[str, ...] | None:
+    # The first ``limit`` decoded segments of a request path (the part before "?"), or None
+    # if the path is not absolute or is ambiguous. A trailing "/" adds no segment.
     raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogatepass")
-    for mark in (b"?", b"#"):
-        raw = raw.partition(mark)[0]
-    if not raw.startswith(b"/") or _AMBIGUOUS.search(raw):
+    segments = segments_of(raw.partition(b"?")[0], dispatched)
+    if segments is None:
         return None
-    raw = raw[1:-1] if raw.endswith(b"/") else raw[1:]
-    if not raw or not limit:
-        return ()
-    return tuple((unquote_to_bytes(part) if b"%" in part else part)
-                 .decode("utf-8", "surrogateescape") for part in raw.split(b"/", limit)[:limit])
+    if segments and not segments[-1]:
+        segments = segments[:-1]
+    return tuple(s.decode("utf-8", "surrogateescape") for s in segments[:limit])
 
 
 class Policy:
@@ -360,11 +356,16 @@ class Policy:
         return found
 
     def decide(self, path: str | bytes, method: str | bytes,
-               identity: ClientIdentity | Claims | None) -> Decision:
-        """Whether a request for ``path`` by ``method`` from ``identity`` may pass, and why."""
+               identity: ClientIdentity | Claims | None,
+               dispatched: Segments | None = None) -> Decision:
+        """Whether a request for ``path`` by ``method`` from ``identity`` may pass, and why;
+        ``dispatched`` are the path's segments as twisted.web split and decoded them."""
         rule: Rule | None = None
         try:
-            segments = _request_segments(path, self._depth)
+            verb = method if isinstance(method, bytes) else method.encode("latin-1")
+            if bad_method(verb):
+                return Decision(False, None, Verdict.BAD_METHOD)
+            segments = _request_segments(path, self._depth, dispatched)
             if segments is None:
                 return Decision(False, None, Verdict.BAD_PATH)
             rule = self._first(segments, method)

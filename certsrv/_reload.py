@@ -101,5 +101,5 @@ class Reloader(service.Service):
         self.on_policy(policy)
         self.reloads += 1
         _log.info("configuration reloaded ({why}); new connections use it", why=why,
-                  reason="reloaded", crls=len(settings.crls))
+                  reason="reloaded", crls=len(self.config.crls))
         return True

@@ -13,7 +13,7 @@ import datetime
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -70,11 +70,18 @@ class Verdict:
     reason: str
     detail: str = ""
     subject: str = ""
+    source: str = ""
+    depth: int = 0  # where the certificate sits in the chain decided on (0: the client)
 
     @property
     def revoked(self) -> bool:
         """Whether the certificate is known to be revoked."""
         return self.status is Status.REVOKED
+
+    @property
+    def authoritative(self) -> bool:
+        """A source's own answer (not "nothing to ask": no responder, no distribution point)."""
+        return self.status is not Status.GOOD or self.reason == "good"
 
 
 @dataclass(frozen=True)
@@ -270,7 +277,7 @@ class OCSPChecker(CombinedLookups):
     def _settle(self, result: Verdict | Failure, pair: Pair) -> None:
         if isinstance(result, Failure):  # a bug, not a responder problem: never cache it
             _log.failure("OCSP lookup failed unexpectedly", result)
-            verdict = Verdict(Status.UNKNOWN, "internal_error", str(result.value))
+            verdict = Verdict(Status.UNKNOWN, "internal_error", str(result.value), source="ocsp")
         else:
             verdict = result
         for waiter in self._inflight.pop(pair[2], []):
@@ -284,10 +291,10 @@ class OCSPChecker(CombinedLookups):
         if not urls:
             if self.settings.require:
                 verdict = Verdict(Status.UNKNOWN, "no_responder",
-                                  "the certificate names no OCSP responder", subject)
+                                  "the certificate names no OCSP responder", subject, "ocsp")
             else:
                 verdict = Verdict(Status.GOOD, "no_responder",
-                                  "the certificate names no OCSP responder", subject)
+                                  "the certificate names no OCSP responder", subject, "ocsp")
             self._store(cert_id, verdict, self.clock.seconds() + self.settings.max_age)
             return verdict
         nonce = new_nonce() if self.settings.nonce != "off" else None
@@ -328,9 +335,13 @@ class OCSPChecker(CombinedLookups):
             # A failed refresh keeps the answer still in force, and tries again a little later.
             held.refresh_at = now + self.settings.unknown_ttl
             return held.verdict
-        verdict = Verdict(Status.UNKNOWN, failure.reason, failure.detail, subject)
+        verdict = Verdict(Status.UNKNOWN, failure.reason, failure.detail, subject, "ocsp")
         self._store(cert_id, verdict, now + self.settings.unknown_ttl)
         return verdict
+
+    def forget(self) -> None:
+        """Drop every cached answer; lookups in flight still complete."""
+        self._cache.clear()
 
     def _expiry(self, this_update: datetime.datetime, next_update: datetime.datetime | None,
                 now: float) -> float:
@@ -358,16 +369,16 @@ class OCSPChecker(CombinedLookups):
 def _verdict_of(status: CertStatus, subject: str,
                 reason: x509.ReasonFlags | None) -> Verdict:
     if status is CertStatus.GOOD:
-        return Verdict(Status.GOOD, "good", "", subject)
+        return Verdict(Status.GOOD, "good", "", subject, "ocsp")
     if status is CertStatus.REVOKED:
         detail = f"revoked ({reason.value})" if reason is not None else "revoked"
-        return Verdict(Status.REVOKED, "revoked", detail, subject)
+        return Verdict(Status.REVOKED, "revoked", detail, subject, "ocsp")
     return Verdict(Status.UNKNOWN, "responder_unknown",
-                   "the responder does not know the certificate", subject)
+                   "the responder does not know the certificate", subject, "ocsp")
 
 
 def combine(verdicts: Sequence[Verdict]) -> Verdict:
-    """Revoked beats unknown beats good."""
+    """Revoked beats unknown beats good (one source's answers for several certificates)."""
     for status in (Status.REVOKED, Status.UNKNOWN):
         for verdict in verdicts:
             if verdict.status is status:
@@ -376,25 +387,57 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
 
 
 class Checker(Protocol):
-    """A revocation source: OCSP, or CRLs fetched from distribution points."""
+    """A revocation source: CRL files, CRLs fetched from distribution points, or OCSP."""
 
     @property
     def mode(self) -> OCSPMode: ...
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> Any | None: ...
 
-    def lookup_all(self, pairs: Sequence[Any]) -> Verdict | None: ...
+    def lookup_until(self, pair: Any) -> tuple[Verdict, float] | None: ...
 
-    def lookup_all_until(self, pairs: Sequence[Any]) -> tuple[Verdict, float] | None: ...
-
-    def check_all(self, pairs: Sequence[Any]) -> defer.Deferred[Verdict]: ...
+    def check(self, pair: Any) -> defer.Deferred[Verdict]: ...
 
 
-Plan = tuple[tuple[Checker, tuple[Any, ...]], ...]
+# (source, what to ask it, depth of the certificate in the chain: 0 is the client).
+Plan = tuple[tuple[Checker, Any, int], ...]
+
+
+def decide(answers: Sequence[tuple[int, Verdict | None]]) -> Verdict | None:
+    """One certificate chain's status from every source's answer (None: not answered yet).
+
+    Per certificate (RFC 5280 6.3; Java's PKIXRevocationChecker falls back the same way):
+    revoked by any source is revoked; good from at least one authoritative source and
+    revoked by none is good; unknown only when no source could answer. The chain is revoked
+    if any certificate is, unknown if any is, else good. None: the answer depends on a
+    source that has not answered yet.
+    """
+    by_depth: dict[int, list[Verdict | None]] = {}
+    for depth, verdict in answers:
+        if verdict is not None and verdict.revoked:
+            return replace(verdict, depth=depth) if depth else verdict
+        by_depth.setdefault(depth, []).append(verdict)
+    unknown: Verdict | None = None
+    good: Verdict | None = None
+    for depth, verdicts in by_depth.items():
+        if None in verdicts:
+            return None
+        known = [v for v in verdicts if v is not None]
+        authority = next((v for v in known if v.status is Status.GOOD and v.authoritative),
+                         None)
+        if authority is not None:
+            good = good or authority
+            continue
+        failed = next((v for v in known if v.status is Status.UNKNOWN), None)
+        if failed is not None and unknown is None:
+            unknown = replace(failed, depth=depth) if depth else failed
+        else:
+            good = good or (known[0] if known else None)
+    return unknown or good or Verdict(Status.GOOD, "not_checked")
 
 
 class Revocation:
-    """Every revocation source consulted for a connection, combined into one verdict."""
+    """Every revocation source consulted for a certificate chain, decided as one."""
 
     def __init__(self, checkers: Sequence[Checker]) -> None:
         self.checkers = tuple(checkers)
@@ -404,40 +447,42 @@ class Revocation:
         plan = []
         for checker in self.checkers:
             last = len(chain) - 1 if checker.mode is OCSPMode.CHAIN else 1
-            pairs = tuple(pair for d in range(0, last) if d + 1 in chain
-                          if (pair := checker.pair(chain[d], chain[d + 1])) is not None)
-            if pairs:
-                plan.append((checker, pairs))
+            for depth in range(0, last):
+                if depth + 1 in chain:
+                    pair = checker.pair(chain[depth], chain[depth + 1])
+                    if pair is not None:
+                        plan.append((checker, pair, depth))
         return tuple(plan)
 
-    def lookup(self, plan: Plan) -> Verdict | None:
-        """The combined cached verdict, or None while any source has no fresh answer."""
-        found = self.lookup_until(plan)
-        return found[0] if found is not None else None
-
-    def lookup_until(self, plan: Plan) -> tuple[Verdict, float] | None:
-        """The combined cached verdict and the time until which it cannot change."""
-        verdicts = []
+    def lookup_until(self, plan: Plan) -> tuple[Verdict | None, float]:
+        """The decision from cached answers (None: it needs an answer not cached yet), and
+        the time until which it cannot change."""
+        answers: list[tuple[int, Verdict | None]] = []
         until = float("inf")
-        for checker, pairs in plan:
-            found = checker.lookup_all_until(pairs)
+        for checker, pair, depth in plan:
+            found = checker.lookup_until(pair)
             if found is None:
-                return None
-            verdicts.append(found[0])
-            until = min(until, found[1])
-        return combine(verdicts), until
-
-    def known_revoked(self, plan: Plan) -> Verdict | None:
-        """A cached REVOKED verdict from any source (ignoring sources that do not know yet)."""
-        for checker, pairs in plan:
-            for pair in pairs:
-                verdict = checker.lookup_all((pair,))
-                if verdict is not None and verdict.revoked:
-                    return verdict
-        return None
+                answers.append((depth, None))
+            else:
+                answers.append((depth, found[0]))
+                until = min(until, found[1])
+        return decide(answers), until
 
     def check(self, plan: Plan) -> defer.Deferred[Verdict]:
-        """The combined verdict, asking every source that has no fresh answer."""
-        waits = [checker.check_all(pairs) for checker, pairs in plan]
+        """The decision, asking every source that has no fresh answer."""
+        waits = [checker.check(pair) for checker, pair, _ in plan]
         gathered: defer.Deferred[list[Verdict]] = defer.gatherResults(waits)
-        return gathered.addCallback(combine)
+
+        def decided(verdicts: list[Verdict]) -> Verdict:
+            verdict = decide([(depth, v) for (_, _, depth), v in zip(plan, verdicts,
+                                                                      strict=True)])
+            assert verdict is not None
+            return verdict
+        return gathered.addCallback(decided)
+
+    def forget(self) -> None:
+        """Drop every cached answer: the next use asks again (SIGHUP does this)."""
+        for checker in self.checkers:
+            clear = getattr(checker, "forget", None)
+            if clear is not None:
+                clear()

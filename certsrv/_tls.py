@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -21,7 +21,8 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TL
 from zope.interface import implementer
 
 from certsrv._certs import keys_match
-from certsrv._verify import ClientCertificatePolicy, ConnectionState
+from certsrv._compat import set_groups, set_verify
+from certsrv._verify import ClientCertificatePolicy, ConnectionState, fill_store
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import PrivateKey
 
@@ -47,8 +48,6 @@ class TLSSettings:
     client_cert: ClientCertMode = ClientCertMode.REQUIRE
     verify_depth: int = 4
     min_tls: str = "1.2"
-    crls: tuple[x509.CertificateRevocationList, ...] = field(default=(), repr=False)
-    crl_check_chain: bool = False
 
     def __post_init__(self) -> None:
         if not keys_match(self.certificate, self.private_key):
@@ -74,12 +73,8 @@ _log = Logger(namespace="certsrv.tls")
 
 
 def _set_groups(ctx: SSL.Context) -> None:
-    # pyOpenSSL has no public call for the groups list; its OpenSSL binding does.
     try:
-        from OpenSSL._util import lib
-
-        if lib.SSL_CTX_set1_curves_list(ctx._context, _GROUPS) != 1:
-            raise ValueError("SSL_CTX_set1_curves_list refused the list")
+        set_groups(ctx, _GROUPS)
     except Exception as e:  # keep OpenSSL's default groups rather than fail to start
         _log.warn("cannot restrict TLS key-exchange groups to {groups}: {error}",
                   groups=_GROUPS.decode(), error=str(e))
@@ -103,23 +98,13 @@ def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL
     mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
     if settings.client_cert is ClientCertMode.REQUIRE:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    ctx.set_verify(mode, policy.verify_callback)
+    set_verify(ctx, mode, policy.verify_callback)
     ctx.set_verify_depth(settings.verify_depth)
     store = ctx.get_cert_store()
     assert store is not None
-    trusted = settings.roots if policy.allowed_types.chained else ()
-    # Intermediates in the store only help build chains: OpenSSL still demands a
-    # self-signed root from the store at the top (no PARTIAL_CHAIN flag is set).
-    for cert in (*trusted, *(settings.intermediates if trusted else ())):
-        store.add_cert(crypto.X509.from_cryptography(cert))
-    for crl in settings.crls:
-        store.add_crl(crl)
-    if settings.crls:
-        flags = crypto.X509StoreFlags.CRL_CHECK
-        if settings.crl_check_chain:
-            flags |= crypto.X509StoreFlags.CRL_CHECK_ALL
-        store.set_flags(flags)
+    fill_store(store, settings, policy.allowed_types)
     # The CertificateRequest names the acceptable issuers so clients pick the right cert.
+    trusted = settings.roots if policy.allowed_types.chained else ()
     for cert in (*trusted, *(settings.intermediates if trusted else ())):
         ctx.add_client_ca(cert)
     return ctx

@@ -1,16 +1,19 @@
 """
-The client-certificate policy applied inside the TLS handshake, and its logged decisions.
+Client chain verification, one path for every place a chain is judged, and its log events.
 
-OpenSSL judges chain, signatures, validity, basic constraints and the clientAuth purpose
-(so its precise alerts reach the client); the callback here only adds checks on top and
-never turns OpenSSL's failure into success, except for one case: a self-signed leaf whose
-SHA-256 fingerprint is pinned (OpenSSL still checks its validity and purpose afterwards).
+OpenSSL judges chain, signatures, validity, basic constraints and the TLS client purpose;
+``ClientCertificatePolicy.judge`` takes each of its steps and adds certsrv's checks (key
+usage, CA as client, time by the injected clock, depth, pins, known revocation). The
+handshake feeds it from OpenSSL's verify callback; ``verify_chain`` feeds it the same steps
+for a chain a trusted proxy forwarded and for an open connection after a reload. It never
+turns OpenSSL's failure into success, except for one case: a self-signed leaf whose SHA-256
+fingerprint is pinned (OpenSSL still checks its validity and purpose afterwards).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -20,9 +23,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv._certs import describe, sha256_hex, unreadable
+from certsrv._compat import X509_V_OK, set_store_purpose_client, verify_error_text
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Policy
-from certsrv._revocation import Plan, Revocation, Verdict
+from certsrv._revocation import Plan, Revocation, Status, Verdict
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 
 if TYPE_CHECKING:
@@ -42,9 +46,6 @@ _ACCEPTED = ("accepted client certificate {subject} (issuer {issuer}, serial {se
 
 # OpenSSL X509_V_ERR_* codes and what they mean to a client.
 DEPTH_ZERO_SELF_SIGNED = 18
-# Revocation status unknown through a CRL problem (none for the issuer, not yet valid,
-# expired): rejected under --revocation-fail closed, accepted with a warning under open.
-CRL_STATUS_UNKNOWN = frozenset({3, 11, 12})
 OPENSSL_REASONS: dict[int, Reason] = {
     2: Reason.UNKNOWN_CA,
     3: Reason.CRL_UNAVAILABLE,
@@ -78,12 +79,31 @@ OPENSSL_REASONS: dict[int, Reason] = {
 
 
 def openssl_text(errno: int) -> str:
-    try:
-        from OpenSSL._util import ffi, lib  # the public API has no errno-to-text lookup
+    """OpenSSL's text for an X509_V_ERR_* code."""
+    return verify_error_text(errno)
 
-        return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode("ascii"))
-    except Exception:
-        return f"X509 verify error {errno}"
+
+# The X509_V_ERR_* code a refusal of certsrv's own is reported with: OpenSSL turns it into
+# the TLS alert the client sees (certificate_revoked, certificate_expired, ...).
+_ALERT_ERRORS: dict[Reason, int] = {
+    Reason.REVOKED: 23,  # certificate_revoked
+    Reason.EXPIRED: 10,  # certificate_expired
+    Reason.NOT_YET_VALID: 9,  # bad_certificate
+    Reason.MALFORMED: 28,  # bad_certificate
+    Reason.BAD_KEY_USAGE: 26,  # unsupported_certificate
+    Reason.CA_AS_CLIENT: 26,
+    Reason.SELF_SIGNED_NOT_ALLOWED: 18,  # unknown_ca
+    Reason.NOT_PINNED: 18,
+    Reason.UNKNOWN_CA: 20,
+    Reason.CHAIN_TOO_LONG: 22,
+    Reason.REVOCATION_UNKNOWN: 75,  # certificate_unknown
+    Reason.CRL_UNAVAILABLE: 75,
+    Reason.CRL_EXPIRED: 75,
+}
+_UNSPECIFIED = 1  # internal_error
+# Revocation verdict reasons that name a CRL problem more precisely than "unknown".
+_UNKNOWN_REASONS = {"crl_unavailable": Reason.CRL_UNAVAILABLE,
+                    "crl_expired": Reason.CRL_EXPIRED}
 
 
 class AllowedTypes(enum.Enum):
@@ -114,9 +134,9 @@ def parse_pin(text: str, source: str = "--pin") -> str:
 
 
 class ConnectionState:
-    """What the handshake learnt about one connection's client; held by its TLS transport."""
+    """What verification learnt about one client: of a TLS connection, or forwarded."""
 
-    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
+    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned", "policy",
                  "rejection", "revocation", "revocation_memo", "warnings")
 
     def __init__(self) -> None:
@@ -130,15 +150,33 @@ class ConnectionState:
         self.pinned = False
         self.rejection: RejectedCertificate | None = None
         self.identity: ClientIdentity | None = None
+        # The configuration the chain was verified under: another one re-verifies it.
+        self.policy: ClientCertificatePolicy | None = None
 
     def reject(self, rejection: RejectedCertificate) -> None:
         """Remember the first reason this connection's certificate was refused."""
         if self.rejection is None:
             self.rejection = rejection
 
+    def adopt(self, other: ConnectionState) -> None:
+        """Take over ``other``'s verdict: the same chain, verified under a newer policy."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(other, name))
+
+
+def fill_store(store: crypto.X509Store, settings: TLSSettings, allowed_types: AllowedTypes
+               ) -> None:
+    """The trust store of client chains: the CAs, and the TLS client purpose."""
+    trusted = settings.roots if allowed_types.chained else ()
+    # Intermediates in the store only help build chains: OpenSSL still demands a
+    # self-signed root from the store at the top (no PARTIAL_CHAIN flag is set).
+    for cert in (*trusted, *(settings.intermediates if trusted else ())):
+        store.add_cert(crypto.X509.from_cryptography(cert))
+    set_store_purpose_client(store)
+
 
 class ClientCertificatePolicy:
-    """Checks a client certificate during the handshake and logs each decision."""
+    """Verifies client chains (in the handshake, forwarded, after a reload) and logs it."""
 
     def __init__(
         self,
@@ -148,6 +186,7 @@ class ClientCertificatePolicy:
         fail_open: bool = False,
         revocation: Revocation | None = None,
         access: Policy | None = None,
+        settings: TLSSettings | None = None,
     ) -> None:
         self.access = access
         self.clock = clock
@@ -157,95 +196,165 @@ class ClientCertificatePolicy:
         self.log_accepted = True
         self.revocation = revocation
         self._forwarded: ForwardedVerifier | None = None
-        self.settings: TLSSettings | None = None
+        self._store: crypto.X509Store | None = None
+        self.settings = settings
 
     def attach(self, settings: TLSSettings) -> None:
-        """Remember the TLS settings this policy serves with (for forwarded certificates)."""
+        """Remember the TLS settings this policy serves with (their CAs and depth)."""
         self.settings = settings
         self._forwarded = None
+        self._store = None
 
     def forwarded_verifier(self) -> ForwardedVerifier:
-        """Validates forwarded chains against the same trust store as the handshake."""
+        """Verifies forwarded chains with ``verify_chain``, remembering recent verdicts."""
         from certsrv._forwardverify import ForwardedVerifier
 
         if self._forwarded is None:
-            assert self.settings is not None, "attach() the TLS settings first"
-            self._forwarded = ForwardedVerifier(self, self.settings)
+            self._forwarded = ForwardedVerifier(self)
         return self._forwarded
 
-    def verify_callback(
-        self, connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
-    ) -> bool:
-        """The context-level OpenSSL verify callback; never raises."""
+    def verify_callback(self, connection: SSL.Connection, cert: crypto.X509, errno: int,
+                        depth: int, ok: bool) -> int:
+        """OpenSSL's verify callback (see ``_compat.set_verify``); never raises."""
         state: ConnectionState | None = None
         try:
             state = connection.get_app_data().certsrv_state
-            try:
-                parsed = cert.to_cryptography()
-            except Exception as e:  # OpenSSL accepted what cryptography cannot load
-                state.reject(RejectedCertificate(
-                    Reason.MALFORMED, f"certificate cannot be parsed ({e.__class__.__name__})",
-                    None, depth))
-                return False
-            return self._verify(state, parsed, errno, depth, bool(ok))
+            return self.judge(state, cert, errno, depth, ok)
         except BaseException:
             _log.failure("unexpected error while verifying a client certificate")
             if state is not None:
                 state.reject(RejectedCertificate(Reason.INTERNAL_ERROR, "see the server log"))
-            return False
+            return _UNSPECIFIED
 
-    def _verify(
-        self, state: ConnectionState, cert: x509.Certificate, errno: int, depth: int, ok: bool
-    ) -> bool:
+    def judge(self, state: ConnectionState, cert: crypto.X509 | x509.Certificate, errno: int,
+              depth: int, ok: bool) -> int:
+        """One step of chain verification, as OpenSSL reports it: X509_V_OK to go on, or the
+        X509_V_ERR_* code (and so the TLS alert) of the refusal recorded in ``state``."""
+        state.policy = self
+        if isinstance(cert, crypto.X509):
+            try:
+                cert = cert.to_cryptography()
+            except Exception as e:  # OpenSSL accepted what cryptography cannot load
+                return self._refuse(state, RejectedCertificate(
+                    Reason.MALFORMED, f"certificate cannot be parsed ({e.__class__.__name__})",
+                    None, depth))
         if not ok:
             if errno == DEPTH_ZERO_SELF_SIGNED and depth == 0:
-                return self.self_signed(state, cert)
-            if errno in CRL_STATUS_UNKNOWN and self.fail_open:
-                state.warnings.append(f"depth {depth}: {openssl_text(errno)}")
-                return True
+                return self._self_signed(state, cert)
             reason = OPENSSL_REASONS.get(errno, Reason.MALFORMED)
             state.reject(RejectedCertificate(reason, openssl_text(errno), cert, depth))
-            return False
+            return errno
+        settings = self.settings
+        if settings is not None and depth > settings.verify_depth + 1:
+            return self._refuse(state, RejectedCertificate(
+                Reason.CHAIN_TOO_LONG, "longer than --verify-depth", cert, depth))
+        rejection = self.check_leaf(cert) if depth == 0 else self.check_time(cert)
+        if rejection is not None:
+            rejection.depth = depth
+            return self._refuse(state, rejection)
         not_after = cert.not_valid_after_utc.timestamp()
         if state.chain_not_after is None or not_after < state.chain_not_after:
             state.chain_not_after = not_after
         state.chain[depth] = cert
         if depth > 0:
-            return True
-        rejection = self.check_leaf(cert)
-        if rejection is None and self.revocation is not None and not state.pinned:
-            rejection = self._known_revoked(state)
-        if rejection is not None:
-            state.reject(rejection)
-            return False
+            return X509_V_OK
+        if self.revocation is not None and not state.pinned:
+            rejection = self._revocation_known(state)
+            if rejection is not None:
+                return self._refuse(state, rejection)
         state.leaf = cert
-        return True
+        return X509_V_OK
 
-    def _known_revoked(self, state: ConnectionState) -> RejectedCertificate | None:
-        # Only the cache is consulted here: the handshake cannot wait for a responder.
+    def _refuse(self, state: ConnectionState, rejection: RejectedCertificate) -> int:
+        state.reject(rejection)
+        return _ALERT_ERRORS.get(rejection.reason, _UNSPECIFIED)
+
+    def _revocation_known(self, state: ConnectionState) -> RejectedCertificate | None:
+        # Only cached answers: the handshake cannot wait for a responder. An undecided
+        # status is decided by the gate before the first request reaches the application.
         assert self.revocation is not None
         plan = state.revocation = self.revocation.plan(state.chain)
         if not plan:
             return None
-        # The combined cached verdict (remembered for the connection's first requests), or,
-        # while some source has no answer yet, any source that already knows of a revocation.
-        found = state.revocation_memo = self.revocation.lookup_until(plan)
-        verdict = found[0] if found is not None else self.revocation.known_revoked(plan)
-        if verdict is None or not verdict.revoked:
+        verdict, until = self.revocation.lookup_until(plan)
+        if verdict is None:
             return None
-        return RejectedCertificate(Reason.REVOKED, verdict.detail, state.chain.get(0))
+        state.revocation_memo = verdict, until
+        return self.revocation_refusal(verdict, state.chain.get(0), state.warnings)
 
-    def self_signed(self, state: ConnectionState, cert: x509.Certificate) -> bool:
-        """Accept a self-signed leaf only when allowed and pinned; otherwise record why not."""
+    def revocation_refusal(self, verdict: Verdict, cert: x509.Certificate | None,
+                           warnings: list[str] | None = None) -> RejectedCertificate | None:
+        """The refusal a revocation decision calls for under --revocation-fail, or None."""
+        if verdict.revoked:
+            return RejectedCertificate(Reason.REVOKED, _with_source(verdict.detail, verdict),
+                                       cert, verdict.depth)
+        if verdict.status is Status.GOOD:
+            return None
+        detail = _with_source(f"{verdict.reason}: {verdict.detail}", verdict)
+        if self.fail_open:
+            if warnings is not None:
+                warnings.append(detail)
+            return None
+        reason = _UNKNOWN_REASONS.get(verdict.reason, Reason.REVOCATION_UNKNOWN)
+        return RejectedCertificate(reason, detail, cert, verdict.depth)
+
+    def verify_chain(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate]
+                     ) -> ConnectionState | RejectedCertificate:
+        """Verify a chain outside a handshake (forwarded, or after a reload), step by step
+        through ``judge`` exactly as the handshake does; the client's state, or why not."""
+        state = ConnectionState()
+        try:
+            verified = self._openssl_chain(leaf, chain)
+        except crypto.X509StoreContextError as e:
+            errno, depth = int(e.errors[0]), int(e.errors[1])
+            failed = e.certificate if e.certificate is not None else leaf
+            if self.judge(state, failed, errno, depth, False) != X509_V_OK:
+                assert state.rejection is not None
+                return state.rejection
+            # A pinned self-signed leaf: OpenSSL checks the rest with it as its own anchor.
+            try:
+                verified = self._openssl_chain(leaf, (), anchor=leaf)
+            except crypto.X509StoreContextError as e:
+                errno, depth = int(e.errors[0]), int(e.errors[1])
+                self.judge(state, leaf, errno, depth, False)
+                assert state.rejection is not None
+                return state.rejection
+        for depth in range(len(verified) - 1, -1, -1):
+            if self.judge(state, verified[depth], X509_V_OK, depth, True) != X509_V_OK:
+                assert state.rejection is not None
+                return state.rejection
+        self._complete(state)
+        return state
+
+    def _openssl_chain(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
+                       anchor: x509.Certificate | None = None) -> list[x509.Certificate]:
+        store: crypto.X509Store | None
+        if anchor is not None:
+            store = crypto.X509Store()
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+            set_store_purpose_client(store)
+        else:
+            store = self._store
+            if store is None:
+                assert self.settings is not None, "attach() the TLS settings first"
+                store = self._store = crypto.X509Store()
+                fill_store(store, self.settings, self.allowed_types)
+        context = crypto.X509StoreContext(
+            store, crypto.X509.from_cryptography(leaf),
+            [crypto.X509.from_cryptography(c) for c in chain])
+        return [c.to_cryptography() for c in context.get_verified_chain()]
+
+    def _self_signed(self, state: ConnectionState, cert: x509.Certificate) -> int:
+        """Accept a self-signed leaf only when allowed and pinned; otherwise refuse."""
         if not self.allowed_types.self_signed:
             reason = Reason.SELF_SIGNED_NOT_ALLOWED
         elif sha256_hex(cert) not in self.pins:
             reason = Reason.NOT_PINNED
         else:
             state.pinned = True
-            return True
+            return X509_V_OK
         state.reject(RejectedCertificate(reason, "self-signed certificate", cert, 0))
-        return False
+        return DEPTH_ZERO_SELF_SIGNED
 
     def check_leaf(self, cert: x509.Certificate) -> RejectedCertificate | None:
         """The end-entity checks OpenSSL leaves to us: usage, CA flag, time by our clock."""
@@ -287,6 +396,10 @@ class ClientCertificatePolicy:
             return RejectedCertificate(Reason.EXPIRED, "by the server clock", cert)
         return None
 
+    def _complete(self, state: ConnectionState) -> None:
+        assert state.leaf is not None
+        state.identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
+
     def handshake_completed(self, state: ConnectionState, peer: IAddress | None) -> None:
         """Turn a finished handshake into the connection's identity, and log the decision."""
         if state.leaf is None:
@@ -294,9 +407,9 @@ class ClientCertificatePolicy:
                       decision="anonymous", reason=Reason.NO_CERTIFICATE.value,
                       peer=peer_text(peer))
             return
-        identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
-        state.identity = identity
-        state.chain = {}
+        self._complete(state)
+        identity = state.identity
+        assert identity is not None
         revocation = self.revocation
         if revocation is not None and state.revocation and state.revocation_memo is None:
             revocation.check(state.revocation)  # warm the cache before the first request
@@ -323,6 +436,10 @@ class ClientCertificatePolicy:
             if rejection is None:
                 return  # the peer went away before sending anything worth judging
         log_rejection(rejection, peer)
+
+
+def _with_source(detail: str, verdict: Verdict) -> str:
+    return f"{detail} [{verdict.source}]" if verdict.source else detail
 
 
 def log_rejection(rejection: RejectedCertificate, peer: IAddress | None,

@@ -127,10 +127,17 @@ class CRLHandshakeTests(SynchronousTestCase):
         error = self.assertRaises(ConfigurationError, config.load, clock_at_now())
         self.assertIn("signature does not verify", str(error))
 
-    def test_crl_of_unknown_issuer_refused(self) -> None:
-        config = self.config(crl_pem(self.pki.other_root))
-        error = self.assertRaises(ConfigurationError, config.load, clock_at_now())
-        self.assertIn("not one of the trusted CAs", str(error))
+    def test_crl_of_unknown_issuer_ignored(self) -> None:
+        """An extra CRL from an issuer certsrv does not trust is ignored with a warning
+        (PKITS 4.4.7); the trusted CA's own CRL still decides."""
+        revoked = self.pki.root.issue_client("revoked-with-extra")
+        config = self.config(crl_pem(self.pki.other_root), crl_pem(self.pki.root, revoked))
+        with captured_events("certsrv.config") as warnings:
+            config.load(clock_at_now())
+        self.assertEqual([e["reason"] for e in warnings], ["crl_ignored"])
+        result, events = self.connect(config, revoked)
+        self.assertIn("certificate revoked", result.client_error)
+        self.assertEqual(self.connect(config, self.pki.client)[0].status, 200)
 
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")

@@ -270,13 +270,16 @@ class DecideTests(SynchronousTestCase):
         self.assertEqual(self.decide("/api/payments", "HEAD", self.other),
                          ("payments", "allowed"))
         self.assertEqual(self.decide("/api/payments", "PUT", self.ops), ("api", "allowed"))
-        self.assertEqual(self.decide("/api/payments", "get", self.other), ("api", "not_allowed"))
+        # Methods are case-sensitive upper-case tokens (RFC 9110 9.1): others decide nothing.
+        for method in ("get", "Post", "GE T", "", "G\x00"):
+            self.assertEqual(self.decide("/api/payments", method, self.other),
+                             (None, "bad_method"), method)
         self.assertEqual(self.decide(b"/api/payments", b"GET", self.other),
                          ("payments", "allowed"))
 
     def test_prefixes_are_segment_aware(self) -> None:
         """``/api`` covers /api, /api/ and /api/x but not /apix."""
-        for path in ("/api", "/api/", "/api/x/y", "/api?q=1", "/api#f"):
+        for path in ("/api", "/api/", "/api/x/y", "/api?q=1", "/api?q=#f"):
             self.assertEqual(self.decide(path, who=self.ops), ("api", "allowed"), path)
         self.assertEqual(self.decide("/apix", who=self.ops), (None, "no_rule"))
         self.assertEqual(self.decide("/api/paymentsx", "POST", self.ops), ("api", "allowed"))
@@ -292,7 +295,7 @@ class DecideTests(SynchronousTestCase):
         self.assertEqual(self.decide("/api/%70ayments", "POST", self.ops),
                          ("payments-write", "not_allowed"))
         rules = parse_policy('[[rule]]\npath = "/caf%C3%A9/a%20b"\npublic = true\n', "x.toml")
-        self.assertTrue(rules.decide("/café/a b/x", "GET", None).allowed)
+        self.assertTrue(rules.decide("/café/a%20b/x", "GET", None).allowed)
         self.assertTrue(rules.decide("/caf%c3%a9/a%20b", "GET", None).allowed)
         self.assertTrue(rules.decide("/café/a%20b".encode(), b"GET", None).allowed)
 
@@ -301,7 +304,8 @@ class DecideTests(SynchronousTestCase):
         for path in ("/health/../api/payments", "/health/./x", "/api//payments",
                      "/health/%2e%2e/api", "/health%2F..%2Fapi", "/health/a%5Cb",
                      "/health;x/y", "/health/%00", "health", "", "*", "//health",
-                     "http://host/health"):
+                     "http://host/health", "/health#/../api", "/health%23/../api",
+                     "/health/a b", "/health/%0d%0a", "/health\t"):
             self.assertEqual(self.decide(path, who=self.ops), (None, "bad_path"), path)
 
     def test_fails_closed(self) -> None:
