@@ -164,9 +164,11 @@ class Gate(resource.Resource):
         """Who the request comes from: its connection's certificate, or the one a trusted
         proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
         forwarding = site.forwarded
-        if forwarding is None or not forwarding.trusts(request):
+        state = connection_state(request)
+        if forwarding is None or not forwarding.trusts(
+                request, state.identity if state is not None else None):
             strip_forwarded_headers(request, forwarding)
-            return connection_state(request)
+            return state
         try:
             chain = forwarding.certificate(request)
         except ForwardedCertError as e:

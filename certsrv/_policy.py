@@ -65,6 +65,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from twisted.logger import Logger
 
 from certsrv._certs import read_file
 from certsrv._identity import ClientIdentity
@@ -165,6 +166,7 @@ _SPIFFE_TD = re.compile(r"[a-z0-9._-]+\Z")
 _SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+\Z")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_log = Logger(namespace="certsrv.policy")
 _DEFAULT_NAME = re.compile(r"rule \d+ \(line \d+\)\Z")
 
 
@@ -188,7 +190,7 @@ def _name_attributes(certificate: x509.Certificate | None, issuer: bool
 
 def _spiffe_id(uri: str) -> str | None:
     # A well-formed SPIFFE ID, its scheme and trust domain lower-cased; else None.
-    if not uri[:9].lower() == "spiffe://":
+    if not uri.isascii() or not uri[:9].lower() == "spiffe://":
         return None
     domain, slash, path = uri[9:].partition("/")
     domain = domain.lower()
@@ -198,6 +200,21 @@ def _spiffe_id(uri: str) -> str | None:
     if any(s in (".", "..") or not _SPIFFE_SEGMENT.match(s) for s in segments):
         return None
     return f"spiffe://{domain}/{path}"
+
+
+def _ia5(identity: ClientIdentity, kind: str, values: Iterable[str]) -> list[str]:
+    # dNSName, rfc822Name and URI SANs are IA5String (ASCII): a value that is not can only
+    # come from a broken or hostile CA, and must not match by Unicode case folding (U+212A
+    # KELVIN SIGN lower-cases to "k"), so it matches nothing.
+    ascii_values = []
+    for value in values:
+        if value.isascii():
+            ascii_values.append(value)
+        else:
+            _log.warn("{subject}: {kind} SAN {value!r} is not ASCII (IA5String); it matches "
+                      "no --policy rule", subject=identity.subject, kind=kind, value=value,
+                      reason="non_ascii_san", sha256=identity.sha256)
+    return ascii_values
 
 
 def _normal_serial(text: str) -> str:
@@ -219,9 +236,10 @@ class Claims:
         self.identity = identity
         self.serial = _normal_serial(identity.serial)
         self.sha256 = identity.sha256.replace(":", "").lower()
-        self.dns = frozenset(d.lower().rstrip(".") for d in identity.dns)
-        self.emails = frozenset(_normal_email(e) for e in identity.emails)
-        self.uris = frozenset(identity.uris)
+        self.dns = frozenset(d.lower().rstrip(".") for d in _ia5(identity, "dns", identity.dns))
+        self.emails = frozenset(_normal_email(e)
+                                for e in _ia5(identity, "email", identity.emails))
+        self.uris = frozenset(_ia5(identity, "uri", identity.uris))
         spiffe = identity.spiffe_id
         self.spiffe = _spiffe_id(spiffe) if spiffe is not None else None
         self._subject: dict[x509.ObjectIdentifier, frozenset[str]] | None = None
@@ -643,6 +661,9 @@ class _RuleChecker:
         exact: set[str] = set()
         parents: set[str] = set()
         for pattern in self.strings(("allow", "dns"), value):
+            if not pattern.isascii():
+                self.fail(("allow", "dns"), f"{pattern!r} is not ASCII: write international "
+                                            "names in their xn-- (A-label) form")
             name = pattern.lower().rstrip(".")
             wild = name.startswith("*.")
             labels = name[2:].split(".") if wild else name.split(".")
@@ -662,8 +683,8 @@ class _RuleChecker:
         found = set()
         for address in self.strings(("allow", "email"), value):
             local, at, domain = address.rpartition("@")
-            if not at or not local or not domain or "*" in address or any(
-                    c.isspace() for c in address):
+            if not at or not local or not domain or "*" in address or not address.isascii() \
+                    or any(c.isspace() for c in address):
                 self.fail(("allow", "email"), f"{address!r} is not an e-mail address "
                                               "(wildcards are not supported)")
             found.add(_normal_email(address))
@@ -675,7 +696,7 @@ class _RuleChecker:
         for uri in self.strings(("allow", "uri"), value):
             if uri[:9].lower() == "spiffe://":
                 self.fail(("allow", "uri"), f"{uri!r}: put SPIFFE IDs in 'spiffe'")
-            if not _URI.match(uri) or "*" in uri:
+            if not _URI.match(uri) or "*" in uri or not uri.isascii():
                 self.fail(("allow", "uri"), f"{uri!r} is not a URI (scheme:rest, no spaces, "
                                             "no wildcards)")
             found.add(uri)

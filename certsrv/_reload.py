@@ -90,6 +90,9 @@ class Reloader(service.Service):
         """Build a new TLS context from the files as they are now; keep the old one on error."""
         try:
             settings, policy = self.config.load(self.clock, self.revocation)
+            if why == "SIGHUP" and self.revocation is not None:
+                # An operator who revoked a certificate and sent SIGHUP wants it seen now.
+                self.revocation.forget()
             self.tls.reload(settings, policy)
         except ConfigurationError as e:
             _log.error("reload ({why}) refused, the running configuration stays: {error}",
@@ -100,6 +103,7 @@ class Reloader(service.Service):
             return False
         self.on_policy(policy)
         self.reloads += 1
-        _log.info("configuration reloaded ({why}); new connections use it", why=why,
+        _log.info("configuration reloaded ({why}); open connections use it from their next "
+                  "request", why=why,
                   reason="reloaded", crls=len(self.config.crls))
         return True

@@ -154,6 +154,7 @@ class Options(usage.Options):
         self["pin"] = []
         self["crl"] = []
         self["trusted-proxy"] = []
+        self["trusted-proxy-cert"] = []
         self.clock: IReactorTime | None = None
 
     def opt_listen(self, description: str) -> None:
@@ -179,6 +180,10 @@ class Options(usage.Options):
     def opt_trusted_proxy(self, cidr: str) -> None:
         """A proxy address or CIDR whose --forwarded-cert certificates count (repeatable)."""
         self["trusted-proxy"].append(cidr)
+
+    def opt_trusted_proxy_cert(self, fingerprint: str) -> None:
+        """SHA-256 of a certificate a trusted proxy must authenticate with (repeatable)."""
+        self["trusted-proxy-cert"].append(fingerprint)
 
     def opt_pin(self, fingerprint: str) -> None:
         """Pin a self-signed client certificate by SHA-256 fingerprint (hex; repeatable)."""
@@ -291,7 +296,7 @@ class Options(usage.Options):
             self.settings, self.verifier = config.load(self.clock, self.revocation)
             self.verifier.log_accepted = self["log-accepted"] == "on"
             self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
-                                        self["trusted-proxy"])
+                                        self["trusted-proxy"], self["trusted-proxy-cert"])
         except ConfigurationError as e:
             raise SystemExit(f"certsrv: {e}") from None
         self.app = load_app(self["app"]) if self["app"] is not None else None
