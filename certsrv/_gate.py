@@ -204,11 +204,11 @@ class Gate(resource.Resource):
 
     def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
                policy: ClientCertificatePolicy, warn: bool = True) -> bytes | None:
-        warnings: list[str] = []
+        warnings: list[str] | None = [] if warn else None
         rejection = policy.revocation_refusal(verdict, identity.certificate, warnings)
         if rejection is not None:
             return self._deny(request, identity, rejection.reason, rejection.detail)
-        for warning in warnings if warn else ():
+        for warning in warnings or ():
             _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
                       stage="request", reason=Reason.REVOCATION_UNKNOWN.value,

@@ -425,10 +425,14 @@ def decide(answers: Sequence[tuple[int, Verdict | None]]) -> Verdict | None:
         known = [v for v in verdicts if v is not None]
         authority = next((v for v in known if v.status is Status.GOOD and v.authoritative),
                          None)
+        failed = next((v for v in known if v.status is Status.UNKNOWN), None)
         if authority is not None:
+            if good is None and failed is not None:
+                # Say which source decided, and which could not answer.
+                good = replace(authority, detail=f"{failed.source} could not answer "
+                                                 f"({failed.reason})")
             good = good or authority
             continue
-        failed = next((v for v in known if v.status is Status.UNKNOWN), None)
         if failed is not None and unknown is None:
             unknown = replace(failed, depth=depth) if depth else failed
         else:

@@ -289,6 +289,10 @@ class ClientCertificatePolicy:
             return RejectedCertificate(Reason.REVOKED, _with_source(verdict.detail, verdict),
                                        cert, verdict.depth)
         if verdict.status is Status.GOOD:
+            if verdict.detail and warnings is not None:
+                _log.info("revocation status of {subject}: good from {source}; {detail}",
+                          subject=verdict.subject, source=verdict.source,
+                          detail=verdict.detail, reason="revocation_fallback")
             return None
         detail = _with_source(f"{verdict.reason}: {verdict.detail}", verdict)
         if self.fail_open:
