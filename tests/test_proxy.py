@@ -363,7 +363,7 @@ class _Probe(protocol.Protocol):
         self.closed.callback(None)
 
 
-class NginxTests(_Servers):
+class NginxFront(_Servers):
     """Real nginx terminates mutual TLS with docs/nginx-front.conf and forwards to certsrv."""
 
     def setUp(self) -> None:
@@ -461,6 +461,11 @@ class NginxTests(_Servers):
             return int(status), json.loads(body)
         except ValueError:
             self.fail(f"not JSON: {out!r}\n{self.nginx_log()}")
+
+
+
+class NginxTests(NginxFront):
+    """The identities nginx forwards, and what it refuses itself."""
 
     @defer.inlineCallbacks
     def test_user_identity_through_nginx(self) -> Any:
