@@ -113,12 +113,14 @@ class ServerConfig:
         crls = []
         for path in self.crls:
             crl = load_crl(path)
-            if not any(c.subject == crl.issuer for c in issuers):
+            signer: x509.Certificate | None = None
+            if any(c.subject == crl.issuer for c in issuers):
+                signer = check_crl(path, crl, issuers)
+            else:
                 _log.warn("{path}: CRL issuer {issuer!r} is none of the trusted CAs or "
-                          "intermediates; the file is ignored", path=path,
-                          issuer=crl.issuer.rfc4514_string(), reason="crl_ignored")
-                continue
-            signer = check_crl(path, crl, issuers)
+                          "intermediates; the CRL applies only to chains whose issuer of that "
+                          "name signed it", path=path, issuer=crl.issuer.rfc4514_string(),
+                          reason="crl_unknown_issuer")
             problem = unsupported(crl)
             if problem is not None:
                 _log.warn("{path}: {problem} is not supported; the file is ignored",

@@ -106,7 +106,7 @@ class FileCRL:
 
     path: str
     crl: x509.CertificateRevocationList
-    issuer: x509.Certificate
+    issuer: x509.Certificate | None  # None: signed by a CA met only in client chains
     revoked: frozenset[int]
     this_update: float
     next_update: float | None
@@ -114,7 +114,7 @@ class FileCRL:
 
     @classmethod
     def index(cls, path: str, crl: x509.CertificateRevocationList,
-              issuer: x509.Certificate) -> FileCRL:
+              issuer: x509.Certificate | None) -> FileCRL:
         """Index a CRL ``check_crl`` accepted (a ValueError for a malformed entry)."""
         try:
             scope = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
@@ -164,10 +164,12 @@ class CRLFiles:
         self.crls = tuple(crls)
         self.mode = mode
         self.clock = clock
-        self._by_issuer: dict[tuple[bytes, bytes], list[FileCRL]] = {}
+        self._by_name: dict[bytes, list[FileCRL]] = {}
         for crl in sorted(self.crls, key=lambda c: c.this_update, reverse=True):
-            self._by_issuer.setdefault(_key_of(crl.issuer), []).append(crl)
+            self._by_name.setdefault(crl.crl.issuer.public_bytes(), []).append(crl)
         self._keys: dict[x509.Certificate, tuple[bytes, bytes]] = {}
+        # Whether a CRL of an issuer met only in client chains verifies with an issuer's key.
+        self._signed: dict[tuple[int, bytes], bool] = {}
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate
              ) -> tuple[x509.Certificate, x509.Certificate]:
@@ -183,7 +185,8 @@ class CRLFiles:
             if len(self._keys) >= 256:
                 self._keys.clear()
             key = self._keys[issuer] = _key_of(issuer)
-        applicable = [c for c in self._by_issuer.get(key, ()) if c.covers(cert)]
+        applicable = [c for c in self._by_name.get(key[0], ())
+                      if self._signed_by(c, issuer, key) and c.covers(cert)]
         if not applicable:
             return Verdict(Status.UNKNOWN, "crl_unavailable", "no CRL file of "
                            f"{issuer.subject.rfc4514_string()!r} covers it",
@@ -194,6 +197,23 @@ class CRLFiles:
             if listed[0].revoked:
                 return listed
         return applicable[0].verdict(cert, now)
+
+    def _signed_by(self, crl: FileCRL, issuer: x509.Certificate, key: tuple[bytes, bytes]
+                   ) -> bool:
+        if crl.issuer is not None:
+            return crl.issuer is issuer or _key_of(crl.issuer) == key
+        memo = (id(crl), key[1])
+        signed = self._signed.get(memo)
+        if signed is None:
+            try:
+                signed = bool(crl.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+                              ) and _may_sign_crls(issuer)
+            except (TypeError, ValueError):
+                signed = False
+            if len(self._signed) >= 1024:
+                self._signed.clear()
+            self._signed[memo] = signed
+        return signed
 
     def check(self, pair: tuple[x509.Certificate, x509.Certificate]
               ) -> defer.Deferred[Verdict]:

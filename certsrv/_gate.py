@@ -188,6 +188,7 @@ class Gate(resource.Resource):
                           path=request.path[:200].decode("latin-1"))
             return forbidden(request, result.reason, result.detail)
         set_forwarded_identity(request, result.identity)
+        _warn_admitted(request, result)
         return result
 
     def _reverify(self, request: server.Request, client: ConnectionState,
@@ -200,6 +201,7 @@ class Gate(resource.Resource):
                           path=request.path[:200].decode("latin-1"))
             return forbidden(request, result.reason, result.detail)
         client.adopt(result)
+        _warn_admitted(request, client)
         return None
 
     def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
@@ -224,6 +226,18 @@ class Gate(resource.Resource):
                       request.getClientAddress(), "request",
                       path=request.path[:200].decode("latin-1"))
         return forbidden(request, reason, detail)
+
+
+def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
+    # The handshake logs these for its connection; a chain verified here logs them here.
+    identity = client.identity
+    for warning in client.warnings:
+        _log.warn("accepted {subject} although its revocation status is unknown "
+                  "(--revocation-fail open): {problem}", decision="accepted", stage="request",
+                  reason=Reason.REVOCATION_UNKNOWN.value, problem=warning,
+                  subject=identity.subject if identity else None,
+                  sha256=identity.sha256 if identity else None,
+                  peer=str(request.getClientAddress()))
 
 
 def _log_access(request: server.Request, decision: Decision,

@@ -134,10 +134,29 @@ class CRLHandshakeTests(SynchronousTestCase):
         config = self.config(crl_pem(self.pki.other_root), crl_pem(self.pki.root, revoked))
         with captured_events("certsrv.config") as warnings:
             config.load(clock_at_now())
-        self.assertEqual([e["reason"] for e in warnings], ["crl_ignored"])
+        self.assertEqual([e["reason"] for e in warnings], ["crl_unknown_issuer"])
         result, events = self.connect(config, revoked)
         self.assertIn("certificate revoked", result.client_error)
         self.assertEqual(self.connect(config, self.pki.client)[0].status, 200)
+
+    def test_crl_of_an_intermediate_the_client_sends(self) -> None:
+        """A CRL signed by an intermediate known only from client chains (not given with
+        --intermediates) applies to chains whose intermediate signed it."""
+        revoked = self.pki.intermediate.issue_client("revoked-by-inter")
+        good = self.pki.intermediate.issue_client("good-by-inter")
+        paths = [write_pem(self.dir, "inter-crl.pem", crl_pem(self.pki.intermediate, revoked)),
+                 write_pem(self.dir, "root-crl.pem", crl_pem(self.pki.root))]
+        config = ServerConfig(cert=self.cert, key=self.key, ca=(self.ca,), crls=tuple(paths))
+        result, events = self.connect(config, revoked)
+        self.assertIn("certificate revoked", result.client_error)
+        self.assertEqual(self.connect(config, good)[0].status, 200)
+        # Signed by another key under the same name: it does not apply, so the intermediate
+        # has no CRL (not: "good" is revoked).
+        impostor = CertificateAuthority.create("Test Intermediate CA")
+        write_pem(self.dir, "inter-crl.pem", crl_pem(impostor, good))
+        result, events = self.connect(config, good)
+        self.assertIn("certificate unknown", result.client_error)
+        self.assertEqual([e["reason"] for e in events], [Reason.CRL_UNAVAILABLE.value])
 
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
