@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import unquote_to_bytes
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509 import ocsp
 from twisted.logger import Logger
+from twisted.web.http import datetimeToString
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -29,15 +31,32 @@ from certsrv._ocsp import (
     cert_id_key,
 )
 
-__all__ = ["MAX_REQUEST_SIZE", "OCSPResource", "ReactorTime", "StatusLookup", "StatusRecord"]
+__all__ = [
+    "DEFAULT_VALIDITY",
+    "MAX_REQUEST_SIZE",
+    "OCSPResource",
+    "ReactorTime",
+    "StatusLookup",
+    "StatusRecord",
+]
 
 StatusRecord = tuple[CertStatus, datetime.datetime | None, x509.ReasonFlags | None]
 StatusLookup = Callable[[int], StatusRecord | None]
 
 MAX_REQUEST_SIZE = 64 * 1024
+# Short, so that a server holding a "good" answer learns of a revocation within minutes.
+DEFAULT_VALIDITY = datetime.timedelta(minutes=5)
 _REQUEST_TYPE = b"application/ocsp-request"
 _RESPONSE_TYPE = b"application/ocsp-response"
 _HASH_NAMES = ("sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+class _Answer(NamedTuple):
+    """A DER OCSP response, with its producedAt and nextUpdate if it is a signed answer."""
+
+    body: bytes
+    produced_at: datetime.datetime | None = None
+    next_update: datetime.datetime | None = None
 
 
 class ReactorTime(Protocol):
@@ -60,7 +79,7 @@ class OCSPResource(Resource):
         responder_key: SigningKey,
         status_of: StatusLookup,
         clock: ReactorTime,
-        validity: datetime.timedelta = datetime.timedelta(hours=1),
+        validity: datetime.timedelta = DEFAULT_VALIDITY,
         max_request_size: int = MAX_REQUEST_SIZE,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -87,7 +106,8 @@ class OCSPResource(Resource):
         if len(body) > self._max_request_size:
             request.setResponseCode(413)
             return b""
-        return self._reply(request, body)
+        request.responseHeaders.setRawHeaders(b"content-type", [_RESPONSE_TYPE])
+        return self._answer(body).body
 
     def render_GET(self, request: Request) -> bytes:
         """Answer the base64, URL-encoded DER request that forms the rest of the path."""
@@ -100,10 +120,30 @@ class OCSPResource(Resource):
             body = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             body = b""
-        return self._reply(request, body)
+        answer = self._answer(body)
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"content-type", [_RESPONSE_TYPE])
+        if answer.produced_at is None or answer.next_update is None:
+            headers.setRawHeaders(b"cache-control", [b"no-store"])
+            return answer.body
+        # RFC 5019 section 6.2: HTTP caches may keep a signed answer until its nextUpdate.
+        expires = answer.next_update.timestamp()
+        max_age = max(0, int(expires - self._clock.seconds()))
+        headers.setRawHeaders(b"cache-control", [
+            f"max-age={max_age}, public, no-transform, must-revalidate".encode()])
+        headers.setRawHeaders(b"expires", [datetimeToString(expires)])
+        headers.setRawHeaders(b"last-modified",
+                              [datetimeToString(answer.produced_at.timestamp())])
+        headers.setRawHeaders(b"etag", [b'"' + hashlib.sha256(answer.body).hexdigest().encode()
+                                        + b'"'])
+        return answer.body
 
     def respond(self, request_der: bytes) -> bytes:
         """Return the DER response to the DER ``request_der``."""
+        return self._answer(request_der).body
+
+    def _answer(self, request_der: bytes) -> _Answer:
+        """The response to ``request_der``, with the times an HTTP cache needs."""
         try:
             request = ocsp.load_der_ocsp_request(request_der)
             nonce = _nonce_of(request)
@@ -111,31 +151,28 @@ class OCSPResource(Resource):
             issuer_hashes = (request.issuer_name_hash, request.issuer_key_hash)
         except Exception as e:  # ValueError, DuplicateExtension, NotImplementedError, ...
             self._log.info("malformed OCSP request: {error}", error=f"{e.__class__.__name__}: {e}")
-            return build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return _Answer(build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST))
         try:
             algorithm = request.hash_algorithm.name
         except UnsupportedAlgorithm:
             algorithm = "unsupported"
         if self._issuer_ids.get(algorithm) != issuer_hashes:
-            return build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return _Answer(build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED))
         try:
             return self._sign(CertID(*issuer_hashes, serial, algorithm), nonce)
         except Exception:
             self._log.failure("OCSP status lookup for serial {serial:#x} failed", serial=serial)
-            return build_unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+            return _Answer(build_unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR))
 
-    def _reply(self, request: Request, body: bytes) -> bytes:
-        request.responseHeaders.setRawHeaders(b"content-type", [_RESPONSE_TYPE])
-        return self.respond(body)
-
-    def _sign(self, cert_id: CertID, nonce: bytes | None) -> bytes:
+    def _sign(self, cert_id: CertID, nonce: bytes | None) -> _Answer:
         now = datetime.datetime.fromtimestamp(int(self._clock.seconds()), datetime.UTC)
         record = self._status_of(cert_id.serial_number)
         status, revoked_at, reason = record or (CertStatus.UNKNOWN, None, None)
-        single = SingleStatus(cert_id, status, now, now + self._validity,
+        next_update = now + self._validity
+        single = SingleStatus(cert_id, status, now, next_update,
                               revoked_at if status is CertStatus.REVOKED else None,
                               reason if status is CertStatus.REVOKED else None)
-        return build_response(
+        body = build_response(
             [single],
             self._responder_cert,
             self._responder_key,
@@ -143,6 +180,7 @@ class OCSPResource(Resource):
             nonce=nonce,
             certificates=[self._responder_cert],
         )
+        return _Answer(body, now, next_update)
 
 
 def _nonce_of(request: ocsp.OCSPRequest) -> bytes | None:

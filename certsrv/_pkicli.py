@@ -10,12 +10,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from certsrv._pkistore import (
+    CRL,
     DEFAULT_CRL_DAYS,
     DEFAULT_DAYS,
+    DEFAULT_OCSP_VALIDITY,
     REVOCATION_REASONS,
     Entry,
     PKIStore,
+    parse_duration,
 )
 from certsrv.exceptions import PKIError
 from certsrv.pki import KeyType
@@ -73,6 +78,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> datetime.timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("invalid duration ")) from None
+
+
+def _validity_options(parser: argparse.ArgumentParser, days_help: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--days", type=_positive, help=days_help)
+    group.add_argument("--validity", type=_duration, metavar="DURATION",
+                       help="validity as a duration: 90s, 10m, 8h, 30d")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Create and run a development PKI kept in a directory."
@@ -89,11 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         "the index and an initial crl.pem.",
     )
     init.add_argument("init_dir", nargs="?", metavar="DIR", help="the PKI directory")
-    init.add_argument("--key-type", choices=_KEY_TYPES, default=KeyType.ECDSA_P256.value,
+    init.add_argument("--key-type", choices=_KEY_TYPES,
                       help="key type of the CA and its certificates (default: ecdsa, P-256)")
     init.add_argument("--ocsp-url", help="OCSP responder URL put in issued certificates (AIA)")
     init.add_argument("--crl-url", help="CRL URL put in issued certificates (CDP)")
-    init.add_argument("--force", action="store_true", help="replace an existing PKI")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing PKI (without it, a complete one is reused)")
     init.set_defaults(handler=_init)
 
     client = commands.add_parser("issue-client", parents=[common],
@@ -103,8 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--uri", action="append", default=[],
                         help="URI SAN, e.g. spiffe://example.org/svc")
     client.add_argument("--dns", action="append", default=[], help="dNSName SAN")
-    client.add_argument("--days", type=_positive, default=DEFAULT_DAYS,
-                        help=f"validity in days (default: {DEFAULT_DAYS})")
+    _validity_options(client, f"validity in days (default: {DEFAULT_DAYS})")
     client.add_argument("--key-type", choices=_KEY_TYPES,
                         help="key type (default: the PKI's)")
     client.set_defaults(handler=_issue_client)
@@ -113,8 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                                  help="issue servers/NAME.pem and servers/NAME.key")
     server.add_argument("hosts", nargs="+", metavar="HOST", help="host names and IP addresses")
     server.add_argument("--name", help="file name (default: the first HOST)")
-    server.add_argument("--days", type=_positive, default=DEFAULT_DAYS,
-                        help=f"validity in days (default: {DEFAULT_DAYS})")
+    _validity_options(server, f"validity in days (default: {DEFAULT_DAYS})")
     server.add_argument("--key-type", choices=_KEY_TYPES,
                         help="key type (default: the PKI's)")
     server.set_defaults(handler=_issue_server)
@@ -122,8 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     renew = commands.add_parser("renew", parents=[common],
                                 help="re-issue a certificate with the same subject and SANs")
     renew.add_argument("name", metavar="NAME")
-    renew.add_argument("--days", type=_positive,
-                       help="validity in days (default: that of the certificate renewed)")
+    _validity_options(renew, "validity in days (default: that of the certificate renewed)")
     renew.add_argument("--keep-key", action="store_true", help="reuse the existing key")
     renew.set_defaults(handler=_renew)
 
@@ -155,14 +172,19 @@ def _reason(text: str) -> str:
 
 
 def _init(args: argparse.Namespace, directory: Path) -> int:
-    store = PKIStore.init(
+    store, created = PKIStore.open_or_init(
         directory,
-        key_type=KeyType.parse(args.key_type),
+        key_type=KeyType.parse(args.key_type) if args.key_type else None,
         ocsp_url=args.ocsp_url,
         crl_url=args.crl_url,
         force=args.force,
     )
-    print(f"created a PKI with {args.key_type} keys in {directory}:")
+    if not created:
+        print(f"reusing the PKI already in {directory} ({store.key_type.value} keys, "
+              f"{len(store.entries())} certificates); `{PROG} init --force {directory}` "
+              "replaces it")
+        return 0
+    print(f"created a PKI with {store.key_type.value} keys in {directory}:")
     print(f"  CA                {directory / 'ca.pem'}")
     for entry in store.entries():
         print(f"  {entry.kind.value:<6} {entry.name:<10} {directory / entry.path}")
@@ -175,7 +197,7 @@ def _issue_client(args: argparse.Namespace, directory: Path) -> int:
     store = PKIStore.open(directory)
     entry = store.issue_client(
         args.name, emails=args.email, uris=args.uri, dns=args.dns, days=args.days,
-        key_type=KeyType.parse(args.key_type) if args.key_type else None,
+        validity=args.validity, key_type=KeyType.parse(args.key_type) if args.key_type else None,
     )
     _report("issued", directory, entry)
     return 0
@@ -184,7 +206,7 @@ def _issue_client(args: argparse.Namespace, directory: Path) -> int:
 def _issue_server(args: argparse.Namespace, directory: Path) -> int:
     store = PKIStore.open(directory)
     entry = store.issue_server(
-        args.hosts, name=args.name, days=args.days,
+        args.hosts, name=args.name, days=args.days, validity=args.validity,
         key_type=KeyType.parse(args.key_type) if args.key_type else None,
     )
     _report("issued", directory, entry)
@@ -193,7 +215,8 @@ def _issue_server(args: argparse.Namespace, directory: Path) -> int:
 
 def _renew(args: argparse.Namespace, directory: Path) -> int:
     store = PKIStore.open(directory)
-    entry = store.renew(args.name, days=args.days, keep_key=args.keep_key)
+    entry = store.renew(args.name, days=args.days, validity=args.validity,
+                        keep_key=args.keep_key)
     _report("renewed", directory, entry)
     return 0
 
@@ -201,9 +224,24 @@ def _renew(args: argparse.Namespace, directory: Path) -> int:
 def _revoke(args: argparse.Namespace, directory: Path) -> int:
     store = PKIStore.open(directory)
     entry = store.revoke(args.target, args.reason, crl_days=args.crl_days)
+    crl_file = directory / CRL
     print(f"revoked {entry.kind.value} certificate {entry.name!r} (serial {entry.serial_hex}, "
-          f"reason {args.reason}); wrote {directory / 'crl.pem'} "
-          f"(CRL number {store.crl_number})")
+          f"reason {args.reason}); wrote {crl_file} (CRL number {store.crl_number})")
+    if entry.revocation_reason is x509.ReasonFlags.key_compromise:
+        for other in store.same_key(entry):
+            print(f"also revoked {other.kind.value} certificate {other.name!r} (serial "
+                  f"{other.serial_hex}): same key")
+        print(f"that key will never be certified again; `{PROG} renew {entry.name}` issues "
+              "a certificate with a new key")
+    print("servers see the revocation:")
+    print(f"  with --crl {crl_file}: within --watch-interval (default 5 s), or at SIGHUP")
+    if store.crl_url:
+        print(f"  with --crl-fetch on (CRL from {store.crl_url}): when the CRL they hold "
+              f"expires, by {_time(store.crl_expires_by)} at the latest")
+    minutes = DEFAULT_OCSP_VALIDITY // datetime.timedelta(minutes=1)
+    print(f"  by OCSP (twistd certsrv-ocsp --pki {directory}): at once for new lookups; within "
+          f"{minutes} minutes for a server holding a 'good' answer (the responder's default "
+          "--validity)")
     return 0
 
 

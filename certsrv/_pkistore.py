@@ -3,8 +3,9 @@ A development PKI kept in a directory: a CA, the certificates it issued, an inde
 
 ``index.json`` is the source of truth; ``index.txt`` mirrors it in the OpenSSL ``ca``
 database format so that ``openssl ocsp -index`` can serve the same PKI.  Every file is
-replaced atomically (temporary file, then rename) and private keys are written with
-mode 0600.  Every method that needs the current time takes an optional ``now``.
+replaced atomically (temporary file, then rename), private keys are written with mode
+0600 and directories are made with mode 0700.  Every method that needs the current time
+takes an optional ``now``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import contextlib
 import datetime
 import enum
 import fcntl
+import hashlib
+import ipaddress
 import json
 import os
 import re
-import secrets
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from stat import S_IMODE, S_ISVTX, S_IWOTH
 from typing import Any, NamedTuple
 
 from cryptography import x509
@@ -30,12 +33,14 @@ from cryptography.x509.oid import NameOID
 
 from certsrv.exceptions import PKIError
 from certsrv.pki import (
+    _BACKDATE,
     CertificateAuthority,
     IssuedCertificate,
     KeyType,
     PrivateKey,
     fingerprint,
-    write_private_key,
+    validate_host,
+    write_atomic,
 )
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "CRL",
     "DEFAULT_CRL_DAYS",
     "DEFAULT_DAYS",
+    "DEFAULT_OCSP_VALIDITY",
     "INDEX",
     "INDEX_ATTR",
     "INDEX_TXT",
@@ -54,6 +60,7 @@ __all__ = [
     "PKIStore",
     "RevocationStatus",
     "Status",
+    "parse_duration",
     "parse_reason",
     "parse_serial",
     "validate_name",
@@ -73,16 +80,25 @@ _LOCK = ".pki.lock"
 
 DEFAULT_DAYS = 365
 DEFAULT_CRL_DAYS = 7
+# How long the dev OCSP responder's answers are valid, hence the longest a server may keep
+# using a "good" answer after `revoke`.
+DEFAULT_OCSP_VALIDITY = datetime.timedelta(minutes=5)
 SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
+MAX_VALIDITY = datetime.timedelta(days=36500)
 
 # Everything `init` writes at the top level; `init` refuses to run while any of them exists.
 _TOP_LEVEL = (
     CA_CERT, CA_KEY, CONFIG, INDEX, INDEX_TXT, INDEX_ATTR, CRL,
     "server.pem", "server.key", "client.pem", "client.key", "ocsp.pem", "ocsp.key",
 )
+# What a finished `init` leaves (crl.pem is written last).
+_COMPLETE = (CA_CERT, CA_KEY, CONFIG, INDEX, INDEX_TXT, INDEX_ATTR, CRL)
 _FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would break the tab-separated index.txt
+_DURATION_RE = re.compile(r"([0-9]{1,12})([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 # The reasons both a CRL and the OpenSSL index can carry, spelled as in RFC 5280 / cryptography.
 REVOCATION_REASONS: tuple[x509.ReasonFlags, ...] = (
@@ -166,6 +182,7 @@ class Entry:
     revoked_at: datetime.datetime | None = None
     revocation_reason: x509.ReasonFlags | None = None
     superseded_by: int | None = None
+    key_sha256: str | None = None  # SHA-256 of the SubjectPublicKeyInfo; None in old indexes
 
     @property
     def serial_hex(self) -> str:
@@ -205,6 +222,7 @@ class Entry:
             "path": self.path,
             "key_path": self.key_path,
             "fingerprint": self.fingerprint,
+            "key_sha256": self.key_sha256,
         }
 
     @classmethod
@@ -218,6 +236,9 @@ class Entry:
         revoked_at = _optional(data, "revoked_at")
         reason = _optional(data, "revocation_reason")
         superseded_by = _optional(data, "superseded_by")
+        key_sha256 = _optional(data, "key_sha256")
+        if key_sha256 is not None and not _SHA256_RE.fullmatch(key_sha256):
+            raise ValueError("'key_sha256' must be 64 lower-case hex digits")
         entry = cls(
             serial=parse_serial(_string(data, "serial")),
             name=validate_name(_string(data, "name")),
@@ -232,6 +253,7 @@ class Entry:
             revoked_at=_parse_time(revoked_at) if revoked_at else None,
             revocation_reason=parse_reason(reason) if reason else None,
             superseded_by=parse_serial(superseded_by) if superseded_by else None,
+            key_sha256=key_sha256,
         )
         if status is Status.REVOKED and entry.revoked_at is None:
             raise ValueError("status is 'revoked' but 'revoked_at' is missing")
@@ -256,6 +278,26 @@ def parse_serial(text: str) -> int:
     if not cleaned or not all(c in "0123456789abcdefABCDEF" for c in cleaned):
         raise ValueError(f"invalid serial number {text!r}: expected hexadecimal digits")
     return int(cleaned, 16)
+
+
+def parse_duration(text: str, *, bare_unit: str | None = None) -> datetime.timedelta:
+    """Parse a validity such as ``90s``, ``10m``, ``8h`` or ``30d`` (a bare number: bare_unit)."""
+    match = _DURATION_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: expected a whole number and a unit "
+                         "(s, m, h or d), e.g. 90s, 10m, 8h, 30d")
+    number, unit = match.groups()
+    if not unit:
+        if bare_unit is None:
+            raise ValueError(f"invalid duration {text!r}: add a unit (s, m, h or d), "
+                             f"e.g. {number}d")
+        unit = bare_unit
+    seconds = int(number) * _UNIT_SECONDS[unit]
+    if seconds < 1:
+        raise ValueError(f"invalid duration {text!r}: must be at least 1 second")
+    if seconds > MAX_VALIDITY.total_seconds():
+        raise ValueError(f"invalid duration {text!r}: must be at most {MAX_VALIDITY.days} days")
+    return datetime.timedelta(seconds=seconds)
 
 
 def serial_hex(serial: int) -> str:
@@ -305,6 +347,8 @@ class PKIStore:
         self._entries: list[Entry] = []
         self._by_serial: dict[int, Entry] = {}
         self._crl_number = 0
+        # The latest nextUpdate of any CRL written: until then a server may hold an old CRL.
+        self._crl_expires_by: datetime.datetime | None = None
         self._index_stamp: tuple[int, int, int] | None = None
 
     # -- creating and opening --------------------------------------------------------------
@@ -323,51 +367,130 @@ class PKIStore:
         server_hosts: Sequence[str] = SERVER_HOSTS,
     ) -> PKIStore:
         """Create a PKI in ``path``: CA, server, client and OCSP responder certs, index, CRL."""
-        root = Path(path)
+        store, _ = cls._init(
+            Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
+            now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=False,
+        )
+        return store
+
+    @classmethod
+    def open_or_init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        key_type: KeyType | None = None,
+        ocsp_url: str | None = None,
+        crl_url: str | None = None,
+        force: bool = False,
+        now: datetime.datetime | None = None,
+        ca_common_name: str = "certsrv development CA",
+        server_hosts: Sequence[str] = SERVER_HOSTS,
+    ) -> tuple[PKIStore, bool]:
+        """Reuse the complete PKI in ``path``, else create one; the flag says if it was created."""
+        return cls._init(
+            Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
+            now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=True,
+        )
+
+    @classmethod
+    def _init(
+        cls,
+        root: Path,
+        *,
+        key_type: KeyType | None,
+        ocsp_url: str | None,
+        crl_url: str | None,
+        force: bool,
+        now: datetime.datetime | None,
+        ca_common_name: str,
+        server_hosts: Sequence[str],
+        reuse: bool,
+    ) -> tuple[PKIStore, bool]:
         for label, url in (("OCSP", ocsp_url), ("CRL", crl_url)):
             if url is not None:
                 _check_url(label, url)
+        for host in server_hosts:
+            validate_host(host)
         if root.exists() and not root.is_dir():
             raise PKIError(f"{root}: exists and is not a directory")
-        existing = [name for name in _TOP_LEVEL if (root / name).exists()]
-        if existing and not force:
-            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
-            raise PKIError(
-                f"{root} already holds a PKI ({shown}); refusing to overwrite it without --force"
-            )
-        now = _aware(now)
-        root.mkdir(parents=True, exist_ok=True)
+        _make_private_dir(root)
+        _check_not_shared(root)
         config = {
             "version": _FORMAT_VERSION,
-            "key_type": key_type.value,
+            "key_type": (key_type or KeyType.ECDSA_P256).value,
             "ocsp_url": ocsp_url,
             "crl_url": crl_url,
         }
         store = cls(root, config)
+        # Decide under the lock: of two concurrent inits, the second sees the first's PKI.
         with store._locked():
+            existing = [name for name in _TOP_LEVEL if os.path.lexists(root / name)]
+            if existing and not force:
+                if reuse:
+                    return cls._reuse(root, key_type, ocsp_url, crl_url), False
+                shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
+                raise PKIError(f"{root} already holds a PKI ({shown}); refusing to overwrite "
+                               "it without --force")
             if force:
                 store._remove_generated()
-            ca = CertificateAuthority.create(
-                ca_common_name, key_type=key_type, now=now, ocsp_url=ocsp_url, crl_url=crl_url
-            )
-            _write_atomic(root / CA_KEY, ca.private_key_pem(), private=True)
-            _write_atomic(root / CA_CERT, ca.certificate_pem())
-            _write_atomic(root / CONFIG, _json_bytes(config))
-            _write_atomic(root / INDEX_ATTR, b"unique_subject = no\n")
-            store._ca = ca
-            store._set_entries([], 0)
-            validity = datetime.timedelta(days=DEFAULT_DAYS)
-            for name, kind, path_stem, issued in (
-                ("server", Kind.SERVER, "server",
-                 ca.issue_server(*server_hosts, key_type=key_type, now=now, validity=validity)),
-                ("client", Kind.CLIENT, "client",
-                 ca.issue_client("client", key_type=key_type, now=now, validity=validity)),
-                ("ocsp", Kind.OCSP, "ocsp",
-                 ca.issue_ocsp_responder(key_type=key_type, now=now, validity=validity)),
-            ):
-                store._record(name, kind, path_stem, issued)
-            store._write_crl(now, DEFAULT_CRL_DAYS)
+            store._create(now, ca_common_name, server_hosts)
+        return store, True
+
+    @classmethod
+    def _reuse(cls, root: Path, key_type: KeyType | None, ocsp_url: str | None,
+               crl_url: str | None) -> PKIStore:
+        """Open the PKI in ``root`` for init; PKIError if it is half-made or made otherwise."""
+        replace_hint = f"`certsrv-pki init --force {root}` replaces it"
+        missing = [name for name in _COMPLETE if not os.path.lexists(root / name)]
+        if missing:
+            raise PKIError(f"{root} holds an incomplete PKI (missing {', '.join(missing)}); "
+                           f"{replace_hint}")
+        try:
+            store = cls.open(root)
+            _ = store.ca
+        except PKIError as e:
+            raise PKIError(f"{root} holds a damaged PKI ({e}); {replace_hint}") from None
+        asked = (("key type", key_type.value if key_type else None, store.key_type.value),
+                 ("OCSP URL", ocsp_url, store.ocsp_url), ("CRL URL", crl_url, store.crl_url))
+        for what, wanted, actual in asked:
+            if wanted is not None and wanted != actual:
+                have = repr(actual) if actual is not None else "none"
+                raise PKIError(f"{root} already holds a PKI with {what} {have}, not "
+                               f"{wanted!r}; {replace_hint}")
         return store
+
+    def _create(self, now: datetime.datetime | None, ca_common_name: str,
+                server_hosts: Sequence[str]) -> None:
+        """Write a new CA and its first certificates; the caller holds the lock."""
+        root, key_type = self.path, self.key_type
+        now = _aware(now)
+        ca = CertificateAuthority.create(
+            ca_common_name, key_type=key_type, now=now, ocsp_url=self.ocsp_url,
+            crl_url=self.crl_url,
+        )
+        _write_atomic(root / CA_KEY, ca.private_key_pem(), private=True)
+        _write_atomic(root / CA_CERT, ca.certificate_pem())
+        _write_atomic(root / CONFIG, _json_bytes({
+            "version": _FORMAT_VERSION,
+            "key_type": key_type.value,
+            "ocsp_url": self.ocsp_url,
+            "crl_url": self.crl_url,
+        }))
+        _write_atomic(root / INDEX_ATTR, b"unique_subject = no\n")
+        self._ca = ca
+        self._set_entries([], 0)
+        self._crl_expires_by = None
+        validity = datetime.timedelta(days=DEFAULT_DAYS)
+        for name, kind, path_stem, issued in (
+            ("server", Kind.SERVER, "server",
+             ca.issue_server(*server_hosts, key_type=key_type, now=now, validity=validity)),
+            ("client", Kind.CLIENT, "client",
+             ca.issue_client("client", key_type=key_type, now=now, validity=validity)),
+            ("ocsp", Kind.OCSP, "ocsp",
+             ca.issue_ocsp_responder(key_type=key_type, now=now, validity=validity)),
+        ):
+            self._record(name, kind, path_stem, issued)
+        self._write_crl(now, DEFAULT_CRL_DAYS)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> PKIStore:
@@ -433,6 +556,19 @@ class PKIStore:
         entry = self._by_serial.get(serial)
         return entry.revocation_status(now) if entry is not None else _UNKNOWN
 
+    def same_key(self, entry: Entry) -> list[Entry]:
+        """The other certificates in the index that certify ``entry``'s public key."""
+        self._refresh()
+        key = self._key_hash(entry)
+        return [other for other in self._entries
+                if other.serial != entry.serial and self._key_hash(other) == key]
+
+    @property
+    def crl_expires_by(self) -> datetime.datetime | None:
+        """The latest nextUpdate of any CRL written here: a server may hold one until then."""
+        self._refresh()
+        return self._crl_expires_by
+
     # -- issuing ----------------------------------------------------------------------------
 
     def issue_client(
@@ -442,7 +578,8 @@ class PKIStore:
         emails: Iterable[str] = (),
         uris: Iterable[str] = (),
         dns: Iterable[str] = (),
-        days: int = DEFAULT_DAYS,
+        days: int | None = None,
+        validity: datetime.timedelta | None = None,
         key_type: KeyType | None = None,
         now: datetime.datetime | None = None,
     ) -> Entry:
@@ -451,13 +588,16 @@ class PKIStore:
         uris = list(uris)
         for uri in uris:
             _check_uri(uri)
-        validity = _days(days)
+        dns = list(dns)
+        for host in dns:
+            _check_client_dns(host)
+        lifetime = _validity(days, validity)
         with self._locked():
             self._refresh()
             stem = self._stem_for(name, Kind.CLIENT, now)
             issued = self.ca.issue_client(
-                name, emails=list(emails), uris=uris, dns=list(dns),
-                key_type=key_type or self.key_type, now=_aware(now), validity=validity,
+                name, emails=list(emails), uris=uris, dns=dns,
+                key_type=key_type or self.key_type, now=_aware(now), validity=lifetime,
             )
             entry = self._record(name, Kind.CLIENT, stem, issued)
             self._write_index()
@@ -468,13 +608,16 @@ class PKIStore:
         hosts: Sequence[str],
         *,
         name: str | None = None,
-        days: int = DEFAULT_DAYS,
+        days: int | None = None,
+        validity: datetime.timedelta | None = None,
         key_type: KeyType | None = None,
         now: datetime.datetime | None = None,
     ) -> Entry:
         """Issue a server certificate ``servers/NAME.pem`` for ``hosts`` (NAME: first host)."""
         if not hosts:
             raise ValueError("a server certificate needs at least one host name or IP address")
+        for host in hosts:
+            validate_host(host)
         if name is None:
             try:
                 name = validate_name(hosts[0])
@@ -483,12 +626,12 @@ class PKIStore:
                     f"{hosts[0]!r} cannot be used as a file name; choose one with --name"
                 ) from None
         validate_name(name)
-        validity = _days(days)
+        lifetime = _validity(days, validity)
         with self._locked():
             self._refresh()
             stem = self._stem_for(name, Kind.SERVER, now)
             issued = self.ca.issue_server(
-                *hosts, key_type=key_type or self.key_type, now=_aware(now), validity=validity
+                *hosts, key_type=key_type or self.key_type, now=_aware(now), validity=lifetime
             )
             entry = self._record(name, Kind.SERVER, stem, issued)
             self._write_index()
@@ -499,10 +642,15 @@ class PKIStore:
         name: str,
         *,
         days: int | None = None,
+        validity: datetime.timedelta | None = None,
         keep_key: bool = False,
         now: datetime.datetime | None = None,
     ) -> Entry:
         """Re-issue the current certificate ``name`` with the same subject, SANs and kind."""
+        if days is not None or validity is not None:
+            lifetime: datetime.timedelta | None = _validity(days, validity)
+        else:
+            lifetime = None
         with self._locked():
             self._refresh()
             old = self._current(name)
@@ -510,18 +658,15 @@ class PKIStore:
                 raise PKIError(f"{self.path / INDEX}: no certificate named {name!r}")
             cert_file = self.path / old.path
             certificate = _load_certificate(cert_file)
-            if keep_key and old.revocation_reason is x509.ReasonFlags.key_compromise:
-                raise PKIError(
-                    f"{cert_file}: refusing to reuse the key of a certificate revoked for "
-                    "keyCompromise"
-                )
-            key = _load_private_key(self.path / old.key_path) if keep_key and old.key_path else None
-            if keep_key and key is None:
-                raise PKIError(f"{cert_file}: its private key is no longer in the store")
-            if days is None:
-                lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-                days = max(1, round(lifetime / datetime.timedelta(days=1)))
-            issued = self._reissue(old.kind, certificate, key, _days(days), _aware(now))
+            key = None
+            if keep_key:
+                self._refuse_compromised(_key_sha256(certificate), f"the key of {cert_file}")
+                if not old.key_path:
+                    raise PKIError(f"{cert_file}: its private key is no longer in the store")
+                key = _load_private_key(self.path / old.key_path)
+            if lifetime is None:
+                lifetime = _lifetime_of(certificate)
+            issued = self._reissue(old.kind, certificate, key, lifetime, _aware(now))
             entry = self._record(name, old.kind, _stem(old.path), issued)
             self._write_index()
         return entry
@@ -537,28 +682,46 @@ class PKIStore:
         crl_days: int = DEFAULT_CRL_DAYS,
         now: datetime.datetime | None = None,
     ) -> Entry:
-        """Mark a certificate revoked at ``when`` (default now) and rewrite ``crl.pem``."""
+        """Revoke a certificate at ``when`` (default now) and rewrite ``crl.pem``.
+
+        keyCompromise revokes every certificate of the same public key too (see same_key),
+        and marks the key so that it is never certified again.
+        """
         reason = parse_reason(reason)
         revoked_at = _aware(when if when is not None else now).replace(microsecond=0)
         if revoked_at.year >= 2050:
             # index.txt holds revocation dates as UTCTime only, as `openssl ca` does.
             raise ValueError(f"revocation time {_iso(revoked_at)} is not before 2050")
         _days(crl_days, what="CRL validity")
+        compromise = reason is x509.ReasonFlags.key_compromise
         with self._locked():
             self._refresh()
             old = self._find(name_or_serial)
-            if old.status is Status.REVOKED:
+            # A certificate revoked for another reason may still learn that its key leaked.
+            if old.status is Status.REVOKED and (
+                not compromise or old.revocation_reason is x509.ReasonFlags.key_compromise
+            ):
                 assert old.revoked_at is not None
                 raise PKIError(
                     f"{self.path / INDEX}: certificate {old.name!r} (serial {old.serial_hex}) "
                     f"was already revoked at {_iso(old.revoked_at)}"
                 )
-            entry = replace(
-                old, status=Status.REVOKED, revoked_at=revoked_at, revocation_reason=reason
-            )
-            self._replace_entry(old, entry)
+            targets = [old]
+            if compromise:
+                key = self._key_hash(old)
+                targets += [entry for entry in self._entries
+                            if entry is not old and self._key_hash(entry) == key]
+            for target in targets:
+                if target.revocation_reason is x509.ReasonFlags.key_compromise:
+                    continue
+                at = revoked_at
+                if target.status is Status.REVOKED and target.revoked_at is not None:
+                    at = min(at, target.revoked_at)
+                self._replace_entry(target, replace(
+                    target, status=Status.REVOKED, revoked_at=at, revocation_reason=reason
+                ))
             self._write_crl(now, crl_days)  # also saves the index
-        return entry
+            return self._by_serial[old.serial]
 
     def write_crl(
         self, *, days: int = DEFAULT_CRL_DAYS, now: datetime.datetime | None = None
@@ -573,7 +736,8 @@ class PKIStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path / _LOCK, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -601,6 +765,11 @@ class PKIStore:
         crl_number = data.get("crl_number", 0)
         if not isinstance(crl_number, int) or isinstance(crl_number, bool) or crl_number < 0:
             raise PKIError(f"{index}: 'crl_number' must be a non-negative integer")
+        crl_expires_by = data.get("crl_expires_by")
+        try:
+            expires_by = _parse_time(crl_expires_by) if crl_expires_by else None
+        except (TypeError, ValueError):
+            raise PKIError(f"{index}: 'crl_expires_by' must be a timestamp") from None
         entries = []
         for position, item in enumerate(data["certificates"], 1):
             try:
@@ -608,6 +777,7 @@ class PKIStore:
             except ValueError as e:
                 raise PKIError(f"{index}: certificate entry {position}: {e}") from None
         self._set_entries(entries, crl_number)
+        self._crl_expires_by = expires_by
         self._index_stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def _set_entries(self, entries: list[Entry], crl_number: int) -> None:
@@ -659,9 +829,31 @@ class PKIStore:
             )
         return _stem(current.path)
 
+    def _key_hash(self, entry: Entry) -> str:
+        """The SHA-256 of ``entry``'s public key, from the index or (old indexes) its file."""
+        if entry.key_sha256 is not None:
+            return entry.key_sha256
+        archived = self.path / archive_path(entry)
+        path = archived if archived.exists() else self.path / entry.path
+        return _key_sha256(_load_certificate(path))
+
+    def _refuse_compromised(self, key_sha256: str, what: str) -> None:
+        """Raise PKIError if a certificate of this key was revoked for keyCompromise."""
+        for entry in self._entries:
+            if entry.revocation_reason is x509.ReasonFlags.key_compromise and \
+                    self._key_hash(entry) == key_sha256:
+                raise PKIError(
+                    f"{self.path / INDEX}: refusing to certify {what}: that key was revoked "
+                    f"for keyCompromise (certificate {entry.name!r}, serial {entry.serial_hex}); "
+                    "renew without --keep-key to get a new key"
+                )
+
     def _record(self, name: str, kind: Kind, stem: str, issued: IssuedCertificate) -> Entry:
         """Write ``issued`` to ``stem``.pem/.key and newcerts/, and add it to the index."""
         certificate = issued.certificate
+        key_sha256 = _key_sha256(certificate)
+        self._refuse_compromised(key_sha256, f"the key of the new {kind.value} certificate "
+                                             f"{name!r}")
         entry = Entry(
             serial=certificate.serial_number,
             name=name,
@@ -673,9 +865,10 @@ class PKIStore:
             path=f"{stem}.pem",
             key_path=f"{stem}.key",
             fingerprint=fingerprint(certificate),
+            key_sha256=key_sha256,
         )
-        (self.path / stem).parent.mkdir(parents=True, exist_ok=True)
-        (self.path / NEWCERTS_DIR).mkdir(exist_ok=True)
+        _make_private_dir((self.path / stem).parent)
+        _make_private_dir(self.path / NEWCERTS_DIR)
         archive = f"{NEWCERTS_DIR}/{entry.serial_hex}.pem"
         _write_atomic(self.path / archive, issued.certificate_pem())
         _write_atomic(self.path / f"{stem}.key", issued.private_key_pem(), private=True)
@@ -702,6 +895,7 @@ class PKIStore:
         validity: datetime.timedelta,
         now: datetime.datetime,
     ) -> IssuedCertificate:
+        """A new certificate like ``certificate``: same subject, SANs and kind."""
         common_name = _attribute(certificate.subject, NameOID.COMMON_NAME)
         organization = _attribute(certificate.subject, NameOID.ORGANIZATION_NAME)
         try:
@@ -720,6 +914,8 @@ class PKIStore:
             "key_type": _key_type_of(certificate),
         }
         if kind is Kind.SERVER:
+            for host in dns:
+                validate_host(host)  # one issued before names were checked is not renewed
             return self.ca.issue_server(*dns, *ips, common_name=common_name, **options)
         if kind is Kind.OCSP:
             return self.ca.issue_ocsp_responder(common_name or "certsrv OCSP responder", **options)
@@ -733,6 +929,7 @@ class PKIStore:
         document = {
             "version": _FORMAT_VERSION,
             "crl_number": self._crl_number,
+            "crl_expires_by": _iso(self._crl_expires_by) if self._crl_expires_by else None,
             "certificates": [entry.to_json() for entry in self._entries],
         }
         _write_atomic(self.path / INDEX, _json_bytes(document))
@@ -744,7 +941,10 @@ class PKIStore:
         self, now: datetime.datetime | None, days: int
     ) -> x509.CertificateRevocationList:
         now = _aware(now)
+        next_update = now + datetime.timedelta(days=days)
         self._crl_number += 1
+        if self._crl_expires_by is None or next_update > self._crl_expires_by:
+            self._crl_expires_by = next_update
         # Persist the number before the CRL: a crash may skip a number but never reuse one.
         self._write_index()
         crl = self.ca.crl(
@@ -754,7 +954,7 @@ class PKIStore:
                 if entry.status is Status.REVOKED and entry.revoked_at is not None
             ],
             now=now,
-            next_update=now + datetime.timedelta(days=days),
+            next_update=next_update,
             crl_number=self._crl_number,
         )
         _write_atomic(self.path / CRL, crl.public_bytes(serialization.Encoding.PEM))
@@ -802,22 +1002,34 @@ def _openssl_time(when: datetime.datetime, *, utc_only: bool = False) -> str:
     return when.strftime("%Y%m%d%H%M%SZ")
 
 
-def _write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Replace ``path`` with ``data`` through a temporary file in the same directory."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        if private:
-            write_private_key(temporary, data)
-        else:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with open(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+_write_atomic = write_atomic
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700, whatever the umask."""
+    missing = []
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made concurrently, by another certsrv-pki
+        os.chmod(directory, 0o700)  # a umask such as 0o200 would leave it unusable
+    if not path.is_dir():
+        raise PKIError(f"{path}: exists and is not a directory")
+
+
+def _check_not_shared(path: Path) -> None:
+    """Refuse a directory where other users could replace files (world-writable, not sticky)."""
+    mode = path.stat().st_mode
+    if mode & S_IWOTH and not mode & S_ISVTX:
+        raise PKIError(f"{path}: writable by every user (mode {S_IMODE(mode):04o}), who "
+                       f"could replace the CA; `chmod 700 {path}` or choose another directory")
 
 
 @contextlib.contextmanager
@@ -882,6 +1094,48 @@ def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
 
 def _stem(path: str) -> str:
     return path.removesuffix(".pem")
+
+
+def _key_sha256(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )).hexdigest()
+
+
+def _validity(days: int | None, validity: datetime.timedelta | None) -> datetime.timedelta:
+    """The validity that ``days`` or ``validity`` (not both) asks for; default a year."""
+    if validity is None:
+        return _days(DEFAULT_DAYS if days is None else days)
+    if days is not None:
+        raise ValueError("give the validity as days or as a duration, not both")
+    if not isinstance(validity, datetime.timedelta) or \
+            not datetime.timedelta(seconds=1) <= validity <= MAX_VALIDITY:
+        raise ValueError(f"validity must be from 1 second to {MAX_VALIDITY.days} days, "
+                         f"not {validity!r}")
+    return validity
+
+
+def _lifetime_of(certificate: x509.Certificate) -> datetime.timedelta:
+    """The validity ``certificate`` was issued with: whole days, or seconds if under a day."""
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    if lifetime > _BACKDATE:
+        lifetime -= _BACKDATE  # issue() starts certificates a little before ``now``
+    if lifetime >= datetime.timedelta(days=1):
+        return datetime.timedelta(days=round(lifetime / datetime.timedelta(days=1)))
+    return datetime.timedelta(seconds=max(1, round(lifetime.total_seconds())))
+
+
+def _check_client_dns(host: str) -> None:
+    """Refuse a dNSName SAN for a client certificate that names no single host."""
+    validate_host(host)
+    if "*" in host:
+        raise ValueError(f"invalid DNS name {host!r}: a client certificate names one host, "
+                         "not a wildcard")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    raise ValueError(f"invalid DNS name {host!r}: an IP address is no DNS name")
 
 
 def _days(days: int, *, what: str = "validity") -> datetime.timedelta:

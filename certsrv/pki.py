@@ -2,8 +2,8 @@
 A small X.509 PKI for development and tests: CAs, client and server certificates, CRLs.
 
 Modelled on trustme: every certificate is made in memory with an explicit validity
-window, so tests control time; nothing here touches the disk except ``write_*`` helpers,
-which create private key files with mode 0600.
+window, so tests control time; nothing here touches the disk except the ``write*``
+helpers, which replace files atomically and create private key files with mode 0600.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import datetime
 import enum
 import ipaddress
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import idna
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -30,6 +32,8 @@ __all__ = [
     "fingerprint",
     "generate_key",
     "self_signed_client",
+    "validate_host",
+    "write_atomic",
     "write_private_key",
 ]
 
@@ -121,6 +125,94 @@ def _general_names(
     return names
 
 
+_CN_MAX = 64  # ub-common-name, RFC 5280
+_HOST_MAX = 253
+_LABEL_MAX = 63
+_LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def validate_host(host: str) -> str:
+    """Return ``host`` if a server certificate may name it (host name, wildcard, IP), else raise."""
+    problem = _host_problem(host)
+    if problem is not None:
+        raise ValueError(f"invalid host name {host!r}: {problem}")
+    return host
+
+
+def _host_problem(host: str) -> str | None:
+    """What makes ``host`` unfit for a server certificate's SAN, or None if nothing does."""
+    if not host:
+        return "it is empty"
+    for position, character in enumerate(host, 1):
+        if character.isspace() or not character.isprintable():
+            return f"character {position} ({character!r}) is a space or control character"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            return "an IPv6 zone index ('%...') cannot go in a certificate"
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        return "write an IPv6 address without brackets"
+    if not host.isascii():
+        return _idna_hint(host)
+    if host.endswith("."):
+        return "it ends with a dot; leave the trailing dot out"
+    if len(host) > _HOST_MAX:
+        return f"it is {len(host)} characters long; the limit is {_HOST_MAX}"
+    labels = host.split(".")
+    if "*" in host:
+        if host.count("*") > 1:
+            return "it has more than one wildcard; only the whole left-most label may be '*'"
+        if labels[0] != "*":
+            return "a wildcard must be the whole left-most label, as in '*.example.org'"
+        if len(labels) < 3:
+            return "a wildcard needs at least two labels after it, as in '*.example.org'"
+        labels = labels[1:]
+    for label in labels:
+        problem = _label_problem(label)
+        if problem is not None:
+            return problem
+    if labels[-1].isdigit():
+        return (f"its last label {labels[-1]!r} is all digits: neither a host name nor an IP "
+                "address (write IP addresses in full, e.g. 127.0.0.1)")
+    return None
+
+
+def _label_problem(label: str) -> str | None:
+    if not label:
+        return "it has an empty label (a leading dot or two dots in a row)"
+    if len(label) > _LABEL_MAX:
+        return f"label {label!r} is {len(label)} characters long; the limit is {_LABEL_MAX}"
+    for character in label:
+        if character not in _LABEL_CHARACTERS:
+            return (f"label {label!r} contains {character!r}; host names hold only letters, "
+                    "digits, '-' and '_'")
+    if label.startswith("-") or label.endswith("-"):
+        return f"label {label!r} starts or ends with '-'"
+    if label.lower().startswith("xn--"):
+        try:
+            idna.decode(label.lower())
+        except (idna.IDNAError, UnicodeError):
+            return f"label {label!r} is not a valid IDNA A-label (punycode)"
+    return None
+
+
+def _idna_hint(host: str) -> str:
+    try:
+        encoded = ".".join(
+            label if label.isascii() else idna.encode(label, uts46=True).decode("ascii")
+            for label in host.split(".")
+        )
+    except (idna.IDNAError, UnicodeError):
+        encoded = ""
+    if not encoded or _host_problem(encoded) is not None:
+        return "it is not ASCII and has no valid IDNA form"
+    return f"it is not ASCII; give its IDNA form {encoded!r}"
+
+
 def split_hosts(hosts: Iterable[str]) -> tuple[list[str], list[str]]:
     """Split host names from IP address literals."""
     dns: list[str] = []
@@ -176,20 +268,40 @@ class IssuedCertificate:
         )
 
     def write(self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> None:
-        """Write the certificate chain (PEM) and the private key (PEM, mode 0600)."""
-        Path(cert_path).write_bytes(self.chain_pem())
+        """Replace ``cert_path`` with the chain (PEM) and ``key_path`` with the key (PEM, 0600)."""
+        write_atomic(cert_path, self.chain_pem())
         write_private_key(key_path, self.private_key_pem())
 
 
 def write_private_key(path: str | os.PathLike[str], pem: bytes) -> None:
-    """Write ``pem`` to ``path`` so that it is never readable by others, even briefly."""
-    target = os.fspath(path)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Replace ``path`` with ``pem`` in a new file never readable by others, even briefly."""
+    write_atomic(path, pem, private=True)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> None:
+    """Replace ``path`` with a new file holding ``data`` (0600 if ``private``), by rename."""
+    # A new file in the same directory, made with O_EXCL|O_NOFOLLOW, then renamed over the
+    # target: a symlink planted at ``path`` is replaced, never followed, and whoever could open
+    # an existing file there keeps no access to the new contents.
+    target = Path(path)
+    mode = 0o600 if private else 0o644
+    temporary = target.with_name(f".{target.name[:64]}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, mode)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
+        try:
+            if private:
+                os.fchmod(fd, mode)  # exactly 0600, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -345,12 +457,13 @@ class CertificateAuthority:
         return self.issue(common_name, **kwargs)  # type: ignore[arg-type]
 
     def issue_server(self, *hosts: str, **kwargs: object) -> IssuedCertificate:
-        """Issue a server certificate for ``hosts`` (names and IP literals; EKU serverAuth)."""
+        """Issue a server certificate for ``hosts`` (unchecked, see validate_host; serverAuth)."""
         if not hosts:
             raise ValueError("issue_server needs at least one host name or IP address")
         dns, ips = split_hosts(hosts)
         kwargs.setdefault("extended_key_usage", (ExtendedKeyUsageOID.SERVER_AUTH,))
-        kwargs.setdefault("common_name", hosts[0])
+        # A common name holds at most 64 characters; a longer host name goes in the SAN only.
+        kwargs.setdefault("common_name", hosts[0] if len(hosts[0]) <= _CN_MAX else None)
         common_name = kwargs.pop("common_name")
         return self.issue(common_name, dns=dns, ips=ips, **kwargs)  # type: ignore[arg-type]
 

@@ -13,6 +13,7 @@ import io
 import ipaddress
 import json
 import os
+import secrets
 import select
 import shutil
 import socket
@@ -26,12 +27,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from service_identity.hazmat import DNSPattern
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from certsrv import _pkistore, pki
 from certsrv._pkicli import main
-from certsrv._pkistore import Kind, PKIStore, Status
+from certsrv._pkistore import Kind, PKIStore, Status, parse_duration
 from certsrv.exceptions import PKIError
-from certsrv.pki import KeyType, fingerprint
+from certsrv.pki import (
+    CertificateAuthority,
+    KeyType,
+    fingerprint,
+    split_hosts,
+    validate_host,
+    write_private_key,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OPENSSL = shutil.which("openssl")
@@ -55,12 +67,56 @@ def _mode(path: Path) -> int:
 class _PKITestCase(SynchronousTestCase):
     def make_pki(self, **kwargs: object) -> tuple[Path, PKIStore]:
         directory = Path(self.mktemp()).resolve()
-        return directory, PKIStore.init(directory, **kwargs)  # type: ignore[arg-type]
+        return directory, PKIStore.init(directory, **kwargs)
 
     def openssl(self, *args: str) -> subprocess.CompletedProcess[str]:
         if OPENSSL is None:
             raise SkipTest("the openssl command is not installed")
         return subprocess.run([OPENSSL, *args], capture_output=True, text=True, timeout=20)
+
+    def query(self, directory: Path, cert: str) -> str:
+        """Start a one-request ``openssl ocsp`` responder and ask it about ``cert``."""
+        if OPENSSL is None:
+            raise SkipTest("the openssl command is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        responder = subprocess.Popen(
+            [OPENSSL, "ocsp", "-index", str(directory / "index.txt"), "-port", str(port),
+             "-rsigner", str(directory / "ocsp.pem"), "-rkey", str(directory / "ocsp.key"),
+             "-CA", str(directory / "ca.pem"), "-nrequest", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(self._stop, responder)
+        assert responder.stdout is not None
+        # The responder prints "ACCEPT [::]:PORT PID=..." once it listens.
+        output = b""
+        deadline = time.monotonic() + 10
+        while b"ACCEPT" not in output:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([responder.stdout], [], [], max(remaining, 0))
+            chunk = os.read(responder.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                self.fail(f"openssl ocsp did not start: {output!r}")
+            output += chunk
+        result = self.openssl("ocsp", "-issuer", str(directory / "ca.pem"),
+                              "-cert", str(directory / cert), "-url", f"http://127.0.0.1:{port}",
+                              "-CAfile", str(directory / "ca.pem"), "-resp_text")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Response verify OK", result.stderr)
+        return result.stdout
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        """Run ``certsrv-pki`` in this process; return its exit status, stdout and stderr."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+        return code, out.getvalue(), err.getvalue()
 
     def assertVerifies(self, directory: Path, cert: str, purpose: str) -> None:
         result = self.openssl("verify", "-CAfile", str(directory / "ca.pem"), "-purpose",
@@ -438,7 +494,7 @@ class StatusTests(_PKITestCase):
 
         def counting_loads(raw: bytes, **kwargs: object) -> object:
             parsed.append(raw)
-            return real_loads(raw, **kwargs)  # type: ignore[arg-type]
+            return real_loads(raw, **kwargs)
 
         self.patch(json, "loads", counting_loads)
         for _ in range(3):
@@ -454,43 +510,6 @@ class StatusTests(_PKITestCase):
 
 class OpenSSLOCSPTests(_PKITestCase):
     """``openssl ocsp -index index.txt`` serves the PKI and agrees with the index."""
-
-    def query(self, directory: Path, cert: str) -> str:
-        """Start a one-request ``openssl ocsp`` responder and ask it about ``cert``."""
-        if OPENSSL is None:
-            raise SkipTest("the openssl command is not installed")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        responder = subprocess.Popen(
-            [OPENSSL, "ocsp", "-index", str(directory / "index.txt"), "-port", str(port),
-             "-rsigner", str(directory / "ocsp.pem"), "-rkey", str(directory / "ocsp.key"),
-             "-CA", str(directory / "ca.pem"), "-nrequest", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.addCleanup(self._stop, responder)
-        assert responder.stdout is not None
-        # The responder prints "ACCEPT [::]:PORT PID=..." once it listens.
-        output = b""
-        deadline = time.monotonic() + 10
-        while b"ACCEPT" not in output:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([responder.stdout], [], [], max(remaining, 0))
-            chunk = os.read(responder.stdout.fileno(), 4096) if ready else b""
-            if not chunk:
-                self.fail(f"openssl ocsp did not start: {output!r}")
-            output += chunk
-        result = self.openssl("ocsp", "-issuer", str(directory / "ca.pem"),
-                              "-cert", str(directory / cert), "-url", f"http://127.0.0.1:{port}",
-                              "-CAfile", str(directory / "ca.pem"), "-resp_text")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Response verify OK", result.stderr)
-        return result.stdout
-
-    def _stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
 
     def test_good_then_revoked(self) -> None:
         """client.pem is good, then revoked with the reason from the index."""
@@ -512,12 +531,6 @@ class OpenSSLOCSPTests(_PKITestCase):
 
 class CLITests(_PKITestCase):
     """``certsrv-pki`` prints results on stdout and one-line errors on stderr."""
-
-    def run_cli(self, *argv: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(argv))
-        return code, out.getvalue(), err.getvalue()
 
     def assertFails(self, result: tuple[int, str, str], message: str) -> None:
         code, out, err = result
@@ -563,13 +576,21 @@ class CLITests(_PKITestCase):
             self.assertEqual((entry.name, entry.kind.value), (row[0], row[1]))
             self.assertTrue(entry.fingerprint.startswith(row[5]))
 
-    def test_init_refuses_to_overwrite(self) -> None:
-        """A second init exits 1 with a one-line message; --force replaces the PKI."""
+    def test_init_reuses_then_force_replaces(self) -> None:
+        """A second init reuses the PKI in one line, exit 0; --force replaces the PKI."""
         directory = self.mktemp()
         self.assertEqual(self.run_cli("init", directory)[0], 0)
-        self.assertFails(self.run_cli("init", directory),
-                         "refusing to overwrite it without --force")
-        self.assertEqual(self.run_cli("init", directory, "--force")[0], 0)
+        before = Path(directory, "ca.pem").read_bytes()
+        code, out, err = self.run_cli("init", directory)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, f"reusing the PKI already in {directory} (ecdsa keys, 3 "
+                              f"certificates); `certsrv-pki init --force {directory}` "
+                              "replaces it\n")
+        self.assertEqual(Path(directory, "ca.pem").read_bytes(), before)
+        code, out, _ = self.run_cli("init", directory, "--force")
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("created a PKI with ecdsa keys"), out)
+        self.assertNotEqual(Path(directory, "ca.pem").read_bytes(), before)
 
     def test_errors(self) -> None:
         """Bad names, unknown certificates and missing directories exit 1 without traceback."""
@@ -610,8 +631,775 @@ class CLITests(_PKITestCase):
         first = subprocess.run([*command, "init"], capture_output=True, text=True, env=env,
                                timeout=60)
         self.assertEqual(first.returncode, 0, first.stderr)
-        second = subprocess.run([*command, "init"], capture_output=True, text=True, env=env,
-                                timeout=60)
-        self.assertEqual(second.returncode, 1)
-        self.assertTrue(second.stderr.startswith("certsrv-pki: "), second.stderr)
-        self.assertNotIn("Traceback", second.stderr)
+        failed = subprocess.run([*command, "issue-client", "../x"], capture_output=True,
+                                text=True, env=env, timeout=60)
+        self.assertEqual(failed.returncode, 1)
+        self.assertEqual(failed.stderr, "certsrv-pki: invalid certificate name '../x': use 1-64 "
+                         "letters, digits, '.', '_' or '-', starting with a letter or digit\n")
+
+
+# --- issue 16 and issue 12: host names, durations, atomic writes, modes, reuse, compromise ----
+
+PROPERTY = settings(max_examples=300, deadline=None, database=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+_LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9_-]{0,20}[a-z0-9])?", fullmatch=True)
+_HOST_NAME = st.lists(_LABEL, min_size=1, max_size=5).map(".".join).filter(
+    lambda host: not host.split(".")[-1].isdigit())
+
+
+def cli(*argv: str, umask: int | None = None, stdin: int | None = None,
+        cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``certsrv-pki`` as a separate process (``python -m``), optionally under ``umask``."""
+    command = [sys.executable, "-m", "certsrv._pkicli", *argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    preexec = (lambda: os.umask(umask)) if umask is not None else None  # noqa: E731
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
+                          preexec_fn=preexec, stdin=stdin, cwd=cwd)
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` if it still runs, and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
+class _CLIProcessCase(_PKITestCase):
+    def assertSucceeds(self, result: subprocess.CompletedProcess[str]) -> str:
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "")
+        return result.stdout
+
+    def assertRefuses(self, result: subprocess.CompletedProcess[str], message: str) -> None:
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(result.stderr, f"certsrv-pki: {message}\n")
+
+
+class HostNameTests(_PKITestCase):
+    """Issue 16, finding 1: server certificates only for names a client can check."""
+
+    REFUSED = {
+        "*": "a wildcard needs at least two labels after it, as in '*.example.org'",
+        "*.org": "a wildcard needs at least two labels after it, as in '*.example.org'",
+        "*.*.example.org": "it has more than one wildcard; only the whole left-most label may "
+                           "be '*'",
+        "a.*.example.org": "a wildcard must be the whole left-most label, as in "
+                           "'*.example.org'",
+        "f*.example.org": "a wildcard must be the whole left-most label, as in '*.example.org'",
+        "": "it is empty",
+        "a..example.org": "it has an empty label (a leading dot or two dots in a row)",
+        ".example.org": "it has an empty label (a leading dot or two dots in a row)",
+        "example.org.": "it ends with a dot; leave the trailing dot out",
+        "a b.example": "character 2 (' ') is a space or control character",
+        "evil\x1b[31m.example": "character 5 ('\\x1b') is a space or control character",
+        "a\x00.example": "character 2 ('\\x00') is a space or control character",
+        "a\u202e.example": "character 2 ('\\u202e') is a space or control character",
+        "bücher.example": "it is not ASCII; give its IDNA form 'xn--bcher-kva.example'",
+        "\u0665.example": "it is not ASCII and has no valid IDNA form",
+        "a\u00ad\u00ad.example": "character 2 ('\\xad') is a space or control character",
+        "[::1]": "write an IPv6 address without brackets",
+        "fe80::1%eth0": "an IPv6 zone index ('%...') cannot go in a certificate",
+        "127.1": "its last label '1' is all digits: neither a host name nor an IP address "
+                 "(write IP addresses in full, e.g. 127.0.0.1)",
+        "10.0.0.256": "its last label '256' is all digits: neither a host name nor an IP "
+                      "address (write IP addresses in full, e.g. 127.0.0.1)",
+        "-api.example": "label '-api' starts or ends with '-'",
+        "api-.example": "label 'api-' starts or ends with '-'",
+        "api/x.example": "label 'api/x' contains '/'; host names hold only letters, digits, "
+                         "'-' and '_'",
+        "user@example.org": "label 'user@example' contains '@'; host names hold only letters, "
+                            "digits, '-' and '_'",
+        "xn--zz-.example": "label 'xn--zz-' starts or ends with '-'",
+        "xn--abc.example": "label 'xn--abc' is not a valid IDNA A-label (punycode)",
+        "a" * 64 + ".example": f"label {'a' * 64!r} is 64 characters long; the limit is 63",
+        ("a" * 60 + ".") * 5 + "org": "it is 308 characters long; the limit is 253",
+    }
+    ACCEPTED = ("localhost", "api.example.org", "*.example.org", "*.svc.example.org",
+                "xn--bcher-kva.example", "my_service", "API.Example.ORG", "a" * 63 + ".org",
+                "127.0.0.1", "::1", "2001:db8::1", "::ffff:10.0.0.1", "1.example")
+
+    def test_validate_host_messages(self) -> None:
+        """Each invalid host name is refused with its own precise one-line message."""
+        for host, problem in self.REFUSED.items():
+            error = self.assertRaises(ValueError, validate_host, host)
+            self.assertEqual(str(error), f"invalid host name {host!r}: {problem}")
+            self.assertNotIn("\n", str(error))
+        for host in self.ACCEPTED:
+            self.assertEqual(validate_host(host), host)
+
+    def test_store_refuses_and_writes_nothing(self) -> None:
+        """PKIStore.issue_server checks every host, before anything is written."""
+        directory, store = self.make_pki()
+        for host in ("*", "*.*.example", "a.*.example", "ok.example\n"):
+            error = self.assertRaises(ValueError, store.issue_server, ["ok.example", host],
+                                      name="x")
+            self.assertTrue(str(error).startswith(f"invalid host name {host!r}: "), error)
+        self.assertFalse((directory / "servers").exists())
+        self.assertEqual(len(store.entries()), 3)
+
+    def test_store_issues_accepted_names(self) -> None:
+        """Valid names, a wildcard and IP literals are issued; the wildcard verifies."""
+        directory, store = self.make_pki()
+        entry = store.issue_server(["*.example.org", "xn--bcher-kva.example", "10.0.0.1"],
+                                   name="wild")
+        cert = _load(directory / entry.path)
+        self.assertEqual(_sans(cert).get_values_for_type(x509.DNSName),
+                         ["*.example.org", "xn--bcher-kva.example"])
+        builder = PolicyBuilder().store(Store([store.ca.certificate])).time(
+            datetime.datetime.now(datetime.UTC))
+        builder.build_server_verifier(x509.DNSName("api.example.org")).verify(cert, [])
+        self.assertVerifies(directory, entry.path, "sslserver")
+
+    def test_client_dns_sans(self) -> None:
+        """A client certificate's --dns must name one host: no wildcard, no IP, no junk."""
+        _, store = self.make_pki()
+        for host, message in (
+            ("*.example.org", "invalid DNS name '*.example.org': a client certificate names "
+                              "one host, not a wildcard"),
+            ("127.0.0.1", "invalid DNS name '127.0.0.1': an IP address is no DNS name"),
+            ("a..b", "invalid host name 'a..b': it has an empty label (a leading dot or two "
+                     "dots in a row)"),
+        ):
+            error = self.assertRaises(ValueError, store.issue_client, "svc", dns=[host])
+            self.assertEqual(str(error), message)
+
+    def test_init_checks_server_hosts(self) -> None:
+        """init refuses a bad server host before it creates anything."""
+        directory = Path(self.mktemp())
+        error = self.assertRaises(ValueError, PKIStore.init, directory,
+                                  server_hosts=("localhost", "*"))
+        self.assertIn("invalid host name '*'", str(error))
+        self.assertFalse(directory.exists())
+
+    def test_renew_checks_names_issued_before(self) -> None:
+        """A server certificate with a bad name (from before the check) is not renewed."""
+        _, store = self.make_pki()
+        with store._locked():
+            store._record("legacy", Kind.SERVER, "servers/legacy",
+                          store.ca.issue_server("*", common_name="legacy"))
+            store._write_index()
+        error = self.assertRaises(ValueError, store.renew, "legacy")
+        self.assertEqual(str(error), "invalid host name '*': a wildcard needs at least two "
+                                     "labels after it, as in '*.example.org'")
+
+    def test_long_host_has_no_common_name(self) -> None:
+        """A host name longer than a CN may be goes in the SAN only (which is then critical)."""
+        ca = CertificateAuthority.create()
+        host = "a" * 60 + ".example.org"
+        cert = ca.issue_server(host).certificate
+        self.assertEqual(list(cert.subject), [])
+        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        self.assertTrue(extension.critical)
+        self.assertEqual(extension.value.get_values_for_type(x509.DNSName), [host])
+
+    def test_cli_one_line_without_raw_escapes(self) -> None:
+        """issue-server with a bad name: exit 1, one line, control characters escaped."""
+        directory = self.mktemp()
+        PKIStore.init(directory)
+        code, _, err = self.run_cli("--dir", directory, "issue-server",
+                                    "evil\x1b]0;pwned\x07.example", "--name", "evil")
+        self.assertEqual(code, 1)
+        self.assertEqual(err, "certsrv-pki: invalid host name 'evil\\x1b]0;pwned\\x07.example': "
+                              "character 5 ('\\x1b') is a space or control character\n")
+        self.assertNotIn("\x1b", err)
+        for host in ("*", "*.*.example.org"):
+            code, _, err = self.run_cli("--dir", directory, "issue-server", host, "--name", "x")
+            self.assertEqual((code, err), (1, f"certsrv-pki: invalid host name {host!r}: "
+                                              f"{self.REFUSED[host]}\n"))
+
+    @PROPERTY
+    @given(st.text(max_size=80))
+    def test_property_any_text(self, host: str) -> None:
+        """Any text is refused with one escaped line, or accepted and fit for a certificate."""
+        try:
+            validate_host(host)
+        except ValueError as e:
+            message = str(e)
+            self.assertTrue(message.startswith(f"invalid host name {host!r}: "), message)
+            self.assertTrue(message.isprintable(), message)
+            return
+        self.assertTrue(host.isascii() and host.isprintable())
+        dns, ips = split_hosts([host])
+        if dns:
+            # What the client's check (service_identity) would refuse never gets issued.
+            DNSPattern.from_bytes(host.encode("ascii"))
+            x509.DNSName(host)
+        else:
+            self.assertEqual(ips, [host])
+
+    @PROPERTY
+    @given(_HOST_NAME, st.booleans())
+    def test_property_valid_names(self, host: str, wildcard: bool) -> None:
+        """Names made of letter-digit-hyphen labels are accepted, plain or under '*.'."""
+        if wildcard:
+            host = f"*.{host}.example"
+        self.assertEqual(validate_host(host), host)
+        DNSPattern.from_bytes(host.encode("ascii"))
+
+    @PROPERTY
+    @given(_HOST_NAME, st.data())
+    def test_property_misplaced_wildcards(self, host: str, data: st.DataObject) -> None:
+        """A '*' anywhere but as the whole first label (of 3+) is refused."""
+        position = data.draw(st.integers(min_value=0, max_value=len(host)))
+        bad = host[:position] + "*" + host[position:]
+        labels = bad.split(".")
+        if labels[0] == "*" and len(labels) >= 3:
+            return
+        self.assertRaises(ValueError, validate_host, bad)
+
+
+class DurationTests(_PKITestCase):
+    """Issue 12, item 7: validities shorter than a day, as 90s, 10m, 8h, 30d."""
+
+    def test_parse(self) -> None:
+        """Each unit; a bare number only with a bare unit."""
+        for text, seconds in (("90s", 90), ("10m", 600), ("8h", 28800), ("30d", 2592000),
+                              ("1s", 1), ("007m", 420), ("36500d", 36500 * 86400)):
+            self.assertEqual(parse_duration(text), datetime.timedelta(seconds=seconds))
+        self.assertEqual(parse_duration("60", bare_unit="s"), datetime.timedelta(seconds=60))
+        self.assertEqual(parse_duration("2", bare_unit="d"), datetime.timedelta(days=2))
+
+    def test_refusals(self) -> None:
+        """Every refusal names the text and says what would do."""
+        expected = "expected a whole number and a unit (s, m, h or d), e.g. 90s, 10m, 8h, 30d"
+        for text, problem in (
+            ("10", "add a unit (s, m, h or d), e.g. 10d"),
+            ("0s", "must be at least 1 second"),
+            ("0", "add a unit (s, m, h or d), e.g. 0d"),
+            ("36501d", "must be at most 36500 days"),
+            ("876001h", "must be at most 36500 days"),
+            ("10M", expected), ("1.5h", expected), ("-1d", expected), (" 10m", expected),
+            ("10m ", expected), ("1h30m", expected), ("", expected), ("d", expected),
+            ("\u0661\u0660m", expected), ("1" * 13 + "s", expected), ("10m\n", expected),
+        ):
+            error = self.assertRaises(ValueError, parse_duration, text)
+            self.assertEqual(str(error), f"invalid duration {text!r}: {problem}")
+        error = self.assertRaises(ValueError, parse_duration, "0", bare_unit="s")
+        self.assertEqual(str(error), "invalid duration '0': must be at least 1 second")
+
+    @PROPERTY
+    @given(st.integers(min_value=1, max_value=10**6), st.sampled_from("smhd"))
+    def test_property_round_trip(self, number: int, unit: str) -> None:
+        """n followed by a unit is n of those units, or refused as longer than 36500 days."""
+        seconds = number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        if seconds > 36500 * 86400:
+            self.assertRaises(ValueError, parse_duration, f"{number}{unit}")
+        else:
+            self.assertEqual(parse_duration(f"{number}{unit}"),
+                             datetime.timedelta(seconds=seconds))
+
+    @PROPERTY
+    @given(st.text(max_size=20), st.sampled_from([None, "s", "d"]))
+    def test_property_any_text(self, text: str, bare_unit: str | None) -> None:
+        """Any text gives 1 s to 36500 days, or a one-line ValueError naming the text."""
+        try:
+            duration = parse_duration(text, bare_unit=bare_unit)
+        except ValueError as e:
+            self.assertTrue(str(e).startswith(f"invalid duration {text!r}: "), e)
+            self.assertNotIn("\n", str(e))
+            return
+        self.assertTrue(datetime.timedelta(seconds=1) <= duration
+                        <= datetime.timedelta(days=36500))
+
+    def test_store_short_validity(self) -> None:
+        """A 90-second certificate expires 90 s after ``now``; renew keeps the lifetime."""
+        directory, store = self.make_pki()
+        entry = store.issue_client("brief", validity=datetime.timedelta(seconds=90), now=NOW)
+        self.assertEqual(entry.not_after, NOW + datetime.timedelta(seconds=90))
+        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=89)), Status.VALID)
+        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=91)), Status.EXPIRED)
+        later = NOW + datetime.timedelta(seconds=60)
+        renewed = store.renew("brief", now=later)
+        self.assertEqual(renewed.not_after, later + datetime.timedelta(seconds=90))
+        server = store.issue_server(["short.example"], validity=datetime.timedelta(minutes=10),
+                                    now=NOW)
+        self.assertEqual(server.not_after, NOW + datetime.timedelta(minutes=10))
+        renewed = store.renew("short.example", validity=datetime.timedelta(hours=8), now=NOW)
+        self.assertEqual(renewed.not_after, NOW + datetime.timedelta(hours=8))
+        self.assertEqual(store.renew("short.example", days=2, now=NOW).not_after,
+                         NOW + datetime.timedelta(days=2))
+
+    def test_store_refusals(self) -> None:
+        """days and validity together, a zero or negative or too long validity."""
+        _, store = self.make_pki()
+        error = self.assertRaises(ValueError, store.issue_client, "a", days=1,
+                                  validity=datetime.timedelta(hours=1))
+        self.assertEqual(str(error), "give the validity as days or as a duration, not both")
+        for bad in (datetime.timedelta(0), datetime.timedelta(seconds=-5),
+                    datetime.timedelta(days=36501)):
+            error = self.assertRaises(ValueError, store.issue_client, "a", validity=bad)
+            self.assertEqual(str(error),
+                             f"validity must be from 1 second to 36500 days, not {bad!r}")
+
+    def test_cli_validity(self) -> None:
+        """--validity 90s issues a certificate that openssl sees expire within 90 s."""
+        directory = self.mktemp()
+        PKIStore.init(directory)
+        run = self.run_cli
+        code, _, err = run("--dir", directory, "issue-client", "brief", "--validity", "90s")
+        self.assertEqual((code, err), (0, ""))
+        path = Path(directory, "clients", "brief.pem")
+        cert = _load(path)
+        left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+        self.assertTrue(datetime.timedelta(seconds=80) < left <= datetime.timedelta(seconds=90),
+                        left)
+        self.assertEqual(self.openssl("x509", "-in", str(path), "-noout", "-checkend",
+                                      "60").returncode, 0)
+        self.assertEqual(self.openssl("x509", "-in", str(path), "-noout", "-checkend",
+                                      "120").returncode, 1)
+        code, _, _ = run("--dir", directory, "issue-server", "brief.example", "--validity", "10m")
+        self.assertEqual(code, 0)
+        code, _, _ = run("--dir", directory, "renew", "brief", "--validity", "8h")
+        self.assertEqual(code, 0)
+        left = _load(path).not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+        self.assertTrue(datetime.timedelta(hours=7.9) < left <= datetime.timedelta(hours=8))
+        code, _, _ = run("--dir", directory, "issue-client", "days", "--days", "3")
+        self.assertEqual(code, 0)
+
+    def test_cli_usage_errors(self) -> None:
+        """A bad --validity, or --days with --validity, is a usage error (exit 2)."""
+        directory = self.mktemp()
+        PKIStore.init(directory)
+        run = self.run_cli
+        code, _, err = run("--dir", directory, "issue-client", "x", "--validity", "10")
+        self.assertEqual(code, 2)
+        self.assertTrue(err.endswith("error: argument --validity: '10': add a unit (s, m, h or "
+                                     "d), e.g. 10d\n"), err)
+        code, _, err = run("--dir", directory, "issue-client", "x", "--days", "3",
+                           "--validity", "1h")
+        self.assertEqual(code, 2)
+        self.assertTrue(err.endswith("error: argument --validity: not allowed with argument "
+                                     "--days\n"), err)
+
+
+class AtomicWriteTests(SynchronousTestCase):
+    """Issue 16, finding 6: the library never follows a symlink nor reuses an existing file."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.issued = CertificateAuthority.create().issue_client("alice")
+        self.victim = self.dir / "victim"
+        self.victim.write_text("precious\n")
+
+    def test_symlink_is_replaced_not_followed(self) -> None:
+        """A symlink planted at the key's path: the target is untouched, the key is 0600."""
+        key = self.dir / "alice.key"
+        key.symlink_to(self.victim)
+        write_private_key(key, self.issued.private_key_pem())
+        self.assertEqual(self.victim.read_text(), "precious\n")
+        self.assertFalse(key.is_symlink())
+        self.assertEqual(key.read_bytes(), self.issued.private_key_pem())
+        self.assertEqual(_mode(key), 0o600)
+
+    def test_existing_world_writable_file(self) -> None:
+        """A pre-created 0666 file, held open by its owner, never sees the key."""
+        key = self.dir / "alice.key"
+        key.write_text("")
+        os.chmod(key, 0o666)
+        with open(key, "rb") as held:
+            before = os.fstat(held.fileno()).st_ino
+            write_private_key(key, self.issued.private_key_pem())
+            self.assertEqual(held.read(), b"")  # the old inode got nothing
+        self.assertNotEqual(key.stat().st_ino, before)
+        self.assertEqual(_mode(key), 0o600)
+        self.assertEqual(key.read_bytes(), self.issued.private_key_pem())
+
+    def test_issued_certificate_write(self) -> None:
+        """IssuedCertificate.write replaces planted symlinks for both files; modes 0644/0600."""
+        cert, key = self.dir / "alice.pem", self.dir / "alice.key"
+        cert.symlink_to(self.victim)
+        key.symlink_to(self.victim)
+        self.issued.write(cert, key)
+        self.assertEqual(self.victim.read_text(), "precious\n")
+        self.assertEqual((cert.read_bytes(), _mode(cert)), (self.issued.chain_pem(), 0o644))
+        self.assertEqual((key.read_bytes(), _mode(key)), (self.issued.private_key_pem(), 0o600))
+        self.assertEqual(sorted(p.name for p in self.dir.iterdir()),
+                         ["alice.key", "alice.pem", "victim"])
+
+    def test_key_mode_under_any_umask(self) -> None:
+        """The key file is exactly 0600 under umask 000 and under 0277 (owner-unreadable)."""
+        for umask in (0o000, 0o277):
+            key = self.dir / f"k{umask:o}.key"
+            previous = os.umask(umask)
+            try:
+                write_private_key(key, b"key\n")
+            finally:
+                os.umask(previous)
+            self.assertEqual(_mode(key), 0o600)
+
+    def test_planted_temporary_name(self) -> None:
+        """A symlink at the temporary name is not followed: the write fails, nothing leaks."""
+        self.patch(secrets, "token_hex", lambda n: "0" * (2 * n))
+        key = self.dir / "alice.key"
+        trap = self.dir / f".alice.key.{'0' * 16}.tmp"
+        trap.symlink_to(self.victim)
+        self.assertRaises(FileExistsError, write_private_key, key, b"secret\n")
+        self.assertEqual(self.victim.read_text(), "precious\n")
+        self.assertFalse(key.exists())
+        self.assertTrue(trap.is_symlink())
+
+    def test_failure_leaves_no_temporary(self) -> None:
+        """Writing over a directory fails and removes the temporary file."""
+        (self.dir / "adir").mkdir()
+        self.assertRaises(IsADirectoryError, write_private_key, self.dir / "adir", b"x")
+        self.assertEqual(sorted(p.name for p in self.dir.iterdir()), ["adir", "victim"])
+
+    def test_store_shares_the_implementation(self) -> None:
+        """PKIStore writes through the same function, so a planted symlink is replaced too."""
+        self.assertIs(_pkistore._write_atomic, pki.write_atomic)
+        directory = self.dir / "pki"
+        store = PKIStore.init(directory)
+        (directory / "clients").mkdir(exist_ok=True)
+        planted = directory / "clients" / "bob.key"
+        planted.symlink_to(self.victim)
+        store.issue_client("bob")
+        self.assertEqual(self.victim.read_text(), "precious\n")
+        self.assertFalse(planted.is_symlink())
+        self.assertEqual(_mode(planted), 0o600)
+
+
+class DirectoryTests(_CLIProcessCase):
+    """Issue 16, finding 8: directories 0700 whatever the umask; concurrent inits are safe."""
+
+    def test_umask_000(self) -> None:
+        """Under umask 000 every directory is 0700, every key 0600, nothing group/other-writable."""
+        base = Path(self.mktemp()).resolve()
+        directory = base / "deep" / "pki"
+        self.assertSucceeds(cli("init", str(directory), umask=0o000))
+        self.assertSucceeds(cli("--dir", str(directory), "issue-client", "alice", umask=0o000))
+        self.assertSucceeds(cli("--dir", str(directory), "issue-server", "api.example",
+                                umask=0o000))
+        self.assertSucceeds(cli("--dir", str(directory), "renew", "alice", umask=0o000))
+        for path in (base, base / "deep", directory, directory / "clients",
+                     directory / "servers", directory / "newcerts"):
+            self.assertEqual(_mode(path), 0o700, path)
+        for path in directory.rglob("*"):
+            self.assertFalse(_mode(path) & 0o022, f"{path} is {_mode(path):o}")
+            if path.suffix == ".key":
+                self.assertEqual(_mode(path), 0o600, path)
+
+    def test_umask_that_removes_owner_write(self) -> None:
+        """A umask of 0277 still gives usable 0700 directories."""
+        directory = Path(self.mktemp()).resolve()
+        self.assertSucceeds(cli("init", str(directory), umask=0o277))
+        self.assertSucceeds(cli("--dir", str(directory), "issue-client", "alice", umask=0o277))
+        self.assertEqual((_mode(directory), _mode(directory / "clients")), (0o700, 0o700))
+
+    def test_world_writable_directory_refused(self) -> None:
+        """An existing world-writable directory (not sticky) is refused with how to fix it."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        os.chmod(directory, 0o777)
+        self.assertRefuses(cli("init", str(directory)),
+                           f"{directory}: writable by every user (mode 0777), who could replace "
+                           f"the CA; `chmod 700 {directory}` or choose another directory")
+        self.assertEqual(list(directory.iterdir()), [])
+        os.chmod(directory, 0o1777)  # sticky, as /tmp: others cannot replace our files
+        self.assertSucceeds(cli("init", str(directory)))
+
+    def test_concurrent_inits(self) -> None:
+        """Four inits released at once: one creates, three reuse, one consistent CA."""
+        directory = str(Path(self.mktemp()).resolve())
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        code = ("import os, sys\nfrom certsrv._pkicli import main\nprint('ready', flush=True)\n"
+                "os.read(0, 1)\nsys.exit(main(sys.argv[1:]))\n")
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code, "init", directory, "--key-type", "rsa"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(4)
+        ]
+        for process in processes:
+            self.addCleanup(_reap, process)
+            assert process.stdout is not None
+            self.assertEqual(process.stdout.readline(), "ready\n")
+        for process in processes:  # release them together
+            assert process.stdin is not None
+            process.stdin.write("g")
+            process.stdin.flush()
+        results = []
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            results.append((process.returncode, out, err))
+        self.assertEqual([(code, err) for code, _, err in results], [(0, "")] * 4)
+        outputs = sorted(out.split(" ", 1)[0] for _, out, _ in results)
+        self.assertEqual(outputs, ["created", "reusing", "reusing", "reusing"])
+        store = PKIStore.open(directory)
+        _ = store.ca  # the key matches the certificate
+        self.assertEqual(len(store.entries()), 3)
+        for name, purpose in (("server.pem", "sslserver"), ("client.pem", "sslclient")):
+            self.assertVerifies(Path(directory), name, purpose)
+
+
+class InitReuseTests(_CLIProcessCase):
+    """Issue 12, item 5: the quick start's ``certsrv-pki init certs`` can be run twice."""
+
+    def test_twice_then_force(self) -> None:
+        """The second init says it reuses the PKI (one line, exit 0); --force replaces it."""
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir()
+        first = self.assertSucceeds(cli("init", "certs", cwd=str(cwd)))
+        self.assertTrue(first.startswith("created a PKI with ecdsa keys in certs:"), first)
+        ca = (cwd / "certs" / "ca.pem").read_bytes()
+        second = self.assertSucceeds(cli("init", "certs", cwd=str(cwd)))
+        self.assertEqual(second, "reusing the PKI already in certs (ecdsa keys, 3 certificates); "
+                                 "`certsrv-pki init --force certs` replaces it\n")
+        self.assertEqual((cwd / "certs" / "ca.pem").read_bytes(), ca)
+        self.assertSucceeds(cli("init", "certs", "--key-type", "ecdsa", cwd=str(cwd)))
+        forced = self.assertSucceeds(cli("init", "certs", "--force", "--key-type", "ed25519",
+                                         cwd=str(cwd)))
+        self.assertTrue(forced.startswith("created a PKI with ed25519 keys in certs:"), forced)
+        self.assertNotEqual((cwd / "certs" / "ca.pem").read_bytes(), ca)
+
+    def test_half_made(self) -> None:
+        """An interrupted init (no crl.pem, no index) is refused with how to replace it."""
+        directory = Path(self.mktemp()).resolve()
+        PKIStore.init(directory)
+        (directory / "crl.pem").unlink()
+        (directory / "index.txt").unlink()
+        self.assertRefuses(cli("init", str(directory)),
+                           f"{directory} holds an incomplete PKI (missing index.txt, crl.pem); "
+                           f"`certsrv-pki init --force {directory}` replaces it")
+        self.assertSucceeds(cli("init", str(directory), "--force"))
+        self.assertSucceeds(cli("init", str(directory)))
+
+    def test_only_a_key(self) -> None:
+        """A directory with only a stray ca.key is not reused and not overwritten."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        (directory / "ca.key").write_text("not mine\n")
+        self.assertRefuses(cli("init", str(directory)),
+                           f"{directory} holds an incomplete PKI (missing ca.pem, pki.json, "
+                           "index.json, index.txt, index.txt.attr, crl.pem); "
+                           f"`certsrv-pki init --force {directory}` replaces it")
+        self.assertEqual((directory / "ca.key").read_text(), "not mine\n")
+
+    def test_damaged(self) -> None:
+        """A PKI whose index or CA key is broken is refused, naming the file."""
+        directory = Path(self.mktemp()).resolve()
+        PKIStore.init(directory)
+        (directory / "index.json").write_text("{")
+        result = cli("init", str(directory))
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith(
+            f"certsrv-pki: {directory} holds a damaged PKI ({directory / 'index.json'}: not "
+            "valid JSON"), result.stderr)
+        self.assertTrue(result.stderr.endswith(
+            f"; `certsrv-pki init --force {directory}` replaces it\n"), result.stderr)
+        PKIStore.init(directory, force=True)
+        shutil.copy(directory / "client.key", directory / "ca.key")
+        self.assertRefuses(cli("init", str(directory)),
+                           f"{directory} holds a damaged PKI ({directory / 'ca.key'}: the CA "
+                           "private key does not match the CA certificate); "
+                           f"`certsrv-pki init --force {directory}` replaces it")
+
+    def test_other_options(self) -> None:
+        """Asking for another key type or URL than the PKI has is refused, not ignored."""
+        directory = Path(self.mktemp()).resolve()
+        PKIStore.init(directory, ocsp_url="http://127.0.0.1:8080/")
+        hint = f"`certsrv-pki init --force {directory}` replaces it"
+        self.assertRefuses(cli("init", str(directory), "--key-type", "rsa"),
+                           f"{directory} already holds a PKI with key type 'ecdsa', not 'rsa'; "
+                           f"{hint}")
+        self.assertRefuses(cli("init", str(directory), "--ocsp-url", "http://127.0.0.1:9/"),
+                           f"{directory} already holds a PKI with OCSP URL "
+                           f"'http://127.0.0.1:8080/', not 'http://127.0.0.1:9/'; {hint}")
+        self.assertRefuses(cli("init", str(directory), "--crl-url", "http://127.0.0.1:9/c"),
+                           f"{directory} already holds a PKI with CRL URL none, not "
+                           f"'http://127.0.0.1:9/c'; {hint}")
+        self.assertSucceeds(cli("init", str(directory), "--ocsp-url",
+                                "http://127.0.0.1:8080/"))
+
+    def test_library_init_still_refuses(self) -> None:
+        """PKIStore.init (the library) keeps refusing; open_or_init says what it did."""
+        directory, _ = self.make_pki()
+        self.assertRaises(PKIError, PKIStore.init, directory)
+        store, created = PKIStore.open_or_init(directory)
+        self.assertFalse(created)
+        self.assertEqual(len(store.entries()), 3)
+        store, created = PKIStore.open_or_init(Path(self.mktemp()))
+        self.assertTrue(created)
+
+
+def _crl_text(case: _PKITestCase, directory: Path) -> dict[str, str]:
+    """``openssl crl -text`` of crl.pem as {serial: reason}, after checking its signature."""
+    result = case.openssl("crl", "-in", str(directory / "crl.pem"), "-CAfile",
+                          str(directory / "ca.pem"), "-text", "-noout")
+    case.assertEqual(result.returncode, 0, result.stderr)
+    case.assertIn("verify OK", result.stdout + result.stderr)
+    revoked: dict[str, str] = {}
+    lines = result.stdout.splitlines()
+    for position, line in enumerate(lines):
+        if line.strip().startswith("Serial Number:"):
+            serial = line.split(":", 1)[1].strip()
+            reason = ""
+            for following in lines[position + 1:position + 6]:
+                if "CRL Reason Code" in following:
+                    reason = lines[lines.index(following, position) + 1].strip()
+            revoked[serial] = reason
+    return revoked
+
+
+class KeyCompromiseTests(_CLIProcessCase):
+    """Issue 16, finding 4: keyCompromise revokes every certificate of the key, for good."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).resolve()
+        self.assertSucceeds(cli("init", str(self.dir)))
+        self.store = PKIStore.open(self.dir)
+        self.first = self.store.find("client")
+        self.assertSucceeds(cli("--dir", str(self.dir), "renew", "client", "--keep-key"))
+        self.second = self.store.find("client")
+        self.assertNotEqual(self.first.serial, self.second.serial)
+
+    def test_revokes_every_certificate_of_the_key(self) -> None:
+        """Both serials are revoked in the CRL (openssl crl) and by openssl ocsp -index."""
+        out = self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
+                                      "keyCompromise"))
+        lines = out.splitlines()
+        self.assertTrue(lines[0].startswith(
+            f"revoked client certificate 'client' (serial {self.second.serial_hex}, reason "
+            "keyCompromise)"), out)
+        self.assertEqual(lines[1:3], [
+            f"also revoked client certificate 'client' (serial {self.first.serial_hex}): "
+            "same key",
+            "that key will never be certified again; `certsrv-pki renew client` issues a "
+            "certificate with a new key",
+        ])
+        revoked = _crl_text(self, self.dir)
+        self.assertEqual(revoked, {self.first.serial_hex: "Key Compromise",
+                                   self.second.serial_hex: "Key Compromise"})
+        for entry in (self.first, self.second):
+            status = self.store.status_of(entry.serial)
+            self.assertEqual((status.ocsp_status, status.reason),
+                             ("revoked", x509.ReasonFlags.key_compromise))
+        answer = self.query(self.dir, f"newcerts/{self.first.serial_hex}.pem")
+        self.assertIn(": revoked", answer)
+        self.assertIn("Reason: keyCompromise", answer)
+        self.assertEqual(self.store.find("server").status, Status.VALID)
+
+    def test_key_never_certified_again(self) -> None:
+        """renew --keep-key refuses the key; renew with a new key works and is valid."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
+                                "keyCompromise"))
+        self.assertRefuses(
+            cli("--dir", str(self.dir), "renew", "client", "--keep-key"),
+            f"{self.dir / 'index.json'}: refusing to certify the key of "
+            f"{self.dir / 'client.pem'}: that key was revoked for keyCompromise (certificate "
+            f"'client', serial {self.first.serial_hex}); renew without --keep-key to get a new key")
+        self.assertSucceeds(cli("--dir", str(self.dir), "renew", "client"))
+        renewed = self.store.find("client")
+        self.assertEqual(renewed.status, Status.VALID)
+        self.assertNotEqual(renewed.key_sha256, self.first.key_sha256)
+        self.assertEqual(self.store.same_key(renewed), [])
+
+    def test_revoking_the_old_serial_revokes_the_current(self) -> None:
+        """keyCompromise on the superseded serial revokes the current certificate too."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", self.first.serial_hex,
+                                "--reason", "keyCompromise"))
+        self.assertEqual(set(_crl_text(self, self.dir)),
+                         {self.first.serial_hex, self.second.serial_hex})
+        self.assertEqual(self.store.find("client").status, Status.REVOKED)
+
+    def test_earlier_revocation_learns_the_compromise(self) -> None:
+        """A certificate revoked as superseded can be revoked again for keyCompromise."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", self.first.serial_hex,
+                                "--reason", "superseded"))
+        first_revoked_at = self.store.find(self.first.serial).revoked_at
+        self.assertEqual(self.store.find("client").status, Status.VALID)
+        self.assertRefuses(cli("--dir", str(self.dir), "revoke", self.first.serial_hex),
+                           f"{self.dir / 'index.json'}: certificate 'client' (serial "
+                           f"{self.first.serial_hex}) was already revoked at "
+                           f"{first_revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", self.first.serial_hex,
+                                "--reason", "keyCompromise"))
+        first = self.store.find(self.first.serial)
+        self.assertEqual((first.revocation_reason, first.revoked_at),
+                         (x509.ReasonFlags.key_compromise, first_revoked_at))
+        self.assertEqual(self.store.find("client").revocation_reason,
+                         x509.ReasonFlags.key_compromise)
+        self.assertRefuses(cli("--dir", str(self.dir), "revoke", self.first.serial_hex,
+                               "--reason", "keyCompromise"),
+                           f"{self.dir / 'index.json'}: certificate 'client' (serial "
+                           f"{self.first.serial_hex}) was already revoked at "
+                           f"{first_revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+
+    def test_other_reasons_revoke_one_certificate(self) -> None:
+        """Any other reason revokes the named certificate only."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
+                                "cessationOfOperation"))
+        self.assertEqual(set(_crl_text(self, self.dir)), {self.second.serial_hex})
+        self.assertEqual(self.store.find(self.first.serial).status, Status.SUPERSEDED)
+
+    def test_index_without_key_hashes(self) -> None:
+        """An index written before key hashes existed: the certificates' files are read."""
+        index = self.dir / "index.json"
+        document = json.loads(index.read_text())
+        for item in document["certificates"]:
+            del item["key_sha256"]
+        index.write_text(json.dumps(document))
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
+                                "keyCompromise"))
+        self.assertEqual(set(_crl_text(self, self.dir)),
+                         {self.first.serial_hex, self.second.serial_hex})
+        result = cli("--dir", str(self.dir), "renew", "client", "--keep-key")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("that key was revoked for keyCompromise", result.stderr)
+
+    def test_no_issuance_certifies_the_key(self) -> None:
+        """Every issuance path ends in the same check, whatever the certificate's name."""
+        self.store.revoke("client", "keyCompromise")
+        key = serialization.load_pem_private_key(
+            (self.dir / "client.key").read_bytes(), None)
+        issued = self.store.ca.issue_client("other", private_key=key)  # type: ignore[arg-type]
+        with self.store._locked():
+            error = self.assertRaises(PKIError, self.store._record, "other", Kind.CLIENT,
+                                      "clients/other", issued)
+        self.assertEqual(str(error), f"{self.dir / 'index.json'}: refusing to certify the key "
+                                     "of the new client certificate 'other': that key was "
+                                     "revoked for keyCompromise (certificate 'client', serial "
+                                     f"{self.first.serial_hex}); renew without --keep-key to "
+                                     "get a new key")
+        self.assertFalse((self.dir / "clients" / "other.key").exists())
+
+    def test_library_renew_refuses(self) -> None:
+        """PKIStore.renew(keep_key=True) refuses with the same message as the CLI."""
+        self.store.revoke("client", "keyCompromise")
+        error = self.assertRaises(PKIError, self.store.renew, "client", keep_key=True)
+        self.assertIn("refusing to certify the key of", str(error))
+        self.assertIn("that key was revoked for keyCompromise", str(error))
+
+
+class RevokeTimingTests(_CLIProcessCase):
+    """Issue 12, item 2: ``revoke`` says when servers will see the revocation."""
+
+    def test_output(self) -> None:
+        """By CRL file, by CRL URL (when the PKI has one, with a time), by OCSP (5 minutes)."""
+        directory = Path(self.mktemp()).resolve()
+        PKIStore.init(directory, crl_url="http://127.0.0.1:8080/crl.pem", now=NOW)
+        out = self.assertSucceeds(cli("--dir", str(directory), "revoke", "client"))
+        store = PKIStore.open(directory)
+        crl_next = x509.load_pem_x509_crl((directory / "crl.pem").read_bytes()).next_update_utc
+        assert crl_next is not None and store.crl_expires_by is not None
+        # The CRL written by init (at NOW) expires before the new one: a server may hold either.
+        self.assertEqual(store.crl_expires_by.replace(microsecond=0),
+                         crl_next.replace(microsecond=0))
+        self.assertEqual(out.splitlines()[1:], [
+            "servers see the revocation:",
+            f"  with --crl {directory / 'crl.pem'}: within --watch-interval (default 5 s), or "
+            "at SIGHUP",
+            "  with --crl-fetch on (CRL from http://127.0.0.1:8080/crl.pem): when the CRL they "
+            f"hold expires, by {crl_next:%Y-%m-%dT%H:%M:%SZ} at the latest",
+            f"  by OCSP (twistd certsrv-ocsp --pki {directory}): at once for new lookups; "
+            "within 5 minutes for a server holding a 'good' answer (the responder's default "
+            "--validity)",
+        ])
+
+    def test_crl_expires_by_is_the_latest(self) -> None:
+        """A shorter CRL written later does not move the horizon back."""
+        _, store = self.make_pki(now=NOW)
+        store.write_crl(days=30, now=NOW)
+        store.write_crl(days=1, now=NOW)
+        self.assertEqual(PKIStore.open(store.path).crl_expires_by,
+                         NOW + datetime.timedelta(days=30))
