@@ -237,11 +237,11 @@ def _revoke(args: argparse.Namespace, directory: Path) -> int:
     print(f"  with --crl {crl_file}: within --watch-interval (default 5 s), or at SIGHUP")
     if store.crl_url:
         print(f"  with --crl-fetch on (CRL from {store.crl_url}): when the CRL they hold "
-              f"expires, by {_time(store.crl_expires_by)} at the latest")
+              f"expires, by {_time(store.crl_expires_by)} at the latest, or at SIGHUP")
     minutes = DEFAULT_OCSP_VALIDITY // datetime.timedelta(minutes=1)
     print(f"  by OCSP (twistd certsrv-ocsp --pki {directory}): at once for new lookups; within "
           f"{minutes} minutes for a server holding a 'good' answer (the responder's default "
-          "--validity)")
+          "--validity), or at SIGHUP")
     return 0
 
 

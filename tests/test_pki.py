@@ -1390,10 +1390,10 @@ class RevokeTimingTests(_CLIProcessCase):
             f"  with --crl {directory / 'crl.pem'}: within --watch-interval (default 5 s), or "
             "at SIGHUP",
             "  with --crl-fetch on (CRL from http://127.0.0.1:8080/crl.pem): when the CRL they "
-            f"hold expires, by {crl_next:%Y-%m-%dT%H:%M:%SZ} at the latest",
+            f"hold expires, by {crl_next:%Y-%m-%dT%H:%M:%SZ} at the latest, or at SIGHUP",
             f"  by OCSP (twistd certsrv-ocsp --pki {directory}): at once for new lookups; "
             "within 5 minutes for a server holding a 'good' answer (the responder's default "
-            "--validity)",
+            "--validity), or at SIGHUP",
         ])
 
     def test_crl_expires_by_is_the_latest(self) -> None:
