@@ -70,5 +70,4 @@ def protected_site(app: resource.IResource, argv: Sequence[str] = (), *,
     options.parseOptions(list(argv))
     site = build_site(options.verifier, app=app, http2=options.config.http2,
                       limits=options.limits, forwarded=options.forwarded)
-    return TLSFactory(ServerTLS(options.settings, options.verifier), site,
-                      max_connections=options.limits.max_connections)
+    return TLSFactory(ServerTLS(options.settings, options.verifier), site)

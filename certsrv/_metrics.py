@@ -8,6 +8,7 @@ no instrumentation to the hot paths beyond the event itself.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,16 @@ from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from twisted.web import resource, server
 from zope.interface import implementer
 
-__all__ = ["Metrics", "MetricsService", "admin_site"]
+from certsrv._limits import LimitedSite, Limits
+
+__all__ = ["ADMIN_MAX_CONNECTIONS", "Metrics", "MetricsService", "admin_limits", "admin_site",
+           "loopback_by_default"]
+
+# A scraper and a health checker need a few connections; a flood of the admin port must not
+# take the file descriptors the TLS listener needs.
+ADMIN_MAX_CONNECTIONS = 32
+# /metrics and /healthz take no request body.
+ADMIN_MAX_BODY_BYTES = 4096
 
 _REVOCATION_SOURCES = {"certsrv.ocsp": "ocsp", "certsrv.crl": "crl"}
 
@@ -80,6 +90,10 @@ class Metrics:
             seconds = event.get("seconds")
             if isinstance(seconds, int | float):
                 self.latency.labels(source).observe(seconds)
+        elif namespace == "certsrv.limits":
+            refusal = event.get("reason")
+            if refusal is not None and refusal != "max_connections":
+                self.rejections.labels(str(refusal)).inc()
         elif namespace == "certsrv.policy":
             self.access.labels(str(event.get("policy_reason"))).inc()
         elif namespace == "certsrv.reload":
@@ -154,11 +168,28 @@ class _Health(resource.Resource):
         return b"not ready\n"
 
 
-def admin_site(metrics: Metrics, ready: Callable[[], bool]) -> server.Site:
+def admin_limits(limits: Limits) -> Limits:
+    """The main listener's limits, with the admin listener's smaller connection and body caps."""
+    return dataclasses.replace(
+        limits, max_connections=min(limits.max_connections, ADMIN_MAX_CONNECTIONS),
+        max_body_bytes=min(limits.max_body_bytes, ADMIN_MAX_BODY_BYTES))
+
+
+def admin_site(metrics: Metrics, ready: Callable[[], bool], limits: Limits | None = None
+               ) -> LimitedSite:
     """The admin listener's site: ``/metrics`` (Prometheus text format) and ``/healthz``."""
     root = resource.Resource()
     root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     root.putChild(b"healthz", _Health(ready))
-    site = server.Site(root)
-    site.displayTracebacks = False
-    return site
+    return LimitedSite(root, limits=admin_limits(limits or Limits()), name="--metrics")
+
+
+def loopback_by_default(description: str) -> str:
+    """A tcp:/tcp6: endpoint description that names no interface, bound to loopback."""
+    from certsrv._workers import split_description
+
+    parts = split_description(description)
+    kind = parts[0].lower()
+    if kind not in ("tcp", "tcp6") or any(p.startswith("interface=") for p in parts[1:]):
+        return description
+    return description + (":interface=127.0.0.1" if kind == "tcp" else ":interface=\\:\\:1")

@@ -15,12 +15,12 @@ from twisted.application import service, strports
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from certsrv._certs import keys_match, load_certificates, load_private_key
+from certsrv._limits import LimitedSite, Limits
 from certsrv._ocsp import CertStatus, SigningKey
 from certsrv._ocspresponder import OCSPResource, StatusLookup, StatusRecord
-from certsrv._pkistore import CA_CERT, PKIStore
+from certsrv._pkistore import CA_CERT, DEFAULT_OCSP_VALIDITY, PKIStore, parse_duration
 from certsrv.exceptions import ConfigurationError, PKIError
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
 PROG = "certsrv-ocsp"
 DEFAULT_PKI = "certs"
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
-DEFAULT_VALIDITY = 3600
+DEFAULT_VALIDITY = int(DEFAULT_OCSP_VALIDITY.total_seconds())
 RESPONDER_CERT = "ocsp.pem"
 RESPONDER_KEY = "ocsp.key"
 
@@ -122,6 +122,14 @@ def index_lookup(store: PKIStore, clock: IReactorTime) -> StatusLookup:
     return status_of
 
 
+def _seconds(text: str) -> int:
+    """Parse --validity: seconds, or a duration such as 90s, 5m, 1h."""
+    return int(parse_duration(text, bare_unit="s").total_seconds())
+
+
+_seconds.coerceDoc = "Seconds, or a duration such as 90s, 5m, 1h."  # type: ignore[attr-defined]
+
+
 def make_resource(config: Options) -> OCSPResource:
     """The OCSP resource that ``config`` describes."""
     responder: Responder = config["responder"]
@@ -137,14 +145,17 @@ def make_resource(config: Options) -> OCSPResource:
 class Options(usage.Options):
     """Options of ``twistd certsrv-ocsp``."""
 
-    synopsis = "[--pki DIR] [--listen ENDPOINT]... [--validity SECONDS]"
+    synopsis = "[--pki DIR] [--listen ENDPOINT]... [--validity DURATION]"
     longdesc = (
         "Answer OCSP requests (RFC 6960, POST and GET) about the certificates of a "
         "certsrv-pki directory, at the root path, so that certificates issued after "
         "`certsrv-pki init --ocsp-url http://127.0.0.1:8080/` point here. Answers are signed "
         "with the directory's delegated responder (ocsp.pem, ocsp.key) and come from its "
         "index.json, which is re-read whenever it changes: `certsrv-pki revoke` takes effect "
-        "on the next request, without a restart. Serials not in the index are 'unknown'. "
+        "on the next request, without a restart; a server that cached a 'good' answer sees "
+        "the revocation when that answer expires (--validity, 5 minutes by default). GET "
+        "answers carry Cache-Control and Expires (RFC 5019). Serials not in the index are "
+        "'unknown'. "
         "Restart after `certsrv-pki renew ocsp` or `init --force`. The default --listen is "
         "loopback only; --listen tcp:8080 serves every interface."
     )
@@ -152,8 +163,8 @@ class Options(usage.Options):
         ["pki", None, DEFAULT_PKI,
          "The certsrv-pki directory (ca.pem, index.json, ocsp.pem, ocsp.key)."],
         ["validity", None, DEFAULT_VALIDITY,
-         "Seconds from thisUpdate to nextUpdate in each answer (how long clients may cache "
-         "it).", int],
+         "From thisUpdate to nextUpdate in each answer: how long servers may keep using it, "
+         "so how late they may learn of a revocation.", _seconds],
     ]
 
     def __init__(self) -> None:
@@ -209,10 +220,18 @@ class _Announcement(service.Service):
         )
 
 
+# The limits of certsrv's own listeners; an OCSP request is a few hundred bytes.
+OCSP_LIMITS = Limits(max_body_bytes=65_536, max_connections=1_000)
+
+
+def make_site(config: Options, limits: Limits = OCSP_LIMITS) -> LimitedSite:
+    """The responder's site: the OCSP resource under certsrv's listener limits."""
+    return LimitedSite(make_resource(config), limits=limits, name="OCSP")
+
+
 def makeService(config: Options) -> service.IService:
     """One plain-HTTP listener per --listen, all serving the same OCSP resource at ``/``."""
-    site = Site(make_resource(config))
-    site.displayTracebacks = False
+    site = make_site(config)
     parent = service.MultiService()
     _Announcement(config).setServiceParent(parent)
     for description in config["listen"]:

@@ -16,7 +16,13 @@ from certsrv._config import ServerConfig, parse_pins
 from certsrv._crlfetch import CRLFetchSettings
 from certsrv._forwarding import Forwarding, forwarding
 from certsrv._lifecycle import Drainer, ExpiryWatch
-from certsrv._metrics import CacheCollector, Metrics, MetricsService, admin_site
+from certsrv._metrics import (
+    CacheCollector,
+    Metrics,
+    MetricsService,
+    admin_site,
+    loopback_by_default,
+)
 from certsrv._reload import Reloader
 from certsrv._revocation import OCSPMode, OCSPSettings, Revocation, check_responder_url
 from certsrv._server import build_site, revocation_for
@@ -25,10 +31,12 @@ from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv._web import Limits
 from certsrv._workers import (
     ParentWatch,
+    PortInUse,
     ReadyNotice,
     ReusePortService,
     Supervisor,
     TCPAddress,
+    check_free,
     parse_tcp,
     worker_argv,
 )
@@ -76,12 +84,18 @@ class Options(usage.Options):
         ["handshake-timeout", None, 10.0,
          "Seconds a peer has to complete the TLS handshake.", float],
         ["idle-timeout", None, 60.0, "Seconds an idle keep-alive connection stays open.", float],
+        ["header-timeout", None, 20.0,
+         "Seconds a client has to send a request line and headers, from their first byte "
+         "(then 408 and close).", float],
+        ["body-timeout", None, 60.0,
+         "Seconds a client has to send a request body in full (then 408).", float],
         ["max-connections", None, 10_000,
          "Most connections held at once; beyond it new ones are closed at once.", int],
         ["max-header-bytes", None, 16_384, "Largest request line plus headers, in bytes.", int],
         ["max-headers", None, 100, "Most header lines in one request.", int],
         ["max-body-bytes", None, 1_048_576,
-         "Largest request body; a larger one gets 413 and is never stored.", int],
+         "Largest request body, held in memory; a larger one gets 413 and is never stored.",
+         int],
         ["workers", None, "1",
          "Server processes sharing the listening port(s): a number, or auto for one per CPU "
          "core. The parent supervises them: restarts a crashed worker, forwards SIGHUP and "
@@ -99,7 +113,9 @@ class Options(usage.Options):
          "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
         ["metrics", None, None,
          "An admin endpoint serving Prometheus /metrics and /healthz over plain HTTP, e.g. "
-         "tcp:9100:interface=127.0.0.1 (keep it off public interfaces)."],
+         "tcp:9100. A tcp: endpoint without interface= listens on 127.0.0.1 only (tcp6: on "
+         "::1); add interface=0.0.0.0 to expose it. Same limits as --listen, at most 32 "
+         "connections."],
         ["watch-interval", None, 5.0,
          "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
@@ -213,14 +229,17 @@ class Options(usage.Options):
         _choice("http2", self["http2"], ("on", "off"))
         _choice("crl-check", self["crl-check"], ("leaf", "chain"))
         _choice("revocation-fail", self["revocation-fail"], ("closed", "open"))
-        for name in ("handshake-timeout", "idle-timeout", "max-connections",
-                     "max-header-bytes", "max-headers", "max-body-bytes"):
+        for name in ("handshake-timeout", "idle-timeout", "header-timeout", "body-timeout",
+                     "max-connections", "max-header-bytes", "max-headers", "max-body-bytes"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         self.limits = Limits(
             handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
+            header_timeout=self["header-timeout"], body_timeout=self["body-timeout"],
             max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
+        if self["metrics"]:
+            self["metrics"] = loopback_by_default(self["metrics"])
         workers = self["workers"]
         if workers == "auto":
             self.workers = os.cpu_count() or 1
@@ -307,6 +326,7 @@ def makeService(config: Options) -> service.IService:
     from twisted.internet import reactor
 
     if config.workers > 1 and config["worker-index"] is None:
+        _refuse_ports_in_use(config)
         parent = service.MultiService()
         Supervisor(config.workers, worker_argv(config.argv), config.addresses, reactor,
                    stop_timeout=config["drain-timeout"] + 5).setServiceParent(parent)
@@ -321,7 +341,7 @@ def makeService(config: Options) -> service.IService:
         ParentWatch(reactor).setServiceParent(parent)
         ReadyNotice(reactor).setServiceParent(parent)
     for description in config["listen"]:
-        factory = TLSFactory(tls, site, max_connections=config.limits.max_connections)
+        factory = TLSFactory(tls, site)
         if index is None:
             strports.service(description, factory).setServiceParent(parent)
         else:
@@ -349,12 +369,33 @@ def makeService(config: Options) -> service.IService:
         metrics.collect_from(CacheCollector(
             lambda: revocation.checkers if revocation is not None else ()))
         MetricsService(metrics).setServiceParent(parent)
-        admin = admin_site(metrics, lambda: bool(parent.running))
+        admin = admin_site(metrics, lambda: bool(parent.running), config.limits)
         if index is None:
             strports.service(config["metrics"], admin).setServiceParent(parent)
         else:
             address = parse_tcp(config["metrics"])
             address = TCPAddress(address.family, address.interface, address.port + index,
                                  address.backlog)
-            ReusePortService(address, admin, reactor).setServiceParent(parent)
+            # Not shared: each worker has its own metrics port.
+            ReusePortService(address, admin, reactor, share=False).setServiceParent(parent)
     return parent
+
+
+def _refuse_ports_in_use(config: Options) -> None:
+    """Stop startup with one line when another process listens on a tcp port to be used."""
+    wanted = [("--listen", d, 0) for d in config["listen"]]
+    if config["metrics"]:
+        wanted += [("--metrics", config["metrics"], i) for i in range(config.workers)]
+    for option, description, offset in wanted:
+        try:
+            address = parse_tcp(description)
+        except usage.UsageError:
+            continue  # not a tcp: description; its endpoint reports its own errors
+        if address.port == 0:
+            continue
+        address = TCPAddress(address.family, address.interface, address.port + offset,
+                             address.backlog)
+        try:
+            check_free(address)
+        except PortInUse as e:
+            raise SystemExit(f"certsrv: {option} {description}: {e}") from None

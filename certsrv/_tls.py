@@ -161,25 +161,16 @@ class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
 
     protocol = _TLSProtocol
 
-    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory,
-                 max_connections: int = 10_000) -> None:
+    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory) -> None:
         super().__init__(tls, False, wrapped, clock=tls.clock)
         self.tls = tls
-        self.max_connections = max_connections
-        self._refused = 0
 
     def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
-        """A new connection, unless the server already holds ``max_connections``."""
-        if len(self.protocols) >= self.max_connections:
-            # Returning None closes the new connection at once; existing ones are untouched.
-            self._refused += 1
-            if self._refused == 1 or self._refused % 1000 == 0:
-                _log.warn("refusing connections from {peer}: {count} open, the maximum "
-                          "(--max-connections); {refused} refused so far", peer=str(addr),
-                          count=len(self.protocols), refused=self._refused,
-                          reason="max_connections")
-            return None
-        return super().buildProtocol(addr)
+        """A new connection, unless the site refuses it (its --max-connections)."""
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None  # closes the new connection at once
+        return self.protocol(self, wrapped)
 
 
 def chain_problems(chain: Sequence[x509.Certificate]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -12,12 +11,12 @@ from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from certsrv._forwarding import Forwarding
 from certsrv._identity import ClientIdentity
+from certsrv._limits import LimitedChannel, LimitedRequest, LimitedSite, Limits
 from certsrv._metrics import Metrics
 from certsrv._verify import ClientCertificatePolicy, ConnectionState, peer_text
 from certsrv.exceptions import Reason
@@ -63,38 +62,26 @@ def identity_of(request: IRequest) -> ClientIdentity | None:
     return state.identity if state is not None else None
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one peer may cost the server; the values of the limit options."""
-
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    max_connections: int = 10_000
-    max_header_bytes: int = 16_384
-    max_headers: int = 100
-    max_body_bytes: int = 1_048_576
-
-
 @implementer(IHandshakeListener)
-class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+class _Channel(LimitedChannel):
     """An HTTP channel that tells the policy when its TLS handshake completes or fails."""
 
     _handshake_done = False
     _handshake_deadline: IDelayedCall | None = None
-    _site: CertsrvSite
+    limited_site: CertsrvSite
 
     def makeConnection(self, transport: Any) -> None:
         # A peer that opens a connection and stalls the handshake is cut off.
-        site = self._site
+        site = self.limited_site
         self._handshake_deadline = site.policy.clock.callLater(
             site.limits.handshake_timeout, self._handshake_expired, transport)
-        self._channel.makeConnection(transport)
+        super().makeConnection(transport)
 
     def _handshake_expired(self, transport: Any) -> None:
         self._handshake_deadline = None
         _log.info("TLS handshake from {peer} did not complete within {seconds} s",
                   peer=peer_text(transport.getPeer()),
-                  seconds=self._site.limits.handshake_timeout,
+                  seconds=self.limited_site.limits.handshake_timeout,
                   decision="rejected", reason="handshake_timeout")
         transport.abortConnection()
 
@@ -110,7 +97,7 @@ class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         transport = self._channel.transport
         state = _state_of_transport(transport)
         if state is not None and transport is not None:
-            self._site.policy.handshake_completed(state, transport.getPeer())
+            self.limited_site.policy.handshake_completed(state, transport.getPeer())
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_deadline()
@@ -118,54 +105,12 @@ class _Channel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
             transport = self._channel.transport
             state = _state_of_transport(transport)
             if state is not None and transport is not None:
-                self._site.policy.handshake_failed(state, transport.getPeer(), reason)
-        self._channel.connectionLost(reason)
+                self.limited_site.policy.handshake_failed(state, transport.getPeer(), reason)
+        super().connectionLost(reason)
 
 
-def _channel_factory(site: CertsrvSite) -> _Channel:
-    channel = HTTPChannel()
-    channel.totalHeadersSize = site.limits.max_header_bytes
-    channel.maxHeaders = site.limits.max_headers
-    return _Channel(channel)
-
-
-class _Request(server.Request):
-    """A request whose body may not exceed the site's limit; excess is discarded, not kept."""
-
-    _body_bytes = 0
-    _too_large = False
-
-    @property
-    def _limits(self) -> Limits:
-        site: CertsrvSite = self.channel.site  # type: ignore[attr-defined]
-        return site.limits
-
-    def gotLength(self, length: int | None) -> None:
-        limit = self._limits.max_body_bytes
-        if length is not None and length > limit:
-            self._too_large = True
-            length = 0
-            if isinstance(self.channel, HTTPChannel) and self.channel.transport is not None:
-                # Refuse now instead of waiting for a body we would throw away.
-                body = f"Request body larger than {limit} bytes\n".encode()
-                self.channel.transport.write(
-                    b"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
-                    b"Content-Type: text/plain; charset=utf-8\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                self.channel.transport.loseConnection()
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self._too_large:
-            return
-        self._body_bytes += len(data)
-        if self._body_bytes > self._limits.max_body_bytes:
-            self._too_large = True
-            assert self.content is not None
-            self.content.seek(0)
-            self.content.truncate()
-            return
-        super().handleContentChunk(data)
+class _Request(LimitedRequest):
+    """A request of a certsrv site: limited, and counted in flight for draining."""
 
     _counted: CertsrvSite | None = None
 
@@ -190,33 +135,21 @@ class _Request(server.Request):
         self._counted = site
         if site.draining:
             self.setHeader(b"connection", b"close")
-        if not self._too_large:
-            super().process()
-            return
-        self.site = self.channel.site  # type: ignore[attr-defined]
-        self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
-        self.setHeader(b"connection", b"close")
-        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        limit = self._limits.max_body_bytes
-        self.write(f"Request body larger than {limit} bytes\n".encode())
-        self.finish()
+        super().process()
 
 
-class CertsrvSite(server.Site):
+class CertsrvSite(LimitedSite):
     """A Site whose connections report their TLS decisions to ``policy``."""
 
-    protocol = _channel_factory  # type: ignore[assignment]
     requestFactory = _Request
-    displayTracebacks = False
+    channel_class = _Channel
 
     def __init__(self, root: resource.IResource, policy: ClientCertificatePolicy,
                  *, http2: bool = True, limits: Limits | None = None,
                  forwarded: Forwarding | None = None, **kwargs: Any) -> None:
         self.forwarded = forwarded
-        self.limits = limits or Limits()
-        kwargs.setdefault("timeout", self.limits.idle_timeout)
         kwargs.setdefault("reactor", policy.clock)  # idle timeouts run on the injected clock
-        super().__init__(root, **kwargs)
+        super().__init__(root, limits=limits, name="HTTPS", **kwargs)
         self.policy = policy
         self.http2 = http2
         self.metrics: Metrics | None = None

@@ -3,34 +3,44 @@
 
 Each worker is a full ``twistd certsrv`` with its own reactor, listening on its own socket with
 SO_REUSEPORT so that the kernel spreads connections evenly across them. The parent accepts
-nothing: it holds a bound (not listening) socket per port so a port already in use is reported
-at once, restarts workers that die, and forwards SIGHUP (reload) and SIGTERM (graceful stop).
+nothing: it refuses to start when another process already uses a port, holds a bound (not
+listening) socket per port, restarts workers that die, and forwards SIGHUP (reload) and SIGTERM
+(graceful stop). Each worker watches a pipe from the supervisor: when the supervisor is gone,
+however it went and even if it went before the worker started, the pipe reads end-of-file and
+the worker stops, so workers of an old configuration never share the port with a new one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
-from twisted.internet.task import LoopingCall
+from twisted.internet import defer, fdesc, protocol
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 __all__ = [
     "ParentWatch",
+    "PortInUse",
     "ReadyNotice",
     "ReusePortService",
     "Supervisor",
     "TCPAddress",
+    "check_free",
     "parse_tcp",
+    "split_description",
     "worker_argv",
 ]
 
@@ -46,12 +56,13 @@ class TCPAddress:
     port: int
     backlog: int = 128
 
-    def socket(self, listen: bool) -> socket.socket:
-        """A SO_REUSEPORT socket bound to the address (listening, or only reserving it)."""
+    def socket(self, listen: bool, share: bool = True) -> socket.socket:
+        """A socket bound to the address, listening or only reserving it; SO_REUSEPORT if shared."""
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if share:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.interface, self.port))
@@ -64,7 +75,32 @@ class TCPAddress:
         return sock
 
 
-def _split(description: str) -> list[str]:
+class PortInUse(Exception):
+    """Another socket already listens on (or holds) an address a server is to listen on."""
+
+
+def check_free(address: TCPAddress) -> None:
+    """Raise PortInUse when another socket listens on ``address`` (port 0 is always free)."""
+    # Without SO_REUSEPORT, the bind fails if anything listens there, including workers of
+    # another (or an orphaned) supervisor; SO_REUSEADDR keeps TIME_WAIT leftovers harmless.
+    probe = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if address.family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((address.interface, address.port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {address.port} on {address.interface} is already in use "
+                            "by another process (another certsrv, or workers left by one)"
+                            ) from None
+        raise
+    finally:
+        probe.close()
+
+
+def split_description(description: str) -> list[str]:
+    """The colon-separated parts of an endpoint description, backslash escapes resolved."""
     parts, current, escaped = [], "", False
     for char in description:
         if escaped:
@@ -83,7 +119,7 @@ def _split(description: str) -> list[str]:
 
 def parse_tcp(description: str) -> TCPAddress:
     """Parse ``tcp:PORT[:interface=X][:backlog=N]`` (or ``tcp6:``); other kinds are refused."""
-    parts = _split(description)
+    parts = split_description(description)
     kind = parts[0].lower()
     if kind not in ("tcp", "tcp6") or len(parts) < 2:
         raise usage.UsageError(f"--workers needs tcp: or tcp6: listen descriptions, not "
@@ -110,17 +146,19 @@ def parse_tcp(description: str) -> TCPAddress:
 
 
 class ReusePortService(service.Service):
-    """Listens on ``address`` with SO_REUSEPORT, serving ``factory`` (inside a worker)."""
+    """Listens on ``address`` (with SO_REUSEPORT when shared), serving ``factory`` (in a worker)."""
 
-    def __init__(self, address: TCPAddress, factory: IProtocolFactory, reactor: Any) -> None:
+    def __init__(self, address: TCPAddress, factory: IProtocolFactory, reactor: Any,
+                 share: bool = True) -> None:
         self.address = address
         self.factory = factory
         self.reactor = reactor
+        self.share = share
         self.port: IListeningPort | None = None
 
     def startService(self) -> None:
         super().startService()
-        sock = self.address.socket(listen=True)
+        sock = self.address.socket(listen=True, share=self.share)
         try:
             self.port = self.reactor.adoptStreamPort(sock.fileno(), self.address.family,
                                                      self.factory)
@@ -136,32 +174,69 @@ class ReusePortService(service.Service):
         return None
 
 
+@implementer(IReadDescriptor)
+class _PipeReader:
+    """Reads (and discards) a pipe until end-of-file, then calls ``gone``."""
+
+    def __init__(self, fd: int, gone: Callable[[], None]) -> None:
+        self.fd = fd
+        self.gone = gone
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> Any:
+        return fdesc.readFromFD(self.fd, lambda data: None)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.gone()
+
+    def logPrefix(self) -> str:
+        return "supervisor-pipe"
+
+
+SUPERVISOR_FD = 0
+
+
 class ParentWatch(service.Service):
     """Stops a worker whose supervisor has gone (it would otherwise serve unsupervised)."""
 
-    def __init__(self, reactor: Any, interval: float = 1.0) -> None:
+    def __init__(self, reactor: Any, fd: int = SUPERVISOR_FD) -> None:
         self.reactor = reactor
-        self.interval = interval
-        self.supervisor_pid = os.getppid()
-        self._loop: LoopingCall | None = None
+        self.fd = fd
+        self._reader: _PipeReader | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = self.reactor
-        self._loop.start(self.interval, now=False)
+        # The supervisor holds the only writing end of the worker's standard input: the
+        # kernel closes it when the supervisor exits, even by SIGKILL, even before now.
+        try:
+            is_pipe = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
+        except OSError:
+            is_pipe = False
+        if not is_pipe:
+            _log.warn("standard input is not a pipe from a supervisor: this worker will not "
+                      "notice when its supervisor stops", reason="not_supervised")
+            return
+        fdesc.setNonBlocking(self.fd)
+        self._reader = _PipeReader(self.fd, self._gone)
+        self.reactor.addReader(self._reader)
 
     def stopService(self) -> None:
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            self.reactor.removeReader(reader)
 
-    def check(self) -> None:
-        """Stop the reactor once the parent process is no longer ours."""
-        if os.getppid() != self.supervisor_pid:
-            _log.warn("the supervisor (pid {pid}) is gone; this worker stops",
-                      pid=self.supervisor_pid, reason="orphaned")
+    def _gone(self) -> None:
+        if self._reader is None:
+            return
+        self._reader = None
+        _log.warn("the supervisor is gone; this worker stops", reason="orphaned")
+        try:
             self.reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
 
 
 READY_FD = 3
@@ -228,6 +303,7 @@ class Supervisor(service.Service):
         super().startService()
         # Reserve each port (bound, not listening): a port in use fails here, once.
         for address in self.addresses:
+            check_free(address)
             self._reserved.append(address.socket(listen=False))
         for index in range(self.count):
             self._spawn(index)

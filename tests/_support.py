@@ -107,8 +107,7 @@ def make_server_factory(
     if policy is None:
         policy = ClientCertificatePolicy(clock or clock_at_now(), allowed_types, pins)
     site = build_site(policy, app=app, http2=http2, limits=limits)
-    return TLSFactory(ServerTLS(settings, policy), site,
-                      max_connections=limits.max_connections if limits else 10_000)
+    return TLSFactory(ServerTLS(settings, policy), site)
 
 
 class HTTPClientProtocol(protocol.Protocol):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web import resource, server
 
 from certsrv._web import Limits
 from tests._support import (
@@ -76,42 +77,110 @@ class TimeoutTests(SynchronousTestCase):
         self.assertIsNotNone(http.lost)
 
 
-class ConnectionLimitTests(SynchronousTestCase):
+class _Peer(protocol.Protocol):
+    """Sends ``data`` once connected; ``done`` fires with what came back when the peer closes."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+        self.received = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.data:
+            self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+def _connect(port: int, peer: _Peer, tls: Any = None) -> defer.Deferred[Any]:
+    endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls is not None:
+        endpoint = endpoints.wrapClientTLS(tls, endpoint)
+    return endpoints.connectProtocol(endpoint, peer)
+
+
+class ConnectionLimitTests(TestCase):
     """Beyond ``max_connections`` new connections are refused; existing ones are untouched."""
 
-    def test_refused_beyond_limit(self) -> None:
-        factory = make_server_factory(shared_pki().settings(), limits=Limits(max_connections=2))
-        first = factory.buildProtocol(None)
-        second = factory.buildProtocol(None)
-        for p in (first, second):
-            factory.registerProtocol(p)
-        with captured_events() as events:
-            self.assertIsNone(factory.buildProtocol(None))
+    timeout = 30
+
+    async def test_refused_beyond_limit(self) -> None:
+        pki = shared_pki()
+        factory = make_server_factory(pki.settings(), clock=reactor,  # type: ignore[arg-type]
+                                      limits=Limits(max_connections=2))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        holders = [_Peer(), _Peer()]  # open, in the TLS handshake, holding both places
+        for holder in holders:
+            await _connect(number, holder)
+        tls = client_tls_options(pki, pki.client)
+        refused = _Peer(REQUEST)
+        with captured_events("certsrv.limits") as events:
+            await _connect(number, refused, tls)
+            self.assertEqual(await refused.done, b"")
         self.assertEqual([e["reason"] for e in events], ["max_connections"])
-        factory.unregisterProtocol(first)
-        self.assertIsNotNone(factory.buildProtocol(None))
+        self.assertFalse(any(holder.done.called for holder in holders))
+        holders[0].transport.loseConnection()
+        await holders[0].done
+        admitted = _Peer(REQUEST)
+        await _connect(number, admitted, tls)
+        self.assertTrue((await admitted.done).startswith(b"HTTP/1.1 200 "))
+        holders[1].transport.loseConnection()
+        await holders[1].done
+
+
+REQUEST = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+class _BodyType(resource.Resource):
+    """Answers a POST with the type of ``request.content`` and the body's length."""
+
+    isLeaf = True
+
+    def render_POST(self, request: server.Request) -> bytes:
+        assert request.content is not None
+        return f"{type(request.content).__name__} {len(request.content.read())}".encode()
 
 
 class RequestLimitTests(SynchronousTestCase):
     """Oversized headers and bodies get a clean 4xx, never a traceback."""
 
-    def run_request(self, request: bytes, limits: Limits) -> Any:
+    def run_request(self, request: bytes, limits: Limits, app: Any = None) -> Any:
         pki = shared_pki()
-        factory = make_server_factory(pki.settings(), limits=limits)
+        factory = make_server_factory(pki.settings(), limits=limits, app=app)
         return exchange(factory, client_tls_options(pki, pki.client), request)
 
     def test_too_many_headers(self) -> None:
-        headers = b"".join(b"X-%d: y\r\n" % i for i in range(20))
+        headers = b"".join(b"X-%d: y\r\n" % i for i in range(11))
         request = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n"
-        self.assertEqual(self.run_request(request, Limits(max_headers=10)).status, 400)
+        with captured_events("certsrv.limits") as events:
+            result = self.run_request(request, Limits(max_headers=11))
+        self.assertEqual(result.status, 431)
+        self.assertIn(b"\r\nServer: certsrv\r\n", result.client.received)
+        self.assertEqual([e["reason"] for e in events], ["too_many_headers"])
         self.assertEqual(self.run_request(
             request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
-            Limits(max_headers=50)).status, 200)
+            Limits(max_headers=13)).status, 200)
 
     def test_header_bytes(self) -> None:
         request = (b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: "
                    + b"a" * 3000 + b"\r\n\r\n")
-        self.assertEqual(self.run_request(request, Limits(max_header_bytes=2048)).status, 400)
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=2048)).status, 431)
+        many = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 200) for i in range(12))
+        request = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n"
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=2048)).status, 431)
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=4096)).status, 200)
+
+    def test_line_longer_than_the_limit(self) -> None:
+        """A single line over the limit, not even ended, is refused as it grows."""
+        request = b"GET /" + b"a" * 70_000  # no CRLF
+        result = self.run_request(request, Limits(max_header_bytes=32_768))
+        self.assertEqual(result.status, 431)
 
     def test_body_too_large(self) -> None:
         for declared in (True, False):
@@ -125,16 +194,103 @@ class RequestLimitTests(SynchronousTestCase):
             self.assertEqual(result.status, 413, declared)
 
     def test_declared_body_too_large_refused_before_it_arrives(self) -> None:
-        request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\n"
+        request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
                    b"Content-Length: 999999999\r\n\r\n")  # and no body follows
         result = self.run_request(request, Limits(max_body_bytes=1000))
         self.assertEqual(result.status, 413)
+        self.assertNotIn(b"100 Continue", result.client.received)
+
+    def test_chunked_body_refused_as_it_arrives(self) -> None:
+        """Past the limit, a chunked body is refused at once: no need to wait for its end."""
+        request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n1388\r\n" + b"x" * 5000 + b"\r\n")
+        with captured_events("certsrv.limits") as events:
+            result = self.run_request(request, Limits(max_body_bytes=1000))
+        self.assertEqual(result.status, 413)
+        self.assertEqual([e["reason"] for e in events], ["body_too_large"])
 
     def test_body_within_limit(self) -> None:
         request = (b"POST /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                    b"Content-Length: 10\r\n\r\n0123456789")
         # /secure answers GET; a POST that fits is routed (and refused as 405), not cut.
         self.assertEqual(self.run_request(request, Limits(max_body_bytes=1000)).status, 405)
+
+    def test_bodies_stay_in_memory(self) -> None:
+        """Large and chunked bodies within the limit are BytesIO (twisted.web uses temp files)."""
+        body = b"x" * 500_000
+        for framing, payload in (
+                (b"Content-Length: 500000\r\n", body),
+                (b"Transfer-Encoding: chunked\r\n", b"7a120\r\n" + body + b"\r\n0\r\n\r\n")):
+            request = (b"POST / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                       + framing + b"\r\n" + payload)
+            result = self.run_request(request, Limits(), app=_BodyType())
+            self.assertEqual((result.status, result.body), (200, b"BytesIO 500000"))
+
+
+class RequestTimeoutTests(SynchronousTestCase):
+    """A request must arrive in time, however steadily a slow peer trickles it: 408."""
+
+    def open(self, first: bytes, limits: Limits) -> tuple[Any, Any, Any]:
+        """A TLS connection in memory that sent ``first``: the client, the clock, the pump."""
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from tests._support import HTTPClientProtocol
+
+        pki = shared_pki()
+        clock = clock_at_now()
+        factory = make_server_factory(pki.settings(), clock=clock, limits=limits)
+        http = HTTPClientProtocol(first)
+        client_factory = TLSMemoryBIOFactory(client_tls_options(pki, pki.client), True,
+                                             protocol.Factory.forProtocol(lambda: http),
+                                             clock=clock)
+        _, _, pump = connectedServerAndClient(
+            lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
+            greet=False, clock=clock)
+        pump.flush()
+        return http, clock, pump
+
+    def trickle(self, http: Any, clock: Any, pump: Any, pieces: list[bytes], every: float
+                ) -> None:
+        """Send one piece every ``every`` seconds."""
+        for piece in pieces:
+            clock.advance(every)
+            pump.flush()
+            http.transport.write(piece)
+            pump.flush()
+
+    def test_slow_headers(self) -> None:
+        limits = Limits(header_timeout=20, idle_timeout=60)
+        http, clock, pump = self.open(b"GET /secure HTTP/1.1\r\n", limits)
+        with captured_events("certsrv.limits") as events:
+            self.trickle(http, clock, pump, [b"X-%d: y\r\n" % i for i in range(3)], 5)
+            clock.advance(4)
+            pump.flush()
+            self.assertEqual(http.received, b"")
+            clock.advance(1)
+            pump.flush()
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 408 "), http.received)
+        self.assertEqual([e["reason"] for e in events], ["request_timeout"])
+
+    def test_slow_body(self) -> None:
+        limits = Limits(body_timeout=30, idle_timeout=60)
+        http, clock, pump = self.open(b"POST /secure HTTP/1.1\r\nHost: localhost\r\n"
+                                      b"Content-Length: 100\r\n\r\n", limits)
+        self.trickle(http, clock, pump, [b"x"] * 5, 5)
+        clock.advance(4)
+        pump.flush()
+        self.assertEqual(http.received, b"")
+        clock.advance(1)
+        pump.flush()
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 408 "), http.received)
+
+    def test_idle_keepalive_is_not_a_slow_request(self) -> None:
+        """The header timeout starts at a request's first byte, not when the last one ended."""
+        request = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        http, clock, pump = self.open(request, Limits(header_timeout=20, idle_timeout=60))
+        self.assertEqual(http.received.count(b"HTTP/1.1 200 "), 1, http.received)
+        self.trickle(http, clock, pump, [request], 40)
+        self.assertEqual(http.received.count(b"HTTP/1.1 200 "), 2, http.received)
+        self.assertIsNone(http.lost)
 
 
 class CipherTests(TestCase):

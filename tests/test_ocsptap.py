@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import os
 import re
 import shutil
@@ -29,7 +30,9 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http import datetimeToString
 from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
 
 import certsrv
 from certsrv import _ocsptap
@@ -107,11 +110,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertIs(maker.makeService, _ocsptap.makeService)
 
     def test_defaults(self) -> None:
-        """Loopback port 8080, one-hour answers, the ``certs`` directory."""
+        """Loopback port 8080, five-minute answers, the ``certs`` directory."""
         self.assertEqual(_ocsptap.Options()["pki"], "certs")
         options = parse(["--pki", self.dir])
         self.assertEqual(options["listen"], ["tcp:8080:interface=127.0.0.1"])
-        self.assertEqual(options["validity"], 3600)
+        self.assertEqual(options["validity"], 300)
         responder = options["responder"]
         self.assertEqual(responder.issuer, self.store.ca.certificate)
         self.assertEqual(responder.certificate, load(self.dir, "ocsp.pem"))
@@ -139,6 +142,20 @@ class OptionsTests(SynchronousTestCase):
         for argv in (["--validity", "0"], ["--validity", "-5"], ["--validity", "soon"],
                      ["--listen", "foo:1"], ["--listen", "tcp:80:bogus=1"], ["--listen", "tcp"]):
             self.assertRaises(usage.UsageError, parse, ["--pki", self.dir, *argv])
+
+    def test_validity_durations(self) -> None:
+        """--validity takes seconds or a duration (90s, 5m, 1h); bad ones say why."""
+        for text, seconds in (("90", 90), ("90s", 90), ("5m", 300), ("1h", 3600), ("1d", 86400)):
+            self.assertEqual(parse(["--pki", self.dir, "--validity", text])["validity"], seconds)
+        for text, problem in (
+            ("0", "must be at least 1 second"),
+            ("0m", "must be at least 1 second"),
+            ("5M", "expected a whole number and a unit (s, m, h or d), e.g. 90s, 10m, 8h, 30d"),
+            ("1.5m", "expected a whole number and a unit (s, m, h or d), e.g. 90s, 10m, 8h, 30d"),
+        ):
+            error = self.assertRaises(usage.UsageError, parse,
+                                      ["--pki", self.dir, "--validity", text])
+            self.assertTrue(str(error).endswith(f"invalid duration {text!r}: {problem}"), error)
 
     def test_no_such_directory(self) -> None:
         """A directory that does not exist is named, with how to make one."""
@@ -308,25 +325,136 @@ class ServeTests(TestCase):
         """``openssl ocsp -url`` verifies the answer: good, then revoked after ``revoke``."""
         if OPENSSL is None:
             self.skipTest("the openssl command is not installed")
-        self.assertIn("client.pem: good\n", await openssl_ocsp(self, self.dir, self.url))
+        out = await openssl_ocsp(self, self.dir, self.url)
+        self.assertIn("client.pem: good\n", out)
+        # Issue 12 item 2: answers are valid five minutes, so a cached "good" soon expires.
+        self.assertEqual(_validity_of(out), datetime.timedelta(minutes=5))
         PKIStore.open(self.dir).revoke("client", "keyCompromise")
         out = await openssl_ocsp(self, self.dir, self.url)
         self.assertIn("client.pem: revoked\n", out)
         self.assertIn("Reason: keyCompromise", out)
 
+    async def test_openssl_key_compromise_revokes_earlier_serial(self) -> None:
+        """Issue 16 finding 4: after renew --keep-key and a keyCompromise revoke (the CLI, as
+        processes), openssl hears 'revoked' for the earlier serial too."""
+        if OPENSSL is None:
+            self.skipTest("the openssl command is not installed")
+        first = self.store.find("client")
+        await certsrv_pki(self, "--dir", self.dir, "renew", "client", "--keep-key")
+        earlier = os.path.join("newcerts", f"{first.serial_hex}.pem")
+        self.assertIn(f"{earlier}: good\n", await openssl_ocsp(self, self.dir, self.url, earlier))
+        out = await certsrv_pki(self, "--dir", self.dir, "revoke", "client", "--reason",
+                                "keyCompromise")
+        self.assertIn(f"also revoked client certificate 'client' (serial {first.serial_hex})",
+                      out)
+        for cert in (earlier, "client.pem"):
+            answer = await openssl_ocsp(self, self.dir, self.url, cert)
+            self.assertIn(f"{cert}: revoked\n", answer)
+            self.assertIn("Reason: keyCompromise", answer)
 
-async def openssl_ocsp(case: TestCase, directory: str, url: str) -> str:
-    """Ask ``url`` about the PKI's client.pem with ``openssl ocsp``; return its stdout."""
+
+async def openssl_ocsp(case: TestCase, directory: str, url: str, cert: str = "client.pem") -> str:
+    """Ask ``url`` about the PKI's ``cert`` with ``openssl ocsp``; return its stdout."""
     assert OPENSSL is not None
     ca = os.path.join(directory, "ca.pem")
     out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
-        OPENSSL, ["ocsp", "-issuer", ca, "-cert", os.path.join(directory, "client.pem"),
+        OPENSSL, ["ocsp", "-issuer", ca, "-cert", os.path.join(directory, cert),
                   "-url", url, "-CAfile", ca, "-resp_text"],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, reactor=reactor)
     case.assertEqual(code, 0, err)
     case.assertIn(b"Response verify OK", err)
     case.assertIn(b"OCSP Nonce", out)
     return cast(bytes, out).decode()
+
+
+def _validity_of(resp_text: str) -> datetime.timedelta:
+    """nextUpdate minus thisUpdate, as ``openssl ocsp -resp_text`` prints them."""
+    found = {}
+    for field in ("This Update", "Next Update"):
+        match = re.search(rf"{field}: (.+ GMT)", resp_text)
+        assert match is not None, resp_text
+        found[field] = datetime.datetime.strptime(match.group(1), "%b %d %H:%M:%S %Y %Z")
+    return found["Next Update"] - found["This Update"]
+
+
+async def certsrv_pki(case: TestCase, *argv: str) -> str:
+    """Run ``certsrv-pki`` as a process; check it succeeded and return its stdout."""
+    out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+        sys.executable, ["-m", "certsrv._pkicli", *argv],
+        env={**os.environ, "PYTHONPATH": _REPO}, reactor=reactor)
+    case.assertEqual((code, err), (0, b""))
+    return cast(bytes, out).decode()
+
+
+class CacheHeaderTests(TestCase):
+    """Issue 16 finding 9: GET answers say how long HTTP caches may keep them (RFC 5019)."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        self.store = make_pki(self.dir)
+        self.issuer = self.store.ca.certificate
+        self.client = load(self.dir, "client.pem")
+        # A clock on a whole second, so that max-age is exactly the validity.
+        self.clock = Clock()
+        self.clock.advance(float(int(utcnow().timestamp())))
+
+    def serve(self, *argv: str) -> str:
+        resource = _ocsptap.make_resource(parse(["--pki", self.dir, *argv], self.clock))
+        port = reactor.listenTCP(0, cast(Any, Site(resource)),  # type: ignore[attr-defined]
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{_port_of(port)}"
+
+    async def test_get_headers(self) -> None:
+        """max-age and Expires follow nextUpdate; Last-Modified is producedAt; ETag hashes."""
+        for argv, seconds in (((), 300), (("--validity", "90s"), 90)):
+            url = self.serve(*argv)
+            encoded = base64.b64encode(build_request(self.client, self.issuer, None))
+            response = await treq.get(f"{url}/{quote(encoded, safe='')}", persistent=False)
+            body = await treq.content(response)
+            self.assertEqual(response.code, 200)
+            parsed = ocsp.load_der_ocsp_response(body)
+            assert parsed.next_update_utc is not None
+            self.assertEqual(parsed.next_update_utc - parsed.produced_at_utc,
+                             datetime.timedelta(seconds=seconds))
+            headers = response.headers
+            self.assertEqual(headers.getRawHeaders(b"cache-control"),
+                             [f"max-age={seconds}, public, no-transform, must-revalidate"
+                              .encode()])
+            self.assertEqual(headers.getRawHeaders(b"expires"),
+                             [datetimeToString(parsed.next_update_utc.timestamp())])
+            self.assertEqual(headers.getRawHeaders(b"last-modified"),
+                             [datetimeToString(parsed.produced_at_utc.timestamp())])
+            self.assertEqual(headers.getRawHeaders(b"etag"),
+                             [b'"' + hashlib.sha256(body).hexdigest().encode() + b'"'])
+
+    def test_max_age_counts_down_to_next_update(self) -> None:
+        """max-age is what is left until nextUpdate when the answer is sent."""
+        resource = _ocsptap.make_resource(parse(["--pki", self.dir], self.clock))
+        self.clock.advance(0.75)  # signing uses whole seconds: thisUpdate is 0.75 s ago
+        request = DummyRequest([base64.b64encode(
+            build_request(self.client, self.issuer, None))])
+        resource.render_GET(cast(Any, request))
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"cache-control"),
+                         [b"max-age=299, public, no-transform, must-revalidate"])
+
+    async def test_not_cached(self) -> None:
+        """POST answers carry no caching headers; a malformed GET is no-store."""
+        url = self.serve()
+        response = await treq.post(url + "/", data=build_request(self.client, self.issuer, None),
+                                   headers=_REQUEST_HEADERS, persistent=False)
+        await treq.content(response)
+        self.assertEqual(response.code, 200)
+        for name in (b"cache-control", b"expires", b"etag", b"last-modified"):
+            self.assertIsNone(response.headers.getRawHeaders(name), name)
+        response = await treq.get(f"{url}/bm90LW9jc3A%3D", persistent=False)
+        body = await treq.content(response)
+        self.assertEqual(ocsp.load_der_ocsp_response(body).response_status,
+                         ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"])
+        self.assertIsNone(response.headers.getRawHeaders(b"expires"))
 
 
 class _Twistd(ProcessProtocol):
@@ -392,7 +520,9 @@ class TwistdTests(TestCase):
         try:
             port = await twistd.listening
             url = f"http://127.0.0.1:{port}"
-            self.assertIn("client.pem: good\n", await openssl_ocsp(self, self.dir, url))
+            out = await openssl_ocsp(self, self.dir, url)
+            self.assertIn("client.pem: good\n", out)
+            self.assertEqual(_validity_of(out), datetime.timedelta(minutes=5))
             PKIStore.open(self.dir).revoke("client")
             self.assertIn("client.pem: revoked\n", await openssl_ocsp(self, self.dir, url))
         finally:

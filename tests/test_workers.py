@@ -13,10 +13,10 @@ from twisted.internet import defer, reactor, task
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv._workers import parse_tcp, worker_argv
+from certsrv._workers import PortInUse, check_free, parse_tcp, worker_argv
+from tests._servers import alive, low_port, spawn, twistd_argv, twistd_env, wait_listening
 from tests._support import shared_pki, write_pem
 from tests.test_interop import _Collect, run
-from tests.test_plugin import _free_port
 
 
 class ParseTests(SynchronousTestCase):
@@ -52,7 +52,7 @@ class SupervisorTests(TestCase):
         ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
         cert = write_pem(directory, "client.pem", pki.client.chain_pem())
         key = write_pem(directory, "client.key", pki.client.private_key_pem(), 0o600)
-        port = _free_port()
+        port = low_port()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
                 "--pidfile=", "certsrv", "--workers", "2",
@@ -99,3 +99,88 @@ class SupervisorTests(TestCase):
         self.assertEqual(exit_code, 0)
         self.assertEqual(log().count("Server Shut Down."), 3)
         self.assertNotIn("Traceback", log())
+
+
+class _Files:
+    """Server and client certificates for a real server, written to ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        pki = shared_pki()
+        self.ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
+        self.client = write_pem(directory, "client.pem", pki.client.chain_pem())
+        self.key = write_pem(directory, "client.key", pki.client.private_key_pem(), 0o600)
+        self.server = write_pem(directory, "server.pem", pki.server.chain_pem())
+        self.server_key = write_pem(directory, "server.key", pki.server.private_key_pem(),
+                                    0o600)
+
+    def certsrv(self, port: int, *extra: str) -> list[str]:
+        """The plugin arguments of a server on 127.0.0.1:``port``."""
+        return ["certsrv", "--listen", f"tcp:{port}:interface=127.0.0.1", "--cert", self.server,
+                "--key", self.server_key, "--ca", self.ca, *extra]
+
+
+class PortInUseTests(SynchronousTestCase):
+    """A port another process listens on, even with SO_REUSEPORT, is reported as in use."""
+
+    def test_check_free(self) -> None:
+        address = parse_tcp(f"tcp:{low_port()}:interface=127.0.0.1")
+        check_free(address)
+        other = address.socket(listen=True)  # as a worker of another supervisor listens
+        try:
+            with self.assertRaises(PortInUse) as caught:
+                check_free(address)
+            self.assertIn(f"port {address.port} on 127.0.0.1 is already in use",
+                          str(caught.exception))
+        finally:
+            other.close()
+        check_free(address)
+
+
+class OrphanTests(TestCase):
+    """Workers never outlive their supervisor, and a second server never joins a port."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_supervisor_killed(self) -> Any:
+        """kill -9 the supervisor: its workers stop; meanwhile a second server is refused."""
+        files = _Files(os.path.abspath(self.mktemp()))
+        port = low_port()
+        process, child = spawn(self, twistd_argv(*files.certsrv(port, "--workers", "2")))
+        yield defer.ensureDeferred(wait_listening(port, child))
+        for _ in range(300):
+            pids = [int(p) for p in re.findall(r"worker \d started \(pid (\d+)\)", child.text)]
+            if len(pids) == 2:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(pids), 2, child.text)
+        # A second supervisor on the same port: one line, status 1.
+        argv = twistd_argv(*files.certsrv(port, "--workers", "2"))
+        _, err, code = yield run(argv, env=twistd_env())
+        self.assertEqual(code, 1, err)
+        self.assertEqual(err.decode(), f"certsrv: --listen tcp:{port}:interface=127.0.0.1: "
+                                       f"port {port} on 127.0.0.1 is already in use by "
+                                       "another process (another certsrv, or workers left "
+                                       "by one)\n")
+        # A single process (no SO_REUSEPORT) is refused by the kernel.
+        out, err, code = yield run(twistd_argv(*files.certsrv(port)), env=twistd_env())
+        self.assertEqual(code, 1)
+        self.assertIn(b"Address already in use", out + err)
+        process.signalProcess("KILL")
+        yield child.ended  # once the workers, which share its output pipes, are gone too
+        self.assertFalse([pid for pid in pids if alive(pid)])
+        self.assertEqual(child.text.count("the supervisor is gone; this worker stops"), 2,
+                         child.text)
+        check_free(parse_tcp(f"tcp:{port}:interface=127.0.0.1"))
+
+    @defer.inlineCallbacks
+    def test_supervisor_gone_before_the_worker_started(self) -> Any:
+        """A worker whose supervisor pipe is already closed when it starts stops at once."""
+        files = _Files(os.path.abspath(self.mktemp()))
+        port = low_port()
+        argv = worker_argv(files.certsrv(port)[1:]) + ["--worker-index", "0"]
+        process, child = spawn(self, argv)
+        process.closeStdin()  # the supervisor's end of the pipe: as if it had died
+        code = yield child.ended
+        self.assertEqual(code, 0, child.text)
+        self.assertIn("the supervisor is gone; this worker stops", child.text)
