@@ -118,6 +118,10 @@ class LimitedRequest(server.Request):
 class LimitedHTTPChannel(HTTPChannel):
     """HTTP/1.1 under limits: header count and bytes (431), body (413), deadlines (408)."""
 
+    # RFC 9112 2.2: a recipient may take a bare LF as a line terminator and ignore a
+    # preceding CR (nginx and Apache do; TLS test suites send "GET / HTTP/1.0\n\n").
+    delimiter = b"\n"
+
     def __init__(self, limits: Limits) -> None:
         super().__init__()
         self.limits = limits
@@ -147,6 +151,12 @@ class LimitedHTTPChannel(HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if b"\r" in line:
+            # RFC 9112 2.2: a bare CR is invalid; another server could read it as a break.
+            self._refuse(400, "bad_request", "bare CR in the request line or a header field")
             return
         self._header_bytes += len(line)
         if line and line[:1] not in b" \t":

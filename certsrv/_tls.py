@@ -5,19 +5,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IReactorTime,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certsrv._certs import keys_match
@@ -70,6 +74,8 @@ _CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
 # Key-exchange groups of Mozilla's "intermediate" profile, in preference order.
 _GROUPS = b"X25519:P-256:P-384"
 _log = Logger(namespace="certsrv.tls")
+# Seconds a refused handshake's connection stays half-open for the client to read the alert.
+LINGER = 2.0
 
 
 def _set_groups(ctx: SSL.Context) -> None:
@@ -148,6 +154,38 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         # callback finds the state through it.
         self.certsrv_state = ConnectionState()
         self._host: IAddress | None = None
+        self._linger: IDelayedCall | None = None
+        self._closing = False
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        transport: Any = self.transport
+        if (reason is None or self._handshakeDone or self._linger is not None
+                or self._closing or transport is None):
+            super()._tlsShutdownFinished(reason)
+            return
+        # Refused in the handshake. Closing at once would make a TLS 1.3 client, which
+        # writes right after its Finished, meet a connection reset before it reads the
+        # alert: flush the alert, close our sending side only, drop what still comes, and
+        # close when the client does (or after LINGER seconds).
+        if self._reason is None:
+            self._reason = reason
+        self._lostTLSConnection = True
+        self._flushSendBIO()
+        clock = cast("TLSFactory", self.factory).tls.clock
+        self._linger = clock.callLater(LINGER, transport.loseConnection)
+        transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed TLS, unless the handshake was refused: then the bytes are dropped."""
+        if self._linger is None:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The connection is gone; stop waiting for it to close."""
+        self._closing = True
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
 
     def getHost(self) -> IAddress:
         """The local address, asked of the kernel once (twisted.web asks on every request)."""
