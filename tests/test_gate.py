@@ -343,8 +343,8 @@ class RequestViewPropertyTests(SynchronousTestCase):
     @given(segments=st.lists(_SEGMENT, min_size=0, max_size=5),
            method=st.sampled_from(["GET", "POST", "get", "post", "PoST", "DELETE"]),
            who=st.sampled_from([None, "admin", "carol"]))
-    def test_policy_decides_on_what_is_dispatched(self, segments: list[str], method: str,
-                                                  who: str | None) -> None:
+    def test_policy_decides_on_what_is_dispatched_http11(
+            self, segments: list[str], method: str, who: str | None) -> None:
         target = "/" + "/".join(segments)
         parsed = _view_server()
         factory = make_server_factory(parsed.settings, policy=parsed.verifier,
@@ -355,18 +355,56 @@ class RequestViewPropertyTests(SynchronousTestCase):
                    "Accept: application/json\r\nConnection: close\r\n\r\n").encode("latin-1")
         with captured_events("certsrv.policy") as events:
             result = exchange(factory, client_tls_options(shared_pki(), cert), request)
+        self.check(target, method, result.status, events)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(segments=st.lists(_SEGMENT, min_size=0, max_size=5),
+           method=st.sampled_from(["GET", "POST", "get", "post", "PoST", "DELETE"]),
+           who=st.sampled_from([None, "admin", "carol"]))
+    def test_policy_decides_on_what_is_dispatched_http2(
+            self, segments: list[str], method: str, who: str | None) -> None:
+        from twisted.internet import protocol
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.test.iosim import connectedServerAndClient
+
+        from tests._h2client import H2Client, h2_options
+
+        target = "/" + "/".join(segments)
+        parsed = _view_server()
+        factory = make_server_factory(parsed.settings, policy=parsed.verifier,
+                                      app=parsed.app, http2=True)
+        del RECEIVED[:]
+        cert = _people()[who] if who else None
+        client = H2Client()
+        client_factory = TLSMemoryBIOFactory(
+            h2_options(shared_pki(), cert), True, protocol.Factory.forProtocol(lambda: client),
+            clock=factory.tls.clock)
+        with captured_events("certsrv.policy") as events:
+            _, _, pump = connectedServerAndClient(
+                lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
+                greet=False, clock=factory.tls.clock)
+            pump.flush()
+            stream = client.request(method.encode(), target.encode("latin-1"),
+                                    [(b"accept", b"application/json")])
+            pump.flush()
+        self.check(target, method, client.streams[stream].status, events)
+
+    def check(self, target: str, method: str, status: int | None,
+              events: list[dict[str, Any]]) -> None:
+        """The decision logged, the status answered, and what the app received agree."""
         decided = [e for e in events if "policy_reason" in e]
-        if result.status == 400:
+        self.assertEqual(len(decided), 1, (target, status))
+        if status == 400:
             self.assertEqual(RECEIVED, [], target)
+            self.assertIn(decided[0]["policy_reason"], ("bad_path", "bad_method"))
             return
-        self.assertEqual(len(decided), 1, (target, result.client.received[:300]))
         rule = decided[0]["policy_rule"]
         if not RECEIVED:
-            self.assertIn(result.status, (403, 404), target)
+            self.assertIn(status, (403, 404), target)
             return
         got_method, got = RECEIVED[0]
         self.assertEqual(got_method, method.encode())
-        self.assertEqual(result.status, 200, target)
+        self.assertEqual(status, 200, target)
         # Independently: which rule do the dispatched segments fall under?
         first = got[0] if got else b""
         expected = ("public" if first == b"public" else
