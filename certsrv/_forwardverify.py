@@ -27,6 +27,7 @@ class ForwardedVerifier:
     def __init__(self, policy: ClientCertificatePolicy, cache_size: int = 1024,
                  cache_seconds: float = 60.0) -> None:
         self.policy = policy
+        self.settings = policy.settings
         self.cache_size = cache_size
         self.cache_seconds = cache_seconds
         self._cache: OrderedDict[bytes, tuple[float, ConnectionState | RejectedCertificate]]
@@ -35,6 +36,9 @@ class ForwardedVerifier:
     def verify(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate]
                ) -> ConnectionState | RejectedCertificate:
         """The forwarded client's state (identity, revocation plan), or why it is refused."""
+        if self.settings is not self.policy.settings:  # new CAs: forget old verdicts
+            self._cache.clear()
+            self.settings = self.policy.settings
         key = hashlib.sha256(b"".join(c.fingerprint(hashes.SHA256())
                                       for c in (leaf, *chain))).digest()
         now = self.policy.clock.seconds()

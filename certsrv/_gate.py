@@ -13,6 +13,7 @@ dispatches it.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +21,7 @@ from twisted.web import http, resource, server
 
 from certsrv._forwarded import ForwardedCertError
 from certsrv._forwarding import strip_forwarded_headers
+from certsrv._forwardverify import ForwardedVerifier
 from certsrv._identity import ClientIdentity
 from certsrv._policy import Claims, Decision
 from certsrv._policy import Verdict as AccessVerdict
@@ -56,6 +58,9 @@ class Gate(resource.Resource):
         super().__init__()
         self.wrapped = wrapped
         self.require_identity = require_identity
+        # Forwarded chains verified under each policy (a reload brings a new one).
+        self._verifiers: WeakKeyDictionary[ClientCertificatePolicy, ForwardedVerifier]
+        self._verifiers = WeakKeyDictionary()
 
     def render(self, request: server.Request) -> Any:
         """Check, then hand the request to the wrapped tree (now or once the status is known)."""
@@ -182,7 +187,10 @@ class Gate(resource.Resource):
         if chain is None:
             set_forwarded_identity(request, None)
             return None
-        result = policy.forwarded_verifier().verify(chain.leaf, chain.chain)
+        verifier = self._verifiers.get(policy)
+        if verifier is None:
+            verifier = self._verifiers[policy] = ForwardedVerifier(policy)
+        result = verifier.verify(chain.leaf, chain.chain)
         if isinstance(result, RejectedCertificate):
             log_rejection(result, request.getClientAddress(), "request", forwarded=True,
                           path=request.path[:200].decode("latin-1"))
@@ -243,9 +251,10 @@ def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
 def _log_access(request: server.Request, decision: Decision,
                 identity: ClientIdentity | None) -> None:
     _access_log.info(
-        "{method} {path}: {verdict} by {rule} for {subject}",
+        "{method} {path}: {verdict} by {rule} for {client}",
         method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
         verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
+        client=identity.subject if identity else "anonymous (no certificate)",
         subject=identity.subject if identity else None,
         sha256=identity.sha256 if identity else None,
         peer=str(request.getClientAddress()), **decision.log_fields())

@@ -30,7 +30,6 @@ from certsrv._revocation import Plan, Revocation, Status, Verdict
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 
 if TYPE_CHECKING:
-    from certsrv._forwardverify import ForwardedVerifier
     from certsrv._tls import TLSSettings
 
 __all__ = [
@@ -195,23 +194,13 @@ class ClientCertificatePolicy:
         self.fail_open = fail_open
         self.log_accepted = True
         self.revocation = revocation
-        self._forwarded: ForwardedVerifier | None = None
         self._store: crypto.X509Store | None = None
         self.settings = settings
 
     def attach(self, settings: TLSSettings) -> None:
         """Remember the TLS settings this policy serves with (their CAs and depth)."""
         self.settings = settings
-        self._forwarded = None
         self._store = None
-
-    def forwarded_verifier(self) -> ForwardedVerifier:
-        """Verifies forwarded chains with ``verify_chain``, remembering recent verdicts."""
-        from certsrv._forwardverify import ForwardedVerifier
-
-        if self._forwarded is None:
-            self._forwarded = ForwardedVerifier(self)
-        return self._forwarded
 
     def verify_callback(self, connection: SSL.Connection, cert: crypto.X509, errno: int,
                         depth: int, ok: bool) -> int:
@@ -433,13 +422,40 @@ class ClientCertificatePolicy:
 
     def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
                          reason: Failure) -> None:
-        """Log why a handshake that never completed was refused."""
+        """Log why a handshake that never completed failed: our refusal, or the client's."""
         rejection = state.rejection
         if rejection is None:
             rejection = _from_ssl_failure(reason)
             if rejection is None:
                 return  # the peer went away before sending anything worth judging
-        log_rejection(rejection, peer)
+        if rejection.certificate is not None:
+            log_rejection(rejection, peer)
+            return
+        # No certificate to name: log_rejection's event, worded for what happened. An alert
+        # in OpenSSL's error text was *received*: the client ended the handshake.
+        alerts = [part.split(" alert ", 1)[1] for part in rejection.detail.split("; ")
+                  if rejection.reason is Reason.HANDSHAKE_FAILED and " alert " in part]
+        about_our_certificate = ("bad certificate", "unsupported certificate",
+                                 "certificate revoked", "certificate expired",
+                                 "certificate unknown", "unknown ca")
+        if alerts and alerts[0] in about_our_certificate:
+            text = ("client {peer} refused the server's certificate (it sent the TLS alert "
+                    "{alert}); check the CA it trusts against --cert's chain")
+        elif alerts:
+            text = "client {peer} ended the TLS handshake with the alert {alert}"
+        elif rejection.reason is Reason.NO_CERTIFICATE:
+            text = "rejected client {peer}: no client certificate was presented"
+        elif rejection.reason is Reason.HANDSHAKE_FAILED:
+            text = "TLS handshake with {peer} failed: {detail}"
+        else:
+            text = "rejected client certificate from {peer}: {reason}{detail_text}"
+        detail = f" ({rejection.detail})" if rejection.detail else ""
+        _log.warn(
+            text, decision="rejected", stage="handshake", reason=rejection.reason.value,
+            detail=rejection.detail, detail_text=detail, peer=peer_text(peer),
+            depth=rejection.depth, alert=alerts[0] if alerts else None,
+            refused_by="client" if alerts else "server", **describe(None),
+        )
 
 
 def _with_source(detail: str, verdict: Verdict) -> str:
