@@ -4,7 +4,9 @@
 Exit status: 0 for a 2xx answer, 1 for any other HTTP status, 2 when the connection is
 rejected (TLS alert, untrusted server, refused, timeout) or a local file is unusable,
 130 when interrupted.
-Failures are one line on stderr, never a traceback.
+Failures are one line on stderr, never a traceback.  Redirects are not followed.  What the
+server sent is printed without terminal control sequences (the body only when stdout is a
+terminal; piped, it is passed on unchanged).
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, BinaryIO, TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, BinaryIO, TextIO, cast
 
 from treq.client import HTTPClient
 from treq.content import content
 from twisted.internet import defer
 from twisted.internet.task import react
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from certsrv._client import Explanation, HTTPStatusError, explain, http_client
+from certsrv._client import Explanation, HTTPStatusError, explain, http_client, printable
 from certsrv.exceptions import ConfigurationError
 
 __all__ = ["main"]
@@ -82,9 +86,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status_line(response: IResponse) -> str:
-    """Return e.g. ``HTTP/1.1 200 OK``."""
+    """Return e.g. ``HTTP/1.1 200 OK``, without control characters from the server."""
     protocol, major, minor = response.version
-    phrase = response.phrase.decode("latin-1")
+    phrase = printable(response.phrase.decode("latin-1"))
     return f"{protocol.decode('ascii')}/{major}.{minor} {response.code} {phrase}".rstrip()
 
 
@@ -102,9 +106,22 @@ def _json_body(body: bytes, content_type: str) -> Any:
     if "json" in content_type:
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return text
+
+
+def _json_line(value: object) -> bytes:
+    """``value`` as one line of JSON; any control or invisible character in it escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    if not text.isprintable():  # DEL, C1, bidi overrides, U+2028... which json leaves raw
+        text = json.dumps(value)
+    return text.encode("utf-8") + b"\n"
+
+
+def _terminal_body(body: bytes) -> bytes:
+    """A body for a terminal: UTF-8 text without escape sequences or control characters."""
+    return printable(body.decode("utf-8", "replace"), lines=True).encode("utf-8")
 
 
 class _Output:
@@ -120,12 +137,16 @@ class _Output:
         if self.as_json and document:
             self.document({"error": explanation.code, "sentence": explanation.sentence,
                            "status": explanation.http_status})
-        self.stderr.write(f"{_PROG}: {explanation.sentence}\n")
+        self.say(explanation.sentence)
+
+    def say(self, line: str) -> None:
+        """Print one line on stderr, prefixed with the program's name."""
+        self.stderr.write(f"{_PROG}: {printable(line)}\n")
         self.stderr.flush()
 
     def document(self, value: object) -> None:
         """Print ``value`` as one JSON line on stdout."""
-        self.stdout.write(json.dumps(value, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.stdout.write(_json_line(value))
         self.stdout.flush()
 
     def response(self, response: IResponse, body: bytes) -> None:
@@ -138,8 +159,39 @@ class _Output:
                            "body": _json_body(body, content_type)})
             return
         self.stdout.write(_status_line(response).encode("latin-1") + b"\n")
-        self.stdout.write(body)
+        self.stdout.write(_terminal_body(body) if _is_terminal(self.stdout) else body)
         self.stdout.flush()
+
+
+def _is_terminal(stream: BinaryIO) -> bool:
+    """Whether ``stream`` is a terminal (control sequences in it would act on the screen)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def _key_warnings(output: _Output) -> Iterator[None]:
+    """Print the client library's warnings (a key readable by others) as lines on stderr."""
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "certsrv.client" and event.get("reason") == "key_exposed":
+            output.say(f"warning: {formatEvent(event)}")
+
+    watcher = cast(ILogObserver, observer)
+    globalLogPublisher.addObserver(watcher)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(watcher)
+
+
+def _trusted(options: argparse.Namespace) -> str:
+    """Which CAs this run trusts, for "not issued by ..."."""
+    if options.ca is None:
+        return "a CA the system trusts (no --ca was given)"
+    return f"the CA in {options.ca} (--ca)"
 
 
 async def _fetch(client: HTTPClient, options: argparse.Namespace) -> tuple[IResponse, bytes]:
@@ -156,22 +208,22 @@ async def _fetch(client: HTTPClient, options: argparse.Namespace) -> tuple[IResp
 async def _exchange(reactor: Any, options: argparse.Namespace, output: _Output) -> int:
     """Make the request; print the answer or the reason it failed; return the exit status."""
     try:
-        client = http_client(reactor, cert=options.cert, key=options.key, ca=options.ca,
-                             intermediates=options.intermediates)
+        with _key_warnings(output):
+            client = http_client(reactor, cert=options.cert, key=options.key, ca=options.ca,
+                                 intermediates=options.intermediates, timeout=options.timeout)
     except ConfigurationError as problem:
         output.complain(explain(problem))
         return 2
     interrupted: list[bool] = []
     reactor.addSystemEventTrigger("before", "shutdown", interrupted.append, True)
     request = defer.Deferred.fromCoroutine(_fetch(client, options))
-    request.addTimeout(options.timeout, reactor)
     try:
         response, body = await request
     except Exception as failure:
         if interrupted:  # Ctrl-C: the reactor is closing our connection, not the server
             output.stderr.write(f"{_PROG}: interrupted\n")
             return 130
-        output.complain(explain(failure, sent_certificate=True))
+        output.complain(explain(failure, sent_certificate=True, trusted=_trusted(options)))
         return 2
     output.response(response, body)
     if 200 <= response.code < 300:
@@ -187,8 +239,7 @@ async def _run(reactor: Any, options: argparse.Namespace, output: _Output) -> No
     try:
         status = await _exchange(reactor, options, output)
     except Exception as unexpected:  # a bug here must still not print a traceback
-        output.stderr.write(f"{_PROG}: unexpected error: {type(unexpected).__name__}: "
-                            f"{unexpected}\n")
+        output.say(f"unexpected error: {type(unexpected).__name__}: {unexpected}")
         status = 2
     raise SystemExit(status)
 
