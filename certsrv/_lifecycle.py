@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -19,10 +20,37 @@ __all__ = ["Drainer", "ExpiryWatch", "exit_zero_on_sigterm"]
 
 _log = Logger(namespace="certsrv.lifecycle")
 DAY = 86400.0
+# Seconds a connection that has not begun a request when the drain starts has to begin one
+# (a request already on its way is answered, not refused); for HTTP/2, the time between the
+# two GOAWAY frames.
+DRAIN_GRACE = 1.0
 
 
 def exit_zero_on_sigterm(reactor: Any) -> None:
-    """Make a SIGTERM stop end with status 0 once shutdown has run its course."""
+    """Make a SIGTERM stop end with status 0, and a SIGTERM while stopping harmless."""
+    stopping = False
+
+    def stopped() -> None:
+        nonlocal stopping
+        stopping = True
+
+    def guard_sigterm() -> None:
+        # Another SIGTERM while stopping (systemd signals every process of a unit, and the
+        # supervisor forwards its own) would make Twisted log a ReactorNotRunning traceback.
+        twisted_handler = signal.getsignal(signal.SIGTERM)
+        if not callable(twisted_handler):
+            return  # the reactor runs without signal handlers
+        handler: Callable[[int, Any], Any] = twisted_handler
+
+        def stop_once(signum: int, frame: Any) -> None:
+            if stopping:
+                reactor.callFromThread(_log.info, "SIGTERM again: already stopping",
+                                       reason="stopping")
+            else:
+                stopped()
+                handler(signum, frame)
+
+        signal.signal(signal.SIGTERM, stop_once)
 
     def clear() -> None:
         # twistd re-raises the signal that stopped the reactor, so a SIGTERM stop would end
@@ -30,42 +58,71 @@ def exit_zero_on_sigterm(reactor: Any) -> None:
         if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
             reactor._exitSignal = None
 
+    reactor.callWhenRunning(guard_sigterm)  # Twisted's handlers are installed by then
+    reactor.addSystemEventTrigger("before", "shutdown", stopped)
     reactor.addSystemEventTrigger("after", "shutdown", clear)
 
 
-class Drainer(service.Service):
-    """On stop, lets requests in flight finish, up to ``timeout`` seconds."""
+class Drainer(service.MultiService):
+    """On stop, closes the site's connections gracefully, then stops its children."""
+
+    # The listeners, its siblings, stop at once. Idle connections close at once, the others
+    # once their responses are written; past ``timeout`` the rest are cut off. Only then do its
+    # children (the --metrics listener, whose /healthz says 503 meanwhile) stop.
 
     def __init__(self, site: CertsrvSite, clock: IReactorTime, timeout: float,
-                 reactor: Any = None) -> None:
+                 reactor: Any = None, grace: float = DRAIN_GRACE) -> None:
+        super().__init__()
         self.site = site
         self.clock = clock
         self.timeout = timeout
         self.reactor = reactor
+        self.grace = grace
 
     def startService(self) -> None:
+        # One more user of the site than its listeners, released once drained: the last
+        # listener stopping would otherwise stop the site and close its access log.
+        self.site.doStart()
         super().startService()
         if self.reactor is not None:
             exit_zero_on_sigterm(self.reactor)
 
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        self.site.draining = True
-        waiting = self.site.inflight
-        if waiting == 0:
-            return None
-        _log.info("draining {count} requests in flight (up to {timeout} s)", count=waiting,
+    def stopService(self) -> defer.Deferred[Any]:
+        service.Service.stopService(self)  # the children stop after the drain
+        drained = self._drain()
+        drained.addCallback(self._after_drain)
+        return drained
+
+    def _drain(self) -> defer.Deferred[None]:
+        site = self.site
+        connections, requests = site.connections, site.inflight
+        site.drain(self.grace)
+        if connections == 0:
+            return defer.succeed(None)
+        _log.info("draining {requests} requests in flight on {connections} connections (up to "
+                  "{timeout} s)", requests=requests, connections=connections,
                   timeout=self.timeout, reason="draining")
-        done = self.site.when_idle()
-        done.addTimeout(self.timeout, self.clock)
+        started = self.clock.seconds()
+        closed = site.when_closed()
+        closed.addTimeout(self.timeout, self.clock)
+
+        def drained(_: None) -> None:
+            _log.info("drained: every connection closed after {seconds:.1f} s",
+                      seconds=self.clock.seconds() - started, reason="drained")
 
         def timed_out(failure: Any) -> None:
             failure.trap(defer.TimeoutError)
-            _log.warn("drain timeout: {count} requests still in flight are cut off",
-                      count=self.site.inflight, reason="drain_timeout")
+            _log.warn("drain timeout: {requests} requests in flight on {connections} "
+                      "connections are cut off", requests=site.inflight,
+                      connections=site.connections, reason="drain_timeout")
+            site.abort()
 
-        done.addErrback(timed_out)
-        return done
+        return closed.addCallbacks(drained, timed_out)
+
+    def _after_drain(self, _: None) -> defer.Deferred[Any]:
+        self.site.doStop()
+        stopping = [defer.maybeDeferred(child.stopService) for child in reversed(list(self))]
+        return defer.DeferredList(stopping)
 
 
 class ExpiryWatch(service.Service):

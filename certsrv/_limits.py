@@ -11,6 +11,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
+from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -23,6 +25,8 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 __all__ = ["SERVER_NAME", "LimitedChannel", "LimitedRequest", "LimitedSite", "Limits"]
 
 SERVER_NAME = b"certsrv"
+# The largest HTTP/2 stream id: a GOAWAY naming it refuses nothing already sent.
+_ANY_STREAM = 2**31 - 1
 _log = Logger(namespace="certsrv.limits")
 
 
@@ -135,6 +139,34 @@ class LimitedHTTPChannel(HTTPChannel):
         self._deadline: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
         self._refused = False
+        self._draining = False
+        self.answered = False  # a request has been answered: idle now means kept alive
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress, not even a part of one."""
+        return not self.requests and self._phase is None
+
+    def drain(self) -> None:
+        """Close the connection gracefully: at once when kept alive idle, else once answered."""
+        self._draining = True
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        if self.requests and not self.line_mode:
+            self.persistent = False  # its headers are in: closed once it is answered
+        elif self.idle and self.answered:
+            self.loseConnection()
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self._draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
+    def requestDone(self, request: Any) -> None:
+        self.answered = True
+        super().requestDone(request)
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -250,6 +282,50 @@ class LimitedH2Connection(H2Connection):
         self._deadlines: dict[int, IDelayedCall] = {}
         self._receiving = False
         self._progress = False
+        self._draining = False
+        self._drain_call: IDelayedCall | None = None
+        self._last_stream: int | None = None  # set by the final GOAWAY of a drain
+        self._drain_closing = False
+
+    def drain(self, grace: float) -> None:
+        """GOAWAY, answer the streams begun, then close (RFC 9113 section 6.8)."""
+        if self._draining:
+            return
+        self._draining = True
+        # A first GOAWAY naming any stream stops new ones without refusing a request already
+        # on its way; the final one, a grace later, names the last stream that will be served.
+        self._goaway(_ANY_STREAM)
+        self._drain_call = self.callLater(grace, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        self._drain_call = None
+        self._last_stream = self.conn.highest_inbound_stream_id
+        self._goaway(self._last_stream)
+        if not self.streams:
+            self._close_drained()
+
+    def _goaway(self, last_stream_id: int) -> None:
+        # h2's close_connection would forbid sending on the streams still to be answered, so
+        # the frame is written here, after whatever h2 has queued.
+        self._tryToWriteControlData()
+        if self.transport is not None and self._stillProducing:
+            self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=last_stream_id,
+                                             error_code=h2.errors.ErrorCodes.NO_ERROR
+                                             ).serialize())
+
+    def _close_drained(self) -> None:
+        """Close once the responses written so far are handed to the transport."""
+        if self._drain_closing or not self._stillProducing or self.transport is None:
+            return
+        if self._consumerBlocked is not None:
+            # Control frames wait behind a full transport; close after they are written.
+            self._consumerBlocked.addCallback(lambda _: self._close_drained())
+            return
+        self._drain_closing = True
+        transport: Any = self.transport
+        # The TLS transport closes only once its producer (this connection) is gone.
+        transport.unregisterProducer()
+        transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self._receiving, self._progress = True, False
@@ -268,6 +344,11 @@ class LimitedH2Connection(H2Connection):
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         self._progress = True
         stream_id = event.stream_id
+        if self._last_stream is not None and stream_id > self._last_stream:
+            # Opened after the final GOAWAY: refused unprocessed, so the client may retry it.
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._tryToWriteControlData()
+            return
         fields = event.headers
         count = sum(1 for name, _ in fields if not name.startswith(b":"))
         size = sum(len(name) + len(value) + 2 for name, value in fields)
@@ -311,6 +392,8 @@ class LimitedH2Connection(H2Connection):
     def _requestDone(self, streamID: int) -> None:
         self._cancel_deadline(streamID)
         super()._requestDone(streamID)
+        if self._last_stream is not None and not self.streams:
+            self._close_drained()
 
     def _too_large(self, stream_id: int) -> bool:
         stream = self.streams.get(stream_id)  # a twisted.web._http2.H2Stream
@@ -372,6 +455,9 @@ class LimitedH2Connection(H2Connection):
                        ) -> None:
         for stream_id in list(self._deadlines):
             self._cancel_deadline(stream_id)
+        if self._drain_call is not None and self._drain_call.active():
+            self._drain_call.cancel()
+        self._drain_call = None
         super().connectionLost(reason, _cancelTimeouts)
 
 
@@ -379,6 +465,8 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """A connection of a ``LimitedSite``: HTTP/1.1, or HTTP/2 when ALPN picks h2."""
 
     limited_site: LimitedSite
+    _drain_grace: float | None = None
+    _grace_call: IDelayedCall | None = None
 
     @classmethod
     def build(cls, site: LimitedSite) -> LimitedChannel:
@@ -388,12 +476,47 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         return channel
 
     def makeConnection(self, transport: Any) -> None:
-        self.limited_site.connections += 1
+        site = self.limited_site
+        site.channels.add(self)
         self._channel.makeConnection(transport)
+        if site.draining:
+            self.drain(site.drain_grace)
 
     def connectionLost(self, reason: Failure) -> None:
-        self.limited_site.connections -= 1
-        self._channel.connectionLost(reason)
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        self._grace_call = None
+        try:
+            self._channel.connectionLost(reason)
+        finally:
+            self.limited_site.channel_closed(self)
+
+    def drain(self, grace: float) -> None:
+        """Close gracefully: idle kept-alive connections at once, others once answered."""
+        # A connection that has not begun a request yet (new, or still in its handshake) has
+        # ``grace`` seconds to begin one; HTTP/2 gets ``grace`` between its two GOAWAYs.
+        if self._drain_grace is not None:
+            return
+        self._drain_grace = grace
+        inner = self._channel
+        if isinstance(inner, LimitedH2Connection):
+            inner.drain(grace)
+        elif isinstance(inner, LimitedHTTPChannel):
+            inner.drain()
+            if inner.idle and not inner.answered:
+                self._grace_call = inner.callLater(grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace_call = None
+        inner = self._channel
+        if isinstance(inner, LimitedHTTPChannel) and inner.idle:
+            inner.loseConnection()
+
+    def abort(self) -> None:
+        """Cut the connection off at once."""
+        transport: Any = self._channel.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if (self._negotiatedProtocol is None and
@@ -418,6 +541,8 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         self._negotiatedProtocol = b"h2"  # type: ignore[assignment]
         connection.makeConnection(old.transport)
         producer.registerProducer(connection, True)
+        if self._drain_grace is not None:
+            connection.drain(self._drain_grace)
 
 
 def _build_channel(site: LimitedSite) -> LimitedChannel:
@@ -438,8 +563,45 @@ class LimitedSite(server.Site):
         self.name = name
         kwargs.setdefault("timeout", self.limits.idle_timeout)
         super().__init__(root, **kwargs)
-        self.connections = 0
+        self.channels: set[LimitedChannel] = set()
+        self.draining = False
+        self.drain_grace = 0.0
+        self._closed: list[defer.Deferred[None]] = []
         self._turned_away = 0
+
+    @property
+    def connections(self) -> int:
+        """How many connections the site holds."""
+        return len(self.channels)
+
+    def channel_closed(self, channel: LimitedChannel) -> None:
+        """A connection has closed (its data written, or cut off)."""
+        self.channels.discard(channel)
+        if not self.channels:
+            waiting, self._closed = self._closed, []
+            for waiter in waiting:
+                if not waiter.called:  # not given up on (cancelled) meanwhile
+                    waiter.callback(None)
+
+    def drain(self, grace: float) -> None:
+        """Close every connection gracefully, and each new one too (see LimitedChannel.drain)."""
+        self.draining = True
+        self.drain_grace = grace
+        for channel in list(self.channels):
+            channel.drain(grace)
+
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires once the site holds no connection."""
+        if not self.channels:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._closed.append(waiter)
+        return waiter
+
+    def abort(self) -> None:
+        """Cut every connection off at once."""
+        for channel in list(self.channels):
+            channel.abort()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         """A new connection, unless the site already holds ``max_connections``."""

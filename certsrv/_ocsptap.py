@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -21,6 +21,7 @@ from certsrv._limits import LimitedSite, Limits
 from certsrv._ocsp import CertStatus, SigningKey
 from certsrv._ocspresponder import OCSPResource, StatusLookup, StatusRecord
 from certsrv._pkistore import CA_CERT, DEFAULT_OCSP_VALIDITY, PKIStore, parse_duration
+from certsrv._startup import Listener, PluginOptions, check_endpoint, named_coercions
 from certsrv.exceptions import ConfigurationError, PKIError
 
 __all__ = [
@@ -142,8 +143,10 @@ def make_resource(config: Options) -> OCSPResource:
     )
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     """Options of ``twistd certsrv-ocsp``."""
+
+    prog = PROG
 
     synopsis = "[--pki DIR] [--listen ENDPOINT]... [--validity DURATION]"
     longdesc = (
@@ -159,13 +162,13 @@ class Options(usage.Options):
         "Restart after `certsrv-pki renew ocsp` or `init --force`. The default --listen is "
         "loopback only; --listen tcp:8080 serves every interface."
     )
-    optParameters: list[list[Any]] = [
+    optParameters: list[list[Any]] = named_coercions([
         ["pki", None, DEFAULT_PKI,
          "The certsrv-pki directory (ca.pem, index.json, ocsp.pem, ocsp.key)."],
         ["validity", None, DEFAULT_VALIDITY,
          "From thisUpdate to nextUpdate in each answer: how long servers may keep using it, "
          "so how late they may learn of a revocation.", _seconds],
-    ]
+    ])
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,12 +177,7 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """Plain-HTTP endpoint to listen on; repeatable (default tcp:8080:interface=127.0.0.1)."""
-        from twisted.internet import endpoints, reactor
-
-        try:
-            endpoints.serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError, OSError) as e:
-            raise usage.UsageError(f"--listen {description!r}: {e}") from None
+        check_endpoint("--listen", description)
         self["listen"].append(description)
 
     def postOptions(self) -> None:
@@ -194,10 +192,8 @@ class Options(usage.Options):
             self.clock = reactor  # type: ignore[assignment]
         assert self.clock is not None
         now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
-        try:
-            self["responder"] = load_responder(self["pki"], now)
-        except ConfigurationError as e:
-            raise SystemExit(f"{PROG}: {e}") from None
+        # A ConfigurationError reaches the caller; under twistd it becomes one line, exit 1.
+        self["responder"] = load_responder(self["pki"], now)
 
 
 class _Announcement(service.Service):
@@ -235,5 +231,5 @@ def makeService(config: Options) -> service.IService:
     parent = service.MultiService()
     _Announcement(config).setServiceParent(parent)
     for description in config["listen"]:
-        strports.service(description, site).setServiceParent(parent)
+        Listener(PROG, "--listen", description, site).setServiceParent(parent)
     return parent

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.web import resource
@@ -26,6 +26,14 @@ from certsrv._metrics import (
 from certsrv._reload import Reloader
 from certsrv._revocation import OCSPMode, OCSPSettings, Revocation, check_responder_url
 from certsrv._server import build_site, revocation_for
+from certsrv._startup import (
+    Listener,
+    PluginOptions,
+    WorkerTag,
+    check_endpoint,
+    named_coercions,
+    startup_error,
+)
 from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory, TLSSettings
 from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv._web import Limits
@@ -40,7 +48,6 @@ from certsrv._workers import (
     parse_tcp,
     worker_argv,
 )
-from certsrv.exceptions import ConfigurationError
 
 __all__ = ["Options", "makeService"]
 
@@ -51,9 +58,10 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     """Options of ``twistd certsrv``."""
 
+    prog = "certsrv"
     synopsis = "[options]"
     longdesc = (
         "Serve /secure over HTTPS to clients that present a valid X.509 certificate. "
@@ -62,7 +70,7 @@ class Options(usage.Options):
         "certificate is only ever accepted when --allowed-types admits it AND its SHA-256 "
         "fingerprint is pinned with --pin or --pins."
     )
-    optParameters: list[list[Any]] = [
+    optParameters: list[list[Any]] = named_coercions([
         ["cert", None, "certs/server.pem",
          "The server's certificate (PEM), optionally followed by its chain."],
         ["key", None, "certs/server.key", "The server's private key (PEM or DER, unencrypted)."],
@@ -101,6 +109,7 @@ class Options(usage.Options):
          "core. The parent supervises them: restarts a crashed worker, forwards SIGHUP and "
          "SIGTERM. Needs tcp:/tcp6: --listen descriptions; with --metrics, worker i serves "
          "its metrics on the --metrics port + i."],
+        # Internal (the supervisor gives it to its workers), so not listed by --help.
         ["worker-index", None, None, "(internal) this process is worker number N.", int],
         ["access-log", None, "on",
          "on: one combined-format access log line per request; off: none (decisions are "
@@ -145,6 +154,7 @@ class Options(usage.Options):
         ["app", None, None,
          "Serve this twisted.web resource instead of /secure, given by dotted name: an "
          "IResource, a Klein app, or a callable returning either (as twistd web --class). "
+         "Its module is imported from PYTHONPATH or an --app-path directory. "
          "Only requests with a verified certificate (or admitted by --policy) reach it."],
         ["forwarded-cert", None, None,
          "Accept the client certificate from a TLS-terminating proxy in --trusted-proxy, "
@@ -155,7 +165,7 @@ class Options(usage.Options):
         ["revocation-fail", None, "closed",
          "When revocation status cannot be learnt (no valid CRL for an issuer, an expired CRL, "
          "OCSP responder down): closed rejects the client, open admits it and logs a warning."],
-    ]
+    ])
 
     optFlags: list[list[Any]] = [
         ["ocsp-require", None, "Treat a certificate naming no OCSP responder as status "
@@ -171,7 +181,18 @@ class Options(usage.Options):
         self["crl"] = []
         self["trusted-proxy"] = []
         self["trusted-proxy-cert"] = []
+        self["app-path"] = []
         self.clock: IReactorTime | None = None
+        self.log_tag: WorkerTag | None = None
+
+    def getUsage(self, width: int | None = None) -> str:
+        """The --help text, without the internal --worker-index."""
+        every = self.longOpt
+        self.longOpt = [name for name in every if name != "worker-index="]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt = every
 
     def opt_listen(self, description: str) -> None:
         """An endpoint to listen on, e.g. tcp:8443 (repeatable; default tcp:8443); TLS is ours."""
@@ -179,7 +200,14 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--listen takes a plain endpoint such as tcp:8443 (certsrv adds TLS itself; "
                 "Twisted's ssl: endpoints cannot require client certificates)")
+        check_endpoint("--listen", description)
         self["listen"].append(description)
+
+    def opt_app_path(self, directory: str) -> None:
+        """A directory to import --app from: put before sys.path (repeatable; first wins)."""
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"--app-path {directory}: not a directory")
+        self["app-path"].append(os.path.abspath(directory))
 
     def opt_ca(self, path: str) -> None:
         """A PEM file of trusted root CA certificates (repeatable; default certs/ca.pem)."""
@@ -220,6 +248,12 @@ class Options(usage.Options):
         """Parse, remembering the arguments (workers are started with the same ones)."""
         self.argv = list(options) if options is not None else sys.argv[1:]
         super().parseOptions(options)
+        if self.parent is not None and self["worker-index"] is not None:
+            # A worker under twistd: its log lines say which worker wrote them.
+            from twisted.logger import globalLogPublisher
+
+            self.log_tag = WorkerTag(self["worker-index"])
+            globalLogPublisher.addObserver(self.log_tag)
 
     def postOptions(self) -> None:
         """Check values, then load and check every file; a problem stops startup."""
@@ -240,6 +274,7 @@ class Options(usage.Options):
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
         if self["metrics"]:
             self["metrics"] = loopback_by_default(self["metrics"])
+            check_endpoint("--metrics", self["metrics"])
         workers = self["workers"]
         if workers == "auto":
             self.workers = os.cpu_count() or 1
@@ -270,54 +305,57 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = ["tcp:8443"]
         allowed = AllowedTypes(self["allowed-types"])
-        try:
-            config = ServerConfig(
-                cert=self["cert"],
-                key=self["key"],
-                ca=tuple(self["ca"] or (["certs/ca.pem"] if allowed.chained else [])),
-                intermediates=tuple(self["intermediates"]),
-                pins=parse_pins(self["pin"]),
-                pins_file=self["pins"],
-                client_cert=ClientCertMode(self["client-cert"]),
-                allowed_types=allowed,
-                verify_depth=self["verify-depth"],
-                min_tls=self["min-tls"],
-                http2=self["http2"] == "on",
-                crls=tuple(self["crl"]),
-                policy=self["policy"],
-                crl_check_chain=self["crl-check"] == "chain",
-                fail_open=self["revocation-fail"] == "open",
-                ocsp=OCSPSettings(
-                    mode=OCSPMode(self["ocsp"]),
-                    responder=(check_responder_url(self["ocsp-responder"])
-                               if self["ocsp-responder"] else None),
-                    require=bool(self["ocsp-require"]),
-                    timeout=self["ocsp-timeout"],
-                    nonce=self["ocsp-nonce"],
-                    skew=self["ocsp-skew"],
-                    max_age=self["ocsp-max-age"],
-                ),
-                crl_fetch=CRLFetchSettings(
-                    mode=(OCSPMode.OFF if self["crl-fetch"] == "off" else
-                          OCSPMode.CHAIN if self["crl-check"] == "chain" else OCSPMode.LEAF),
-                    timeout=self["crl-fetch-timeout"],
-                ),
-            )
-            if self.clock is None:
-                from twisted.internet import reactor
+        # A ConfigurationError raised here reaches the caller; under twistd,
+        # PluginOptions.parseOptions turns it into one line and exit status 1.
+        config = ServerConfig(
+            cert=self["cert"],
+            key=self["key"],
+            ca=tuple(self["ca"] or (["certs/ca.pem"] if allowed.chained else [])),
+            intermediates=tuple(self["intermediates"]),
+            pins=parse_pins(self["pin"]),
+            pins_file=self["pins"],
+            client_cert=ClientCertMode(self["client-cert"]),
+            allowed_types=allowed,
+            verify_depth=self["verify-depth"],
+            min_tls=self["min-tls"],
+            http2=self["http2"] == "on",
+            crls=tuple(self["crl"]),
+            policy=self["policy"],
+            crl_check_chain=self["crl-check"] == "chain",
+            fail_open=self["revocation-fail"] == "open",
+            ocsp=OCSPSettings(
+                mode=OCSPMode(self["ocsp"]),
+                responder=(check_responder_url(self["ocsp-responder"])
+                           if self["ocsp-responder"] else None),
+                require=bool(self["ocsp-require"]),
+                timeout=self["ocsp-timeout"],
+                nonce=self["ocsp-nonce"],
+                skew=self["ocsp-skew"],
+                max_age=self["ocsp-max-age"],
+            ),
+            crl_fetch=CRLFetchSettings(
+                mode=(OCSPMode.OFF if self["crl-fetch"] == "off" else
+                      OCSPMode.CHAIN if self["crl-check"] == "chain" else OCSPMode.LEAF),
+                timeout=self["crl-fetch-timeout"],
+            ),
+        )
+        if self.clock is None:
+            from twisted.internet import reactor
 
-                self.clock = reactor  # type: ignore[assignment]
-            assert self.clock is not None
-            from twisted.internet import reactor as default_reactor
+            self.clock = reactor  # type: ignore[assignment]
+        assert self.clock is not None
+        from twisted.internet import reactor as default_reactor
 
-            self.config = config
-            self.revocation = revocation_for(config, self.clock, default_reactor)
-            self.settings, self.verifier = config.load(self.clock, self.revocation)
-            self.verifier.log_accepted = self["log-accepted"] == "on"
-            self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
-                                        self["trusted-proxy"], self["trusted-proxy-cert"])
-        except ConfigurationError as e:
-            raise SystemExit(f"certsrv: {e}") from None
+        self.config = config
+        self.revocation = revocation_for(config, self.clock, default_reactor)
+        self.settings, self.verifier = config.load(self.clock, self.revocation)
+        self.verifier.log_accepted = self["log-accepted"] == "on"
+        self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
+                                    self["trusted-proxy"], self["trusted-proxy-cert"])
+        for directory in reversed(self["app-path"]):
+            if directory in sys.path:
+                sys.path.remove(directory)
+            sys.path.insert(0, directory)
         self.app = load_app(self["app"]) if self["app"] is not None else None
 
 
@@ -343,7 +381,8 @@ def makeService(config: Options) -> service.IService:
     for description in config["listen"]:
         factory = TLSFactory(tls, site)
         if index is None:
-            strports.service(description, factory).setServiceParent(parent)
+            # Listener: an address in use stops startup with one line, no traceback.
+            Listener("certsrv", "--listen", description, factory).setServiceParent(parent)
         else:
             ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
 
@@ -357,7 +396,9 @@ def makeService(config: Options) -> service.IService:
                         reactor=reactor, revocation=config.revocation)  # type: ignore[arg-type]
     reloader.setServiceParent(parent)
     ExpiryWatch(tls, clock).setServiceParent(parent)
-    Drainer(site, clock, config["drain-timeout"], reactor).setServiceParent(parent)
+    # The --metrics listener and feed are the drainer's children: they outlive the drain.
+    drainer = Drainer(site, clock, config["drain-timeout"], reactor)
+    drainer.setServiceParent(parent)
     if config["metrics"]:
         metrics = Metrics()
         site.metrics = metrics
@@ -368,16 +409,17 @@ def makeService(config: Options) -> service.IService:
         revocation = config.revocation
         metrics.collect_from(CacheCollector(
             lambda: revocation.checkers if revocation is not None else ()))
-        MetricsService(metrics).setServiceParent(parent)
-        admin = admin_site(metrics, lambda: bool(parent.running), config.limits)
+        MetricsService(metrics).setServiceParent(drainer)
+        # /healthz answers 503 from the moment the drain begins.
+        admin = admin_site(metrics, lambda: bool(drainer.running), config.limits)
         if index is None:
-            strports.service(config["metrics"], admin).setServiceParent(parent)
+            Listener("certsrv", "--metrics", config["metrics"], admin).setServiceParent(drainer)
         else:
             address = parse_tcp(config["metrics"])
             address = TCPAddress(address.family, address.interface, address.port + index,
                                  address.backlog)
             # Not shared: each worker has its own metrics port.
-            ReusePortService(address, admin, reactor, share=False).setServiceParent(parent)
+            ReusePortService(address, admin, reactor, share=False).setServiceParent(drainer)
     return parent
 
 
@@ -398,4 +440,4 @@ def _refuse_ports_in_use(config: Options) -> None:
         try:
             check_free(address)
         except PortInUse as e:
-            raise SystemExit(f"certsrv: {option} {description}: {e}") from None
+            raise SystemExit(startup_error("certsrv", f"{option} {description}: {e}")) from None

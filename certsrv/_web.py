@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -129,12 +128,10 @@ class _Request(LimitedRequest):
 
     def process(self) -> None:
         site: CertsrvSite = self.channel.site  # type: ignore[attr-defined]
-        # Counted in flight until finished or lost (for draining on SIGTERM); hooked directly
-        # rather than through notifyFinish, which costs a Deferred per request.
+        # Counted in flight until finished or lost (reported when draining on SIGTERM); hooked
+        # directly rather than through notifyFinish, which costs a Deferred per request.
         site.inflight += 1
         self._counted = site
-        if site.draining:
-            self.setHeader(b"connection", b"close")
         super().process()
 
 
@@ -155,24 +152,10 @@ class CertsrvSite(LimitedSite):
         self.metrics: Metrics | None = None
         self.access_log = True
         self.inflight = 0
-        self.draining = False
-        self._idle: list[defer.Deferred[None]] = []
 
     def request_done(self, result: object) -> None:
         """One request finished (or its client went away)."""
         self.inflight -= 1
-        if self.inflight == 0:
-            idle, self._idle = self._idle, []
-            for waiter in idle:
-                waiter.callback(None)
-
-    def when_idle(self) -> defer.Deferred[None]:
-        """Fires when no request is in flight."""
-        if self.inflight == 0:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._idle.append(waiter)
-        return waiter
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         """Count the answered request; the access log line stays Twisted's."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, fdesc, protocol
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.error import ProcessDone, ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python import usage
@@ -330,6 +330,11 @@ class Supervisor(service.Service):
             return
         del self.workers[worker.index]
         if not self.running:
+            if reason.check(ProcessDone):
+                _log.info("worker {index} stopped", index=worker.index, reason="worker_stopped")
+            else:
+                _log.warn("worker {index} did not stop cleanly ({why})", index=worker.index,
+                          why=str(reason.value), reason="worker_stop_failed")
             return
         self.restarts += 1
         quick = self.reactor.seconds() - worker.started_at < 10

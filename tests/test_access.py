@@ -17,6 +17,7 @@ from twisted.web import resource, server
 from certsrv import _tap, identity_of
 from certsrv._reload import Reloader
 from certsrv._tls import TLSFactory
+from certsrv.exceptions import ConfigurationError
 from certsrv.pki import IssuedCertificate
 from tests._support import (
     Exchange,
@@ -234,10 +235,10 @@ class StartupTests(SynchronousTestCase):
         path = os.path.join(self.files.dir, "policy.toml")
         if text is not None:
             write_pem(self.files.dir, "policy.toml", text)
-        with self.assertRaises(SystemExit) as caught:
+        with self.assertRaises(ConfigurationError) as caught:
             options(self.files.argv("--policy", path))
-        message = str(caught.exception.code)
-        self.assertTrue(message.startswith(f"certsrv: {path}"), message)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(path), message)
         self.assertNotIn("\n", message)
         for fragment in fragments:
             self.assertIn(fragment, message)

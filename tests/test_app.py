@@ -229,6 +229,58 @@ class AppOptionTests(SynchronousTestCase):
             self.assertNotIn("\n", message)
 
 
+    def test_app_path(self) -> None:
+        """--app-path DIR puts DIR first on sys.path, so --app finds a module there."""
+        import os
+        import sys
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        name = "certsrv_app_path_probe"
+        with open(os.path.join(directory, f"{name}.py"), "w") as f:
+            f.write("from twisted.web import static\n"
+                    "app = static.Data(b'from --app-path\\n', 'text/plain')\n"
+                    "app.isLeaf = True\n")
+        self.addCleanup(sys.modules.pop, name, None)
+        self.addCleanup(lambda: sys.path.remove(directory) if directory in sys.path else None)
+        with self.assertRaises(usage.UsageError) as caught:
+            options(self.files.argv("--app", f"{name}.app"))
+        self.assertIn("--app-path", str(caught.exception))
+        parsed = options(self.files.argv("--app-path", directory, "--app", f"{name}.app"))
+        self.assertEqual(sys.path[0], directory)
+        factory, _ = pieces(_tap.makeService(parsed))
+        result = exchange(factory, client_tls_options(self.pki, self.pki.client),
+                          request_bytes("/"))
+        self.assertEqual((result.status, result.body), (200, b"from --app-path\n"))
+
+    def test_app_path_must_be_a_directory(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            options(self.files.argv("--app-path", "/nonexistent/dir"))
+        self.assertEqual(str(caught.exception), "--app-path /nonexistent/dir: not a directory")
+
+
+class ProtectedSiteErrorTests(SynchronousTestCase):
+    """``protected_site`` raises the exported ConfigurationError, never SystemExit."""
+
+    def setUp(self) -> None:
+        self.files = _Files(self.mktemp())
+
+    def test_missing_file(self) -> None:
+        missing = self.files.dir + "/missing.pem"
+        argv = ["--cert", missing, "--key", self.files.key, "--ca", self.files.ca]
+        with self.assertRaises(certsrv.ConfigurationError) as caught:
+            certsrv.protected_site(static.Data(b"x", "text/plain"), argv)
+        self.assertEqual(caught.exception.source, missing)
+        self.assertIn("does not exist", caught.exception.problem)
+
+    def test_bad_option(self) -> None:
+        with self.assertRaises(certsrv.ConfigurationError) as caught:
+            certsrv.protected_site(static.Data(b"x", "text/plain"),
+                                   self.files.argv("--http2", "yes"))
+        self.assertEqual(str(caught.exception),
+                         "argv: --http2 must be one of on, off (got 'yes')")
+
+
 class _Counting(resource.Resource):
     """Counts the requests that reach it and names their client."""
 

@@ -39,6 +39,7 @@ from certsrv import _ocsptap
 from certsrv._ocsp import CertStatus, OCSPStatus, build_request, new_nonce, verify_response
 from certsrv._ocspresponder import OCSPResource
 from certsrv._pkistore import INDEX, PKIStore
+from certsrv.exceptions import ConfigurationError
 from certsrv.pki import IssuedCertificate
 from tests._support import DAY, clock_at_now, utcnow
 
@@ -91,10 +92,9 @@ class OptionsTests(SynchronousTestCase):
         self.store = make_pki(self.dir)
 
     def assertStartupError(self, argv: list[str], *fragments: str, clock: Any = None) -> None:
-        with self.assertRaises(SystemExit) as caught:
+        with self.assertRaises(ConfigurationError) as caught:
             parse(argv, clock)
-        message = str(caught.exception.code)
-        self.assertTrue(message.startswith("certsrv-ocsp: "), message)
+        message = str(caught.exception)
         self.assertNotIn("\n", message)
         for fragment in fragments:
             self.assertIn(fragment, message)
@@ -128,8 +128,7 @@ class OptionsTests(SynchronousTestCase):
         service = cast(MultiService, _ocsptap.makeService(options))
         self.assertIsInstance(service, MultiService)
         kinds = sorted(type(child).__name__ for child in service)
-        self.assertEqual(kinds, ["StreamServerEndpointService", "StreamServerEndpointService",
-                                 "_Announcement"])
+        self.assertEqual(kinds, ["Listener", "Listener", "_Announcement"])
         _site, resource = resource_of(service)
         now = datetime.datetime.fromtimestamp(int(clock.seconds()), datetime.UTC)
         status = ask(resource, load(self.dir, "client.pem"), self.store.ca.certificate, now)
@@ -507,7 +506,29 @@ class TwistdTests(TestCase):
         self.assertEqual(code, 1)
         self.assertNotIn(b"Traceback", out + err)
         self.assertEqual(err.decode(), f"certsrv-ocsp: {missing}: no such directory; create a "
-                                       f"PKI with `certsrv-pki init {missing}`\n")
+                                       f"PKI with `certsrv-pki init {missing}`\n"
+                                       "see: twistd certsrv-ocsp --help\n")
+
+    async def test_errors_are_one_line(self) -> None:
+        """A busy port, a bad value, an unknown option: one line, then ``see:``, exit 1."""
+        from tests.test_plugin import _free_port, _listening_socket
+
+        port = _free_port()
+        self.addCleanup(_listening_socket(port).close)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        for argv, line in (
+            (["--listen", listen],
+             f"--listen {listen}: port {port} on 127.0.0.1 is already in use by another process"),
+            (["--validity", "soon"], "--validity: invalid duration 'soon': expected a whole "
+                                     "number and a unit (s, m, h or d), e.g. 90s, 10m, 8h, 30d"),
+            (["--bogus"], "unknown option --bogus"),
+        ):
+            command = self.twistd("--pki", self.dir, *argv)
+            out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+                command[0], command[1:], env=self.env, path=self.dir, reactor=reactor)
+            self.assertEqual((err.decode(), code),
+                             (f"certsrv-ocsp: {line}\nsee: twistd certsrv-ocsp --help\n", 1))
+            self.assertNotIn(b"Traceback", out)
 
     async def test_serves_openssl(self) -> None:
         """openssl gets good, then revoked after ``revoke``; SIGTERM stops it cleanly."""

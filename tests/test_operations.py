@@ -84,6 +84,9 @@ class MetricsTests(TestCase):
         metrics({"log_namespace": "certsrv.tls", "decision": object()})  # never raises
 
 
+_GET = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
 class _Hold(resource.Resource):
     isLeaf = True
 
@@ -97,7 +100,7 @@ class _Hold(resource.Resource):
 
 
 class DrainTests(SynchronousTestCase):
-    """On stop, requests in flight finish first, up to the drain timeout."""
+    """On stop, connections close gracefully once answered, up to the drain timeout."""
 
     def setUp(self) -> None:
         self.pki = shared_pki()
@@ -106,15 +109,18 @@ class DrainTests(SynchronousTestCase):
         policy = ClientCertificatePolicy(self.clock)
         self.factory = make_server_factory(self.pki.settings(), policy=policy, app=self.app)
         self.site = self.factory.wrappedFactory
+        self.drainer = Drainer(self.site, self.clock, timeout=30, grace=1.0)
+        self.drainer.startService()
 
-    def start_request(self) -> Any:
+    def connect(self, request: bytes = _GET) -> tuple[Any, Any]:
+        """A client connection over TLS in memory that sends ``request``; (client, pump)."""
         from twisted.internet import protocol
         from twisted.protocols.tls import TLSMemoryBIOFactory
         from twisted.test.iosim import connectedServerAndClient
 
         from tests._support import HTTPClientProtocol
 
-        http = HTTPClientProtocol(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        http = HTTPClientProtocol(request)
         client_factory = TLSMemoryBIOFactory(client_tls_options(self.pki, self.pki.client),
                                              True, protocol.Factory.forProtocol(lambda: http),
                                              clock=self.clock)
@@ -124,34 +130,87 @@ class DrainTests(SynchronousTestCase):
         pump.flush()
         return http, pump
 
-    def test_waits_for_requests_in_flight(self) -> None:
-        http, pump = self.start_request()
-        self.assertEqual(self.site.inflight, 1)
-        drainer = Drainer(self.site, self.clock, timeout=30)
-        drainer.startService()
-        stopped = drainer.stopService()
-        self.assertNoResult(stopped)
+    def answer(self, pump: Any) -> None:
+        """Answer the request the application holds."""
         request = self.app.held.pop()
         request.write(b"done")
         request.finish()
         pump.flush()
+
+    def test_waits_for_the_response_to_be_written(self) -> None:
+        http, pump = self.connect()
+        self.assertEqual((self.site.inflight, self.site.connections), (1, 1))
+        with captured_events("certsrv.lifecycle") as events:
+            stopped = self.drainer.stopService()
+            self.assertNoResult(stopped)
+            request = self.app.held.pop()
+            request.write(b"done")
+            request.finish()
+            # Finished, but not yet written to the client: still draining.
+            self.assertNoResult(stopped)
+            pump.flush()
+            self.successResultOf(stopped)
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200"), http.received)
+        self.assertIn(b"\r\nConnection: close\r\n", http.received)
+        self.assertTrue(http.received.endswith(b"4\r\ndone\r\n0\r\n\r\n"), http.received)
+        self.assertIsNotNone(http.lost)
+        self.assertEqual([e["reason"] for e in events], ["draining", "drained"])
+
+    def test_idle_kept_alive_connection_closes_at_once(self) -> None:
+        http, pump = self.connect()
+        self.answer(pump)
+        self.assertIn(b"\r\ndone\r\n", http.received)
+        self.assertIsNone(http.lost, "kept alive")
+        stopped = self.drainer.stopService()
+        pump.flush()
         self.successResultOf(stopped)
-        self.assertTrue(http.received.startswith(b"HTTP/1.1 200"))
+        self.assertIsNotNone(http.lost)
+
+    def test_new_connection_has_a_grace_to_begin_its_request(self) -> None:
+        http, pump = self.connect(b"")
+        stopped = self.drainer.stopService()
+        self.clock.advance(0.5)
+        http.transport.write(_GET)
+        pump.flush()
+        self.answer(pump)
+        self.successResultOf(stopped)
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200"), http.received)
+        self.assertIn(b"\r\nConnection: close\r\n", http.received)
+
+    def test_new_connection_sending_nothing_closes_after_the_grace(self) -> None:
+        http, pump = self.connect(b"")
+        stopped = self.drainer.stopService()
+        pump.flush()
+        self.assertNoResult(stopped)
+        self.clock.advance(1.0)
+        pump.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(http.received, b"")
 
     def test_gives_up_after_timeout(self) -> None:
-        self.start_request()
-        drainer = Drainer(self.site, self.clock, timeout=30)
-        drainer.startService()
+        self.connect()
         with captured_events("certsrv.lifecycle") as events:
-            stopped = drainer.stopService()
+            stopped = self.drainer.stopService()
             self.clock.advance(31)
         self.successResultOf(stopped)
         self.assertEqual([e["reason"] for e in events], ["draining", "drain_timeout"])
 
     def test_idle_server_stops_at_once(self) -> None:
-        drainer = Drainer(self.site, self.clock, timeout=30)
-        drainer.startService()
-        self.assertIsNone(drainer.stopService())
+        with captured_events("certsrv.lifecycle") as events:
+            self.successResultOf(self.drainer.stopService())
+        self.assertEqual(events, [])
+
+    def test_children_stop_after_the_drain(self) -> None:
+        from twisted.application import service
+
+        child = service.Service()
+        child.setServiceParent(self.drainer)  # started with its running parent
+        _, pump = self.connect()
+        stopped = self.drainer.stopService()
+        self.assertTrue(child.running, "the --metrics listener answers while draining")
+        self.answer(pump)
+        self.successResultOf(stopped)
+        self.assertFalse(child.running)
 
 
 class ExpiryTests(SynchronousTestCase):

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from certsrv import _tap
 from certsrv._tls import ClientCertMode
 from certsrv._verify import AllowedTypes
+from certsrv.exceptions import ConfigurationError
 from certsrv.pki import CertificateAuthority, self_signed_client
 from tests._support import DAY, clock_at_now, shared_pki, utcnow, write_pem
 from tests.test_interop import run
@@ -50,10 +51,10 @@ class OptionsTests(SynchronousTestCase):
         self.files = _Files(self.mktemp())
 
     def assertStartupError(self, argv: list[str], *fragments: str) -> None:
-        with self.assertRaises(SystemExit) as caught:
+        """A library caller gets ConfigurationError (twistd makes it one line, exit 1)."""
+        with self.assertRaises(ConfigurationError) as caught:
             parse(argv)
-        message = str(caught.exception.code)
-        self.assertTrue(message.startswith("certsrv: "), message)
+        message = str(caught.exception)
         self.assertNotIn("\n", message)
         for fragment in fragments:
             self.assertIn(fragment, message)
@@ -78,8 +79,7 @@ class OptionsTests(SynchronousTestCase):
         service = _tap.makeService(options)
         self.assertIsInstance(service, MultiService)
         kinds = sorted(type(child).__name__ for child in service)
-        self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Reloader",
-                                 "StreamServerEndpointService", "StreamServerEndpointService"])
+        self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Listener", "Listener", "Reloader"])
 
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
@@ -193,16 +193,6 @@ class TwistdTests(TestCase):
                 "-n", "--pidfile=", "certsrv", *argv]
 
     @defer.inlineCallbacks
-    def test_bad_configuration_is_one_line(self) -> Any:
-        missing = os.path.join(self.files.dir, "missing.pem")
-        out, err, code = yield run(self.twistd("--cert", missing, "--key", self.files.key,
-                                               "--ca", self.files.ca), env=self.env)
-        self.assertEqual(code, 1)
-        self.assertNotIn(b"Traceback", out + err)
-        self.assertIn(f"certsrv: {missing}: server certificate file does not exist".encode(),
-                      err)
-
-    @defer.inlineCallbacks
     def test_serves_curl(self) -> Any:
         port = _free_port()
         pki = shared_pki()
@@ -231,6 +221,130 @@ class TwistdTests(TestCase):
         self.assertEqual(exit_code, 0, "SIGTERM is a graceful stop")
         self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
         self.assertNotIn(b"Traceback", server_out + server_err)
+
+
+SEE = "see: twistd certsrv --help"
+
+
+def _listening_socket(port: int) -> socket.socket:
+    """Another process's stand-in: a socket listening on 127.0.0.1:``port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+class StartupErrorTests(TestCase):
+    """A real ``twistd -n certsrv`` that cannot start says why in one line, then ``see:``."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.files = _Files(self.mktemp())
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+
+    async def refused(self, argv: list[str], *fragments: str) -> tuple[str, str]:
+        """Run twistd with ``argv``: exit status 1, stderr one line naming ``fragments``
+        then the ``see:`` line, and no traceback; (stdout, the line)."""
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                   "-n", "--pidfile=", "certsrv", *argv]
+        out, err, code = await run(command, env=self.env)
+        self.assertEqual(code, 1, (out, err))
+        self.assertNotIn(b"Traceback", out + err)
+        lines = err.decode().splitlines()
+        self.assertEqual(len(lines), 2, err)
+        line, see = lines
+        self.assertTrue(line.startswith("certsrv: "), line)
+        for fragment in fragments:
+            self.assertIn(fragment, line)
+        self.assertEqual(see, SEE)
+        return out.decode(), line
+
+    async def test_port_in_use(self) -> None:
+        """Single process: the listen fails at startup; one log line, no traceback."""
+        port = _free_port()
+        self.addCleanup(_listening_socket(port).close)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        out, line = await self.refused(self.files.argv("--listen", listen))
+        self.assertEqual(line, f"certsrv: --listen {listen}: port {port} on 127.0.0.1 is "
+                               "already in use by another process")
+        logged = [entry for entry in out.splitlines() if "already in use" in entry]
+        self.assertEqual(len(logged), 1, out)
+        self.assertIn("[certsrv.startup#error]", logged[0])
+
+    async def test_port_in_use_daemon(self) -> None:
+        """Daemonizing: twistd's parent reports it and exits 1; the log has the one line."""
+        port = _free_port()
+        self.addCleanup(_listening_socket(port).close)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        directory = os.path.abspath(self.files.dir)
+        pidfile, logfile = os.path.join(directory, "twistd.pid"), os.path.join(directory, "log")
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                   f"--pidfile={pidfile}", f"--logfile={logfile}", "certsrv",
+                   *self.files.argv("--listen", listen)]
+        out, err, code = await run(command, env=self.env)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn(f"StartupFailed: --listen {listen}: port {port}".encode(), err)
+        self.assertFalse(os.path.exists(pidfile), "twistd removed its pid file")
+        with open(logfile) as f:
+            log = f.read()
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(len([line for line in log.splitlines() if "already in use" in line]),
+                         1, log)
+
+    async def test_port_in_use_with_workers(self) -> None:
+        """--workers 2: the supervisor refuses before starting any worker."""
+        port = _free_port()
+        self.addCleanup(_listening_socket(port).close)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        out, _ = await self.refused(self.files.argv("--listen", listen, "--workers", "2"),
+                                    f"certsrv: --listen {listen}: port {port} on 127.0.0.1 "
+                                    "is already in use by another process")
+        self.assertEqual(out, "")
+
+    async def test_metrics_port_in_use(self) -> None:
+        """--metrics is named when its port is the busy one."""
+        port = _free_port()
+        self.addCleanup(_listening_socket(port).close)
+        metrics = f"tcp:{port}:interface=127.0.0.1"
+        await self.refused(self.files.argv("--listen", "tcp:0:interface=127.0.0.1",
+                                           "--metrics", metrics),
+                           f"certsrv: --metrics {metrics}: port {port} on 127.0.0.1 is "
+                           "already in use")
+
+    async def test_bad_choice(self) -> None:
+        out, line = await self.refused(self.files.argv("--http2", "yes"))
+        self.assertEqual(line, "certsrv: --http2 must be one of on, off (got 'yes')")
+        self.assertEqual(out, "")
+
+    async def test_bad_worker_count(self) -> None:
+        _, line = await self.refused(self.files.argv("--workers", "two"))
+        self.assertEqual(line, "certsrv: --workers must be a positive number or auto, "
+                               "not 'two'")
+
+    async def test_bad_number(self) -> None:
+        _, line = await self.refused(self.files.argv("--max-connections", "lots"))
+        self.assertEqual(line, "certsrv: --max-connections must be a whole number, not 'lots'")
+
+    async def test_app_not_importable(self) -> None:
+        name = "no_such_module_for_certsrv.app"
+        await self.refused(self.files.argv("--app", name), f"certsrv: --app {name}: cannot "
+                           "import it", "--app-path")
+
+    async def test_unknown_option(self) -> None:
+        _, line = await self.refused(self.files.argv("--bogus"))
+        self.assertEqual(line, "certsrv: unknown option --bogus")
+
+    async def test_bad_endpoint(self) -> None:
+        await self.refused(self.files.argv("--listen", "tcp:eighty"),
+                           "certsrv: --listen tcp:eighty: not a server endpoint")
+
+    async def test_missing_certificate(self) -> None:
+        missing = os.path.join(self.files.dir, "missing.pem")
+        out, line = await self.refused(["--cert", missing, "--key", self.files.key,
+                                        "--ca", self.files.ca])
+        self.assertEqual(line, f"certsrv: {missing}: server certificate file does not exist")
+        self.assertEqual(out, "")
 
 
 class KeyModeTests(SynchronousTestCase):

@@ -161,11 +161,11 @@ class OrphanTests(TestCase):
         self.assertEqual(err.decode(), f"certsrv: --listen tcp:{port}:interface=127.0.0.1: "
                                        f"port {port} on 127.0.0.1 is already in use by "
                                        "another process (another certsrv, or workers left "
-                                       "by one)\n")
+                                       "by one)\nsee: twistd certsrv --help\n")
         # A single process (no SO_REUSEPORT) is refused by the kernel.
         out, err, code = yield run(twistd_argv(*files.certsrv(port)), env=twistd_env())
         self.assertEqual(code, 1)
-        self.assertIn(b"Address already in use", out + err)
+        self.assertIn(b"is already in use by another process\nsee: twistd certsrv --help", err)
         process.signalProcess("KILL")
         yield child.ended  # once the workers, which share its output pipes, are gone too
         self.assertFalse([pid for pid in pids if alive(pid)])
