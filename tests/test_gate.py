@@ -724,3 +724,38 @@ def _read_one(client: _Client) -> tuple[int, bytes]:
         client._read()
         rest = client.buffer.partition(b"\r\n\r\n")[2]
     return int(head.split()[1]), rest[:length]
+
+
+class PromptRevocationTests(_Served):
+    """Issue "what a new user meets" 2: SIGHUP drops cached OCSP answers, so a revocation
+    reaches the server at once instead of when the cached "good" answer expires."""
+
+    @defer.inlineCallbacks
+    def test_sighup_drops_cached_ocsp_answers(self) -> Any:
+        from twisted.web.server import Site
+
+        from certsrv._ocsp import CertStatus
+        from certsrv._ocspresponder import OCSPResource, StatusRecord
+        from tests.test_alerts import _ClosingOCSPResource
+
+        carol = _people()["carol"]
+        signer = self.pki.root.issue_ocsp_responder()
+        table: dict[int, StatusRecord] = {carol.serial_number: (CertStatus.GOOD, None, None)}
+        resource_: OCSPResource = _ClosingOCSPResource(
+            self.pki.root.certificate, signer.certificate, signer.private_key,
+            lambda serial: table.get(serial), reactor)  # type: ignore[arg-type]
+        listening = reactor.listenTCP(0, Site(resource_),  # type: ignore[attr-defined]
+                                      interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}/"
+        port, reloader = self.serve("--ocsp-responder", url)
+        client = yield self.client(port, carol)
+        status, body = yield threads.deferToThread(client.request, "GET", "/secure")
+        self.assertEqual(status, 200, body)
+        table[carol.serial_number] = (CertStatus.REVOKED, utcnow() - DAY, None)
+        # The "good" answer is cached: a revocation alone is not seen yet.
+        status, body = yield threads.deferToThread(client.request, "GET", "/secure")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(reloader.reload("SIGHUP"))
+        status, body = yield threads.deferToThread(client.request, "GET", "/secure")
+        self.assertEqual((status, _reason(body)), (403, "revoked"), body)
