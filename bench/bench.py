@@ -473,7 +473,7 @@ class CertsrvPKI(PKI):
         self.dir = directory / "pki"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
-        result = run_tool([sys.executable, "-m", "certsrv._pkicli", "init", str(self.dir),
+        result = run_tool([sys.executable, "-m", "certsrv.pki.cli", "init", str(self.dir),
                            "--key-type", key_type, "--ocsp-url", ocsp_url],
                           timeout=120, env=env, cwd=directory)
         if result.returncode != 0:

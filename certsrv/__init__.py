@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from certsrv._app import protect, protected_site
-from certsrv._client import (
+from certsrv.client.http import (
     ClientTLSPolicy,
     Explanation,
     HTTPStatusError,
@@ -12,8 +11,6 @@ from certsrv._client import (
     http_client,
     raise_for_status,
 )
-from certsrv._identity import ClientIdentity
-from certsrv._web import identity_of
 from certsrv.exceptions import (
     CertsrvError,
     ConfigurationError,
@@ -22,6 +19,10 @@ from certsrv.exceptions import (
     Reason,
     RejectedCertificate,
 )
+from certsrv.server.app import protected_site
+from certsrv.web.gate import protect
+from certsrv.web.site import identity_of
+from certsrv.x509.identity import ClientIdentity
 
 __all__ = [
     "CertsrvError",

@@ -114,10 +114,10 @@ def build_targets(scratch: str) -> dict[str, Target]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from certsrv._certs import load_certificates, load_private_key
-    from certsrv._crl import load_crl
-    from certsrv._forwarded import ForwardedCertError, ForwardedFormat, parse_forwarded
-    from certsrv._policy import load_policy
+    from certsrv.x509.certs import load_certificates, load_private_key
+    from certsrv.revocation.crlfiles import load_crl
+    from certsrv.forwarded.headers import ForwardedCertError, ForwardedFormat, parse_forwarded
+    from certsrv.access.policy import load_policy
     from tests import test_hostile as hostile
     from tests._support import shared_pki
 
@@ -344,13 +344,13 @@ def run_atheris_worker(name: str, runs: int, seed: int, max_seconds: float, cras
     import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["certsrv"]):
-        import certsrv._certs  # noqa: F401
-        import certsrv._crl  # noqa: F401
-        import certsrv._crlfetch  # noqa: F401
-        import certsrv._forwarded  # noqa: F401
-        import certsrv._ocsp  # noqa: F401
-        import certsrv._ocspresponder  # noqa: F401
-        import certsrv._policy  # noqa: F401
+        import certsrv.x509.certs  # noqa: F401
+        import certsrv.revocation.crlfiles  # noqa: F401
+        import certsrv.revocation.crlfetch  # noqa: F401
+        import certsrv.forwarded.headers  # noqa: F401
+        import certsrv.revocation.ocsp  # noqa: F401
+        import certsrv.pki.responder  # noqa: F401
+        import certsrv.access.policy  # noqa: F401
     # libFuzzer ends the process without unwinding: the parent removes ``scratch``.
     target = build_targets(scratch)[name]
     runner = Runner(target, "atheris", crash_dir)

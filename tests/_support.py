@@ -19,10 +19,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 
-from certsrv._server import build_site
-from certsrv._tls import ServerTLS, TLSFactory, TLSSettings
-from certsrv._verify import AllowedTypes, ClientCertificatePolicy
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
+from certsrv.server.build import build_site
+from certsrv.tls.context import ServerTLS, TLSFactory, TLSSettings
+from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy
 
 DAY = datetime.timedelta(days=1)
 

@@ -14,11 +14,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv import _tap, identity_of
-from certsrv._reload import Reloader
-from certsrv._tls import TLSFactory
+from certsrv import identity_of
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import IssuedCertificate
+from certsrv.server import options as _tap
+from certsrv.server.reload import Reloader
+from certsrv.tls.context import TLSFactory
 from tests._support import (
     Exchange,
     captured_events,

@@ -21,12 +21,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request, Site
 
-from certsrv import _tap
-from certsrv._client import explain
-from certsrv._ocsp import CertStatus
-from certsrv._ocspresponder import OCSPResource, StatusRecord
+from certsrv.client.http import explain
 from certsrv.exceptions import Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
+from certsrv.pki.responder import OCSPResource, StatusRecord
+from certsrv.revocation.ocsp import CertStatus
+from certsrv.server import options as _tap
 from tests._support import (
     DAY,
     Exchange,
@@ -46,7 +46,7 @@ from tests.test_plugin import _Files
 # The s_client and curl arguments that pin each TLS version. With TLS 1.3 the client's
 # handshake is over before the server judges its certificate: curl then writes its request
 # (over HTTP/2, several frames) and reads the alert. The server keeps the connection
-# half-open after a refusal (certsrv._tls.LINGER) so those writes meet no reset first.
+# half-open after a refusal (certsrv.tls.context.LINGER) so those writes meet no reset first.
 VERSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "1.2": (("-tls1_2",), ("--tlsv1.2", "--tls-max", "1.2")),
     "1.3": (("-tls1_3",), ("--tlsv1.3", "-v")),
@@ -121,7 +121,7 @@ class _Certsrv(_Listener):
         """Run ``certsrv-client`` presenting ``cert``; (its stderr, its exit status)."""
         path, key = self.files(cert, "certsrv-client")
         out, err, code = yield run(
-            [sys.executable, "-m", "certsrv._clientcli", f"https://127.0.0.1:{port}/secure",
+            [sys.executable, "-m", "certsrv.client.cli", f"https://127.0.0.1:{port}/secure",
              "--cert", path, "--key", key, "--ca", self.ca, "--timeout", "20"], env=self.env)
         self.assertNotIn(b"Traceback", out + err)
         return err.decode(errors="replace"), code

@@ -13,10 +13,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server, static
 
 import certsrv
-from certsrv import _tap
-from certsrv._tls import ServerTLS, TLSFactory
-from certsrv._web import CertsrvSite
 from certsrv.pki import IssuedCertificate
+from certsrv.server import options as _tap
+from certsrv.tls.context import ServerTLS, TLSFactory
+from certsrv.web.site import CertsrvSite
 from tests._support import (
     Exchange,
     client_tls_options,

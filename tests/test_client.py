@@ -1,6 +1,6 @@
 # mypy: disallow-untyped-calls=False
 """
-Tests for certsrv._client and certsrv-client, against a small mutual-TLS server on 127.0.0.1.
+Tests for certsrv.client.http and certsrv-client, against a small mutual-TLS server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from certsrv._client import (
+from certsrv.client.cli import main
+from certsrv.client.http import (
     Explanation,
     HTTPStatusError,
     client_tls_policy,
@@ -45,7 +46,6 @@ from certsrv._client import (
     http_client,
     raise_for_status,
 )
-from certsrv._clientcli import main
 from certsrv.exceptions import ConfigurationError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
 
@@ -550,7 +550,7 @@ class CommandLineTests(TestCase):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(_REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "certsrv._clientcli", *args], env=env, path=str(self.directory))
+            sys.executable, ["-m", "certsrv.client.cli", *args], env=env, path=str(self.directory))
         assert b"Traceback" not in err, err
         return out.decode(), err.decode(), code
 

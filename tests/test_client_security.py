@@ -53,8 +53,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, GzipEncoderFactory, Request, Site
 from zope.interface import directlyProvides, implementer
 
-from certsrv import _client as client_module
-from certsrv._client import (
+from certsrv.client import http as client_module
+from certsrv.client.cli import _Output
+from certsrv.client.http import (
     DEFAULT_TIMEOUT,
     RedirectRefused,
     ServerIdentityError,
@@ -64,7 +65,6 @@ from certsrv._client import (
     printable,
     raise_for_status,
 )
-from certsrv._clientcli import _Output
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from tests._support import captured_events
 
@@ -326,7 +326,7 @@ def _cli_env() -> dict[str, str]:
 async def _run_cli(directory: Path, *args: str) -> tuple[str, str, int]:
     """Run certsrv-client in ``directory``; never a traceback."""
     out, err, code = await getProcessOutputAndValue(
-        sys.executable, ["-m", "certsrv._clientcli", *args], env=_cli_env(),
+        sys.executable, ["-m", "certsrv.client.cli", *args], env=_cli_env(),
         path=str(directory))
     assert b"Traceback" not in err, err
     return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code
@@ -1028,7 +1028,7 @@ class PrintableTests(SynchronousTestCase):
 
     def test_json_output(self) -> None:
         """--json: a body nested too deeply to parse is shown as text; controls are escaped."""
-        from certsrv._clientcli import _json_body, _json_line
+        from certsrv.client.cli import _json_body, _json_line
 
         assert _json_body(b"[" * 100_000, "application/json") == "[" * 100_000
         line = _json_line({"body": "a\x1b[2J\x9b\u202e\u2028b", "name": "caf\u00e9"})

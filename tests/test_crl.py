@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv._config import ServerConfig
-from certsrv._reload import Reloader
-from certsrv._tls import ServerTLS
 from certsrv.exceptions import ConfigurationError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.server.config import ServerConfig
+from certsrv.server.reload import Reloader
+from certsrv.tls.context import ServerTLS
 from tests._support import (
     DAY,
     captured_events,

@@ -16,7 +16,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv._crlfetch import (
+from certsrv.exceptions import Reason
+from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.revocation.core import OCSPMode, Revocation, Status
+from certsrv.revocation.crlfetch import (
     CRLChecker,
     CRLError,
     CRLFetcher,
@@ -24,12 +27,9 @@ from certsrv._crlfetch import (
     VerifiedCRL,
     distribution_point,
 )
-from certsrv._ocsp import _children, _one, _tlv
-from certsrv._revocation import OCSPMode, Revocation, Status
-from certsrv._verify import ClientCertificatePolicy
-from certsrv._web import Limits
-from certsrv.exceptions import Reason
-from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.revocation.ocsp import _children, _one, _tlv
+from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.web.site import Limits
 from tests._support import (
     captured_events,
     client_tls_options,

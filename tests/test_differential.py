@@ -44,13 +44,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv._config import ServerConfig
-from certsrv._forwarding import forwarding
-from certsrv._server import build_site
-from certsrv._tls import ClientCertMode, ServerTLS, TLSFactory
-from certsrv._verify import AllowedTypes
 from certsrv.exceptions import Reason
+from certsrv.forwarded.trust import forwarding
 from certsrv.pki import CertificateAuthority, IssuedCertificate, fingerprint
+from certsrv.server.build import build_site
+from certsrv.server.config import ServerConfig
+from certsrv.tls.context import ClientCertMode, ServerTLS, TLSFactory
+from certsrv.tls.verify import AllowedTypes
 from tests._support import (
     DAY,
     Exchange,

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 
-from certsrv._lifecycle import Drainer
+from certsrv.server.lifecycle import Drainer
 from tests._h2client import H2Client, connect_h2, h2_options
 from tests._servers import spawn, twistd_argv, wait_listening
 from tests._support import (

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from certsrv._forwarded import (
+from certsrv.exceptions import CertsrvError, ConfigurationError
+from certsrv.forwarded.headers import (
     ALL_FORWARDED_HEADERS,
     DEFAULT_MAX_CERTIFICATES,
     DEFAULT_MAX_HEADER_BYTES,
@@ -34,7 +35,6 @@ from certsrv._forwarded import (
     forwarded_headers,
     parse_forwarded,
 )
-from certsrv.exceptions import CertsrvError, ConfigurationError
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 
 R = ForwardedReason

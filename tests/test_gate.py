@@ -22,10 +22,11 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv import _tap, identity_of
-from certsrv._policy import Claims, parse_policy
-from certsrv._reload import Reloader
+from certsrv import identity_of
+from certsrv.access.policy import Claims, parse_policy
 from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.server import options as _tap
+from certsrv.server.reload import Reloader
 from tests._support import (
     DAY,
     captured_events,
@@ -556,7 +557,7 @@ class UnicodeFoldingTests(SynchronousTestCase):
         plain = _with_raw_dns(pki.root, "Kube.svc.example.org")
         rules = parse_policy('[[rule]]\npath = "/"\n[rule.allow]\n'
                              'dns = ["kube.svc.example.org"]\n', "p.toml")
-        from certsrv._identity import ClientIdentity
+        from certsrv.x509.identity import ClientIdentity
 
         with captured_events("certsrv.policy") as events:
             claims = Claims(ClientIdentity.from_certificate(kelvin.certificate))
@@ -734,8 +735,8 @@ class PromptRevocationTests(_Served):
     def test_sighup_drops_cached_ocsp_answers(self) -> Any:
         from twisted.web.server import Site
 
-        from certsrv._ocsp import CertStatus
-        from certsrv._ocspresponder import OCSPResource, StatusRecord
+        from certsrv.pki.responder import OCSPResource, StatusRecord
+        from certsrv.revocation.ocsp import CertStatus
         from tests.test_alerts import _ClosingOCSPResource
 
         carol = _people()["carol"]

@@ -7,7 +7,7 @@ import h2.settings
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from certsrv._limits import LimitedH2Connection, Limits
+from certsrv.web.limits import LimitedH2Connection, Limits
 from tests._h2client import H2Client, connect_h2, h2_options
 from tests._support import captured_events, make_server_factory, shared_pki
 

@@ -47,12 +47,14 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv._certs import load_certificates, load_private_key
-from certsrv._crl import load_crl
-from certsrv._crlfetch import CRLError, verify_crl
-from certsrv._forwarded import ForwardedCertConfig, TrustedProxies
-from certsrv._forwarding import Forwarding
-from certsrv._ocsp import (
+from certsrv.exceptions import ConfigurationError, OCSPError
+from certsrv.forwarded.headers import ForwardedCertConfig, TrustedProxies
+from certsrv.forwarded.trust import Forwarding
+from certsrv.pki import CertificateAuthority, IssuedCertificate, KeyType, PrivateKey
+from certsrv.pki.responder import OCSPResource, StatusRecord
+from certsrv.revocation.crlfetch import CRLError, verify_crl
+from certsrv.revocation.crlfiles import load_crl
+from certsrv.revocation.ocsp import (
     CertStatus,
     OCSPStatus,
     SingleStatus,
@@ -61,12 +63,10 @@ from certsrv._ocsp import (
     cert_id_key,
     verify_response,
 )
-from certsrv._ocspresponder import OCSPResource, StatusRecord
-from certsrv._server import build_site
-from certsrv._tls import ServerTLS, TLSFactory
-from certsrv._verify import ClientCertificatePolicy
-from certsrv.exceptions import ConfigurationError, OCSPError
-from certsrv.pki import CertificateAuthority, IssuedCertificate, KeyType, PrivateKey
+from certsrv.server.build import build_site
+from certsrv.tls.context import ServerTLS, TLSFactory
+from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.x509.certs import load_certificates, load_private_key
 from tests._support import (
     Exchange,
     HTTPClientProtocol,

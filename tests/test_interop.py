@@ -9,9 +9,9 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from certsrv._tls import ClientCertMode
-from certsrv._verify import AllowedTypes
 from certsrv.pki import IssuedCertificate
+from certsrv.tls.context import ClientCertMode
+from certsrv.tls.verify import AllowedTypes
 from tests._support import make_server_factory, shared_pki, write_pem
 
 REQUEST = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

@@ -10,7 +10,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv._web import Limits
+from certsrv.web.site import Limits
 from tests._support import (
     captured_events,
     client_tls_options,

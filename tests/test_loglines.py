@@ -16,8 +16,8 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv import _tap
-from certsrv._verify import ConnectionState
+from certsrv.server import options as _tap
+from certsrv.tls.verify import ConnectionState
 from tests._support import (
     captured_events,
     client_tls_options,

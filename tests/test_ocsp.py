@@ -1,4 +1,4 @@
-"""Tests for certsrv._ocsp (requests, responses, verification) and certsrv._ocspresponder."""
+"""certsrv.revocation.ocsp (requests, responses, verification) and certsrv.pki.responder."""
 
 # trial's assertion methods are untyped.
 # mypy: disable-error-code="no-untyped-call"
@@ -33,8 +33,17 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from certsrv import _ocsp
-from certsrv._ocsp import (
+from certsrv.exceptions import OCSPError
+from certsrv.pki import (
+    CertificateAuthority,
+    IssuedCertificate,
+    KeyType,
+    generate_key,
+    self_signed_client,
+)
+from certsrv.pki.responder import OCSPResource, StatusRecord
+from certsrv.revocation import ocsp as _ocsp
+from certsrv.revocation.ocsp import (
     CertID,
     CertStatus,
     OCSPStatus,
@@ -45,15 +54,6 @@ from certsrv._ocsp import (
     cert_id_key,
     new_nonce,
     verify_response,
-)
-from certsrv._ocspresponder import OCSPResource, StatusRecord
-from certsrv.exceptions import OCSPError
-from certsrv.pki import (
-    CertificateAuthority,
-    IssuedCertificate,
-    KeyType,
-    generate_key,
-    self_signed_client,
 )
 
 NOW = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)

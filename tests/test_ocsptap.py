@@ -35,12 +35,18 @@ from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 import certsrv
-from certsrv import _ocsptap
-from certsrv._ocsp import CertStatus, OCSPStatus, build_request, new_nonce, verify_response
-from certsrv._ocspresponder import OCSPResource
-from certsrv._pkistore import INDEX, PKIStore
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import IssuedCertificate
+from certsrv.pki import service as _ocsptap
+from certsrv.pki.responder import OCSPResource
+from certsrv.pki.store import INDEX, PKIStore
+from certsrv.revocation.ocsp import (
+    CertStatus,
+    OCSPStatus,
+    build_request,
+    new_nonce,
+    verify_response,
+)
 from tests._support import DAY, clock_at_now, utcnow
 
 OPENSSL = shutil.which("openssl")
@@ -100,7 +106,7 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(fragment, message)
 
     def test_plugin_is_discoverable(self) -> None:
-        """``getPlugins`` finds ``certsrv-ocsp``, backed by certsrv._ocsptap."""
+        """``getPlugins`` finds ``certsrv-ocsp``, backed by certsrv.pki.service."""
         import twisted.plugins
 
         makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
@@ -379,7 +385,7 @@ def _validity_of(resp_text: str) -> datetime.timedelta:
 async def certsrv_pki(case: TestCase, *argv: str) -> str:
     """Run ``certsrv-pki`` as a process; check it succeeded and return its stdout."""
     out, err, code = await getProcessOutputAndValue(  # type: ignore[no-untyped-call]
-        sys.executable, ["-m", "certsrv._pkicli", *argv],
+        sys.executable, ["-m", "certsrv.pki.cli", *argv],
         env={**os.environ, "PYTHONPATH": _REPO}, reactor=reactor)
     case.assertEqual((code, err), (0, b""))
     return cast(bytes, out).decode()

@@ -11,11 +11,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv._lifecycle import Drainer, ExpiryWatch
-from certsrv._metrics import Metrics, MetricsService, admin_site
-from certsrv._tls import ServerTLS
-from certsrv._verify import ClientCertificatePolicy
 from certsrv.pki import CertificateAuthority
+from certsrv.server.lifecycle import Drainer, ExpiryWatch
+from certsrv.server.metrics import Metrics, MetricsService, admin_site
+from certsrv.tls.context import ServerTLS
+from certsrv.tls.verify import ClientCertificatePolicy
 from tests._support import (
     DAY,
     captured_events,

@@ -1,5 +1,5 @@
 """
-Tests for the on-disk development PKI (certsrv._pkistore) and the ``certsrv-pki`` command.
+Tests for the on-disk development PKI (certsrv.pki.store) and the ``certsrv-pki`` command.
 
 Chains, CRLs and the OpenSSL index are cross-checked with tools that share no code with
 certsrv: ``cryptography.x509.verification`` and the ``openssl`` command.
@@ -32,9 +32,7 @@ from hypothesis import strategies as st
 from service_identity.hazmat import DNSPattern
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from certsrv import _pkistore, pki
-from certsrv._pkicli import main
-from certsrv._pkistore import Kind, PKIStore, Status, parse_duration
+from certsrv import pki
 from certsrv.exceptions import PKIError
 from certsrv.pki import (
     CertificateAuthority,
@@ -44,6 +42,9 @@ from certsrv.pki import (
     validate_host,
     write_private_key,
 )
+from certsrv.pki import store as _pkistore
+from certsrv.pki.cli import main
+from certsrv.pki.store import Kind, PKIStore, Status, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 OPENSSL = shutil.which("openssl")
@@ -624,10 +625,10 @@ class CLITests(_PKITestCase):
         self.assertTrue((cwd / "certs" / "ca.pem").exists())
 
     def test_runs_as_module(self) -> None:
-        """``python -m certsrv._pkicli`` runs the command and reports errors cleanly."""
+        """``python -m certsrv.pki.cli`` runs the command and reports errors cleanly."""
         directory = self.mktemp()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        command = [sys.executable, "-m", "certsrv._pkicli", "--dir", directory]
+        command = [sys.executable, "-m", "certsrv.pki.cli", "--dir", directory]
         first = subprocess.run([*command, "init"], capture_output=True, text=True, env=env,
                                timeout=60)
         self.assertEqual(first.returncode, 0, first.stderr)
@@ -650,7 +651,7 @@ _HOST_NAME = st.lists(_LABEL, min_size=1, max_size=5).map(".".join).filter(
 def cli(*argv: str, umask: int | None = None, stdin: int | None = None,
         cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``certsrv-pki`` as a separate process (``python -m``), optionally under ``umask``."""
-    command = [sys.executable, "-m", "certsrv._pkicli", *argv]
+    command = [sys.executable, "-m", "certsrv.pki.cli", *argv]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     preexec = (lambda: os.umask(umask)) if umask is not None else None  # noqa: E731
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
@@ -1102,7 +1103,7 @@ class DirectoryTests(_CLIProcessCase):
         """Four inits released at once: one creates, three reuse, one consistent CA."""
         directory = str(Path(self.mktemp()).resolve())
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        code = ("import os, sys\nfrom certsrv._pkicli import main\nprint('ready', flush=True)\n"
+        code = ("import os, sys\nfrom certsrv.pki.cli import main\nprint('ready', flush=True)\n"
                 "os.read(0, 1)\nsys.exit(main(sys.argv[1:]))\n")
         processes = [
             subprocess.Popen([sys.executable, "-c", code, "init", directory, "--key-type", "rsa"],

@@ -14,11 +14,11 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv import _tap
-from certsrv._tls import ClientCertMode
-from certsrv._verify import AllowedTypes
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import CertificateAuthority, self_signed_client
+from certsrv.server import options as _tap
+from certsrv.tls.context import ClientCertMode
+from certsrv.tls.verify import AllowedTypes
 from tests._support import DAY, clock_at_now, shared_pki, utcnow, write_pem
 from tests.test_interop import run
 

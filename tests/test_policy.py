@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv._identity import ClientIdentity
-from certsrv._policy import Claims, Decision, Policy, Verdict, load_policy, parse_policy
+from certsrv.access.policy import Claims, Decision, Policy, Verdict, load_policy, parse_policy
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import CertificateAuthority, generate_key
+from certsrv.x509.identity import ClientIdentity
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "policy-example.toml"
 SPIFFE = "spiffe://example.org/ns/payments/sa/api"

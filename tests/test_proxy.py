@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 
-from certsrv import _tap, identity_of, protected_site
+from certsrv import identity_of, protected_site
 from certsrv.pki import IssuedCertificate
+from certsrv.server import options as _tap
 from tests._support import (
     DAY,
     Exchange,

@@ -17,14 +17,14 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv._ocsp import CertStatus, SingleStatus, build_response, build_unsuccessful
-from certsrv._ocspfetch import HTTPFetcher
-from certsrv._ocspresponder import OCSPResource
-from certsrv._revocation import OCSPChecker, OCSPMode, OCSPSettings, Revocation, Status
-from certsrv._verify import ClientCertificatePolicy
-from certsrv._web import Limits
 from certsrv.exceptions import OCSPError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.pki.responder import OCSPResource
+from certsrv.revocation.core import OCSPChecker, OCSPMode, OCSPSettings, Revocation, Status
+from certsrv.revocation.ocsp import CertStatus, SingleStatus, build_response, build_unsuccessful
+from certsrv.revocation.ocspfetch import HTTPFetcher
+from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.web.site import Limits
 from tests._support import (
     HTTPClientProtocol,
     captured_events,
@@ -111,7 +111,7 @@ class FakeResponder:
 
 
 def cert_id_key_from_request(request: crypto_ocsp.OCSPRequest, serial_offset: int) -> Any:
-    from certsrv._ocsp import CertID
+    from certsrv.revocation.ocsp import CertID
 
     return CertID(request.issuer_name_hash, request.issuer_key_hash,
                   request.serial_number + serial_offset, request.hash_algorithm.name)
@@ -157,7 +157,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(len(self.responder.calls), 1)
 
     def _request(self) -> bytes:
-        from certsrv._ocsp import build_request
+        from certsrv.revocation.ocsp import build_request
 
         return build_request(self.pki.client.certificate, self.pki.root.certificate, None)
 
@@ -391,7 +391,7 @@ class ServerTests(SynchronousTestCase):
         self.assertIn(b"revocation_unknown", http.received)
 
     def _request_for(self, cert: IssuedCertificate) -> bytes:
-        from certsrv._ocsp import build_request
+        from certsrv.revocation.ocsp import build_request
 
         return build_request(cert.certificate, self.pki.root.certificate, None)
 
@@ -412,7 +412,7 @@ KEEPALIVE = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
 def checker_verdict_good() -> Any:
-    from certsrv._revocation import Verdict
+    from certsrv.revocation.core import Verdict
 
     return Verdict(Status.GOOD, "good")
 

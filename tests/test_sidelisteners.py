@@ -9,10 +9,11 @@ from typing import Any
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from certsrv import _ocsptap
-from certsrv._limits import Limits
-from certsrv._metrics import ADMIN_MAX_CONNECTIONS, Metrics, loopback_by_default
-from certsrv._pkistore import PKIStore
+from certsrv.pki import service as _ocsptap
+from certsrv.pki.store import PKIStore
+from certsrv.server.endpoints import loopback_by_default
+from certsrv.server.metrics import ADMIN_MAX_CONNECTIONS, Metrics
+from certsrv.web.limits import Limits
 from tests._h2client import connect_h2, h2_options
 from tests._servers import fds, files, listening, low_port, spawn, twistd_argv, wait_listening
 from tests._support import shared_pki, write_pem

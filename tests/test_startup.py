@@ -14,8 +14,8 @@ from twisted.logger import LogLevel, formatEventAsClassicLogText, globalLogPubli
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv import _tap
-from certsrv._startup import Listener, StartupFailed, WorkerTag, cannot_listen
+from certsrv.server import options as _tap
+from certsrv.server.startup import Listener, StartupFailed, WorkerTag, cannot_listen
 from tests._support import captured_events, clock_at_now
 from tests.test_plugin import SEE, _Files, _free_port, _listening_socket
 

@@ -9,11 +9,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.ssl import TLSVersion
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv._tls import ClientCertMode
-from certsrv._verify import AllowedTypes, ClientCertificatePolicy
-from certsrv._web import Limits
 from certsrv.exceptions import Reason
 from certsrv.pki import IssuedCertificate, KeyType
+from certsrv.tls.context import ClientCertMode
+from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy
+from certsrv.web.site import Limits
 from tests._support import (
     DAY,
     captured_events,

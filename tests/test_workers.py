@@ -13,7 +13,8 @@ from twisted.internet import defer, reactor, task
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv._workers import PortInUse, check_free, parse_tcp, worker_argv
+from certsrv.server.endpoints import PortInUse, check_free, parse_tcp
+from certsrv.server.workers import worker_argv
 from tests._servers import alive, low_port, spawn, twistd_argv, twistd_env, wait_listening
 from tests._support import shared_pki, write_pem
 from tests.test_interop import _Collect, run

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 certsrv_ocsp = ServiceMaker(
     "certsrv-ocsp",
-    "certsrv._ocsptap",
+    "certsrv.pki.service",
     "An OCSP responder answering from a certsrv-pki directory's index, over plain HTTP.",
     "certsrv-ocsp",
 )

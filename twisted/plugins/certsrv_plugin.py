@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 certsrv = ServiceMaker(
     "certsrv",
-    "certsrv._tap",
+    "certsrv.server.options",
     "An HTTPS server that admits only clients presenting a valid X.509 certificate.",
     "certsrv",
 )

@@ -1,0 +1,217 @@
+"""Turning file names and option values into checked TLS settings (used at start and reload)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from certsrv.access.policy import load_policy
+from certsrv.exceptions import ConfigurationError
+from certsrv.revocation.core import Checker, OCSPMode, OCSPSettings, Revocation
+from certsrv.revocation.crlfetch import CRLFetchSettings
+from certsrv.revocation.crlfiles import (
+    CRLFiles,
+    FileCRL,
+    check_crl,
+    load_crl,
+    next_update,
+    unsupported,
+)
+from certsrv.tls.context import ClientCertMode, TLSSettings, chain_problems
+from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy, parse_pin
+from certsrv.x509.certs import load_certificates, load_private_key, read_file
+
+__all__ = ["ServerConfig", "load_pins"]
+
+_log = Logger(namespace="certsrv.config")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The file names and values a server is configured with; ``load`` reads and checks them."""
+
+    cert: str
+    key: str
+    ca: tuple[str, ...] = ()
+    intermediates: tuple[str, ...] = ()
+    pins: tuple[str, ...] = ()
+    pins_file: str | None = None
+    client_cert: ClientCertMode = ClientCertMode.REQUIRE
+    allowed_types: AllowedTypes = AllowedTypes.CHAINED
+    verify_depth: int = 4
+    min_tls: str = "1.2"
+    http2: bool = True
+    crls: tuple[str, ...] = ()
+    crl_check_chain: bool = False
+    fail_open: bool = False
+    ocsp: OCSPSettings = OCSPSettings()
+    policy: str | None = None
+    crl_fetch: CRLFetchSettings = CRLFetchSettings()
+
+    def load(self, clock: IReactorTime, revocation: Revocation | None = None
+             ) -> tuple[TLSSettings, ClientCertificatePolicy]:
+        """Read every file, check it, and build the settings and policy; or raise."""
+        now = clock.seconds()
+        chain = load_certificates(self.cert, "server certificate")
+        problems = chain_problems(chain)
+        if problems:
+            raise ConfigurationError(self.cert, problems[0])
+        leaf = chain[0]
+        if now > leaf.not_valid_after_utc.timestamp():
+            raise ConfigurationError(self.cert, "the server certificate expired on "
+                                                f"{_day(leaf.not_valid_after_utc)}")
+        if now < leaf.not_valid_before_utc.timestamp():
+            raise ConfigurationError(self.cert, "the server certificate is not valid before "
+                                                f"{_day(leaf.not_valid_before_utc)}")
+        key = load_private_key(self.key)
+        _warn_if_exposed(self.key)
+        roots = tuple(self._load_roots(now))
+        intermediates = tuple(c for path in self.intermediates
+                              for c in _load_cas(path, "intermediates", now, root=False))
+        pins = set(self.pins)
+        if self.pins_file is not None:
+            pins |= load_pins(self.pins_file)
+        if self.allowed_types.self_signed and not pins:
+            raise ConfigurationError("--allowed-types", f"{self.allowed_types.value} accepts "
+                                     "self-signed certificates only when pinned: give --pin or "
+                                     "--pins")
+        crls = tuple(self._load_crls((*roots, *intermediates), now))
+        try:
+            settings = TLSSettings(
+                certificate=leaf,
+                private_key=key,
+                chain=tuple(chain[1:]),
+                roots=roots,
+                intermediates=intermediates,
+                client_cert=self.client_cert,
+                verify_depth=self.verify_depth,
+                min_tls=self.min_tls,
+            )
+        except ConfigurationError as e:
+            if e.source == "--key":
+                raise ConfigurationError(self.key, e.problem) from None
+            raise
+        access = load_policy(self.policy) if self.policy is not None else None
+        if access is not None and self.client_cert is ClientCertMode.REQUIRE:
+            public = [r.name for r in access.rules if r.public]
+            if public:
+                _log.warn("{path}: public rules {rules} admit requests without a certificate, "
+                          "but --client-cert require lets no such client connect; use "
+                          "--client-cert optional", path=self.policy, rules=public)
+        sources: list[Checker] = []
+        if crls:
+            mode = OCSPMode.CHAIN if self.crl_check_chain else OCSPMode.LEAF
+            sources.append(CRLFiles(crls, mode, clock))
+        if revocation is not None:
+            sources.extend(revocation.checkers)
+        policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
+                                         fail_open=self.fail_open,
+                                         revocation=Revocation(sources) if sources else None,
+                                         access=access, settings=settings)
+        return settings, policy
+
+    def _load_crls(self, issuers: Sequence[x509.Certificate], now: float) -> list[FileCRL]:
+        crls = []
+        for path in self.crls:
+            crl = load_crl(path)
+            signer: x509.Certificate | None = None
+            if any(c.subject == crl.issuer for c in issuers):
+                signer = check_crl(path, crl, issuers)
+            else:
+                _log.warn("{path}: CRL issuer {issuer!r} is none of the trusted CAs or "
+                          "intermediates; the CRL applies only to chains whose issuer of that "
+                          "name signed it", path=path, issuer=crl.issuer.rfc4514_string(),
+                          reason="crl_unknown_issuer")
+            problem = unsupported(crl)
+            if problem is not None:
+                _log.warn("{path}: {problem} is not supported; the file is ignored",
+                          path=path, problem=problem, reason="crl_ignored")
+                continue
+            try:
+                crls.append(FileCRL.index(path, crl, signer))
+            except ValueError as e:
+                raise ConfigurationError(path, f"CRL has a malformed entry ({e})") from None
+            expires = next_update(crl)
+            if expires is not None and now > expires:
+                _log.error("{path}: CRL of {issuer} is past its nextUpdate ({day}); "
+                           "certificates it covers are {outcome} until a fresh CRL arrives",
+                           path=path, issuer=crl.issuer.rfc4514_string(),
+                           day=_day(crl.next_update_utc),  # type: ignore[arg-type]
+                           outcome="accepted (--revocation-fail open)" if self.fail_open
+                           else "rejected (--revocation-fail closed)",
+                           reason="crl_expired")
+        return crls
+
+    def _load_roots(self, now: float) -> list[x509.Certificate]:
+        if not self.allowed_types.chained:
+            return []
+        if not self.ca:
+            raise ConfigurationError("--ca", "no trusted CA given; certsrv needs --ca FILE to "
+                                             "validate client certificates")
+        return [c for path in self.ca for c in _load_cas(path, "CA", now, root=True)]
+
+
+def _load_cas(path: str, what: str, now: float, *, root: bool) -> list[x509.Certificate]:
+    certs = load_certificates(path, what)
+    usable = []
+    for cert in certs:
+        name = cert.subject.rfc4514_string()
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is not None and not constraints.ca:
+            raise ConfigurationError(path, f"{name!r} is not a CA certificate "
+                                           "(basicConstraints CA=false)")
+        if root and cert.issuer != cert.subject:
+            _log.warn("{path}: {name!r} is not self-signed; OpenSSL only anchors chains at "
+                      "self-signed roots, so pass it with --intermediates and add its root",
+                      path=path, name=name)
+        if now > cert.not_valid_after_utc.timestamp():
+            _log.warn("{path}: {what} {name!r} expired on {day}; certificates chaining to it "
+                      "will be rejected", path=path, what=what, name=name,
+                      day=_day(cert.not_valid_after_utc))
+        usable.append(cert)
+    return usable
+
+
+def _warn_if_exposed(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        _log.warn("{path}: the server's private key is readable by other users (mode {mode}); "
+                  "chmod 600 it", path=path, mode=oct(mode & 0o777), reason="key_exposed")
+
+
+def load_pins(path: str) -> set[str]:
+    """Read pinned fingerprints: one hex SHA-256 per line (# comments), or PEM certificates."""
+    data = read_file(path, "pins")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        from certsrv.x509.certs import sha256_hex
+
+        return {sha256_hex(c) for c in load_certificates(path, "pins")}
+    pins = set()
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            pins.add(parse_pin(line, f"{path}:{number}"))
+    if not pins:
+        raise ConfigurationError(path, "pins file contains no fingerprint")
+    return pins
+
+
+def parse_pins(values: Sequence[str]) -> tuple[str, ...]:
+    """Normalise ``--pin`` values."""
+    return tuple(parse_pin(v) for v in values)
+
+
+def _day(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,220 @@
+"""The server's TLS context: certificate, trust store, verify mode, and the connection creator."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from certsrv._compat import set_groups, set_verify
+from certsrv.exceptions import ConfigurationError
+from certsrv.tls.verify import ClientCertificatePolicy, ConnectionState, fill_store
+from certsrv.x509.certs import PrivateKey, keys_match
+
+__all__ = ["ClientCertMode", "ServerTLS", "TLSFactory", "TLSSettings", "build_context"]
+
+
+class ClientCertMode(enum.Enum):
+    """Whether the handshake demands a client certificate."""
+
+    REQUIRE = "require"
+    OPTIONAL = "optional"
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """Everything needed to build the server's TLS context; validated on construction."""
+
+    certificate: x509.Certificate
+    private_key: PrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
+    roots: tuple[x509.Certificate, ...] = ()
+    intermediates: tuple[x509.Certificate, ...] = ()
+    client_cert: ClientCertMode = ClientCertMode.REQUIRE
+    verify_depth: int = 4
+    min_tls: str = "1.2"
+
+    def __post_init__(self) -> None:
+        if not keys_match(self.certificate, self.private_key):
+            raise ConfigurationError("--key", "the private key does not match the server "
+                                              "certificate")
+        if self.min_tls not in _TLS_VERSIONS:
+            raise ConfigurationError("--min-tls", f"{self.min_tls!r} is not one of 1.2, 1.3")
+        if not 0 <= self.verify_depth <= 32:
+            raise ConfigurationError("--verify-depth", "must be between 0 and 32")
+
+
+_TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+# Mozilla's "intermediate" TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites
+# are AEAD by definition and configured separately by OpenSSL). No DHE: no DH parameters.
+_CIPHERS = AcceptableCiphers.fromOpenSSLCipherString(
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+# Key-exchange groups of Mozilla's "intermediate" profile, in preference order.
+_GROUPS = b"X25519:P-256:P-384"
+_log = Logger(namespace="certsrv.tls")
+# Seconds a refused handshake's connection stays half-open for the client to read the alert.
+LINGER = 2.0
+
+
+def _set_groups(ctx: SSL.Context) -> None:
+    try:
+        set_groups(ctx, _GROUPS)
+    except Exception as e:  # keep OpenSSL's default groups rather than fail to start
+        _log.warn("cannot restrict TLS key-exchange groups to {groups}: {error}",
+                  groups=_GROUPS.decode(), error=str(e))
+
+
+def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL.Context:
+    """A fresh, fully configured server context; never mutated after the first connection."""
+    options = CertificateOptions(
+        acceptableCiphers=_CIPHERS,
+        privateKey=crypto.PKey.from_cryptography_key(settings.private_key),
+        certificate=crypto.X509.from_cryptography(settings.certificate),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in settings.chain],
+        raiseMinimumTo=_TLS_VERSIONS[settings.min_tls],
+        # No resumption: a resumed session would skip the verify callback (see README).
+        enableSessions=False,
+        enableSessionTickets=False,
+    )
+    ctx = options.getContext()
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    _set_groups(ctx)
+    mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
+    if settings.client_cert is ClientCertMode.REQUIRE:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    set_verify(ctx, mode, policy.verify_callback)
+    ctx.set_verify_depth(settings.verify_depth)
+    store = ctx.get_cert_store()
+    assert store is not None
+    fill_store(store, settings, policy.allowed_types)
+    # The CertificateRequest names the acceptable issuers so clients pick the right cert.
+    trusted = settings.roots if policy.allowed_types.chained else ()
+    for cert in (*trusted, *(settings.intermediates if trusted else ())):
+        ctx.add_client_ca(cert)
+    return ctx
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Creates server connections from the current context; a reload swaps the context."""
+
+    def __init__(self, settings: TLSSettings, policy: ClientCertificatePolicy) -> None:
+        self.policy = policy
+        self.settings = settings
+        policy.attach(settings)
+        self._context = build_context(settings, policy)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock the policy judges time by."""
+        return self.policy.clock
+
+    def reload(self, settings: TLSSettings, policy: ClientCertificatePolicy | None = None
+               ) -> None:
+        """Build a new context; connections in flight keep the old one."""
+        policy = policy or self.policy
+        policy.attach(settings)
+        context = build_context(settings, policy)
+        self.settings, self.policy, self._context = settings, policy, context
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        """A new server-side connection from the current context."""
+        return SSL.Connection(self._context, None)
+
+
+class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
+    """Twisted's TLS transport, carrying what certsrv learnt about the connection's client."""
+
+    def __init__(self, factory: TLSMemoryBIOFactory, wrapped: IProtocol,
+                 _connectWrapped: bool = True) -> None:
+        super().__init__(factory, wrapped, _connectWrapped)
+        # Twisted points the SSL.Connection's app data at this object, so the verify
+        # callback finds the state through it.
+        self.certsrv_state = ConnectionState()
+        self._host: IAddress | None = None
+        self._linger: IDelayedCall | None = None
+        self._closing = False
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        transport: Any = self.transport
+        if (reason is None or self._handshakeDone or self._linger is not None
+                or self._closing or transport is None):
+            super()._tlsShutdownFinished(reason)
+            return
+        # Refused in the handshake. Closing at once would make a TLS 1.3 client, which
+        # writes right after its Finished, meet a connection reset before it reads the
+        # alert: flush the alert, close our sending side only, drop what still comes, and
+        # close when the client does (or after LINGER seconds).
+        if self._reason is None:
+            self._reason = reason
+        self._lostTLSConnection = True
+        self._flushSendBIO()
+        clock = cast("TLSFactory", self.factory).tls.clock
+        self._linger = clock.callLater(LINGER, transport.loseConnection)
+        transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed TLS, unless the handshake was refused: then the bytes are dropped."""
+        if self._linger is None:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The connection is gone; stop waiting for it to close."""
+        self._closing = True
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+    def getHost(self) -> IAddress:
+        """The local address, asked of the kernel once (twisted.web asks on every request)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+
+class TLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
+    """Wraps a site in server-side TLS using ``ServerTLS``."""
+
+    protocol = _TLSProtocol
+
+    def __init__(self, tls: ServerTLS, wrapped: IProtocolFactory) -> None:
+        super().__init__(tls, False, wrapped, clock=tls.clock)
+        self.tls = tls
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+        """A new connection, unless the site refuses it (its --max-connections)."""
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None  # closes the new connection at once
+        return self.protocol(self, wrapped)
+
+
+def chain_problems(chain: Sequence[x509.Certificate]) -> list[str]:
+    """Obvious ordering mistakes in a certificate file that should carry leaf then chain."""
+    problems = []
+    for child, parent in zip(chain, chain[1:], strict=False):
+        if child.issuer != parent.subject:
+            problems.append(f"certificate {child.subject.rfc4514_string()!r} is not issued by "
+                            f"the next one in the file ({parent.subject.rfc4514_string()!r})")
+    return problems

@@ -1,0 +1,271 @@
+"""
+The per-request gate in front of every resource: the request's view, access, validity, revocation.
+
+A verified handshake is not the end of it: a certificate can expire or be revoked while a
+keep-alive connection stays open, the configuration can be reloaded (CRLs, CAs, pins,
+policy), and the first OCSP answer for a new certificate may still be on its way. On every
+request the gate re-verifies a chain verified under an older configuration, decides the
+revocation status against the current sources (holding the request, ``NOT_DONE_YET``,
+until it is known), and applies the access policy to the path exactly as twisted.web
+dispatches it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, resource, server
+
+from certsrv.access.policy import Claims, Decision
+from certsrv.access.policy import Verdict as AccessVerdict
+from certsrv.access.request import Segments, bad_method, segments_of
+from certsrv.exceptions import Reason, RejectedCertificate
+from certsrv.forwarded.headers import ForwardedCertError
+from certsrv.forwarded.trust import strip_forwarded_headers
+from certsrv.forwarded.verify import ForwardedVerifier
+from certsrv.revocation.core import Verdict
+from certsrv.tls.verify import (
+    ClientCertificatePolicy,
+    ConnectionState,
+    log_rejection,
+)
+from certsrv.web.site import (
+    CertsrvSite,
+    connection_state,
+    forbidden,
+    identity_of,
+    refuse,
+    set_forwarded_identity,
+)
+from certsrv.x509.identity import ClientIdentity
+
+__all__ = ["Gate", "protect"]
+
+_log = Logger(namespace="certsrv.tls")
+_GATED = "_certsrv_gated"
+_access_log = Logger(namespace="certsrv.policy")
+
+
+class Gate(resource.Resource):
+    """Admits a request to ``wrapped`` only while its client certificate is still good."""
+
+    isLeaf = True
+
+    def __init__(self, wrapped: resource.IResource, require_identity: bool = False) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+        self.require_identity = require_identity
+        # Forwarded chains verified under each policy (a reload brings a new one).
+        self._verifiers: WeakKeyDictionary[ClientCertificatePolicy, ForwardedVerifier]
+        self._verifiers = WeakKeyDictionary()
+
+    def render(self, request: server.Request) -> Any:
+        """Check, then hand the request to the wrapped tree (now or once the status is known)."""
+        request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
+        site = request.site
+        if not isinstance(site, CertsrvSite):
+            _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
+                       "see client certificates, so it refuses every request",
+                       site=type(site).__name__, reason="misconfigured")
+            return refuse(request, "misconfigured", "this resource must be served by certsrv",
+                          status=http.INTERNAL_SERVER_ERROR)
+        if getattr(request, _GATED, False):
+            # An inner gate (certsrv.protect inside a served tree): everything was checked
+            # once already; only its demand for a certificate adds anything.
+            if self.require_identity and identity_of(request) is None:
+                return forbidden(request, Reason.NO_CERTIFICATE)
+            return self._forward(request)
+        setattr(request, _GATED, True)
+        segments = self._view(request)
+        if isinstance(segments, bytes):
+            return segments
+        # The site's current policy: a reload replaces it.
+        policy: ClientCertificatePolicy = site.policy
+        client = self._client(request, site, policy)
+        if isinstance(client, bytes):
+            return client
+        if client is not None and client.identity is not None and client.policy is not policy:
+            refusal = self._reverify(request, client, policy)
+            if refusal is not None:
+                return refusal
+        identity = client.identity if client is not None else None
+        if policy.access is not None:
+            claims = None
+            if client is not None and identity is not None:
+                if client.claims is None:
+                    client.claims = Claims(identity)
+                claims = client.claims
+            decision = policy.access.decide(request.path, request.method, claims, segments)
+            _log_access(request, decision, identity)
+            if not decision.allowed:
+                return refuse(request, decision.reason.value, decision.message)
+            if decision.reason is AccessVerdict.PUBLIC:
+                return self._forward(request)
+        if client is None or identity is None:
+            if self.require_identity:
+                return forbidden(request, Reason.NO_CERTIFICATE)
+            return self._forward(request)
+        now = policy.clock.seconds()
+        if now > identity.valid_until:
+            return self._deny(request, identity, Reason.EXPIRED, "by the server clock")
+        if now < identity.not_before:
+            return self._deny(request, identity, Reason.NOT_YET_VALID, "by the server clock")
+        revocation = policy.revocation
+        if revocation is None or not client.revocation:
+            return self._forward(request)
+        # The connection remembers the decision until a source could change it.
+        memo = client.revocation_memo
+        remembered = memo is not None and now < memo[1]
+        if memo is not None and remembered:
+            verdict: Verdict | None = memo[0]
+        else:
+            verdict, until = revocation.lookup_until(client.revocation)
+            client.revocation_memo = (verdict, until) if verdict is not None else None
+        if verdict is not None:
+            # A remembered verdict was judged (and any fail-open warning logged) before.
+            denial = self._judge(verdict, request, identity, policy, warn=not remembered)
+            return denial if denial is not None else self._forward(request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def decided(verdict: Verdict) -> None:
+            if gone:
+                return  # the client went away while we waited
+            try:
+                denial = self._judge(verdict, request, identity, policy)
+                if denial is None:
+                    request.render(resource.getChildForRequest(self.wrapped, request))
+                else:
+                    request.write(denial)
+                    request.finish()
+            except BaseException:
+                request.processingFailed(Failure())
+
+        revocation.check(client.revocation).addCallback(decided)
+        return server.NOT_DONE_YET
+
+    def _view(self, request: server.Request) -> Segments | bytes:
+        """The path segments twisted.web will dispatch by, or a 400 for what servers behind
+        certsrv could read differently (see ``certsrv.access.request``)."""
+        segments = None
+        if bad_method(request.method):
+            verdict = AccessVerdict.BAD_METHOD
+        else:
+            segments = segments_of(request.path,
+                                   tuple((request.prepath or []) + (request.postpath or [])))
+            verdict = AccessVerdict.BAD_PATH
+        if segments is not None:
+            return segments
+        state = connection_state(request)
+        _log_access(request, Decision(False, None, verdict),
+                    state.identity if state is not None else None)
+        return refuse(request, verdict.value, verdict.sentence, status=http.BAD_REQUEST)
+
+    def _client(self, request: server.Request, site: CertsrvSite,
+                policy: ClientCertificatePolicy) -> ConnectionState | None | bytes:
+        """Who the request comes from: its connection's certificate, or the one a trusted
+        proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
+        forwarding = site.forwarded
+        state = connection_state(request)
+        if forwarding is None or not forwarding.trusts(
+                request, state.identity if state is not None else None):
+            strip_forwarded_headers(request, forwarding)
+            return state
+        try:
+            chain = forwarding.certificate(request)
+        except ForwardedCertError as e:
+            _log.warn("malformed forwarded certificate from proxy {peer}: {reason} ({detail})",
+                      peer=str(request.getClientAddress()), reason=e.reason.value,
+                      detail=e.detail, decision="rejected", stage="request")
+            strip_forwarded_headers(request, forwarding)
+            return refuse(request, e.reason.value, e.reason.sentence, e.detail,
+                          status=http.BAD_REQUEST)
+        strip_forwarded_headers(request, forwarding)
+        if chain is None:
+            set_forwarded_identity(request, None)
+            return None
+        verifier = self._verifiers.get(policy)
+        if verifier is None:
+            verifier = self._verifiers[policy] = ForwardedVerifier(policy)
+        result = verifier.verify(chain.leaf, chain.chain)
+        if isinstance(result, RejectedCertificate):
+            log_rejection(result, request.getClientAddress(), "request", forwarded=True,
+                          path=request.path[:200].decode("latin-1"))
+            return forbidden(request, result.reason, result.detail)
+        set_forwarded_identity(request, result.identity)
+        _warn_admitted(request, result)
+        return result
+
+    def _reverify(self, request: server.Request, client: ConnectionState,
+                  policy: ClientCertificatePolicy) -> bytes | None:
+        """Verify an open connection's chain again under a reloaded configuration."""
+        chain = [client.chain[depth] for depth in sorted(client.chain)]
+        result = policy.verify_chain(chain[0], chain[1:])
+        if isinstance(result, RejectedCertificate):
+            log_rejection(result, request.getClientAddress(), "request", reverified=True,
+                          path=request.path[:200].decode("latin-1"))
+            return forbidden(request, result.reason, result.detail)
+        client.adopt(result)
+        _warn_admitted(request, client)
+        return None
+
+    def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
+               policy: ClientCertificatePolicy, warn: bool = True) -> bytes | None:
+        warnings: list[str] | None = [] if warn else None
+        rejection = policy.revocation_refusal(verdict, identity.certificate, warnings)
+        if rejection is not None:
+            return self._deny(request, identity, rejection.reason, rejection.detail)
+        for warning in warnings or ():
+            _log.warn("admitted {subject} although its revocation status is unknown "
+                      "(--revocation-fail open): {problem}", decision="accepted",
+                      stage="request", reason=Reason.REVOCATION_UNKNOWN.value,
+                      problem=warning, subject=identity.subject)
+        return None
+
+    def _forward(self, request: server.Request) -> Any:
+        return resource.getChildForRequest(self.wrapped, request).render(request)
+
+    def _deny(self, request: server.Request, identity: ClientIdentity, reason: Reason,
+              detail: str) -> bytes:
+        log_rejection(RejectedCertificate(reason, detail, identity.certificate),
+                      request.getClientAddress(), "request",
+                      path=request.path[:200].decode("latin-1"))
+        return forbidden(request, reason, detail)
+
+
+def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
+    # The handshake logs these for its connection; a chain verified here logs them here.
+    identity = client.identity
+    for warning in client.warnings:
+        _log.warn("accepted {subject} although its revocation status is unknown "
+                  "(--revocation-fail open): {problem}", decision="accepted", stage="request",
+                  reason=Reason.REVOCATION_UNKNOWN.value, problem=warning,
+                  subject=identity.subject if identity else None,
+                  sha256=identity.sha256 if identity else None,
+                  peer=str(request.getClientAddress()))
+
+
+def _log_access(request: server.Request, decision: Decision,
+                identity: ClientIdentity | None) -> None:
+    _access_log.info(
+        "{method} {path}: {verdict} by {rule} for {client}",
+        method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
+        verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
+        client=identity.subject if identity else "anonymous (no certificate)",
+        subject=identity.subject if identity else None,
+        sha256=identity.sha256 if identity else None,
+        peer=str(request.getClientAddress()), **decision.log_fields())
+
+
+def protect(app: resource.IResource) -> resource.IResource:
+    """``app`` behind certsrv's gate: only requests with a verified, unexpired, unrevoked
+    client certificate (or admitted as public by the access policy) reach it.
+
+    The result must be served by a certsrv site (``protected_site`` or ``twistd certsrv``),
+    whose TLS layer does the verification; ``certsrv.identity_of(request)`` then gives the
+    client's identity inside ``app``.
+    """
+    return Gate(app, require_identity=True)

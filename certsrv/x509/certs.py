@@ -1,0 +1,142 @@
+"""Loading certificates and keys from files, with one-line errors naming the file."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from certsrv.exceptions import ConfigurationError
+
+# The private keys certsrv uses and issues.
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+__all__ = [
+    "PrivateKey",
+    "describe",
+    "keys_match",
+    "load_certificates",
+    "load_private_key",
+    "read_file",
+    "subject_text",
+    "unreadable",
+]
+
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def read_file(path: str, what: str) -> bytes:
+    """Read ``path`` or raise ConfigurationError saying why it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigurationError(path, f"{what} file does not exist") from None
+    except IsADirectoryError:
+        raise ConfigurationError(path, f"{what} file is a directory") from None
+    except PermissionError:
+        raise ConfigurationError(path, f"{what} file is not readable (permission denied)") from None
+    except OSError as e:
+        raise ConfigurationError(path, f"cannot read {what} file: {e.strerror}") from None
+
+
+def load_certificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
+    """Load every certificate in a PEM bundle or a single DER file; at least one is required."""
+    data = read_file(path, what)
+    try:
+        if _PEM_CERT in data:
+            certs = x509.load_pem_x509_certificates(data)
+        elif data.startswith(b"\x30"):
+            certs = [x509.load_der_x509_certificate(data)]
+        else:
+            certs = []
+    except Exception as e:  # ValueError, but also x509.InvalidVersion and friends
+        raise ConfigurationError(path, f"{what} file holds a malformed certificate ({e})"
+                                 ) from None
+    if not certs:
+        raise ConfigurationError(path, f"{what} file contains no certificate "
+                                       "(expected PEM or DER)")
+    return certs
+
+
+def load_private_key(path: str) -> PrivateKey:
+    """Load an unencrypted PEM or DER private key (EC, RSA or Ed25519)."""
+    data = read_file(path, "private key")
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        raise ConfigurationError(path, "private key is encrypted; certsrv needs it unencrypted"
+                                 ) from None
+    except ValueError:
+        raise ConfigurationError(path, "file is not a valid unencrypted PEM or DER private key"
+                                 ) from None
+    except Exception as e:  # cryptography raises UnsupportedAlgorithm for odd key types
+        raise ConfigurationError(path, f"unsupported private key: {e}") from None
+    return key  # type: ignore[return-value]
+
+
+def keys_match(certificate: x509.Certificate, key: PrivateKey) -> bool:
+    """Whether ``key`` is the private half of ``certificate``'s public key."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return bool(certificate.public_key().public_bytes(der, spki)
+                == key.public_key().public_bytes(der, spki))
+
+
+def subject_text(name: x509.Name) -> str:
+    """A distinguished name as an RFC 4514 string."""
+    return name.rfc4514_string()
+
+
+def describe(certificate: x509.Certificate | None) -> dict[str, str | None]:
+    """Subject, issuer, serial and fingerprint for a log event; never raises, whatever a
+    hostile certificate holds (unreadable fields show as ``<unreadable>``)."""
+    if certificate is None:
+        return {"subject": None, "issuer": None, "serial": None, "sha256": None}
+    fields: dict[str, str | None] = {}
+    readers = {
+        "subject": lambda: certificate.subject.rfc4514_string(),
+        "issuer": lambda: certificate.issuer.rfc4514_string(),
+        "serial": lambda: format(certificate.serial_number, "x"),
+        "sha256": lambda: sha256_hex(certificate),
+    }
+    for name, read in readers.items():
+        try:
+            fields[name] = read()
+        except Exception:
+            fields[name] = "<unreadable>"
+    return fields
+
+
+def unreadable(certificate: x509.Certificate) -> str | None:
+    """What of the certificate's names and extensions cannot be parsed, if anything."""
+    try:
+        certificate.subject.rfc4514_string()
+    except Exception as e:
+        return f"unreadable subject ({e.__class__.__name__})"
+    try:
+        certificate.issuer.rfc4514_string()
+    except Exception as e:
+        return f"unreadable issuer ({e.__class__.__name__})"
+    try:
+        len(certificate.extensions)
+    except Exception as e:
+        return f"unreadable extensions ({e.__class__.__name__}: {e})"
+    return None
+
+
+def sha256_hex(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint, lowercase hex without separators."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def utc(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` as an aware UTC datetime."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
