@@ -1442,8 +1442,8 @@ def certsrv_args(args: argparse.Namespace, config: str) -> list[str]:
 PY_SPY_FLAGS = ["--native"]
 PROFILE_SUBTREES: list[tuple[str, str | tuple[str, ...]]] = [
     ("TLS handshake in OpenSSL (do_handshake)", "Connection.do_handshake "),
-    ("  verify callback (certsrv)", "ClientCertificatePolicy.verify_callback "),
-    ("handshake_completed (certsrv)", "ClientCertificatePolicy.handshake_completed "),
+    ("  verify callback (certsrv)", "ClientVerifier.verify_callback "),
+    ("handshake_completed (certsrv)", "ClientVerifier.handshake_completed "),
     ("  ClientIdentity.from_certificate", "ClientIdentity.from_certificate "),
     ("HTTP request handling (Request.process)", "Request.process "),
     ("logging (Logger.emit + legacy log.msg)", ("Logger.emit ", "LogPublisher.msg ")),

@@ -1,25 +1,71 @@
 """
-The private pyOpenSSL and OpenSSL-binding internals certsrv relies on, in one place.
+The private internals of pyOpenSSL, Twisted and treq that certsrv relies on, in one place.
 
-Each use here has a test in ``tests/test_compat.py`` that fails loudly when an upgrade of
-pyOpenSSL or cryptography removes or changes it.
+No other certsrv module touches a private name of those libraries: each goes through a name
+defined here, and each has a test in ``tests/test_compat.py`` that fails loudly, naming the
+internal and the library to look at, when an upgrade removes or changes it.  Where a certsrv
+class overrides a private method (a subclass must keep the name), the names it overrides are
+listed here (``*_OVERRIDES``) and the tests check them against the installed versions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.cookiejar import CookieJar
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from treq._types import _NOTHING
+from treq.client import (
+    HTTPClient,
+    _coerced_query_params,
+    _merge_cookies,
+    _scoped_cookiejar_from_dict,
+)
+from treq.response import _Response
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.web._http2 import H2Connection
+from twisted.web.http import _GenericHTTPChannelProtocol
 
 __all__ = [
+    "HTTP2_CONNECTION_OVERRIDES",
+    "TLS_TRANSPORT_OVERRIDES",
+    "TREQ_NO_JSON",
+    "TREQ_REQUEST_PARAMETERS",
     "X509_V_OK",
+    "GenericHTTPChannelProtocol",
+    "H2Connection",
+    "IOpenSSLTrustRoot",
+    "TreqResponse",
     "VerifyCallback",
+    "clear_exit_signal",
+    "exit_signal",
+    "http2_consumer_blocked",
+    "http2_still_producing",
+    "http2_stream_connection",
+    "http2_stream_request",
+    "http2_write_control_data",
+    "http_channel",
+    "http_negotiated_protocol",
+    "raise_listen_errors",
     "set_groups",
     "set_store_purpose_client",
     "set_verify",
+    "switch_to_http2",
+    "tls_finish_without_closing",
+    "tls_handshake_done",
+    "treq_agent",
+    "treq_cookiejar",
+    "treq_merge_cookies",
+    "treq_query_params",
+    "treq_request_body",
+    "treq_request_headers",
+    "treq_scoped_cookiejar",
     "verify_error_text",
 ]
+
+
+# -- pyOpenSSL and its OpenSSL binding ------------------------------------------------------
 
 X509_V_OK = 0
 # X509_V_ERR_UNSPECIFIED: what a callback that fails unexpectedly reports.
@@ -89,3 +135,161 @@ def verify_error_text(errno: int) -> str:
         return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode("ascii"))
     except Exception:
         return f"X509 verify error {errno}"
+
+
+# -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
+
+# The private methods of BufferingTLSTransport that certsrv.tls.context._TLSProtocol overrides.
+TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished",)
+
+
+def tls_handshake_done(protocol: Any) -> bool:
+    """Whether the TLS handshake of ``protocol`` (a TLSMemoryBIOProtocol) has completed."""
+    return bool(protocol._handshakeDone)
+
+
+def tls_finish_without_closing(protocol: Any, reason: Any) -> None:
+    """Twisted's ``_tlsShutdownFinished`` up to closing the transport: record ``reason``
+    (unless one is already), stop TLS, and send what OpenSSL still holds (such as an alert)."""
+    if protocol._reason is None:
+        protocol._reason = reason
+    protocol._lostTLSConnection = True
+    protocol._flushSendBIO()
+
+
+# -- Twisted: HTTP/1.1 and HTTP/2 (twisted.web.http, twisted.web._http2) --------------------
+
+# The connection that starts as HTTP/1.1 and becomes HTTP/2 when ALPN picks h2.
+GenericHTTPChannelProtocol = _GenericHTTPChannelProtocol
+
+# The private methods of H2Connection that certsrv.web.limits.LimitedH2Connection overrides.
+HTTP2_CONNECTION_OVERRIDES = (
+    "_requestReceived",
+    "_requestDataReceived",
+    "_requestEnded",
+    "_requestAborted",
+    "_requestDone",
+)
+
+
+def http_channel(protocol: Any) -> Any:
+    """The channel a GenericHTTPChannelProtocol speaks through: HTTPChannel or H2Connection."""
+    return protocol._channel
+
+
+def http_negotiated_protocol(protocol: Any) -> bytes | None:
+    """The protocol a GenericHTTPChannelProtocol settled on; None until its first data."""
+    negotiated: bytes | None = protocol._negotiatedProtocol
+    return negotiated
+
+
+def switch_to_http2(protocol: Any, connection: Any, timeout: float | None) -> None:
+    """Twisted's own switch of ``protocol`` to HTTP/2, to ``connection`` instead of a plain
+    H2Connection (``_GenericHTTPChannelProtocol.dataReceived`` when ALPN picked h2)."""
+    old = protocol._channel
+    producer = old._networkProducer
+    producer.unregisterProducer()
+    old.setTimeout(None)
+    connection.requestFactory = old.requestFactory
+    connection.site = old.site
+    connection.factory = old.factory
+    connection.timeOut = timeout
+    connection.callLater = old.callLater
+    protocol._channel = connection
+    protocol._negotiatedProtocol = b"h2"
+    connection.makeConnection(old.transport)
+    producer.registerProducer(connection, True)
+
+
+def http2_write_control_data(connection: H2Connection) -> None:
+    """Send what h2 has queued on ``connection`` besides stream data (SETTINGS, RST, ...)."""
+    connection._tryToWriteControlData()
+
+
+def http2_still_producing(connection: H2Connection) -> bool:
+    """Whether ``connection`` may still write (False once it stopped producing)."""
+    return bool(connection._stillProducing)
+
+
+def http2_consumer_blocked(connection: H2Connection) -> Any:
+    """The Deferred that fires when the transport of ``connection`` takes data again, or None."""
+    return connection._consumerBlocked
+
+
+def http2_stream_request(stream: object) -> Any:
+    """The request an HTTP/2 stream (``twisted.web._http2.H2Stream``) carries; None if none."""
+    return getattr(stream, "_request", None)
+
+
+def http2_stream_connection(stream: object) -> Any:
+    """The H2Connection an HTTP/2 stream (a request's ``channel``) belongs to; None for any
+    other channel (HTTP/2 streams have no transport of their own: twisted/twisted#9270)."""
+    return getattr(stream, "_conn", None)
+
+
+# -- Twisted: the reactor and services ------------------------------------------------------
+
+
+def exit_signal(reactor: Any) -> int | None:
+    """The signal that stopped ``reactor``, which twistd re-raises when it exits; or None."""
+    signum: int | None = getattr(reactor, "_exitSignal", None)
+    return signum
+
+
+def clear_exit_signal(reactor: Any) -> None:
+    """Make twistd exit normally although a signal stopped ``reactor``."""
+    reactor._exitSignal = None
+
+
+def raise_listen_errors(service: Any) -> None:
+    """Make a StreamServerEndpointService's ``privilegedStartService`` raise when it cannot
+    listen, rather than log the error (as ``strports.service`` does)."""
+    service._raiseSynchronously = True
+
+
+# -- treq ------------------------------------------------------------------------------------
+
+# The ``json=`` default of treq's requests: "no JSON body" (None is a JSON value).
+TREQ_NO_JSON: Any = _NOTHING
+# What treq's HTTPClient.request returns: the response, with cookies and treq's helpers.
+TreqResponse = _Response
+# The private parameters of treq's HTTPClient.request that an override must accept (its
+# get(), post(), ... pass them).
+TREQ_REQUEST_PARAMETERS = ("_stacklevel",)
+
+
+def treq_query_params(params: Any) -> Iterator[tuple[str, str]]:
+    """``params=`` as treq encodes it: percent-encoded (name, value) pairs."""
+    return _coerced_query_params(params)
+
+
+def treq_scoped_cookiejar(url: Any, cookies: Any) -> CookieJar:
+    """``cookies=`` (a dict or None) as treq turns it into a jar scoped to ``url``'s origin."""
+    return _scoped_cookiejar_from_dict(url, cookies)
+
+
+def treq_merge_cookies(jar: Any, cookies: CookieJar) -> None:
+    """Add ``cookies`` to ``jar``, as treq does with a request's cookies."""
+    _merge_cookies(jar, cookies)
+
+
+def treq_request_headers(client: HTTPClient, headers: Any, stacklevel: int) -> Any:
+    """``headers=`` as treq's ``client`` turns it into Headers."""
+    return client._request_headers(headers, stacklevel + 1)
+
+
+def treq_request_body(client: HTTPClient, data: Any, files: Any, json: Any,
+                      stacklevel: int) -> tuple[Any, bytes | None]:
+    """``data=``, ``files=`` and ``json=`` as treq's ``client`` turns them into a body
+    producer and its Content-Type."""
+    return client._request_body(data, files, json, stacklevel=stacklevel + 1)
+
+
+def treq_agent(client: HTTPClient) -> Any:
+    """The Agent a treq HTTPClient sends its requests through."""
+    return client._agent
+
+
+def treq_cookiejar(client: HTTPClient) -> Any:
+    """The cookie jar of a treq HTTPClient."""
+    return client._cookiejar

@@ -4,8 +4,9 @@ Fuzz the parsers of outside input with atheris (libFuzzer), or a plain mutation 
 Each target feeds one parser and knows what it may raise (OCSPError, ConfigurationError,
 CRLError, ForwardedCertError); anything else, or an error it logs, is a crash. Crashes are
 counted and grouped by (exception type, innermost certsrv frame), the first input of each
-group saved to ``--crash-dir``, and fuzzing goes on. The mutator and fixtures are those of
-``tests/test_hostile.py``, so a crash found here reproduces there.
+group saved to ``--crash-dir``, and fuzzing goes on. The mutator, fixtures and contracts are
+those of ``tests/_support.py``, which ``tests/test_hostile.py`` runs under hypothesis, so a
+crash found here reproduces there.
 
     python fuzz/fuzz_targets.py --target all --runs 20000
 
@@ -13,7 +14,7 @@ With atheris each target runs in a child process (libFuzzer exits when done); wi
 (``--engine random``, or atheris not installed) a seeded loop applies the DER-aware and
 byte-level mutations of the tests. Either way the output ends with one line per target:
 inputs tried, crashes, unique crashes, and which are the product bugs already reported
-(``KNOWN_BUGS`` in the tests). Exit status 0 unless ``--fail-on-crash`` and a crash.
+(``KNOWN_BUGS`` in ``tests/_support.py``). Exit status 0 unless ``--fail-on-crash`` and a crash.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _split(data: bytes) -> tuple[bytes, bytes | None]:
 
 def _signed_parts(der: bytes, path: tuple[int, ...]) -> tuple[bytes, bytes, bytes]:
     """(to-be-signed, algorithm, what follows the signature) of the SIGNED{} at ``path``."""
-    from tests.test_hostile import der_encode, der_parse
+    from tests._support import der_encode, der_parse
 
     nodes = der_parse(der)
     assert nodes is not None
@@ -114,11 +115,11 @@ def build_targets(scratch: str) -> dict[str, Target]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from certsrv.x509.certs import load_certificates, load_private_key
-    from certsrv.revocation.crlfiles import load_crl
-    from certsrv.forwarded.headers import ForwardedCertError, ForwardedFormat, parse_forwarded
     from certsrv.access.policy import load_policy
-    from tests import test_hostile as hostile
+    from certsrv.forwarded.headers import ForwardedCertError, ForwardedFormat, parse_forwarded
+    from certsrv.revocation.crlfiles import load_crl
+    from certsrv.x509.certs import load_certificates, load_private_key
+    from tests import _support as hostile
     from tests._support import shared_pki
 
     f = hostile.fixtures()
@@ -236,7 +237,7 @@ class Runner:
     def __init__(self, target: Target, engine: str, crash_dir: str) -> None:
         from twisted.logger import ILogObserver, globalLogPublisher
 
-        from tests import test_hostile as hostile
+        from tests import _support as hostile
 
         self.target = target
         self.tally = Tally(target.name, engine)
@@ -300,7 +301,7 @@ class RandomChoices:
 
 def run_random(target: Target, runs: int, seed: int, max_seconds: float, crash_dir: str) -> Tally:
     """The plain engine: seeds, mutated one to three times; every tenth input random bytes."""
-    from tests import test_hostile as hostile
+    from tests import _support as hostile
 
     runner = Runner(target, "random", crash_dir)
     rng = random.Random(seed)
@@ -326,7 +327,7 @@ def run_random(target: Target, runs: int, seed: int, max_seconds: float, crash_d
 def _mutate_structured(target: Target, data: bytes, choices: RandomChoices) -> bytes:
     """The tests' DER-aware or byte-level mutation; the OCSP targets' first byte (which case)
     is kept out of it."""
-    from tests import test_hostile as hostile
+    from tests import _support as hostile
 
     if target.name.startswith("ocsp_verify"):
         return data[:1] + hostile.mutate(data[1:], choices)
@@ -344,13 +345,13 @@ def run_atheris_worker(name: str, runs: int, seed: int, max_seconds: float, cras
     import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["certsrv"]):
-        import certsrv.x509.certs  # noqa: F401
-        import certsrv.revocation.crlfiles  # noqa: F401
-        import certsrv.revocation.crlfetch  # noqa: F401
-        import certsrv.forwarded.headers  # noqa: F401
-        import certsrv.revocation.ocsp  # noqa: F401
-        import certsrv.pki.responder  # noqa: F401
         import certsrv.access.policy  # noqa: F401
+        import certsrv.forwarded.headers  # noqa: F401
+        import certsrv.pki.responder  # noqa: F401
+        import certsrv.revocation.crlfetch  # noqa: F401
+        import certsrv.revocation.crlfiles  # noqa: F401
+        import certsrv.revocation.ocsp  # noqa: F401
+        import certsrv.x509.certs  # noqa: F401
     # libFuzzer ends the process without unwinding: the parent removes ``scratch``.
     target = build_targets(scratch)[name]
     runner = Runner(target, "atheris", crash_dir)

@@ -12,10 +12,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 from twisted.internet import defer, endpoints, protocol, reactor
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
 
 from certsrv.pki import IssuedCertificate
+from certsrv.testing import client_tls_options
 from tests._support import PKI
 
 
@@ -157,12 +157,8 @@ class H2Client(protocol.Protocol):
 
 
 def h2_options(pki: PKI, cert: IssuedCertificate | None) -> Any:
-    """Client TLS options offering only h2, presenting ``cert`` if given."""
-    client = None
-    if cert is not None:
-        client = PrivateCertificate.loadPEM(cert.certificate_pem() + cert.private_key_pem())
-    return optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(
-        pki.root.certificate_pem()), clientCertificate=client, acceptableProtocols=[b"h2"])
+    """Client TLS options offering only h2, presenting ``cert`` (without its chain) if given."""
+    return client_tls_options([pki.root.certificate], cert, send_chain=False, alpn=[b"h2"])
 
 
 async def connect_h2(port: int, options: Any, host: str = "127.0.0.1") -> H2Client:

@@ -1,18 +1,39 @@
-"""Real server processes for tests: free low ports, twistd children, their file descriptors."""
+"""Real servers and peers for tests: free low ports, twistd and nginx children, their file
+descriptors, commands such as openssl and curl, certsrv listeners on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
+import shutil
+import signal
 import socket
 import sys
 from typing import Any
 
 from twisted.internet import defer, endpoints, protocol, reactor, task
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError, ProcessExitedAlready
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web import resource, server
 
 import certsrv
+from certsrv import identity_of, protected_site
+from certsrv.pki import IssuedCertificate
+from certsrv.server.options import makeService
+from tests._support import (
+    Files,
+    make_server_factory,
+    options,
+    pieces,
+    proxy_certs,
+    shared_pki,
+    write_pem,
+)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(certsrv.__file__)))
 
@@ -138,3 +159,319 @@ def listening(pid: int, port: int) -> list[str]:
                 if state == "0A" and int(address.rsplit(":", 1)[1], 16) == port:
                     found.append(address.rsplit(":", 1)[0])
     return found
+
+
+# --- commands and peers on 127.0.0.1 -----------------------------------------------------------
+
+REQUEST = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+SEE = "see: twistd certsrv --help"
+
+
+class Collect(protocol.ProcessProtocol):
+    """Writes ``stdin`` to a child, keeps its output; ``done`` fires (stdout, stderr, code)."""
+
+    def __init__(self, stdin: bytes, done: defer.Deferred[tuple[bytes, bytes, int]]) -> None:
+        self.stdin, self.done, self.out, self.err = stdin, done, b"", b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.done.callback((self.out, self.err, reason.value.exitCode))
+
+
+def run(args: list[str], stdin: bytes = b"", env: dict[str, str] | None = None
+        ) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    """Run a command without blocking the reactor; fire with (stdout, stderr, exit code)."""
+    done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+    if env is None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    executable = shutil.which(args[0], path=env.get("PATH")) or args[0]
+    reactor.spawnProcess(Collect(stdin, done), executable, args,  # type: ignore[attr-defined]
+                         env=env)
+    return done
+
+
+def listening_socket(port: int) -> socket.socket:
+    """Another process's stand-in: a socket listening on 127.0.0.1:``port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+class Peer(protocol.Protocol):
+    """Sends ``data`` once connected; ``done`` fires with what came back when the peer closes."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+        self.received = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.data:
+            self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+async def connect(port: int, peer: Peer) -> Peer:
+    """``peer`` connected over plain TCP to 127.0.0.1:``port``."""
+    await endpoints.connectProtocol(
+        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
+    return peer
+
+
+async def tcp_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a new connection to 127.0.0.1:``port``; all that came back."""
+    return await (await connect(port, Peer(request))).done
+
+
+def status_of(response: bytes) -> int:
+    """The status of an HTTP/1.1 response, 0 if it is none."""
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+# --- certsrv listeners for openssl, curl and nginx ---------------------------------------------
+
+
+class Listener(TestCase):
+    """Starts a certsrv listener on 127.0.0.1 for each test; openssl and curl as clients."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        for tool in ("openssl", "curl"):
+            if shutil.which(tool) is None:
+                raise SkipTest(f"{tool} is not installed")
+        self.pki = shared_pki()
+        self.dir = self.mktemp()
+        self.ca = write_pem(self.dir, "ca.pem", self.pki.root.certificate_pem())
+
+    def listen(self, **kwargs: Any) -> int:
+        """Start a server with ``kwargs`` for its settings/verifier; return its port."""
+        settings = self.pki.settings(**kwargs.pop("settings", {}))
+        factory = make_server_factory(settings, clock=reactor, **kwargs)  # type: ignore[arg-type]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    def files(self, cert: IssuedCertificate, name: str, with_chain: bool = True) -> tuple[str, str]:
+        """Write ``cert`` (with or without its chain) and its key for the CLI tools."""
+        pem = cert.chain_pem() if with_chain else cert.certificate_pem()
+        return (write_pem(self.dir, f"{name}.pem", pem),
+                write_pem(self.dir, f"{name}.key", cert.private_key_pem(), 0o600))
+
+    def s_client(self, port: int, cert: IssuedCertificate | None, *extra: str,
+                 with_chain: bool = True) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                "localhost", "-CAfile", self.ca, "-verify_return_error", "-ign_eof", *extra]
+        if cert is not None:
+            path, key = self.files(cert, "s_client", with_chain=False)
+            args += ["-cert", path, "-key", key]
+            if with_chain and cert.chain:
+                # s_client sends only the first certificate of -cert; the rest goes here.
+                chain = b"".join(IssuedCertificate(c, cert.private_key).certificate_pem()
+                                 for c in cert.chain)
+                args += ["-cert_chain", write_pem(self.dir, "s_client-chain.pem", chain)]
+        return run(args, REQUEST)
+
+    def curl(self, port: int, cert: IssuedCertificate | None, *extra: str,
+             with_chain: bool = True) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        args = ["curl", "-sS", "--max-time", "20", "--cacert", self.ca, "-w",
+                "\n%{http_code}", *extra]
+        if cert is not None:
+            path, key = self.files(cert, "curl", with_chain)
+            args += ["--cert", path, "--key", key]
+        return run([*args, f"https://localhost:{port}/secure", "--resolve",
+                    f"localhost:{port}:127.0.0.1"])
+
+
+DOCS = os.path.join(_REPO, "docs")
+NGINX_TEMPLATE = os.path.join(DOCS, "nginx-front.conf")
+FORWARDED_NAMES = ("client-cert", "client-cert-chain", "x-ssl-client-cert",
+                   "x-forwarded-client-cert")
+
+
+class HeaderEcho(resource.Resource):
+    """What the application sees: the identity and the forwarded-certificate headers."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        identity = identity_of(request)
+        seen = {name: [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(
+            name, [])] for name in FORWARDED_NAMES if request.requestHeaders.hasHeader(name)}
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"subject": identity.subject if identity else None,
+                           "forwarded_headers": seen}).encode()
+
+
+class ProxyServers(TestCase):
+    """certsrv listeners on 127.0.0.1, configured with the plugin's options."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.files = Files(self.mktemp())
+        self.pki = shared_pki()
+
+    def listen_factory(self, factory: Any) -> int:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    def certsrv(self, *argv: str) -> int:
+        """``twistd certsrv`` with ``argv`` (its default tree, /secure); the port."""
+        factory, _ = pieces(makeService(options(self.files.argv(*argv), reactor)))
+        return self.listen_factory(factory)
+
+    def echo(self, *argv: str) -> int:
+        """``protected_site`` serving ``HeaderEcho`` with ``argv``; the port."""
+        return self.listen_factory(protected_site(HeaderEcho(), self.files.argv(*argv),
+                                                  clock=reactor))
+
+
+
+def nginx_binary() -> str | None:
+    """nginx's path, if it is installed (it often lives in /usr/sbin, off a user PATH)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def render_nginx_conf(listen: str, certsrv_address: str, certs: str) -> str:
+    """docs/nginx-front.conf with its placeholders filled in."""
+    with open(NGINX_TEMPLATE, encoding="utf-8") as f:
+        text = f.read()
+    values = {"NGINX_LISTEN": listen, "CERTSRV_ADDRESS": certsrv_address, "CERTS": certs}
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    left = re.findall(r"\$\{[A-Z_]+\}", text)
+    if left:
+        raise AssertionError(f"unknown placeholders in {NGINX_TEMPLATE}: {left}")
+    return text
+
+
+class _Probe(protocol.Protocol):
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed.callback(None)
+
+
+class NginxFront(ProxyServers):
+    """Real nginx terminates mutual TLS with docs/nginx-front.conf and forwards to certsrv."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        binary = nginx_binary()
+        if binary is None:
+            raise SkipTest("nginx not installed (Debian package nginx-light; .ci/run installs it)")
+        self.nginx = binary
+        for tool in ("curl",):
+            if shutil.which(tool) is None:
+                raise SkipTest(f"{tool} is not installed")
+        self.certsrv_port = self.certsrv("--forwarded-cert", "nginx",
+                                         "--trusted-proxy", "127.0.0.1")
+        return self.start_nginx()
+
+    @defer.inlineCallbacks
+    def start_nginx(self) -> Any:
+        prefix = os.path.abspath(os.path.join(self.files.dir, "nginx"))
+        os.makedirs(prefix)
+        proxy = proxy_certs()["proxy"]
+        for name, data, mode in (
+            ("server.pem", self.pki.server.chain_pem(), 0o644),
+            ("server.key", self.pki.server.private_key_pem(), 0o600),
+            ("client-ca.pem", self.pki.root.certificate_pem(), 0o644),
+            ("proxy.pem", proxy.chain_pem(), 0o644),
+            ("proxy.key", proxy.private_key_pem(), 0o600),
+            ("certsrv-ca.pem", self.pki.root.certificate_pem(), 0o644),
+        ):
+            write_pem(prefix, name, data, mode)
+        self.port = low_port()
+        conf = write_pem(prefix, "nginx.conf", render_nginx_conf(
+            f"127.0.0.1:{self.port}", f"127.0.0.1:{self.certsrv_port}", prefix).encode())
+        self.prefix = prefix
+        self.ended: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+        argv = [self.nginx, "-p", prefix + "/", "-c", conf, "-g", "daemon off;"]
+        process = reactor.spawnProcess(  # type: ignore[attr-defined]
+            Collect(b"", self.ended), argv[0], argv,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        self.addCleanup(self.stop_nginx, process)
+        yield self.wait_until_listening()
+
+    def stop_nginx(self, process: Any) -> defer.Deferred[Any]:
+        try:
+            process.signalProcess(signal.SIGTERM)
+        except ProcessExitedAlready:
+            pass
+        return self.ended
+
+    def nginx_log(self) -> str:
+        try:
+            with open(os.path.join(self.prefix, "error.log"), encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    @defer.inlineCallbacks
+    def wait_until_listening(self) -> Any:
+        """Connect until nginx accepts (it has no readiness signal); fail if it exits."""
+        deadline = reactor.seconds() + 20  # type: ignore[attr-defined]
+        while True:
+            if self.ended.called:
+                out, err, code = yield self.ended
+                self.fail(f"nginx exited with {code}: {(out + err).decode(errors='replace')}"
+                          f"\n{self.nginx_log()}")
+            probe = _Probe()
+            try:
+                yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port),
+                                      probe)
+            except ConnectError:
+                if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+                    self.fail(f"nginx did not listen on {self.port}\n{self.nginx_log()}")
+                yield deferLater(reactor, 0.02, lambda: None)
+                continue
+            yield probe.closed
+            return
+
+    def curl(self, port: int, cert: IssuedCertificate | None, *extra: str
+             ) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        args = ["curl", "-sS", "--max-time", "20", "--cacert", self.files.ca,
+                "-H", "Accept: application/json", "-w", "\n%{http_code}", *extra]
+        if cert is not None:
+            name = cert.fingerprint[:16]
+            args += ["--cert", write_pem(self.files.dir, f"{name}.pem", cert.chain_pem()),
+                     "--key", write_pem(self.files.dir, f"{name}.key", cert.private_key_pem(),
+                                        0o600)]
+        return run([*args, "--resolve", f"localhost:{port}:127.0.0.1",
+                    f"https://localhost:{port}/secure"])
+
+    @defer.inlineCallbacks
+    def answer(self, port: int, cert: IssuedCertificate | None, *extra: str) -> Any:
+        out, err, code = yield self.curl(port, cert, *extra)
+        self.assertEqual(code, 0, f"{err!r}\n{self.nginx_log()}")
+        body, _, status = out.rpartition(b"\n")
+        try:
+            return int(status), json.loads(body)
+        except ValueError:
+            self.fail(f"not JSON: {out!r}\n{self.nginx_log()}")

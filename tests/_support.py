@@ -1,28 +1,55 @@
-"""Shared test fixtures: a PKI made at test time, servers in memory and on 127.0.0.1."""
+"""Shared test fixtures, in one place: the PKI (certsrv.testing's), servers in memory, files and
+options of ``twistd certsrv``, the certificates of the access and proxy tests, and the DER
+mutator, inputs and contracts of the hostile-input tests and fuzz/fuzz_targets.py.
+Real processes and peers on 127.0.0.1 are in ``tests._servers``."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import functools
+import linecache
 import os
-import time
-from collections.abc import Iterator
+import traceback
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509 import ocsp
+from twisted.application.service import IService
 from twisted.internet import protocol
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.test.iosim import connectedServerAndClient
+from twisted.web import resource, server
 
-from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
+from certsrv import identity_of, testing
+from certsrv.exceptions import ConfigurationError, OCSPError
+from certsrv.pki import CertificateAuthority, IssuedCertificate, KeyType, PrivateKey
+from certsrv.pki.responder import OCSPResource, StatusRecord
+from certsrv.revocation.crlfetch import CRLError, verify_crl
+from certsrv.revocation.ocsp import (
+    CertStatus,
+    OCSPStatus,
+    SingleStatus,
+    build_request,
+    build_response,
+    cert_id_key,
+    verify_response,
+)
 from certsrv.server.build import build_site
+from certsrv.server.options import Options
+from certsrv.server.reload import Reloader
+from certsrv.testing import CertificateFactory, ServerFiles, TestPKI, clock_at_now
 from certsrv.tls.context import ServerTLS, TLSFactory, TLSSettings
-from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy
+from certsrv.tls.verify import AllowedTypes, ClientVerifier
 
 DAY = datetime.timedelta(days=1)
 
@@ -32,55 +59,10 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def clock_at_now() -> Clock:
-    """A test clock set to the wall clock's current time."""
-    clock = Clock()
-    clock.advance(time.time())
-    return clock
-
-
-@dataclass
-class PKI:
-    """A root, an intermediate, a server certificate and a set of client certificates."""
-
-    root: CertificateAuthority = field(default_factory=lambda: CertificateAuthority.create(
-        "Test Root CA"))
-    other_root: CertificateAuthority = field(default_factory=lambda: CertificateAuthority.create(
-        "Unrelated Root CA"))
-
-    def __post_init__(self) -> None:
-        self.intermediate = self.root.intermediate("Test Intermediate CA")
-        self.server = self.root.issue_server("localhost", "127.0.0.1")
-        self.client = self.root.issue_client("alice", emails=["alice@example.org"],
-                                             uris=["spiffe://example.org/ns/a/sa/alice"])
-
-    def client_cert(self, kind: str) -> IssuedCertificate:
-        """A client certificate of a named kind (see the code for the kinds)."""
-        now = utcnow()
-        if kind == "valid":
-            return self.client
-        if kind == "expired":
-            return self.root.issue_client("expired", not_before=now - 10 * DAY,
-                                          not_after=now - DAY)
-        if kind == "not_yet_valid":
-            return self.root.issue_client("future", not_before=now + DAY,
-                                          not_after=now + 10 * DAY)
-        if kind == "unknown_ca":
-            return self.other_root.issue_client("mallory")
-        if kind == "server_auth_only":
-            return self.root.issue_client("svc", extended_key_usage=(
-                ExtendedKeyUsageOID.SERVER_AUTH,))
-        if kind == "via_intermediate":
-            return self.intermediate.issue_client("bob")
-        if kind == "self_signed":
-            return self_signed_client("selfie")
-        raise ValueError(kind)
-
-    def settings(self, **kwargs: Any) -> TLSSettings:
-        """Server TLS settings trusting ``root``."""
-        kwargs.setdefault("roots", (self.root.certificate,))
-        return TLSSettings(certificate=self.server.certificate,
-                           private_key=self.server.private_key, **kwargs)
+# The PKI of the tests is certsrv.testing's: a root ("Test Root CA"), an intermediate, a
+# server certificate, alice's client certificate, an unrelated root, and ``client_cert(kind)``
+# for each kind of client certificate certsrv refuses.
+PKI = TestPKI
 
 
 _shared: list[PKI] = []
@@ -98,16 +80,16 @@ def make_server_factory(
     clock: Clock | None = None,
     allowed_types: AllowedTypes = AllowedTypes.CHAINED,
     pins: frozenset[str] = frozenset(),
-    policy: ClientCertificatePolicy | None = None,
+    verifier: ClientVerifier | None = None,
     http2: bool = False,
     app: Any = None,
     limits: Any = None,
 ) -> TLSFactory:
     """A certsrv TLS factory serving the default resource tree behind the gate."""
-    if policy is None:
-        policy = ClientCertificatePolicy(clock or clock_at_now(), allowed_types, pins)
-    site = build_site(policy, app=app, http2=http2, limits=limits)
-    return TLSFactory(ServerTLS(settings, policy), site)
+    if verifier is None:
+        verifier = ClientVerifier(clock or clock_at_now(), allowed_types, pins)
+    site = build_site(verifier, app=app, http2=http2, limits=limits)
+    return TLSFactory(ServerTLS(settings, verifier), site)
 
 
 class HTTPClientProtocol(protocol.Protocol):
@@ -139,22 +121,8 @@ def request_bytes(path: str = "/secure", accept: str | None = None) -> bytes:
 def client_tls_options(pki: PKI, cert: IssuedCertificate | None, *, send_chain: bool = True,
                        max_tls: Any = None) -> Any:
     """Client TLS options presenting ``cert`` (and its chain) and trusting ``pki.root``."""
-    extra: dict[str, Any] = {}
-    client_cert = None
-    if cert is not None:
-        client_cert = PrivateCertificate.loadPEM(cert.certificate_pem() + cert.private_key_pem())
-        if send_chain and cert.chain:
-            extra["extraCertChain"] = [
-                Certificate.loadPEM(IssuedCertificate(c, cert.private_key).certificate_pem()
-                                    ).original for c in cert.chain]
-    if max_tls is not None:
-        extra["lowerMaximumSecurityTo"] = max_tls
-    return optionsForClientTLS(
-        "localhost",
-        trustRoot=Certificate.loadPEM(pki.root.certificate_pem()),
-        clientCertificate=client_cert,
-        extraCertificateOptions=extra or None,
-    )
+    return testing.client_tls_options([pki.root.certificate], cert, send_chain=send_chain,
+                                      max_tls=max_tls)
 
 
 @dataclass
@@ -186,24 +154,8 @@ def exchange(server_factory: TLSFactory, client_options: Any, request: bytes | N
              ) -> Exchange:
     """Run one full TLS connection and HTTP request in memory."""
     http = HTTPClientProtocol(request if request is not None else request_bytes())
-    clock = server_factory.tls.clock
-    client_factory = TLSMemoryBIOFactory(client_options, True,
-                                         protocol.Factory.forProtocol(lambda: http), clock=clock)
-    client, server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(None),
-        lambda: client_factory.buildProtocol(None),
-        greet=False,
-        clock=clock,
-    )
-    pump.flush()
-    # iosim does not deliver the final close unless asked; finish the exchange.
-    for _ in range(5):
-        if http.lost is not None:
-            break
-        client.transport.loseConnection()
-        server.transport.loseConnection()
-        pump.flush()
-    return Exchange(http, server)
+    server_tls = testing.connect_in_memory(server_factory, client_options, http)
+    return Exchange(http, server_tls)
 
 
 @contextmanager
@@ -242,3 +194,550 @@ def serve_http(case: Any, root: Any) -> str:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
     case.addCleanup(port.stopListening)
     return f"http://127.0.0.1:{port.getHost().port}/"
+
+
+# --- files and options of ``twistd certsrv`` ---------------------------------------------------
+
+
+class Files(ServerFiles):
+    """The shared PKI's server certificate (``cert``), key (``key``) and root (``ca``) written
+    to ``directory``; ``argv(*extra)`` names them."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(shared_pki(), directory)
+
+
+def options(argv: list[str], clock: IReactorTime | None = None) -> Options:
+    """``twistd certsrv`` options parsed from ``argv``, judging time by ``clock``."""
+    parsed = Options()
+    parsed.clock = clock if clock is not None else clock_at_now()
+    parsed.parseOptions(argv)
+    return parsed
+
+
+def pieces(service: IService) -> tuple[TLSFactory, Reloader]:
+    """The TLS factory of the (first) listener and the reloader of a ``makeService`` tree."""
+    factories = [child.factory for child in service  # type: ignore[attr-defined]
+                 if isinstance(getattr(child, "factory", None), TLSFactory)]
+    reloaders = [child for child in service if isinstance(child, Reloader)]  # type: ignore[attr-defined]
+    return factories[0], reloaders[0]
+
+
+def crl_pem(ca: CertificateAuthority, *revoked: IssuedCertificate | x509.Certificate,
+            **kwargs: Any) -> bytes:
+    """A CRL of ``ca`` (PEM) revoking ``revoked`` a day ago for key compromise."""
+    return CertificateFactory.wrap(ca).crl_pem(*revoked, **kwargs)
+
+
+# --- the certificates and policy of the access tests -------------------------------------------
+
+
+@cache
+def access_certs() -> dict[str, IssuedCertificate]:
+    """Clients of the ``--policy`` tests, by name."""
+    root = shared_pki().root
+    return {
+        "alice": shared_pki().client,  # CN=alice, spiffe://example.org/ns/a/sa/alice
+        "clerk": root.issue_client("clerk", organization="Example Payments"),
+        "workload": root.issue_client(
+            "payments-api", uris=["spiffe://example.org/ns/payments/sa/api"]),
+        "operator": root.issue_client("operator"),
+        "nearly": root.issue_client(  # the right trust domain, another namespace
+            "ledger", organization="Example Ledger",
+            uris=["spiffe://example.org/ns/paymentsx/sa/api"]),
+    }
+
+
+def policy_text(admin: str) -> str:
+    """The policy of these tests, admitting the certificate named ``admin`` to /admin."""
+    return f"""
+[[rule]]
+name = "health"
+path = "/health"
+methods = ["GET"]
+public = true
+
+[[rule]]
+name = "payments"
+path = "/api/payments"
+[rule.allow]
+subject = {{ O = "Example Payments" }}
+spiffe = ["spiffe://example.org/ns/payments/*"]
+
+[[rule]]
+name = "admin"
+path = "/admin"
+[rule.allow]
+sha256 = ["{access_certs()[admin].fingerprint}"]
+"""
+
+
+class Echo(resource.Resource):
+    """Every path: 200 naming the path and the client's identity (``-`` without one)."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        identity = identity_of(request)
+        who = identity.subject if identity is not None else "-"
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"path={request.path.decode()} who={who}\n".encode()
+
+
+def policy_app() -> resource.IResource:
+    """The application behind the policy (``--app tests._support.policy_app``)."""
+    return Echo()
+
+
+class Hold(resource.Resource):
+    """Holds every GET unanswered (in ``held``) until the test answers it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[server.Request] = []
+
+    def render_GET(self, request: server.Request) -> Any:
+        self.held.append(request)
+        return server.NOT_DONE_YET
+
+
+# --- certificates forwarded by a proxy ---------------------------------------------------------
+
+
+@cache
+def proxy_certs() -> dict[str, IssuedCertificate]:
+    """The proxy and the clients of the forwarding tests, by name."""
+    pki = shared_pki()
+    return {
+        "proxy": pki.root.issue_client("edge-proxy", organization="Example Edge"),
+        "user": pki.root.issue_client("carol", organization="Example Users"),
+        "revoked": pki.root.issue_client("dave-revoked"),
+        "bob": pki.client_cert("via_intermediate"),
+        "expired": pki.client_cert("expired"),
+        "unknown_ca": pki.client_cert("unknown_ca"),
+        "server_auth_only": pki.client_cert("server_auth_only"),
+        "self_signed": pki.client_cert("self_signed"),
+    }
+
+
+def der_b64(cert: x509.Certificate) -> bytes:
+    """The certificate's DER, base64."""
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
+
+
+def client_cert_header(issued: IssuedCertificate) -> tuple[bytes, bytes]:
+    """RFC 9440 ``Client-Cert``: the leaf as a Structured Field Byte Sequence."""
+    return b"Client-Cert", b":" + der_b64(issued.certificate) + b":"
+
+
+def nginx_header(issued: IssuedCertificate) -> tuple[bytes, bytes]:
+    """``X-SSL-Client-Cert`` as nginx's ``$ssl_client_escaped_cert`` writes it."""
+    return b"X-SSL-Client-Cert", urllib.parse.quote(
+        issued.certificate_pem().decode(), safe="").encode()
+
+
+# === hostile input: shared by tests/test_hostile.py and fuzz/fuzz_targets.py =============
+
+HOUR = datetime.timedelta(hours=1)
+
+
+# --- product bugs test_hostile found, tolerated by its property tests until fixed ------------
+
+@dataclass(frozen=True)
+class Raised:
+    """An exception, and the innermost certsrv frame it passed through."""
+
+    error: BaseException
+    function: str
+    line: str  # that frame's source line
+
+
+def raised(error: BaseException | Failure) -> Raised:
+    """Where in certsrv ``error`` (or a logged Failure's exception) came from."""
+    if isinstance(error, Failure):
+        frames = [(name, path, line) for name, path, line, *_ in error.frames]
+        value = error.value
+        assert value is not None
+    else:
+        value = error
+        frames = [(f.name, f.filename, f.lineno or 0)
+                  for f in traceback.extract_tb(error.__traceback__)]
+    for name, path, line in reversed(frames):
+        if f"{os.sep}certsrv{os.sep}" in path:
+            return Raised(value, name, linecache.getline(path, line).strip())
+    return Raised(value, "", "")
+
+
+# id -> (what it is, does this exception come from it?)
+# Every bug test_hostile found has been fixed; each keeps its regression test there. A new
+# one is added here (with a ``todo`` on its reproduction) only while it awaits a fix.
+KNOWN_BUGS: dict[str, tuple[str, Callable[[Raised], bool]]] = {}
+
+
+def known_bug(error: BaseException | Failure) -> str | None:
+    """The id of the reported product bug ``error`` (or a logged Failure) comes from, if any."""
+    where = raised(error)
+    for name, (_, matches) in KNOWN_BUGS.items():
+        if matches(where):
+            return name
+    return None
+
+
+# --- DER mutation, driven by hypothesis (test_hostile) or a random generator (fuzz) ----------
+
+class Choices(Protocol):
+    """Where a mutator gets its decisions: hypothesis draws, or ``random.Random``."""
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in [low, high]."""
+
+    def blob(self, max_size: int) -> bytes:
+        """Up to ``max_size`` bytes."""
+
+
+@dataclass
+class Node:
+    """One DER TLV; ``children`` when its content parses as DER (constructed, or wrapping)."""
+
+    tag: int
+    content: bytes
+    children: list[Node] | None = None
+    bit_string: bool = False  # the children follow a BIT STRING's unused-bits byte
+
+
+_MAX_DEPTH = 24
+
+
+def der_parse(data: bytes, depth: int = 0) -> list[Node] | None:
+    """Split ``data`` into TLVs (one-byte tags, minimal definite lengths), or None."""
+    nodes: list[Node] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
+            return None
+        tag, first, start = data[pos], data[pos + 1], pos + 2
+        if first < 0x80:
+            length = first
+        else:
+            count = first & 0x7F
+            if not 1 <= count <= 4 or start + count > len(data) or data[start] == 0:
+                return None
+            length = int.from_bytes(data[start:start + count], "big")
+            if length < 0x80:
+                return None
+            start += count
+        end = start + length
+        if end > len(data):
+            return None
+        node = Node(tag, data[start:end])
+        if depth < _MAX_DEPTH and node.content:
+            if tag & 0x20 or tag == 0x04:
+                node.children = der_parse(node.content, depth + 1)
+            elif tag == 0x03 and node.content[0] == 0 and len(node.content) > 2:
+                node.children = der_parse(node.content[1:], depth + 1)
+                node.bit_string = node.children is not None
+        nodes.append(node)
+        pos = end
+    return nodes
+
+
+def der_tlv(tag: int, content: bytes) -> bytes:
+    """One DER TLV."""
+    length = len(content)
+    if length < 0x80:
+        return bytes((tag, length)) + content
+    size = (length.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
+
+
+def der_encode(nodes: list[Node]) -> bytes:
+    """The DER of ``nodes``, lengths recomputed."""
+    out = []
+    for node in nodes:
+        content = node.content
+        if node.children is not None:
+            content = (b"\x00" if node.bit_string else b"") + der_encode(node.children)
+        out.append(der_tlv(node.tag, content))
+    return b"".join(out)
+
+
+def der_flatten(nodes: list[Node], into: list[tuple[list[Node], Node]]) -> None:
+    """Every node of the tree with the list holding it, depth first, into ``into``."""
+    for node in nodes:
+        into.append((nodes, node))
+        if node.children is not None:
+            der_flatten(node.children, into)
+
+
+_TAGS = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x0C, 0x13, 0x16, 0x17, 0x18, 0x1E,
+         0x30, 0x31, 0x80, 0x81, 0x82, 0xA0, 0xA1, 0xA2, 0xA3)
+_VALUES = (b"", b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\xff\x80", b"\x00\x80",
+           b"\xff" * 9, b"\x00" * 33, b"\x05\x00", b"\x06\x00", b"\x30\x00", b"\x02\x01\x05")
+
+
+def der_copy(node: Node) -> Node:
+    """A deep copy of ``node``."""
+    # Re-encoding and re-parsing gives a deep copy (the encoding always parses).
+    parsed = der_parse(der_encode([node]))
+    assert parsed is not None
+    return parsed[0]
+
+
+def mutate_der(data: bytes, choices: Choices, rounds: int = 1) -> bytes:
+    """``data`` with ``rounds`` structural changes (values, tags, nodes) and fixed lengths.
+
+    The simplest choices (what hypothesis shrinks towards) change one value deep in the
+    tree; restructuring the outer layers comes later in the order.
+    """
+    for _ in range(rounds):
+        tree = der_parse(data)
+        if not tree:
+            return mutate_bytes(data, choices, 1)
+        flat: list[tuple[list[Node], Node]] = []
+        der_flatten(tree, flat)
+        siblings, node = flat[len(flat) - 1 - choices.integer(0, len(flat) - 1)]
+        op = choices.integer(0, 8)
+        if op == 0:
+            content = bytearray(node.content or b"\x00")
+            if node.children is not None:
+                content = bytearray((b"\x00" if node.bit_string else b"")
+                                    + der_encode(node.children))
+            index = choices.integer(0, len(content) - 1)
+            content[index] ^= 1 << choices.integer(0, 7)
+            node.content, node.children = bytes(content), None
+        elif op == 1:
+            node.content, node.children = _VALUES[choices.integer(0, len(_VALUES) - 1)], None
+        elif op == 2:
+            node.content, node.children = choices.blob(48), None
+        elif op == 3:
+            node.tag = _TAGS[choices.integer(0, len(_TAGS) - 1)]
+        elif op == 4:
+            siblings.remove(node)
+        elif op == 5:
+            siblings.insert(siblings.index(node), der_copy(node))
+        elif op == 6:
+            other = der_copy(flat[choices.integer(0, len(flat) - 1)][1])
+            node.tag, node.content = other.tag, other.content
+            node.children, node.bit_string = other.children, other.bit_string
+        elif op == 7:
+            value = node.content
+            if node.children is not None:
+                value = (b"\x00" if node.bit_string else b"") + der_encode(node.children)
+            node.content = (value * choices.integer(2, 64))[:65536]
+            node.children = None
+        else:
+            index = siblings.index(node)
+            other_index = choices.integer(0, len(siblings) - 1)
+            siblings[index], siblings[other_index] = siblings[other_index], node
+        data = der_encode(tree)
+    return data
+
+
+def mutate_bytes(data: bytes, choices: Choices, rounds: int = 1) -> bytes:
+    """``data`` with ``rounds`` of bit flips, byte replacements, insertions, deletions, cuts."""
+    buffer = bytearray(data)
+    for _ in range(rounds):
+        op = choices.integer(0, 4)
+        if op == 4 or not buffer:
+            buffer[choices.integer(0, len(buffer)):choices.integer(0, len(buffer))] = \
+                choices.blob(16)
+        elif op == 0:
+            buffer[choices.integer(0, len(buffer) - 1)] ^= 1 << choices.integer(0, 7)
+        elif op == 1:
+            buffer[choices.integer(0, len(buffer) - 1)] = choices.integer(0, 255)
+        elif op == 2:
+            start = choices.integer(0, len(buffer) - 1)
+            del buffer[start:start + choices.integer(1, 16)]
+        else:
+            del buffer[choices.integer(0, len(buffer)):]
+    return bytes(buffer)
+
+
+def mutate(data: bytes, choices: Choices) -> bytes:
+    """One to three mutations, structural or byte-level."""
+    rounds = choices.integer(1, 3)
+    if choices.integer(0, 2):
+        return mutate_der(data, choices, rounds)
+    return mutate_bytes(data, choices, rounds)
+
+
+# --- re-signing: mutated contents behind a valid signature -----------------------------------
+
+def sign_like(key: PrivateKey, data: bytes, pss: bool = False) -> bytes:
+    """A signature over ``data`` as certsrv.pki and the test responders make them."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    assert isinstance(key, rsa.RSAPrivateKey)
+    pad = padding.PSS(padding.MGF1(hashes.SHA256()), 32) if pss else padding.PKCS1v15()
+    return key.sign(data, pad, hashes.SHA256())
+
+
+def _resign_signed(signed: Node, key: PrivateKey, choices: Choices, pss: bool) -> None:
+    """Mutate the first child (the to-be-signed part) of a SIGNED{} SEQUENCE; sign again."""
+    children = signed.children
+    assert children is not None and len(children) >= 3
+    tbs = mutate_der(der_encode(children[:1]), choices, choices.integer(1, 3))
+    signature = sign_like(key, tbs, pss)
+    signed.content = (tbs + der_encode(children[1:2]) + der_tlv(0x03, b"\x00" + signature)
+                      + der_encode(children[3:]))
+    signed.children = None
+
+
+def resign(der: bytes, key: PrivateKey, choices: Choices, pss: bool = False) -> bytes:
+    """A certificate or CRL with mutated TBS contents and a signature that verifies."""
+    tree = der_parse(der)
+    assert tree is not None
+    _resign_signed(tree[0], key, choices, pss)
+    return der_encode(tree)
+
+
+def resign_ocsp(der: bytes, key: PrivateKey, choices: Choices, pss: bool = False) -> bytes:
+    """An OCSP response with mutated tbsResponseData and a signature that verifies."""
+    tree = der_parse(der)
+    assert tree is not None
+    # OCSPResponse { status, [0] { SEQUENCE { OID, OCTET STRING { BasicOCSPResponse } } } }
+    response_bytes = tree[0].children[1].children[0]  # type: ignore[index]
+    basic = response_bytes.children[1].children[0]  # type: ignore[index]
+    _resign_signed(basic, key, choices, pss)
+    return der_encode(tree)
+
+
+# --- valid inputs of every parser, to mutate ------------------------------------------------
+
+def der_of(cert: x509.Certificate) -> bytes:
+    """The certificate's DER."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pem_armour(label: str, der: bytes) -> bytes:
+    """``der`` as PEM under ``label``."""
+    body = base64.encodebytes(der)
+    return f"-----BEGIN {label}-----\n".encode() + body + f"-----END {label}-----\n".encode()
+
+
+@dataclass(frozen=True)
+class OCSPCase:
+    """A valid response about ``cert`` and what verifying it needs; ``key`` signed it."""
+
+    der: bytes
+    cert: x509.Certificate
+    issuer: x509.Certificate
+    nonce: bytes | None
+    key: PrivateKey
+    pss: bool = False
+
+
+@dataclass(frozen=True)
+class Fixtures:
+    """Everything the parsers are fed: valid inputs to mutate and what checks them."""
+
+    now: datetime.datetime
+    ca: CertificateAuthority
+    leaf: IssuedCertificate
+    responder: IssuedCertificate
+    ocsp_cases: tuple[OCSPCase, ...]
+    ocsp_requests: tuple[bytes, ...]
+    certificates: tuple[bytes, ...]
+    keys: tuple[bytes, ...]
+    crl: bytes
+
+    def responder_resource(self) -> OCSPResource:
+        """An OCSP responder for ``ca``'s certificates, on a clock at ``now``."""
+        clock = Clock()
+        clock.advance(self.now.timestamp())
+        revoked: StatusRecord = (CertStatus.REVOKED, self.now - HOUR,
+                                 x509.ReasonFlags.key_compromise)
+        leaf_serial = self.leaf.serial_number
+        return OCSPResource(self.ca.certificate, self.responder.certificate,
+                            self.responder.private_key,
+                            lambda serial: revoked if serial == leaf_serial else None, clock)
+
+
+@functools.cache
+def fixtures() -> Fixtures:
+    """Made once per process: keys are cheap, not free."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    cases: list[OCSPCase] = []
+    ca = leaf = responder = None
+    for key_type in (KeyType.ECDSA_P256, KeyType.RSA_2048, KeyType.ED25519):
+        root = CertificateAuthority.create(f"OCSP Root {key_type.value}", key_type=key_type)
+        client = root.issue_client("alice", key_type=KeyType.ECDSA_P256)
+        delegate = root.issue_ocsp_responder(key_type=key_type)
+        cert_id = cert_id_key(client.certificate, root.certificate)
+        pss = key_type is KeyType.RSA_2048
+        good = SingleStatus(cert_id, CertStatus.GOOD, now - HOUR, now + HOUR)
+        revoked = SingleStatus(cert_id, CertStatus.REVOKED, now - HOUR, now + HOUR, now - 2 * HOUR,
+                               x509.ReasonFlags.key_compromise)
+        nonce = b"n" * 16
+        cases.append(OCSPCase(
+            build_response([good], root.certificate, root.private_key, produced_at=now,
+                           nonce=nonce, rsa_pss=pss),
+            client.certificate, root.certificate, nonce, root.private_key, pss))
+        cases.append(OCSPCase(
+            build_response([revoked], delegate.certificate, delegate.private_key,
+                           produced_at=now, certificates=[delegate.certificate],
+                           responder_id="name"),
+            client.certificate, root.certificate, None, delegate.private_key))
+        if ca is None:
+            ca, leaf, responder = root, client, delegate
+    assert ca is not None and leaf is not None and responder is not None
+    sha256_request = (ocsp.OCSPRequestBuilder()
+                      .add_certificate(leaf.certificate, ca.certificate, hashes.SHA256())
+                      .build().public_bytes(serialization.Encoding.DER))
+    requests = (build_request(leaf.certificate, ca.certificate, b"r" * 16),
+                build_request(leaf.certificate, ca.certificate, None), sha256_request)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    keys = tuple(k.private_bytes(serialization.Encoding.DER, pkcs8, none)
+                 for k in (leaf.private_key, rsa_key, ed25519.Ed25519PrivateKey.generate()))
+    keys += (rsa_key.private_bytes(serialization.Encoding.DER,
+                                   serialization.PrivateFormat.TraditionalOpenSSL, none),)
+    crl = ca.crl([(leaf.serial_number, now - HOUR, x509.ReasonFlags.key_compromise),
+                  (7, now - HOUR, None)])
+    return Fixtures(now, ca, leaf, responder, tuple(cases), requests,
+                    (der_of(ca.certificate), der_of(leaf.certificate),
+                     der_of(responder.certificate)),
+                    keys, crl.public_bytes(serialization.Encoding.DER))
+
+
+# --- the contracts, shared with the fuzz targets ---------------------------------------------
+
+def check_verify_response(case: OCSPCase, der: bytes) -> None:
+    """verify_response returns a status or raises OCSPError; anything else propagates."""
+    try:
+        status = verify_response(der, case.cert, case.issuer, now=fixtures().now,
+                                 nonce=case.nonce)
+    except OCSPError:
+        return
+    assert isinstance(status, OCSPStatus)
+
+
+def check_respond(resource: OCSPResource, der: bytes) -> None:
+    """respond returns a parseable OCSP response; a parse failure propagates as ValueError."""
+    answer = resource.respond(der)
+    assert isinstance(answer, bytes)
+    ocsp.load_der_ocsp_response(answer)
+
+
+def check_load(path: str, data: bytes, load: Callable[[str], object]) -> None:
+    """A loader succeeds or raises ConfigurationError on ``data`` written to ``path``."""
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        load(path)
+    except ConfigurationError:
+        pass
+
+
+def check_verify_crl(data: bytes) -> None:
+    """verify_crl returns a VerifiedCRL or raises CRLError."""
+    f = fixtures()
+    try:
+        verify_crl(data, f.ca.certificate, "http://127.0.0.1/ca.crl", f.now.timestamp(), 300.0)
+    except CRLError:
+        pass

@@ -5,105 +5,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from functools import cache
 from typing import Any
 
-from twisted.application.service import IService
 from twisted.internet import defer, reactor
-from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from twisted.web import resource, server
 
-from certsrv import identity_of
 from certsrv.exceptions import ConfigurationError
-from certsrv.pki import IssuedCertificate
 from certsrv.server import options as _tap
-from certsrv.server.reload import Reloader
-from certsrv.tls.context import TLSFactory
+from tests._servers import run
 from tests._support import (
     Exchange,
     captured_events,
     client_tls_options,
-    clock_at_now,
     exchange,
+    options,
+    pieces,
+    policy_text,
     request_bytes,
     shared_pki,
     write_pem,
 )
-from tests.test_interop import run
-from tests.test_plugin import _Files
-
-
-class _Echo(resource.Resource):
-    """Every path: 200 naming the path and the client's identity (``-`` without one)."""
-
-    isLeaf = True
-
-    def render(self, request: server.Request) -> bytes:
-        identity = identity_of(request)
-        who = identity.subject if identity is not None else "-"
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return f"path={request.path.decode()} who={who}\n".encode()
-
-
-def policy_app() -> resource.IResource:
-    """The application behind the policy (``--app tests.test_access.policy_app``)."""
-    return _Echo()
-
-
-@cache
-def _certs() -> dict[str, IssuedCertificate]:
-    root = shared_pki().root
-    return {
-        "alice": shared_pki().client,  # CN=alice, spiffe://example.org/ns/a/sa/alice
-        "clerk": root.issue_client("clerk", organization="Example Payments"),
-        "workload": root.issue_client(
-            "payments-api", uris=["spiffe://example.org/ns/payments/sa/api"]),
-        "operator": root.issue_client("operator"),
-        "nearly": root.issue_client(  # the right trust domain, another namespace
-            "ledger", organization="Example Ledger",
-            uris=["spiffe://example.org/ns/paymentsx/sa/api"]),
-    }
-
-
-def policy_text(admin: str) -> str:
-    """The policy of these tests, admitting the certificate named ``admin`` to /admin."""
-    return f"""
-[[rule]]
-name = "health"
-path = "/health"
-methods = ["GET"]
-public = true
-
-[[rule]]
-name = "payments"
-path = "/api/payments"
-[rule.allow]
-subject = {{ O = "Example Payments" }}
-spiffe = ["spiffe://example.org/ns/payments/*"]
-
-[[rule]]
-name = "admin"
-path = "/admin"
-[rule.allow]
-sha256 = ["{_certs()[admin].fingerprint}"]
-"""
-
-
-def options(argv: list[str], clock: IReactorTime | None = None) -> _tap.Options:
-    """``twistd certsrv`` options parsed from ``argv``, judging time by ``clock``."""
-    parsed = _tap.Options()
-    parsed.clock = clock if clock is not None else clock_at_now()
-    parsed.parseOptions(argv)
-    return parsed
-
-
-def pieces(service: IService) -> tuple[TLSFactory, Reloader]:
-    """The TLS factory of the (first) listener and the reloader of a ``makeService`` tree."""
-    factories = [child.factory for child in service  # type: ignore[attr-defined]
-                 if isinstance(getattr(child, "factory", None), TLSFactory)]
-    reloaders = [child for child in service if isinstance(child, Reloader)]  # type: ignore[attr-defined]
-    return factories[0], reloaders[0]
+from tests._support import Files as _Files
+from tests._support import access_certs as _certs
 
 
 def reason_of(result: Exchange) -> str | None:
@@ -121,7 +44,7 @@ class PolicyTests(SynchronousTestCase):
         self.files = _Files(self.mktemp())
         self.policy = write_pem(self.files.dir, "policy.toml", policy_text("operator").encode())
         parsed = options(self.files.argv("--client-cert", "optional", "--policy", self.policy,
-                                         "--app", "tests.test_access.policy_app"))
+                                         "--app", "tests._support.policy_app"))
         self.factory, self.reloader = pieces(_tap.makeService(parsed))
         self.pki = shared_pki()
 
@@ -277,7 +200,7 @@ class CurlHTTP2Tests(TestCase):
         self.files = _Files(self.mktemp())
         policy = write_pem(self.files.dir, "policy.toml", policy_text("operator").encode())
         parsed = options(self.files.argv("--client-cert", "optional", "--policy", policy,
-                                         "--app", "tests.test_access.policy_app"), reactor)
+                                         "--app", "tests._support.policy_app"), reactor)
         factory, _ = pieces(_tap.makeService(parsed))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)

@@ -19,29 +19,30 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from certsrv.client.http import explain
 from certsrv.exceptions import Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
-from certsrv.pki.responder import OCSPResource, StatusRecord
-from certsrv.revocation.ocsp import CertStatus
 from certsrv.server import options as _tap
+from certsrv.testing import FakeOCSPResponder
+from tests._servers import Listener as _Listener
+from tests._servers import run
 from tests._support import (
     DAY,
     Exchange,
     captured_events,
     client_tls_options,
+    crl_pem,
     exchange,
     make_server_factory,
+    options,
+    pieces,
     shared_pki,
     utcnow,
     write_pem,
 )
-from tests.test_access import options, pieces
-from tests.test_crl import crl_pem
-from tests.test_interop import _Listener, run
-from tests.test_plugin import _Files
+from tests._support import Files as _Files
 
 # The s_client and curl arguments that pin each TLS version. With TLS 1.3 the client's
 # handshake is over before the server judges its certificate: curl then writes its request
@@ -178,30 +179,15 @@ class RefusalAlertTests(_Certsrv):
         yield self.assertStatus(port, self.pki.client, 200)
 
 
-class _ClosingOCSPResource(OCSPResource):
-    """Answers with ``Connection: close``: certsrv's fetcher keeps no connection open."""
-
-    def render(self, request: Request) -> bytes:
-        request.setHeader(b"connection", b"close")
-        return super().render(request)  # type: ignore[no-any-return]
-
-
 class OCSPRevokedTests(_Certsrv):
     """An OCSP "revoked": a 403 while the answer is fetched, then refused in the handshake."""
 
     def responder(self, revoked: IssuedCertificate) -> str:
         """A real OCSP responder for the shared root on 127.0.0.1; its URL."""
-        root = self.pki.root
-        signer = root.issue_ocsp_responder()
-        table: dict[int, StatusRecord] = {
-            revoked.serial_number: (CertStatus.REVOKED, utcnow() - DAY,
-                                    x509.ReasonFlags.key_compromise),
-            self.pki.client.serial_number: (CertStatus.GOOD, None, None),
-        }
-        site = Site(_ClosingOCSPResource(root.certificate, signer.certificate,
-                                         signer.private_key, table.get,
-                                         reactor))  # type: ignore[arg-type]
-        return f"http://127.0.0.1:{self.listen_on_loopback(site)}/"
+        ocsp = FakeOCSPResponder(self.pki.root, clock=reactor, default="unknown")
+        ocsp.revoke(revoked, at=utcnow() - DAY)
+        ocsp.good(self.pki.client)
+        return f"http://127.0.0.1:{self.listen_on_loopback(Site(ocsp.resource()))}/"
 
     @defer.inlineCallbacks
     def test_revoked_403_then_certificate_revoked(self) -> Any:

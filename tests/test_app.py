@@ -15,19 +15,22 @@ from twisted.web import resource, server, static
 import certsrv
 from certsrv.pki import IssuedCertificate
 from certsrv.server import options as _tap
-from certsrv.tls.context import ServerTLS, TLSFactory
-from certsrv.web.site import CertsrvSite
+from certsrv.server.config import ServerConfig
+from certsrv.tls.context import ClientCertMode, ServerTLS, TLSFactory
+from certsrv.web.site import CertsrvSite, Limits
+from tests._servers import run
 from tests._support import (
     Exchange,
     client_tls_options,
+    clock_at_now,
     exchange,
+    options,
+    pieces,
     request_bytes,
     shared_pki,
     write_pem,
 )
-from tests.test_access import options, pieces
-from tests.test_interop import run
-from tests.test_plugin import _Files
+from tests._support import Files as _Files
 
 
 def _make_klein_app() -> Any:
@@ -207,7 +210,7 @@ class AppOptionTests(SynchronousTestCase):
         self.assertEqual(result.status, 404)
 
     def test_factory_by_name(self) -> None:
-        parsed = options(self.files.argv("--app", "tests.test_access.policy_app"))
+        parsed = options(self.files.argv("--app", "tests._support.policy_app"))
         factory, _ = pieces(_tap.makeService(parsed))
         result = exchange(factory, client_tls_options(self.pki, self.pki.client),
                           request_bytes("/anything"))
@@ -279,6 +282,45 @@ class ProtectedSiteErrorTests(SynchronousTestCase):
                                    self.files.argv("--http2", "yes"))
         self.assertEqual(str(caught.exception),
                          "argv: --http2 must be one of on, off (got 'yes')")
+
+
+class ProtectedSiteConfigTests(SynchronousTestCase):
+    """``protected_site`` from a ``ServerConfig``: the real path; argv is a convenience."""
+
+    def setUp(self) -> None:
+        self.pki = shared_pki()
+        self.files = _Files(self.mktemp())
+        self.app = _Counting()
+
+    def config(self, **values: Any) -> ServerConfig:
+        return ServerConfig(cert=self.files.cert, key=self.files.key, ca=(self.files.ca,),
+                            **values)
+
+    def test_serves_a_config(self) -> None:
+        factory = certsrv.protected_site(self.app, self.config(), limits=Limits(max_headers=5),
+                                         clock=clock_at_now())
+        self.assertEqual(exchange(factory, client_tls_options(self.pki, self.pki.client),
+                                  request_bytes("/")).body, b"private for CN=alice\n")
+        self.assertIsNone(exchange(factory, client_tls_options(self.pki, None)).status)
+        site = factory.wrappedFactory
+        self.assertEqual(site.limits.max_headers, 5)
+        self.assertIs(site.current, factory.tls.current, "one configuration in force")
+
+    def test_argv_describes_the_same_config(self) -> None:
+        argv = self.files.argv("--client-cert", "optional", "--max-headers", "7")
+        parsed = options(argv)
+        self.assertEqual(parsed.server_config(), parsed.config)
+        self.assertEqual(parsed.config, self.config(client_cert=ClientCertMode.OPTIONAL,
+                                                    ocsp=parsed.config.ocsp))
+        factory = certsrv.protected_site(self.app, argv, clock=clock_at_now())
+        self.assertEqual(factory.wrappedFactory.limits.max_headers, 7)
+        self.assertEqual(exchange(factory, client_tls_options(self.pki, None),
+                                  request_bytes("/")).status, 403)
+
+    def test_unusable_config(self) -> None:
+        with self.assertRaises(certsrv.ConfigurationError) as caught:
+            certsrv.protected_site(self.app, self.config(verify_depth=99), clock=clock_at_now())
+        self.assertEqual(caught.exception.source, "--verify-depth")
 
 
 class _Counting(resource.Resource):

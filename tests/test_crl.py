@@ -7,37 +7,29 @@ import signal
 import sys
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from certsrv.exceptions import ConfigurationError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.server.config import ServerConfig
+from certsrv.server.metrics import Metrics
 from certsrv.server.reload import Reloader
 from certsrv.tls.context import ServerTLS
+from tests._servers import Collect as _Collect
+from tests._servers import run
 from tests._support import (
     DAY,
     captured_events,
     client_tls_options,
     clock_at_now,
+    crl_pem,
     exchange,
     make_server_factory,
     shared_pki,
     utcnow,
     write_pem,
 )
-from tests.test_interop import _Collect, run
-
-
-def crl_pem(ca: CertificateAuthority, *revoked: IssuedCertificate | x509.Certificate,
-            **kwargs: Any) -> bytes:
-    entries = []
-    for item in revoked:
-        cert = item.certificate if isinstance(item, IssuedCertificate) else item
-        entries.append((cert.serial_number, utcnow() - DAY, x509.ReasonFlags.key_compromise))
-    return ca.crl(entries, **kwargs).public_bytes(serialization.Encoding.PEM)
 
 
 class CRLHandshakeTests(SynchronousTestCase):
@@ -58,8 +50,8 @@ class CRLHandshakeTests(SynchronousTestCase):
 
     def connect(self, config: ServerConfig, cert: IssuedCertificate):  # type: ignore[no-untyped-def]
         clock = clock_at_now()
-        settings, policy = config.load(clock)
-        factory = make_server_factory(settings, policy=policy)
+        settings, verifier = config.load(clock)
+        factory = make_server_factory(settings, verifier=verifier)
         with captured_events() as events:
             result = exchange(factory, client_tls_options(self.pki, cert))
         return result, [e for e in events if e.get("decision")]
@@ -175,11 +167,11 @@ class CRLReloadTests(SynchronousTestCase):
             key=write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600),
             ca=(write_pem(directory, "ca.pem", pki.root.certificate_pem()),), crls=(crl_path,))
         clock = clock_at_now()
-        settings, policy = config.load(clock)
-        factory = make_server_factory(settings, policy=policy)
+        settings, verifier = config.load(clock)
+        factory = make_server_factory(settings, verifier=verifier)
         tls: ServerTLS = factory.tls
-        policies = []
-        reloader = Reloader(config, tls, policies.append, clock, interval=5)
+        metrics = Metrics()
+        reloader = Reloader(config, tls.current, clock, interval=5, observer=metrics)
         reloader.startService()
         self.addCleanup(reloader.stopService)
         victim = pki.root.issue_client("soon-revoked")
@@ -189,7 +181,7 @@ class CRLReloadTests(SynchronousTestCase):
         os.utime(crl_path, ns=(1, 10**18))  # a different mtime, even within one tick
         clock.advance(5)
         self.assertEqual(reloader.reloads, 1)
-        self.assertEqual(len(policies), 1)
+        self.assertIsNot(tls.verifier, verifier, "the reload put a new verifier in force")
         result = exchange(factory, client_tls_options(pki, victim))
         self.assertIsNone(result.status)
         self.assertIn("certificate revoked", result.client_error)
@@ -202,6 +194,9 @@ class CRLReloadTests(SynchronousTestCase):
             clock.advance(5)
         self.assertEqual([e["reason"] for e in events], ["reload_refused"])
         self.assertEqual(reloader.reloads, 1)
+        for result in ("ok", "refused"):
+            self.assertEqual(metrics.registry.get_sample_value(
+                "certsrv_reloads_total", {"result": result}), 1.0)
         result = exchange(factory, client_tls_options(pki, victim))
         self.assertIn("certificate revoked", result.client_error, "the old CRL stays")
         self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
@@ -214,7 +209,7 @@ class SighupTests(TestCase):
 
     @defer.inlineCallbacks
     def test_sighup_reloads_crl(self) -> Any:
-        from tests.test_plugin import _free_port
+        from tests._servers import low_port as _free_port
 
         pki = shared_pki()
         directory = self.mktemp()

@@ -16,19 +16,18 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from certsrv.exceptions import Reason
+from certsrv.exceptions import CRLError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
-from certsrv.revocation.core import OCSPMode, Revocation, Status
 from certsrv.revocation.crlfetch import (
     CRLChecker,
-    CRLError,
     CRLFetcher,
     CRLFetchSettings,
     VerifiedCRL,
     distribution_point,
 )
+from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.revocation.ocsp import _children, _one, _tlv
-from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.tls.verify import ClientVerifier
 from certsrv.web.site import Limits
 from tests._support import (
     captured_events,
@@ -158,8 +157,14 @@ class FakeDistributionPoints:
 
 
 def make_checker(clock: Clock, points: FakeDistributionPoints, **settings: Any) -> CRLChecker:
-    settings.setdefault("mode", OCSPMode.LEAF)
+    settings.setdefault("mode", Scope.LEAF)
     return CRLChecker(CRLFetchSettings(**settings), clock, points)
+
+
+def cached(checker: Any, pair: Any) -> Verdict | None:
+    """The checker's cached verdict (``lookup_until`` without its time), None if none."""
+    found = checker.lookup_until(pair)
+    return found[0] if found is not None else None
 
 
 class CheckerTests(SynchronousTestCase):
@@ -190,11 +195,11 @@ class CheckerTests(SynchronousTestCase):
         self.assertIsNone(distribution_point(self.pki.client.certificate))
 
     def test_good_then_cached(self) -> None:
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
         verdict = self.verdict()
         self.assertEqual((verdict.status, verdict.reason), (Status.GOOD, "good"))
         self.assertEqual(verdict.subject, "CN=crl-alice")
-        self.assertEqual(self.checker.lookup(self.pair), verdict)
+        self.assertEqual(cached(self.checker, self.pair), verdict)
         self.verdict()
         self.assertEqual(self.points.calls, [ROOT_URL])
 
@@ -203,7 +208,7 @@ class CheckerTests(SynchronousTestCase):
         verdict = self.verdict()
         self.assertTrue(verdict.revoked)
         self.assertEqual(verdict.detail, "revoked (keyCompromise)")
-        self.assertEqual(self.checker.lookup(self.pair), verdict)
+        self.assertEqual(cached(self.checker, self.pair), verdict)
 
     def test_revoked_without_reason(self) -> None:
         self.points.revoke(ROOT_URL, self.alice, reason=None)
@@ -219,7 +224,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.points.calls, [ROOT_URL])
         self.assertEqual(len(self.checker), 1)
         fresh_pair = self.pair_of(self.root.issue_client("sharing-late"))
-        self.assertEqual(self.checker.lookup(fresh_pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, fresh_pair).status, Status.GOOD)
 
     def test_a_thousand_lookups_one_fetch(self) -> None:
         self.points.behaviour = "slow"
@@ -234,54 +239,55 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(statuses.count(Status.GOOD), 750)
         self.assertEqual(len(self.points.calls), 1)
 
-    def test_check_all_combines(self) -> None:
+    def test_decided_together(self) -> None:
         bad = self.root.issue_client("combined-bad")
         self.points.revoke(ROOT_URL, bad)
-        pairs = [self.pair, self.pair_of(bad)]
-        self.assertIsNone(self.checker.lookup_all(pairs))
-        verdict = self.successResultOf(self.checker.check_all(pairs))
+        revocation = Revocation([self.checker])
+        plan = ((self.checker, self.pair, 0), (self.checker, self.pair_of(bad), 0))
+        self.assertIsNone(revocation.lookup_until(plan)[0])
+        verdict = self.successResultOf(revocation.check(plan))
         self.assertEqual((verdict.status, verdict.subject), (Status.REVOKED, "CN=combined-bad"))
-        self.assertEqual(self.checker.lookup_all(pairs), verdict)
+        self.assertEqual(revocation.lookup_until(plan)[0], verdict)
         self.assertEqual(len(self.points.calls), 1)
 
     def test_expires_at_next_update(self) -> None:
         self.verdict()
         self.clock.advance(10 * 60 - 61)
-        self.assertIsNotNone(self.checker.lookup(self.pair))
+        self.assertIsNotNone(cached(self.checker, self.pair))
         self.assertEqual(len(self.points.calls), 1, "not yet due for refresh")
         self.clock.advance(62)
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
 
     def test_max_age_caps_the_cache(self) -> None:
         checker = make_checker(self.clock, self.points, max_age=30)
         self.verdict(checker=checker)
         self.clock.advance(31)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
 
     def test_refreshed_in_the_background_before_expiry(self) -> None:
         self.verdict()
         self.points.revoke(ROOT_URL, self.alice)
         self.clock.advance(10 * 60 - 30)  # inside the last minute: due for refresh
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD, "the held CRL")
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD, "the held CRL")
         self.assertEqual(len(self.points.calls), 2)
         self.clock.advance(60)  # the first CRL has expired, the refreshed one has not
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.REVOKED)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.REVOKED)
         self.assertEqual(len(self.points.calls), 2)
 
     def test_failed_refresh_keeps_the_crl_in_force(self) -> None:
         self.verdict()
         self.points.behaviour = "responder_down"
         self.clock.advance(10 * 60 - 50)
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
         self.assertEqual(len(self.points.calls), 2)
         self.clock.advance(10)  # retried only after unknown_ttl
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
         self.assertEqual(len(self.points.calls), 2)
         self.clock.advance(21)
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
         self.assertEqual(len(self.points.calls), 3)
         self.clock.advance(20)  # past nextUpdate with no fresh CRL: unknown
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
         verdict = self.verdict()
         self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "responder_down"))
 
@@ -337,7 +343,7 @@ class CheckerTests(SynchronousTestCase):
         self.points.next_update = -datetime.timedelta(seconds=100)
         self.assertEqual(self.verdict().status, Status.GOOD)
         self.clock.advance(31)  # used briefly, then asked for again
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
 
     def test_not_yet_valid(self) -> None:
         self.points.last_update = datetime.timedelta(seconds=301)
@@ -367,9 +373,9 @@ class CheckerTests(SynchronousTestCase):
         self.points.body = lambda url: without_next_update(self.root, self.points.crl(url))
         self.assertEqual(self.verdict(checker=checker).status, Status.REVOKED)
         self.clock.advance(45)
-        self.assertEqual(checker.lookup(self.pair).status, Status.REVOKED)
+        self.assertEqual(cached(checker, self.pair).status, Status.REVOKED)
         self.clock.advance(16)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
 
     def test_no_distribution_point(self) -> None:
         # Nothing to ask unless a distribution point is required.
@@ -379,7 +385,7 @@ class CheckerTests(SynchronousTestCase):
         pair = strict.pair(self.pki.client.certificate, self.pki.root.certificate)
         verdict = self.verdict(pair, checker=strict)
         self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "no_crl_dp"))
-        self.assertEqual(strict.lookup(pair), verdict)
+        self.assertEqual(cached(strict, pair), verdict)
         self.assertEqual(self.points.calls, [])
 
     def test_unusable_distribution_points_are_ignored(self) -> None:
@@ -402,14 +408,14 @@ class CheckerTests(SynchronousTestCase):
         inter = intermediate_with_dp(self.root, ROOT_URL)
         self.points.serve(INTER_URL, inter)
         bob = inter.issue_client("crl-bob")
-        checker = make_checker(self.clock, self.points, mode=OCSPMode.CHAIN)
-        pairs = [checker.pair(bob.certificate, inter.certificate),
-                 checker.pair(inter.certificate, self.root.certificate)]
-        self.assertEqual(self.successResultOf(checker.check_all(pairs)).status, Status.GOOD)
+        chain = {0: bob.certificate, 1: inter.certificate, 2: self.root.certificate}
+        revocation = Revocation([make_checker(self.clock, self.points, mode=Scope.CHAIN)])
+        verdict = self.successResultOf(revocation.check(revocation.plan(chain)))
+        self.assertEqual(verdict.status, Status.GOOD)
         self.assertEqual(sorted(self.points.calls), [INTER_URL, ROOT_URL])
         self.points.revoke(ROOT_URL, inter.certificate, x509.ReasonFlags.ca_compromise)
-        fresh = make_checker(self.clock, self.points, mode=OCSPMode.CHAIN)
-        verdict = self.successResultOf(fresh.check_all(pairs))
+        fresh = Revocation([make_checker(self.clock, self.points, mode=Scope.CHAIN)])
+        verdict = self.successResultOf(fresh.check(fresh.plan(chain)))
         self.assertEqual((verdict.status, verdict.subject, verdict.detail),
                          (Status.REVOKED, "CN=CDP Intermediate", "revoked (cACompromise)"))
 
@@ -421,7 +427,7 @@ class CheckerTests(SynchronousTestCase):
         verdict = self.verdict(self.pair_of(mallory, other))
         self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "wrong_issuer"))
         self.assertEqual(len(self.points.calls), 2)
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
 
     def test_cache_is_bounded(self) -> None:
         checker = make_checker(self.clock, self.points, cache_size=2)
@@ -441,9 +447,9 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.verdict().status, Status.REVOKED)
         self.points.body = lambda url: old
         self.clock.advance(10 * 60 - 40)  # the refresh gets the older CRL and keeps the newer
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.REVOKED)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.REVOKED)
         self.clock.advance(31)
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.REVOKED)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.REVOKED)
         self.assertEqual(len(self.points.calls), 3)
 
     def test_scope(self) -> None:
@@ -476,11 +482,11 @@ class CheckerTests(SynchronousTestCase):
             done.append(defer.Deferred())
             return done[-1]
 
-        checker = CRLChecker(CRLFetchSettings(mode=OCSPMode.LEAF), self.clock, self.points,
+        checker = CRLChecker(CRLFetchSettings(mode=Scope.LEAF), self.clock, self.points,
                              offload)
         wait = checker.check(self.pair)
         self.assertNoResult(wait)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
         done[0].callback(jobs[0]())
         self.assertEqual(self.successResultOf(wait).status, Status.GOOD)
 
@@ -488,12 +494,12 @@ class CheckerTests(SynchronousTestCase):
         def broken(job: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
             raise RuntimeError("bug")
 
-        checker = CRLChecker(CRLFetchSettings(mode=OCSPMode.LEAF), self.clock, self.points,
+        checker = CRLChecker(CRLFetchSettings(mode=Scope.LEAF), self.clock, self.points,
                              broken)
         verdict = self.verdict(checker=checker)
         self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "internal_error"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
 
 
 class ServerTests(SynchronousTestCase):
@@ -508,11 +514,11 @@ class ServerTests(SynchronousTestCase):
         self.points.serve(ROOT_URL, self.root)
 
     def server(self, **settings: Any) -> Any:
-        policy = ClientCertificatePolicy(
+        verifier = ClientVerifier(
             self.clock, revocation=Revocation([make_checker(self.clock, self.points,
                                                             **settings)]))
         # The idle timeout runs on the same clock: keep it out of the way.
-        return make_server_factory(self.pki.settings(), policy=policy,
+        return make_server_factory(self.pki.settings(), verifier=verifier,
                                    limits=Limits(idle_timeout=10**9))
 
     def test_revoked_cold_cache_403_then_handshake_rejected(self) -> None:
@@ -533,7 +539,7 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(self.points.calls, [ROOT_URL])
 
     def test_chain_mode_rejects_revoked_intermediate(self) -> None:
-        factory = self.server(mode=OCSPMode.CHAIN)
+        factory = self.server(mode=Scope.CHAIN)
         inter = intermediate_with_dp(self.root, ROOT_URL)
         self.points.serve(INTER_URL, inter)
         bob = inter.issue_client("crl-server-bob")
@@ -627,11 +633,11 @@ class FetcherTests(TestCase):
         good, victim = root.issue_client("tcp-good"), root.issue_client("tcp-victim")
         now = datetime.datetime.now(datetime.UTC)
         served.body = der(root.crl([(victim.serial_number, now, None)]))
-        checker = CRLChecker(CRLFetchSettings(mode=OCSPMode.LEAF), reactor,
+        checker = CRLChecker(CRLFetchSettings(mode=Scope.LEAF), reactor,
                              CRLFetcher(reactor, reactor, timeout=5))
         self.addCleanup(checker.fetch.close)  # type: ignore[attr-defined]
-        verdicts = yield checker.check_all([checker.pair(good.certificate, root.certificate)])
-        self.assertEqual(verdicts.status, Status.GOOD)
+        verdict = yield checker.check(checker.pair(good.certificate, root.certificate))
+        self.assertEqual(verdict.status, Status.GOOD)
         verdict = yield checker.check(checker.pair(victim.certificate, root.certificate))
         self.assertEqual(verdict.status, Status.REVOKED)
         self.assertEqual(len(served.requests), 1)

@@ -2,7 +2,7 @@
 Differential tests: the handshake verdict on a client chain equals the forwarded verdict.
 
 certsrv judges a client chain in two places: the TLS handshake (OpenSSL's verify callback
-feeding ``ClientCertificatePolicy.judge``) and the gate, for a certificate a trusted proxy
+feeding ``ClientVerifier.judge``) and the gate, for a certificate a trusted proxy
 forwards (``ForwardedVerifier`` feeding ``judge`` through ``verify_chain``), each followed by
 the one revocation decision. Issue 9 findings 3 and 4 were places where they drifted apart.
 
@@ -403,8 +403,8 @@ def handshake(case: Case) -> Outcome:
     """The verdict of a direct mutual-TLS connection presenting the case's chain."""
     fx = fixture()
     clock = clock_at_now()
-    tls_settings, policy = fx.config(case).load(clock)
-    factory = TLSFactory(ServerTLS(tls_settings, policy), build_site(policy))
+    tls_settings, verifier = fx.config(case).load(clock)
+    factory = TLSFactory(ServerTLS(tls_settings, verifier), build_site(verifier))
     issued = fx.leaf(case)
     extra: dict[str, Any] = {}
     if case.client_sends_intermediate:
@@ -434,9 +434,9 @@ def forwarded(case: Case) -> Outcome:
     fx = fixture()
     config = dataclasses.replace(fx.config(case), client_cert=ClientCertMode.OPTIONAL)
     clock = clock_at_now()
-    tls_settings, policy = config.load(clock)
-    site = build_site(policy, forwarded=forwarding("rfc9440", None, ["127.0.0.1/32"]))
-    factory = TLSFactory(ServerTLS(tls_settings, policy), site)
+    tls_settings, verifier = config.load(clock)
+    site = build_site(verifier, forwarded=forwarding("rfc9440", None, ["127.0.0.1/32"]))
+    factory = TLSFactory(ServerTLS(tls_settings, verifier), site)
     issued = fx.leaf(case)
     headers = [(b"Client-Cert", b":" + _der_b64(issued.certificate) + b":")]
     if case.client_sends_intermediate:

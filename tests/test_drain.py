@@ -17,7 +17,12 @@ from twisted.web import resource, server
 
 from certsrv.server.lifecycle import Drainer
 from tests._h2client import H2Client, connect_h2, h2_options
-from tests._servers import spawn, twistd_argv, wait_listening
+from tests._servers import HEALTH as _HEALTH
+from tests._servers import low_port as _free_port
+from tests._servers import run, spawn, twistd_argv, wait_listening
+from tests._servers import status_of as _status
+from tests._servers import tcp_exchange as _exchange
+from tests._support import Hold as _Hold
 from tests._support import (
     HTTPClientProtocol,
     client_tls_options,
@@ -25,10 +30,6 @@ from tests._support import (
     shared_pki,
     write_pem,
 )
-from tests.test_interop import run
-from tests.test_operations import _Hold
-from tests.test_plugin import _free_port
-from tests.test_sidelisteners import _HEALTH, _exchange, _status
 
 # The slow answer comes this long after its request; SIGTERM is sent about a second in.
 SLOW_SECONDS = 2.5

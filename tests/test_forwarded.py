@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from certsrv.exceptions import CertsrvError, ConfigurationError
+from certsrv.exceptions import CertsrvError, ConfigurationError, ForwardedReason
 from certsrv.forwarded.headers import (
     ALL_FORWARDED_HEADERS,
     DEFAULT_MAX_CERTIFICATES,
@@ -30,7 +30,6 @@ from certsrv.forwarded.headers import (
     ForwardedCertError,
     ForwardedChain,
     ForwardedFormat,
-    ForwardedReason,
     TrustedProxies,
     forwarded_headers,
     parse_forwarded,

@@ -27,21 +27,22 @@ from certsrv.access.policy import Claims, parse_policy
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.server import options as _tap
 from certsrv.server.reload import Reloader
+from tests._servers import NginxFront, run
 from tests._support import (
     DAY,
     captured_events,
     client_tls_options,
+    crl_pem,
     exchange,
     make_server_factory,
+    options,
+    pieces,
     shared_pki,
     utcnow,
     write_pem,
 )
-from tests.test_access import options, pieces
-from tests.test_crl import crl_pem
-from tests.test_interop import run
-from tests.test_plugin import _Files
-from tests.test_proxy import NginxFront, _certs
+from tests._support import Files as _Files
+from tests._support import proxy_certs as _certs
 
 # --- the application behind the gate: it records what it was dispatched ----------------------
 
@@ -348,7 +349,7 @@ class RequestViewPropertyTests(SynchronousTestCase):
             self, segments: list[str], method: str, who: str | None) -> None:
         target = "/" + "/".join(segments)
         parsed = _view_server()
-        factory = make_server_factory(parsed.settings, policy=parsed.verifier,
+        factory = make_server_factory(parsed.settings, verifier=parsed.verifier,
                                       app=parsed.app)
         del RECEIVED[:]
         cert = _people()[who] if who else None
@@ -364,31 +365,19 @@ class RequestViewPropertyTests(SynchronousTestCase):
            who=st.sampled_from([None, "admin", "carol"]))
     def test_policy_decides_on_what_is_dispatched_http2(
             self, segments: list[str], method: str, who: str | None) -> None:
-        from twisted.internet import protocol
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-        from twisted.test.iosim import connectedServerAndClient
-
-        from tests._h2client import H2Client, h2_options
+        from certsrv.testing import MemoryServer
 
         target = "/" + "/".join(segments)
         parsed = _view_server()
-        factory = make_server_factory(parsed.settings, policy=parsed.verifier,
+        factory = make_server_factory(parsed.settings, verifier=parsed.verifier,
                                       app=parsed.app, http2=True)
         del RECEIVED[:]
         cert = _people()[who] if who else None
-        client = H2Client()
-        client_factory = TLSMemoryBIOFactory(
-            h2_options(shared_pki(), cert), True, protocol.Factory.forProtocol(lambda: client),
-            clock=factory.tls.clock)
+        server = MemoryServer(factory, [shared_pki().root.certificate])
         with captured_events("certsrv.policy") as events:
-            _, _, pump = connectedServerAndClient(
-                lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
-                greet=False, clock=factory.tls.clock)
-            pump.flush()
-            stream = client.request(method.encode(), target.encode("latin-1"),
-                                    [(b"accept", b"application/json")])
-            pump.flush()
-        self.check(target, method, client.streams[stream].status, events)
+            response = server.request(method, target, client=cert, http2=True,
+                                      headers=[("accept", "application/json")])
+        self.check(target, method, response.status, events)
 
     def check(self, target: str, method: str, status: int | None,
               events: list[dict[str, Any]]) -> None:
@@ -675,7 +664,7 @@ class NginxFrontGateTests(NginxFront):
         self.assertEqual(json.loads(body)["subject"], "CN=carol,O=Example Users")
         # Another local process with an accepted certificate, from the trusted address:
         # its forwarded header is ignored and its own identity counts.
-        from tests.test_proxy import nginx_header
+        from tests._support import nginx_header
 
         forged = "X-SSL-Client-Cert: " + nginx_header(user)[1].decode()
         alice = self.pki.client
@@ -699,7 +688,7 @@ class ForwardedRevocationTests(_Served):
 
     @defer.inlineCallbacks
     def test_expired_crl_still_revokes_forwarded(self) -> Any:
-        from tests.test_proxy import client_cert_header
+        from tests._support import client_cert_header
 
         henry = self.pki.root.issue_client("henry")
         now = utcnow()
@@ -735,17 +724,12 @@ class PromptRevocationTests(_Served):
     def test_sighup_drops_cached_ocsp_answers(self) -> Any:
         from twisted.web.server import Site
 
-        from certsrv.pki.responder import OCSPResource, StatusRecord
-        from certsrv.revocation.ocsp import CertStatus
-        from tests.test_alerts import _ClosingOCSPResource
+        from certsrv.testing import FakeOCSPResponder
 
         carol = _people()["carol"]
-        signer = self.pki.root.issue_ocsp_responder()
-        table: dict[int, StatusRecord] = {carol.serial_number: (CertStatus.GOOD, None, None)}
-        resource_: OCSPResource = _ClosingOCSPResource(
-            self.pki.root.certificate, signer.certificate, signer.private_key,
-            lambda serial: table.get(serial), reactor)  # type: ignore[arg-type]
-        listening = reactor.listenTCP(0, Site(resource_),  # type: ignore[attr-defined]
+        ocsp = FakeOCSPResponder(self.pki.root, clock=reactor, default="unknown")
+        ocsp.good(carol)
+        listening = reactor.listenTCP(0, Site(ocsp.resource()),  # type: ignore[attr-defined]
                                       interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         url = f"http://127.0.0.1:{listening.getHost().port}/"
@@ -753,7 +737,7 @@ class PromptRevocationTests(_Served):
         client = yield self.client(port, carol)
         status, body = yield threads.deferToThread(client.request, "GET", "/secure")
         self.assertEqual(status, 200, body)
-        table[carol.serial_number] = (CertStatus.REVOKED, utcnow() - DAY, None)
+        ocsp.revoke(carol, at=utcnow() - DAY, reason=None)
         # The "good" answer is cached: a revocation alone is not seen yet.
         status, body = yield threads.deferToThread(client.request, "GET", "/secure")
         self.assertEqual(status, 200, body)

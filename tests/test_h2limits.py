@@ -7,7 +7,7 @@ import h2.settings
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from certsrv.web.limits import LimitedH2Connection, Limits
+from certsrv.web.limits import Limits
 from tests._h2client import H2Client, connect_h2, h2_options
 from tests._support import captured_events, make_server_factory, shared_pki
 
@@ -155,27 +155,3 @@ class H2LimitTests(TestCase):
         await client.when(lambda: client.closed or client.terminated is not None)
         self.assertTrue(client.closed or client.terminated == _NO_ERROR)
 
-
-class PrivateAPITests(TestCase):
-    """The Twisted internals certsrv's HTTP/2 limits rely on are still there."""
-
-    def test_twisted_h2_internals(self) -> None:
-        from twisted.web import _http2, http
-
-        for name in ("_requestReceived", "_requestDataReceived", "_requestEnded",
-                     "_requestAborted", "_requestDone", "_tryToWriteControlData",
-                     "resetTimeout", "openStreamWindow"):
-            self.assertTrue(callable(getattr(_http2.H2Connection, name, None)),
-                            f"twisted.web._http2.H2Connection.{name} is gone: certsrv's "
-                            "HTTP/2 limits (certsrv/_limits.py) need updating")
-        channel = http._GenericHTTPChannelProtocol(http.HTTPChannel())
-        for name in ("_negotiatedProtocol", "_channel"):
-            self.assertTrue(hasattr(channel, name),
-                            f"_GenericHTTPChannelProtocol.{name} is gone: certsrv's switch "
-                            "to HTTP/2 (certsrv/_limits.py) needs updating")
-        self.assertIn("_networkProducer", http.HTTPChannel.connectionMade.__code__.co_names)
-        self.assertIn("H2Connection", http._GenericHTTPChannelProtocol.dataReceived.__code__
-                      .co_names, "Twisted switches to HTTP/2 differently now")
-        self.assertIn("_request", _http2.H2Stream.__init__.__code__.co_names,
-                      "H2Stream no longer keeps its request in _request")
-        self.assertTrue(issubclass(LimitedH2Connection, _http2.H2Connection))

@@ -7,12 +7,13 @@ OCSP responses and requests, PEM/DER certificate, key and CRL files, fetched CRL
 the live server in memory: non-TLS first flights, truncated handshakes, malformed HTTP after
 a good handshake, and client certificates with odd, huge or mutated contents.
 
-The DER mutator and the fixtures here are shared with ``fuzz/fuzz_targets.py``, which runs
-the same targets for many more inputs.
+The DER mutator, the fixtures and the parsers' contracts (tests/_support.py) are shared with
+``fuzz/fuzz_targets.py``, which runs the same targets for many more inputs.
 
-``KNOWN_BUGS`` lists product bugs these tests found, each with a regression test marked
-``todo`` (an expected failure). The property tests tolerate exactly those failures so that
-they keep guarding everything else; remove an entry, and the ``todo``, once it is fixed.
+``KNOWN_BUGS`` (tests/_support.py) lists product bugs these tests found, each with a
+regression test marked ``todo`` (an expected failure). The property tests tolerate exactly
+those failures so that they keep guarding everything else; remove an entry, and the
+``todo``, once it is fixed.
 """
 
 from __future__ import annotations
@@ -20,17 +21,14 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
-import linecache
-import os
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
@@ -47,101 +45,61 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv.exceptions import ConfigurationError, OCSPError
 from certsrv.forwarded.headers import ForwardedCertConfig, TrustedProxies
 from certsrv.forwarded.trust import Forwarding
-from certsrv.pki import CertificateAuthority, IssuedCertificate, KeyType, PrivateKey
-from certsrv.pki.responder import OCSPResource, StatusRecord
-from certsrv.revocation.crlfetch import CRLError, verify_crl
+from certsrv.pki import CertificateAuthority, IssuedCertificate, PrivateKey
+from certsrv.revocation.crlfetch import verify_crl
 from certsrv.revocation.crlfiles import load_crl
 from certsrv.revocation.ocsp import (
     CertStatus,
-    OCSPStatus,
     SingleStatus,
-    build_request,
     build_response,
     cert_id_key,
     verify_response,
 )
 from certsrv.server.build import build_site
 from certsrv.tls.context import ServerTLS, TLSFactory
-from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.tls.verify import ClientVerifier
 from certsrv.x509.certs import load_certificates, load_private_key
 from tests._support import (
+    HOUR,
     Exchange,
     HTTPClientProtocol,
+    Node,
+    OCSPCase,
+    check_load,
+    check_respond,
+    check_verify_crl,
+    check_verify_response,
     client_tls_options,
     clock_at_now,
+    der_encode,
+    der_parse,
+    der_tlv,
     exchange,
+    fixtures,
+    known_bug,
     make_server_factory,
+    mutate,
+    mutate_bytes,
+    mutate_der,
+    pem_armour,
     request_bytes,
+    resign,
+    resign_ocsp,
     shared_pki,
+    sign_like,
 )
+from tests._support import der_copy as _copy
+from tests._support import der_flatten as _flatten
+from tests._support import der_of as _der
 
 PROPERTY = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LIVE = PROPERTY
-HOUR = datetime.timedelta(hours=1)
 
 
-# --- product bugs found here, tolerated by the property tests until fixed --------------------
-
-@dataclass(frozen=True)
-class Raised:
-    """An exception, and the innermost certsrv frame it passed through."""
-
-    error: BaseException
-    function: str
-    line: str  # that frame's source line
-
-
-def raised(error: BaseException | Failure) -> Raised:
-    """Where in certsrv ``error`` (or a logged Failure's exception) came from."""
-    if isinstance(error, Failure):
-        frames = [(name, path, line) for name, path, line, *_ in error.frames]
-        value = error.value
-        assert value is not None
-    else:
-        value = error
-        frames = [(f.name, f.filename, f.lineno or 0)
-                  for f in traceback.extract_tb(error.__traceback__)]
-    for name, path, line in reversed(frames):
-        if f"{os.sep}certsrv{os.sep}" in path:
-            return Raised(value, name, linecache.getline(path, line).strip())
-    return Raised(value, "", "")
-
-
-def _reads_name(r: Raised) -> bool:
-    return isinstance(r.error, TypeError | ValueError) and any(
-        attribute in r.line for attribute in (".subject", ".issuer", "responder_name"))
-
-
-# id -> (what it is, does this exception come from it?)
-# Every bug these tests found has been fixed; each keeps its regression test below. A new
-# one is added here (with a ``todo`` on its reproduction) only while it awaits a fix.
-KNOWN_BUGS: dict[str, tuple[str, Callable[[Raised], bool]]] = {}
-
-
-def known_bug(error: BaseException | Failure) -> str | None:
-    """The id of the reported product bug ``error`` (or a logged Failure) comes from, if any."""
-    where = raised(error)
-    for name, (_, matches) in KNOWN_BUGS.items():
-        if matches(where):
-            return name
-    return None
-
-
-# --- DER mutation, driven by hypothesis or by a random generator -----------------------------
-
-class Choices(Protocol):
-    """Where a mutator gets its decisions: hypothesis draws, or ``random.Random``."""
-
-    def integer(self, low: int, high: int) -> int:
-        """An integer in [low, high]."""
-
-    def blob(self, max_size: int) -> bytes:
-        """Up to ``max_size`` bytes."""
-
+# --- hypothesis draws for the DER mutator of tests/_support.py ----------------------------
 
 class DrawChoices:
     """Choices drawn from a hypothesis ``data`` object, so failures shrink."""
@@ -156,348 +114,6 @@ class DrawChoices:
     def blob(self, max_size: int) -> bytes:
         """Up to ``max_size`` bytes."""
         return self._data.draw(st.binary(max_size=max_size))
-
-
-@dataclass
-class Node:
-    """One DER TLV; ``children`` when its content parses as DER (constructed, or wrapping)."""
-
-    tag: int
-    content: bytes
-    children: list[Node] | None = None
-    bit_string: bool = False  # the children follow a BIT STRING's unused-bits byte
-
-
-_MAX_DEPTH = 24
-
-
-def der_parse(data: bytes, depth: int = 0) -> list[Node] | None:
-    """Split ``data`` into TLVs (one-byte tags, minimal definite lengths), or None."""
-    nodes: list[Node] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
-            return None
-        tag, first, start = data[pos], data[pos + 1], pos + 2
-        if first < 0x80:
-            length = first
-        else:
-            count = first & 0x7F
-            if not 1 <= count <= 4 or start + count > len(data) or data[start] == 0:
-                return None
-            length = int.from_bytes(data[start:start + count], "big")
-            if length < 0x80:
-                return None
-            start += count
-        end = start + length
-        if end > len(data):
-            return None
-        node = Node(tag, data[start:end])
-        if depth < _MAX_DEPTH and node.content:
-            if tag & 0x20 or tag == 0x04:
-                node.children = der_parse(node.content, depth + 1)
-            elif tag == 0x03 and node.content[0] == 0 and len(node.content) > 2:
-                node.children = der_parse(node.content[1:], depth + 1)
-                node.bit_string = node.children is not None
-        nodes.append(node)
-        pos = end
-    return nodes
-
-
-def der_tlv(tag: int, content: bytes) -> bytes:
-    """One DER TLV."""
-    length = len(content)
-    if length < 0x80:
-        return bytes((tag, length)) + content
-    size = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
-
-
-def der_encode(nodes: list[Node]) -> bytes:
-    """The DER of ``nodes``, lengths recomputed."""
-    out = []
-    for node in nodes:
-        content = node.content
-        if node.children is not None:
-            content = (b"\x00" if node.bit_string else b"") + der_encode(node.children)
-        out.append(der_tlv(node.tag, content))
-    return b"".join(out)
-
-
-def _flatten(nodes: list[Node], into: list[tuple[list[Node], Node]]) -> None:
-    for node in nodes:
-        into.append((nodes, node))
-        if node.children is not None:
-            _flatten(node.children, into)
-
-
-_TAGS = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x0C, 0x13, 0x16, 0x17, 0x18, 0x1E,
-         0x30, 0x31, 0x80, 0x81, 0x82, 0xA0, 0xA1, 0xA2, 0xA3)
-_VALUES = (b"", b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\xff\x80", b"\x00\x80",
-           b"\xff" * 9, b"\x00" * 33, b"\x05\x00", b"\x06\x00", b"\x30\x00", b"\x02\x01\x05")
-
-
-def _copy(node: Node) -> Node:
-    # Re-encoding and re-parsing gives a deep copy (the encoding always parses).
-    parsed = der_parse(der_encode([node]))
-    assert parsed is not None
-    return parsed[0]
-
-
-def mutate_der(data: bytes, choices: Choices, rounds: int = 1) -> bytes:
-    """``data`` with ``rounds`` structural changes (values, tags, nodes) and fixed lengths.
-
-    The simplest choices (what hypothesis shrinks towards) change one value deep in the
-    tree; restructuring the outer layers comes later in the order.
-    """
-    for _ in range(rounds):
-        tree = der_parse(data)
-        if not tree:
-            return mutate_bytes(data, choices, 1)
-        flat: list[tuple[list[Node], Node]] = []
-        _flatten(tree, flat)
-        siblings, node = flat[len(flat) - 1 - choices.integer(0, len(flat) - 1)]
-        op = choices.integer(0, 8)
-        if op == 0:
-            content = bytearray(node.content or b"\x00")
-            if node.children is not None:
-                content = bytearray((b"\x00" if node.bit_string else b"")
-                                    + der_encode(node.children))
-            index = choices.integer(0, len(content) - 1)
-            content[index] ^= 1 << choices.integer(0, 7)
-            node.content, node.children = bytes(content), None
-        elif op == 1:
-            node.content, node.children = _VALUES[choices.integer(0, len(_VALUES) - 1)], None
-        elif op == 2:
-            node.content, node.children = choices.blob(48), None
-        elif op == 3:
-            node.tag = _TAGS[choices.integer(0, len(_TAGS) - 1)]
-        elif op == 4:
-            siblings.remove(node)
-        elif op == 5:
-            siblings.insert(siblings.index(node), _copy(node))
-        elif op == 6:
-            other = _copy(flat[choices.integer(0, len(flat) - 1)][1])
-            node.tag, node.content = other.tag, other.content
-            node.children, node.bit_string = other.children, other.bit_string
-        elif op == 7:
-            value = node.content
-            if node.children is not None:
-                value = (b"\x00" if node.bit_string else b"") + der_encode(node.children)
-            node.content = (value * choices.integer(2, 64))[:65536]
-            node.children = None
-        else:
-            index = siblings.index(node)
-            other_index = choices.integer(0, len(siblings) - 1)
-            siblings[index], siblings[other_index] = siblings[other_index], node
-        data = der_encode(tree)
-    return data
-
-
-def mutate_bytes(data: bytes, choices: Choices, rounds: int = 1) -> bytes:
-    """``data`` with ``rounds`` of bit flips, byte replacements, insertions, deletions, cuts."""
-    buffer = bytearray(data)
-    for _ in range(rounds):
-        op = choices.integer(0, 4)
-        if op == 4 or not buffer:
-            buffer[choices.integer(0, len(buffer)):choices.integer(0, len(buffer))] = \
-                choices.blob(16)
-        elif op == 0:
-            buffer[choices.integer(0, len(buffer) - 1)] ^= 1 << choices.integer(0, 7)
-        elif op == 1:
-            buffer[choices.integer(0, len(buffer) - 1)] = choices.integer(0, 255)
-        elif op == 2:
-            start = choices.integer(0, len(buffer) - 1)
-            del buffer[start:start + choices.integer(1, 16)]
-        else:
-            del buffer[choices.integer(0, len(buffer)):]
-    return bytes(buffer)
-
-
-def mutate(data: bytes, choices: Choices) -> bytes:
-    """One to three mutations, structural or byte-level."""
-    rounds = choices.integer(1, 3)
-    if choices.integer(0, 2):
-        return mutate_der(data, choices, rounds)
-    return mutate_bytes(data, choices, rounds)
-
-
-# --- re-signing: mutated contents behind a valid signature -----------------------------------
-
-def sign_like(key: PrivateKey, data: bytes, pss: bool = False) -> bytes:
-    """A signature over ``data`` as certsrv.pki and the test responders make them."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    assert isinstance(key, rsa.RSAPrivateKey)
-    pad = padding.PSS(padding.MGF1(hashes.SHA256()), 32) if pss else padding.PKCS1v15()
-    return key.sign(data, pad, hashes.SHA256())
-
-
-def _resign_signed(signed: Node, key: PrivateKey, choices: Choices, pss: bool) -> None:
-    """Mutate the first child (the to-be-signed part) of a SIGNED{} SEQUENCE; sign again."""
-    children = signed.children
-    assert children is not None and len(children) >= 3
-    tbs = mutate_der(der_encode(children[:1]), choices, choices.integer(1, 3))
-    signature = sign_like(key, tbs, pss)
-    signed.content = (tbs + der_encode(children[1:2]) + der_tlv(0x03, b"\x00" + signature)
-                      + der_encode(children[3:]))
-    signed.children = None
-
-
-def resign(der: bytes, key: PrivateKey, choices: Choices, pss: bool = False) -> bytes:
-    """A certificate or CRL with mutated TBS contents and a signature that verifies."""
-    tree = der_parse(der)
-    assert tree is not None
-    _resign_signed(tree[0], key, choices, pss)
-    return der_encode(tree)
-
-
-def resign_ocsp(der: bytes, key: PrivateKey, choices: Choices, pss: bool = False) -> bytes:
-    """An OCSP response with mutated tbsResponseData and a signature that verifies."""
-    tree = der_parse(der)
-    assert tree is not None
-    # OCSPResponse { status, [0] { SEQUENCE { OID, OCTET STRING { BasicOCSPResponse } } } }
-    response_bytes = tree[0].children[1].children[0]  # type: ignore[index]
-    basic = response_bytes.children[1].children[0]  # type: ignore[index]
-    _resign_signed(basic, key, choices, pss)
-    return der_encode(tree)
-
-
-# --- fixtures ------------------------------------------------------------------------------
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def pem_armour(label: str, der: bytes) -> bytes:
-    """``der`` as PEM under ``label``."""
-    body = base64.encodebytes(der)
-    return f"-----BEGIN {label}-----\n".encode() + body + f"-----END {label}-----\n".encode()
-
-
-@dataclass(frozen=True)
-class OCSPCase:
-    """A valid response about ``cert`` and what verifying it needs; ``key`` signed it."""
-
-    der: bytes
-    cert: x509.Certificate
-    issuer: x509.Certificate
-    nonce: bytes | None
-    key: PrivateKey
-    pss: bool = False
-
-
-@dataclass(frozen=True)
-class Fixtures:
-    """Everything the parsers are fed: valid inputs to mutate and what checks them."""
-
-    now: datetime.datetime
-    ca: CertificateAuthority
-    leaf: IssuedCertificate
-    responder: IssuedCertificate
-    ocsp_cases: tuple[OCSPCase, ...]
-    ocsp_requests: tuple[bytes, ...]
-    certificates: tuple[bytes, ...]
-    keys: tuple[bytes, ...]
-    crl: bytes
-
-    def responder_resource(self) -> OCSPResource:
-        """An OCSP responder for ``ca``'s certificates, on a clock at ``now``."""
-        clock = Clock()
-        clock.advance(self.now.timestamp())
-        revoked: StatusRecord = (CertStatus.REVOKED, self.now - HOUR,
-                                 x509.ReasonFlags.key_compromise)
-        leaf_serial = self.leaf.serial_number
-        return OCSPResource(self.ca.certificate, self.responder.certificate,
-                            self.responder.private_key,
-                            lambda serial: revoked if serial == leaf_serial else None, clock)
-
-
-@functools.cache
-def fixtures() -> Fixtures:
-    """Made once per process: keys are cheap, not free."""
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    cases: list[OCSPCase] = []
-    ca = leaf = responder = None
-    for key_type in (KeyType.ECDSA_P256, KeyType.RSA_2048, KeyType.ED25519):
-        root = CertificateAuthority.create(f"OCSP Root {key_type.value}", key_type=key_type)
-        client = root.issue_client("alice", key_type=KeyType.ECDSA_P256)
-        delegate = root.issue_ocsp_responder(key_type=key_type)
-        cert_id = cert_id_key(client.certificate, root.certificate)
-        pss = key_type is KeyType.RSA_2048
-        good = SingleStatus(cert_id, CertStatus.GOOD, now - HOUR, now + HOUR)
-        revoked = SingleStatus(cert_id, CertStatus.REVOKED, now - HOUR, now + HOUR, now - 2 * HOUR,
-                               x509.ReasonFlags.key_compromise)
-        nonce = b"n" * 16
-        cases.append(OCSPCase(
-            build_response([good], root.certificate, root.private_key, produced_at=now,
-                           nonce=nonce, rsa_pss=pss),
-            client.certificate, root.certificate, nonce, root.private_key, pss))
-        cases.append(OCSPCase(
-            build_response([revoked], delegate.certificate, delegate.private_key,
-                           produced_at=now, certificates=[delegate.certificate],
-                           responder_id="name"),
-            client.certificate, root.certificate, None, delegate.private_key))
-        if ca is None:
-            ca, leaf, responder = root, client, delegate
-    assert ca is not None and leaf is not None and responder is not None
-    sha256_request = (ocsp.OCSPRequestBuilder()
-                      .add_certificate(leaf.certificate, ca.certificate, hashes.SHA256())
-                      .build().public_bytes(serialization.Encoding.DER))
-    requests = (build_request(leaf.certificate, ca.certificate, b"r" * 16),
-                build_request(leaf.certificate, ca.certificate, None), sha256_request)
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    none = serialization.NoEncryption()
-    keys = tuple(k.private_bytes(serialization.Encoding.DER, pkcs8, none)
-                 for k in (leaf.private_key, rsa_key, ed25519.Ed25519PrivateKey.generate()))
-    keys += (rsa_key.private_bytes(serialization.Encoding.DER,
-                                   serialization.PrivateFormat.TraditionalOpenSSL, none),)
-    crl = ca.crl([(leaf.serial_number, now - HOUR, x509.ReasonFlags.key_compromise),
-                  (7, now - HOUR, None)])
-    return Fixtures(now, ca, leaf, responder, tuple(cases), requests,
-                    (_der(ca.certificate), _der(leaf.certificate), _der(responder.certificate)),
-                    keys, crl.public_bytes(serialization.Encoding.DER))
-
-
-# --- the contracts, shared with the fuzz targets ---------------------------------------------
-
-def check_verify_response(case: OCSPCase, der: bytes) -> None:
-    """verify_response returns a status or raises OCSPError; anything else propagates."""
-    try:
-        status = verify_response(der, case.cert, case.issuer, now=fixtures().now,
-                                 nonce=case.nonce)
-    except OCSPError:
-        return
-    assert isinstance(status, OCSPStatus)
-
-
-def check_respond(resource: OCSPResource, der: bytes) -> None:
-    """respond returns a parseable OCSP response; a parse failure propagates as ValueError."""
-    answer = resource.respond(der)
-    assert isinstance(answer, bytes)
-    ocsp.load_der_ocsp_response(answer)
-
-
-def check_load(path: str, data: bytes, load: Callable[[str], object]) -> None:
-    """A loader succeeds or raises ConfigurationError on ``data`` written to ``path``."""
-    with open(path, "wb") as f:
-        f.write(data)
-    try:
-        load(path)
-    except ConfigurationError:
-        pass
-
-
-def check_verify_crl(data: bytes) -> None:
-    """verify_crl returns a VerifiedCRL or raises CRLError."""
-    f = fixtures()
-    try:
-        verify_crl(data, f.ca.certificate, "http://127.0.0.1/ca.crl", f.now.timestamp(), 300.0)
-    except CRLError:
-        pass
 
 
 class _Property(SynchronousTestCase):
@@ -958,10 +574,10 @@ class LiveServerTests(SynchronousTestCase):
         """GET /secure from a trusted proxy (its own certificate is good) forwarding
         ``leaf_der`` as an RFC 9440 Client-Cert header."""
         settings = self.pki.settings()
-        policy = ClientCertificatePolicy(clock_at_now())
-        site = build_site(policy, http2=False, forwarded=Forwarding(
+        verifier = ClientVerifier(clock_at_now())
+        site = build_site(verifier, http2=False, forwarded=Forwarding(
             ForwardedCertConfig.create("rfc9440"), TrustedProxies(["127.0.0.1/32"])))
-        factory = TLSFactory(ServerTLS(settings, policy), site)
+        factory = TLSFactory(ServerTLS(settings, verifier), site)
         headers = b"Client-Cert: :" + base64.b64encode(leaf_der) + b":\r\n"
         if chain is not None:
             headers += b"Client-Cert-Chain: :" + base64.b64encode(chain) + b":\r\n"
@@ -970,7 +586,7 @@ class LiveServerTests(SynchronousTestCase):
         http = HTTPClientProtocol(request)
         client_factory = TLSMemoryBIOFactory(
             client_tls_options(self.pki, self.pki.client), True,
-            protocol.Factory.forProtocol(lambda: http), clock=policy.clock)
+            protocol.Factory.forProtocol(lambda: http), clock=verifier.clock)
         proxy = IPv4Address("TCP", "127.0.0.1", 40000)
         escaped: BaseException | None = None
         server: Any = None
@@ -979,7 +595,7 @@ class LiveServerTests(SynchronousTestCase):
                 client, server, pump = connectedServerAndClient(
                     lambda: factory.buildProtocol(proxy),
                     lambda: client_factory.buildProtocol(None), greet=False,
-                    clock=cast(Clock, policy.clock),
+                    clock=cast(Clock, verifier.clock),
                     serverTransportFactory=lambda p: FakeTransport(p, True, peerAddress=proxy))
                 _hang_up(client, server, pump, lambda: http.lost is not None)
             except Exception as e:

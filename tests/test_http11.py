@@ -6,7 +6,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tests.test_interop import _Listener, run
+from tests._servers import Listener as _Listener
+from tests._servers import run
 
 
 class LineEndingTests(_Listener):

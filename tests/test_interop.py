@@ -3,100 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.internet import defer
 
 from certsrv.pki import IssuedCertificate
 from certsrv.tls.context import ClientCertMode
 from certsrv.tls.verify import AllowedTypes
-from tests._support import make_server_factory, shared_pki, write_pem
-
-REQUEST = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-
-
-class _Collect(protocol.ProcessProtocol):
-    def __init__(self, stdin: bytes, done: defer.Deferred[tuple[bytes, bytes, int]]) -> None:
-        self.stdin, self.done, self.out, self.err = stdin, done, b"", b""
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Any) -> None:
-        self.done.callback((self.out, self.err, reason.value.exitCode))
-
-
-def run(args: list[str], stdin: bytes = b"", env: dict[str, str] | None = None
-        ) -> defer.Deferred[tuple[bytes, bytes, int]]:
-    """Run a command without blocking the reactor; fire with (stdout, stderr, exit code)."""
-    done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
-    if env is None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    executable = shutil.which(args[0], path=env.get("PATH")) or args[0]
-    reactor.spawnProcess(_Collect(stdin, done), executable, args,  # type: ignore[attr-defined]
-                         env=env)
-    return done
-
-
-class _Listener(TestCase):
-    """Starts a certsrv listener on 127.0.0.1 for each test."""
-
-    timeout = 60
-
-    def setUp(self) -> None:
-        for tool in ("openssl", "curl"):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
-        self.pki = shared_pki()
-        self.dir = self.mktemp()
-        self.ca = write_pem(self.dir, "ca.pem", self.pki.root.certificate_pem())
-
-    def listen(self, **kwargs: Any) -> int:
-        """Start a server with ``kwargs`` for its settings/policy; return its port."""
-        settings = self.pki.settings(**kwargs.pop("settings", {}))
-        factory = make_server_factory(settings, clock=reactor, **kwargs)  # type: ignore[arg-type]
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
-
-    def files(self, cert: IssuedCertificate, name: str, with_chain: bool = True) -> tuple[str, str]:
-        """Write ``cert`` (with or without its chain) and its key for the CLI tools."""
-        pem = cert.chain_pem() if with_chain else cert.certificate_pem()
-        return (write_pem(self.dir, f"{name}.pem", pem),
-                write_pem(self.dir, f"{name}.key", cert.private_key_pem(), 0o600))
-
-    def s_client(self, port: int, cert: IssuedCertificate | None, *extra: str,
-                 with_chain: bool = True) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-                "localhost", "-CAfile", self.ca, "-verify_return_error", "-ign_eof", *extra]
-        if cert is not None:
-            path, key = self.files(cert, "s_client", with_chain=False)
-            args += ["-cert", path, "-key", key]
-            if with_chain and cert.chain:
-                # s_client sends only the first certificate of -cert; the rest goes here.
-                chain = b"".join(IssuedCertificate(c, cert.private_key).certificate_pem()
-                                 for c in cert.chain)
-                args += ["-cert_chain", write_pem(self.dir, "s_client-chain.pem", chain)]
-        return run(args, REQUEST)
-
-    def curl(self, port: int, cert: IssuedCertificate | None, *extra: str,
-             with_chain: bool = True) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        args = ["curl", "-sS", "--max-time", "20", "--cacert", self.ca, "-w",
-                "\n%{http_code}", *extra]
-        if cert is not None:
-            path, key = self.files(cert, "curl", with_chain)
-            args += ["--cert", path, "--key", key]
-        return run([*args, f"https://localhost:{port}/secure", "--resolve",
-                    f"localhost:{port}:127.0.0.1"])
+from tests._servers import Listener as _Listener
 
 
 class SClientTests(_Listener):

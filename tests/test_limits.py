@@ -10,6 +10,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
+from certsrv.testing import open_in_memory
 from certsrv.web.site import Limits
 from tests._support import (
     captured_events,
@@ -50,8 +51,6 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual([e["reason"] for e in events], ["handshake_timeout"])
 
     def test_idle_keepalive_connection_closed(self) -> None:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
         from tests._support import HTTPClientProtocol
 
         pki = shared_pki()
@@ -59,13 +58,7 @@ class TimeoutTests(SynchronousTestCase):
         factory = make_server_factory(pki.settings(), clock=clock,
                                       limits=Limits(idle_timeout=30))
         http = HTTPClientProtocol(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        client_factory = TLSMemoryBIOFactory(client_tls_options(pki, pki.client), True,
-                                             protocol.Factory.forProtocol(lambda: http),
-                                             clock=clock)
-        _, _, pump = connectedServerAndClient(
-            lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
-            greet=False, clock=clock)
-        pump.flush()
+        _, _, pump = open_in_memory(factory, client_tls_options(pki, pki.client), http)
         self.assertTrue(http.received.startswith(b"HTTP/1.1 200"))
         with captured_events() as events:
             clock.advance(20)  # past the 10 s handshake timeout: a finished handshake stays
@@ -232,21 +225,13 @@ class RequestTimeoutTests(SynchronousTestCase):
 
     def open(self, first: bytes, limits: Limits) -> tuple[Any, Any, Any]:
         """A TLS connection in memory that sent ``first``: the client, the clock, the pump."""
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
         from tests._support import HTTPClientProtocol
 
         pki = shared_pki()
         clock = clock_at_now()
         factory = make_server_factory(pki.settings(), clock=clock, limits=limits)
         http = HTTPClientProtocol(first)
-        client_factory = TLSMemoryBIOFactory(client_tls_options(pki, pki.client), True,
-                                             protocol.Factory.forProtocol(lambda: http),
-                                             clock=clock)
-        _, _, pump = connectedServerAndClient(
-            lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
-            greet=False, clock=clock)
-        pump.flush()
+        _, _, pump = open_in_memory(factory, client_tls_options(pki, pki.client), http)
         return http, clock, pump
 
     def trickle(self, http: Any, clock: Any, pump: Any, pieces: list[bytes], every: float
@@ -315,7 +300,7 @@ class CipherTests(TestCase):
 
     @defer.inlineCallbacks
     def test_non_aead_suite_refused(self) -> Any:
-        from tests.test_interop import REQUEST, run
+        from tests._servers import REQUEST, run
 
         base = [*self.s_client(), "-tls1_2"]
         for cipher, ok in (("ECDHE-ECDSA-AES128-SHA", False), ("ECDHE-ECDSA-AES256-SHA384",
@@ -328,7 +313,7 @@ class CipherTests(TestCase):
     @defer.inlineCallbacks
     def test_key_exchange_groups(self) -> Any:
         """Only X25519, P-256 and P-384 (Mozilla 'intermediate'); X448 and P-521 refused."""
-        from tests.test_interop import REQUEST, run
+        from tests._servers import REQUEST, run
 
         base = self.s_client()
         for group, ok in (("X25519", True), ("P-256", True), ("P-384", True),

@@ -18,16 +18,18 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.server import options as _tap
 from certsrv.tls.verify import ConnectionState
+from tests._support import Files as _Files
 from tests._support import (
     captured_events,
     client_tls_options,
     exchange,
+    options,
+    pieces,
+    policy_text,
     request_bytes,
     shared_pki,
     write_pem,
 )
-from tests.test_access import options, pieces, policy_text
-from tests.test_plugin import _Files
 
 PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
@@ -110,7 +112,7 @@ class AccessLineTests(SynchronousTestCase):
         files = _Files(self.mktemp())
         policy = write_pem(files.dir, "policy.toml", policy_text("operator").encode())
         parsed = options(files.argv("--client-cert", "optional", "--policy", policy,
-                                    "--app", "tests.test_access.policy_app"))
+                                    "--app", "tests._support.policy_app"))
         factory, _ = pieces(_tap.makeService(parsed))
         pki = shared_pki()
         with captured_events("certsrv.policy") as events:

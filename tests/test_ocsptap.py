@@ -517,7 +517,8 @@ class TwistdTests(TestCase):
 
     async def test_errors_are_one_line(self) -> None:
         """A busy port, a bad value, an unknown option: one line, then ``see:``, exit 1."""
-        from tests.test_plugin import _free_port, _listening_socket
+        from tests._servers import listening_socket as _listening_socket
+        from tests._servers import low_port as _free_port
 
         port = _free_port()
         self.addCleanup(_listening_socket(port).close)

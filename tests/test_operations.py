@@ -9,13 +9,12 @@ import treq
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web import resource, server
 
 from certsrv.pki import CertificateAuthority
 from certsrv.server.lifecycle import Drainer, ExpiryWatch
-from certsrv.server.metrics import Metrics, MetricsService, admin_site
+from certsrv.server.metrics import Metrics, MetricsService, RevocationEvents, admin_site
 from certsrv.tls.context import ServerTLS
-from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.tls.verify import ClientVerifier
 from tests._support import (
     DAY,
     captured_events,
@@ -26,6 +25,7 @@ from tests._support import (
     shared_pki,
     utcnow,
 )
+from tests._support import Hold as _Hold
 
 
 class MetricsTests(TestCase):
@@ -35,13 +35,11 @@ class MetricsTests(TestCase):
 
     @defer.inlineCallbacks
     def test_scrape(self) -> Any:
+        """Handshakes and requests are counted as the site reports them: no log feed."""
         pki = shared_pki()
         metrics = Metrics()
-        feeding = MetricsService(metrics)
-        feeding.startService()
-        self.addCleanup(feeding.stopService)
         factory = make_server_factory(pki.settings())
-        factory.wrappedFactory.metrics = metrics
+        factory.wrappedFactory.observer = metrics
         self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
         exchange(factory, client_tls_options(pki, pki.client_cert("expired")))
         exchange(factory, client_tls_options(pki, None))
@@ -64,14 +62,14 @@ class MetricsTests(TestCase):
         self.assertEqual(response.code, 503)
         yield treq.content(response)
 
-    def test_counts_revocation_and_reload_events(self) -> None:
+    def test_counts_reported_decisions_and_revocation_events(self) -> None:
         metrics = Metrics()
-        metrics({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": 0.02})
-        metrics({"log_namespace": "certsrv.crl", "outcome": "unknown", "seconds": 5.0})
-        metrics({"log_namespace": "certsrv.reload", "reason": "reload_refused"})
-        metrics({"log_namespace": "certsrv.tls", "decision": "rejected", "stage": "request",
-                 "reason": "revoked"})
-        metrics({"log_namespace": "certsrv.policy", "policy_reason": "not_allowed"})
+        events = RevocationEvents(metrics)
+        events({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": 0.02})
+        events({"log_namespace": "certsrv.crl", "outcome": "unknown", "seconds": 5.0})
+        metrics.reload_refused()
+        metrics.request_refused("revoked")
+        metrics.access_decided("not_allowed")
         value = metrics.registry.get_sample_value
         self.assertEqual(value("certsrv_revocation_lookups_total",
                                {"source": "ocsp", "outcome": "good"}), 1.0)
@@ -81,22 +79,37 @@ class MetricsTests(TestCase):
         self.assertEqual(value("certsrv_request_rejections_total", {"reason": "revoked"}), 1.0)
         self.assertEqual(value("certsrv_access_decisions_total", {"verdict": "not_allowed"}),
                          1.0)
-        metrics({"log_namespace": "certsrv.tls", "decision": object()})  # never raises
+        events({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": "soon"})
+        metrics.handshakes = None  # type: ignore[assignment]
+        metrics.accepted()  # a metrics bug never breaks a handshake
+
+    def test_log_events_are_not_counted(self) -> None:
+        """Decisions are counted when reported, never from log events: a renamed log field
+        cannot stop a counter, and an event alone cannot start one."""
+        metrics = Metrics()
+        events = RevocationEvents(metrics)
+        events({"log_namespace": "certsrv.tls", "decision": "rejected", "reason": "expired"})
+        events({"log_namespace": "certsrv.reload", "reason": "reloaded"})
+        self.assertIsNone(metrics.registry.get_sample_value(
+            "certsrv_handshakes_total", {"decision": "rejected", "reason": "expired"}))
+        self.assertIsNone(metrics.registry.get_sample_value(
+            "certsrv_reloads_total", {"result": "ok"}))
+
+    def test_feeds_only_revocation_events(self) -> None:
+        from twisted.logger import LogPublisher
+
+        metrics = Metrics()
+        publisher = LogPublisher()
+        feeding = MetricsService(metrics, publisher)
+        feeding.startService()
+        publisher({"log_namespace": "certsrv.crl", "outcome": "good", "seconds": 1.0})
+        feeding.stopService()
+        publisher({"log_namespace": "certsrv.crl", "outcome": "good", "seconds": 1.0})
+        self.assertEqual(metrics.registry.get_sample_value(
+            "certsrv_revocation_lookups_total", {"source": "crl", "outcome": "good"}), 1.0)
 
 
 _GET = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-
-class _Hold(resource.Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[server.Request] = []
-
-    def render_GET(self, request: server.Request) -> Any:
-        self.held.append(request)
-        return server.NOT_DONE_YET
 
 
 class DrainTests(SynchronousTestCase):
@@ -106,28 +119,20 @@ class DrainTests(SynchronousTestCase):
         self.pki = shared_pki()
         self.clock = clock_at_now()
         self.app = _Hold()
-        policy = ClientCertificatePolicy(self.clock)
-        self.factory = make_server_factory(self.pki.settings(), policy=policy, app=self.app)
+        verifier = ClientVerifier(self.clock)
+        self.factory = make_server_factory(self.pki.settings(), verifier=verifier, app=self.app)
         self.site = self.factory.wrappedFactory
         self.drainer = Drainer(self.site, self.clock, timeout=30, grace=1.0)
         self.drainer.startService()
 
     def connect(self, request: bytes = _GET) -> tuple[Any, Any]:
         """A client connection over TLS in memory that sends ``request``; (client, pump)."""
-        from twisted.internet import protocol
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-        from twisted.test.iosim import connectedServerAndClient
-
+        from certsrv.testing import open_in_memory
         from tests._support import HTTPClientProtocol
 
         http = HTTPClientProtocol(request)
-        client_factory = TLSMemoryBIOFactory(client_tls_options(self.pki, self.pki.client),
-                                             True, protocol.Factory.forProtocol(lambda: http),
-                                             clock=self.clock)
-        _, _, pump = connectedServerAndClient(
-            lambda: self.factory.buildProtocol(None),
-            lambda: client_factory.buildProtocol(None), greet=False, clock=self.clock)
-        pump.flush()
+        _, _, pump = open_in_memory(self.factory, client_tls_options(self.pki, self.pki.client),
+                                    http)
         return http, pump
 
     def answer(self, pump: Any) -> None:
@@ -225,7 +230,7 @@ class ExpiryTests(SynchronousTestCase):
                                   roots=settings.roots)
         clock = Clock()
         clock.advance(now.timestamp())
-        watch = ExpiryWatch(ServerTLS(settings, ClientCertificatePolicy(clock)), clock)
+        watch = ExpiryWatch(ServerTLS(settings, ClientVerifier(clock)), clock)
         with captured_events("certsrv.lifecycle") as events:
             watch.startService()
         self.addCleanup(watch.stopService)
@@ -240,7 +245,7 @@ class ExpiryTests(SynchronousTestCase):
         clock = clock_at_now()
         ca = CertificateAuthority.create(not_after=utcnow() + datetime.timedelta(days=3000))
         del ca
-        watch = ExpiryWatch(ServerTLS(pki.settings(), ClientCertificatePolicy(clock)), clock)
+        watch = ExpiryWatch(ServerTLS(pki.settings(), ClientVerifier(clock)), clock)
         self.assertEqual(watch.check(), [])
 
 
@@ -251,16 +256,16 @@ class QuietAcceptTests(SynchronousTestCase):
         from twisted.logger import formatEvent
 
         pki = shared_pki()
-        policy = ClientCertificatePolicy(clock_at_now())
-        policy.log_accepted = False
-        factory = make_server_factory(pki.settings(), policy=policy)
+        verifier = ClientVerifier(clock_at_now())
+        verifier.log_accepted = False
+        factory = make_server_factory(pki.settings(), verifier=verifier)
         metrics = Metrics()
+        factory.wrappedFactory.observer = metrics
         with captured_events() as events:
             self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
         [event] = [e for e in events if e.get("decision") == "accepted"]
         self.assertIsNone(event["log_format"])
         self.assertEqual(formatEvent(event), "")
         self.assertEqual(event["subject"], "CN=alice")
-        metrics(event)
         self.assertEqual(metrics.registry.get_sample_value(
             "certsrv_handshakes_total", {"decision": "accepted", "reason": "none"}), 1.0)

@@ -44,7 +44,7 @@ from certsrv.pki import (
 )
 from certsrv.pki import store as _pkistore
 from certsrv.pki.cli import main
-from certsrv.pki.store import Kind, PKIStore, Status, parse_duration
+from certsrv.pki.store import EntryStatus, Kind, PKIStore, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 OPENSSL = shutil.which("openssl")
@@ -295,7 +295,7 @@ class IssueTests(_PKITestCase):
         _, store = self.make_pki()
         entry = store.issue_client("short", days=2, key_type=KeyType.ED25519, now=NOW)
         self.assertEqual(entry.not_after, NOW + datetime.timedelta(days=2))
-        self.assertEqual(entry.status_at(NOW + datetime.timedelta(days=3)), Status.EXPIRED)
+        self.assertEqual(entry.status_at(NOW + datetime.timedelta(days=3)), EntryStatus.EXPIRED)
 
     def test_bad_names(self) -> None:
         """Names that are not safe file names are refused and nothing is written."""
@@ -330,7 +330,7 @@ class IssueTests(_PKITestCase):
         store.revoke("alice")
         new = store.issue_client("alice")
         archived = store.find(old.serial)
-        self.assertEqual(archived.status, Status.REVOKED)
+        self.assertEqual(archived.status, EntryStatus.REVOKED)
         self.assertEqual(archived.superseded_by, new.serial)
         self.assertEqual(_load(directory / archived.path).serial_number, old.serial)
         self.assertEqual(_load(directory / new.path).serial_number, new.serial)
@@ -371,10 +371,10 @@ class RenewTests(_PKITestCase):
         eku = new_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         self.assertEqual(list(eku), [ExtendedKeyUsageOID.CLIENT_AUTH])
         superseded = store.find(old.serial)
-        self.assertEqual(superseded.status, Status.SUPERSEDED)
+        self.assertEqual(superseded.status, EntryStatus.SUPERSEDED)
         self.assertEqual(superseded.path, f"newcerts/{old.serial_hex}.pem")
         self.assertEqual(_load(directory / superseded.path), old_cert)
-        self.assertEqual(store.status_of(old.serial, NOW).status, Status.SUPERSEDED)
+        self.assertEqual(store.status_of(old.serial, NOW).status, EntryStatus.SUPERSEDED)
         self.assertEqual(store.status_of(old.serial, NOW).ocsp_status, "good")
         self.assertEqual(store.find("svc").serial, new.serial)
         self.assertNotIn(old.serial_hex, (directory / "crl.pem").read_text())
@@ -397,7 +397,7 @@ class RenewTests(_PKITestCase):
         store.revoke("client", "keyCompromise")
         self.assertRaises(PKIError, store.renew, "client", keep_key=True)
         renewed = store.renew("client")
-        self.assertEqual(store.status_of(renewed.serial).status, Status.VALID)
+        self.assertEqual(store.status_of(renewed.serial).status, EntryStatus.VALID)
 
 
 class RevokeTests(_PKITestCase):
@@ -411,7 +411,7 @@ class RevokeTests(_PKITestCase):
         store.revoke("client", "keyCompromise", when, now=NOW)
         status = store.status_of(client.serial)
         self.assertEqual(tuple(status),
-                         (Status.REVOKED, when, x509.ReasonFlags.key_compromise))
+                         (EntryStatus.REVOKED, when, x509.ReasonFlags.key_compromise))
         document = json.loads((directory / "index.json").read_text())
         row = [c for c in document["certificates"] if c["name"] == "client"][0]
         self.assertEqual((row["status"], row["revoked_at"], row["revocation_reason"]),
@@ -478,11 +478,11 @@ class StatusTests(_PKITestCase):
     def test_unknown_and_expired(self) -> None:
         """Unknown serials are unknown; an expired cert is expired but still OCSP-good."""
         _, store = self.make_pki()
-        self.assertEqual(tuple(store.status_of(12345)), (Status.UNKNOWN, None, None))
+        self.assertEqual(tuple(store.status_of(12345)), (EntryStatus.UNKNOWN, None, None))
         self.assertEqual(store.status_of(12345).ocsp_status, "unknown")
         client = store.find("client")
         later = client.not_after + datetime.timedelta(seconds=1)
-        self.assertEqual(store.status_of(client.serial, later).status, Status.EXPIRED)
+        self.assertEqual(store.status_of(client.serial, later).status, EntryStatus.EXPIRED)
         self.assertEqual(store.status_of(client.serial, later).ocsp_status, "good")
 
     def test_rereads_index_only_when_changed(self) -> None:
@@ -499,13 +499,13 @@ class StatusTests(_PKITestCase):
 
         self.patch(json, "loads", counting_loads)
         for _ in range(3):
-            self.assertEqual(reader.status_of(serial).status, Status.VALID)
+            self.assertEqual(reader.status_of(serial).status, EntryStatus.VALID)
         self.assertEqual(parsed, [])
         PKIStore.open(directory).revoke("client", "cessationOfOperation")
         parsed.clear()
         status = reader.status_of(serial)
         self.assertEqual((status.status, status.reason),
-                         (Status.REVOKED, x509.ReasonFlags.cessation_of_operation))
+                         (EntryStatus.REVOKED, x509.ReasonFlags.cessation_of_operation))
         self.assertEqual(len(parsed), 1)
 
 
@@ -778,7 +778,7 @@ class HostNameTests(_PKITestCase):
         with store._locked():
             store._record("legacy", Kind.SERVER, "servers/legacy",
                           store.ca.issue_server("*", common_name="legacy"))
-            store._write_index()
+            store._index.save()
         error = self.assertRaises(ValueError, store.renew, "legacy")
         self.assertEqual(str(error), "invalid host name '*': a wildcard needs at least two "
                                      "labels after it, as in '*.example.org'")
@@ -907,8 +907,8 @@ class DurationTests(_PKITestCase):
         directory, store = self.make_pki()
         entry = store.issue_client("brief", validity=datetime.timedelta(seconds=90), now=NOW)
         self.assertEqual(entry.not_after, NOW + datetime.timedelta(seconds=90))
-        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=89)), Status.VALID)
-        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=91)), Status.EXPIRED)
+        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=89)), EntryStatus.VALID)
+        self.assertEqual(entry.status_at(NOW + datetime.timedelta(seconds=91)), EntryStatus.EXPIRED)
         later = NOW + datetime.timedelta(seconds=60)
         renewed = store.renew("brief", now=later)
         self.assertEqual(renewed.not_after, later + datetime.timedelta(seconds=90))
@@ -1278,7 +1278,7 @@ class KeyCompromiseTests(_CLIProcessCase):
         answer = self.query(self.dir, f"newcerts/{self.first.serial_hex}.pem")
         self.assertIn(": revoked", answer)
         self.assertIn("Reason: keyCompromise", answer)
-        self.assertEqual(self.store.find("server").status, Status.VALID)
+        self.assertEqual(self.store.find("server").status, EntryStatus.VALID)
 
     def test_key_never_certified_again(self) -> None:
         """renew --keep-key refuses the key; renew with a new key works and is valid."""
@@ -1291,7 +1291,7 @@ class KeyCompromiseTests(_CLIProcessCase):
             f"'client', serial {self.first.serial_hex}); renew without --keep-key to get a new key")
         self.assertSucceeds(cli("--dir", str(self.dir), "renew", "client"))
         renewed = self.store.find("client")
-        self.assertEqual(renewed.status, Status.VALID)
+        self.assertEqual(renewed.status, EntryStatus.VALID)
         self.assertNotEqual(renewed.key_sha256, self.first.key_sha256)
         self.assertEqual(self.store.same_key(renewed), [])
 
@@ -1301,14 +1301,14 @@ class KeyCompromiseTests(_CLIProcessCase):
                                 "--reason", "keyCompromise"))
         self.assertEqual(set(_crl_text(self, self.dir)),
                          {self.first.serial_hex, self.second.serial_hex})
-        self.assertEqual(self.store.find("client").status, Status.REVOKED)
+        self.assertEqual(self.store.find("client").status, EntryStatus.REVOKED)
 
     def test_earlier_revocation_learns_the_compromise(self) -> None:
         """A certificate revoked as superseded can be revoked again for keyCompromise."""
         self.assertSucceeds(cli("--dir", str(self.dir), "revoke", self.first.serial_hex,
                                 "--reason", "superseded"))
         first_revoked_at = self.store.find(self.first.serial).revoked_at
-        self.assertEqual(self.store.find("client").status, Status.VALID)
+        self.assertEqual(self.store.find("client").status, EntryStatus.VALID)
         self.assertRefuses(cli("--dir", str(self.dir), "revoke", self.first.serial_hex),
                            f"{self.dir / 'index.json'}: certificate 'client' (serial "
                            f"{self.first.serial_hex}) was already revoked at "
@@ -1331,7 +1331,7 @@ class KeyCompromiseTests(_CLIProcessCase):
         self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
                                 "cessationOfOperation"))
         self.assertEqual(set(_crl_text(self, self.dir)), {self.second.serial_hex})
-        self.assertEqual(self.store.find(self.first.serial).status, Status.SUPERSEDED)
+        self.assertEqual(self.store.find(self.first.serial).status, EntryStatus.SUPERSEDED)
 
     def test_index_without_key_hashes(self) -> None:
         """An index written before key hashes existed: the certificates' files are read."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -19,29 +18,12 @@ from certsrv.pki import CertificateAuthority, self_signed_client
 from certsrv.server import options as _tap
 from certsrv.tls.context import ClientCertMode
 from certsrv.tls.verify import AllowedTypes
-from tests._support import DAY, clock_at_now, shared_pki, utcnow, write_pem
-from tests.test_interop import run
-
-
-class _Files:
-    """A server certificate, key and CA written to a temporary directory."""
-
-    def __init__(self, directory: str) -> None:
-        pki = shared_pki()
-        self.dir = directory
-        self.ca = write_pem(directory, "ca.pem", pki.root.certificate_pem())
-        self.cert = write_pem(directory, "server.pem", pki.server.chain_pem())
-        self.key = write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600)
-
-    def argv(self, *extra: str) -> list[str]:
-        return ["--cert", self.cert, "--key", self.key, "--ca", self.ca, *extra]
-
-
-def parse(argv: list[str]) -> _tap.Options:
-    options = _tap.Options()
-    options.clock = clock_at_now()
-    options.parseOptions(argv)
-    return options
+from tests._servers import SEE, run
+from tests._servers import listening_socket as _listening_socket
+from tests._servers import low_port as _free_port
+from tests._support import DAY, shared_pki, utcnow, write_pem
+from tests._support import Files as _Files
+from tests._support import options as parse
 
 
 class OptionsTests(SynchronousTestCase):
@@ -79,7 +61,8 @@ class OptionsTests(SynchronousTestCase):
         service = _tap.makeService(options)
         self.assertIsInstance(service, MultiService)
         kinds = sorted(type(child).__name__ for child in service)
-        self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Listener", "Listener", "Reloader"])
+        self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Listener", "Listener", "Reloader",
+                                 "_CloseAtStop"])
 
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
@@ -162,23 +145,6 @@ class OptionsTests(SynchronousTestCase):
                                 "bad-pins.txt:1")
 
 
-def _free_port() -> int:
-    """A free port below the ephemeral range (32768 and up), where clients' TIME_WAIT
-    sockets cannot take it between this check and the server's bind."""
-    import random
-
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
-
-
 class TwistdTests(TestCase):
     """A real ``twistd -n certsrv`` process serves curl, and refuses bad config cleanly."""
 
@@ -198,7 +164,7 @@ class TwistdTests(TestCase):
         pki = shared_pki()
         client = write_pem(self.files.dir, "client.pem", pki.client.chain_pem())
         key = write_pem(self.files.dir, "client.key", pki.client.private_key_pem(), 0o600)
-        from tests.test_interop import _Collect
+        from tests._servers import Collect as _Collect
 
         done: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
         argv = self.twistd(*self.files.argv("--listen", f"tcp:{port}:interface=127.0.0.1"))
@@ -221,17 +187,6 @@ class TwistdTests(TestCase):
         self.assertEqual(exit_code, 0, "SIGTERM is a graceful stop")
         self.assertIn(b"accepted client certificate CN=alice", server_out + server_err)
         self.assertNotIn(b"Traceback", server_out + server_err)
-
-
-SEE = "see: twistd certsrv --help"
-
-
-def _listening_socket(port: int) -> socket.socket:
-    """Another process's stand-in: a socket listening on 127.0.0.1:``port``."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    return sock
 
 
 class StartupErrorTests(TestCase):

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv.access.policy import Claims, Decision, Policy, Verdict, load_policy, parse_policy
-from certsrv.exceptions import ConfigurationError
+from certsrv.access.policy import Claims, Decision, Policy, load_policy, parse_policy
+from certsrv.exceptions import AccessReason, ConfigurationError
 from certsrv.pki import CertificateAuthority, generate_key
 from certsrv.x509.identity import ClientIdentity
 
@@ -74,17 +74,17 @@ class MatcherTests(SynchronousTestCase):
 
     def assertAdmits(self, rules: Policy, who: ClientIdentity, matcher: str) -> None:
         self.assertEqual(rules.decide("/api", "GET", who),
-                         Decision(True, "r", Verdict.ALLOWED, matcher))
+                         Decision(True, "r", AccessReason.ALLOWED, matcher))
 
     def assertRefuses(self, rules: Policy, who: ClientIdentity) -> None:
         self.assertEqual(rules.decide("/api", "GET", who),
-                         Decision(False, "r", Verdict.NOT_ALLOWED))
+                         Decision(False, "r", AccessReason.NOT_ALLOWED))
 
     def test_any(self) -> None:
         """``any = true`` admits any certificate, but not its absence."""
         rules = policy("any = true")
         self.assertAdmits(rules, identity(ca=other_ca()), "any")
-        self.assertEqual(rules.decide("/api", "GET", None).reason, Verdict.NO_CERTIFICATE)
+        self.assertEqual(rules.decide("/api", "GET", None).reason, AccessReason.NO_CERTIFICATE)
 
     def test_subject_all_attributes_must_match(self) -> None:
         """Every subject attribute given must match; a listed value is one of several."""
@@ -250,7 +250,7 @@ class DecideTests(SynchronousTestCase):
         """A path no rule covers is denied, certificate or not."""
         self.assertEqual(self.decide("/", who=self.ops), (None, "no_rule"))
         self.assertEqual(self.decide("/other"), (None, "no_rule"))
-        self.assertEqual(Policy([]).decide("/", "GET", None).reason, Verdict.NO_RULE)
+        self.assertEqual(Policy([]).decide("/", "GET", None).reason, AccessReason.NO_RULE)
 
     def test_no_certificate_and_not_allowed(self) -> None:
         """A rule needing a certificate tells its absence from a refused one."""
@@ -314,7 +314,7 @@ class DecideTests(SynchronousTestCase):
                                 not_after=0, sha256="")
         self.assertEqual(self.decide("/api", who=broken), ("api", "internal_error"))
         self.assertEqual(self.policy.decide(cast(Any, None), "GET", None).reason,
-                         Verdict.INTERNAL_ERROR)
+                         AccessReason.INTERNAL_ERROR)
 
     def test_rule_for(self) -> None:
         """rule_for names the rule decide would use."""
@@ -328,7 +328,7 @@ class DecideTests(SynchronousTestCase):
         self.assertEqual(decision.log_fields(), {
             "policy_allowed": True, "policy_rule": "api", "policy_reason": "allowed",
             "policy_matcher": "email"})
-        self.assertEqual(Decision(False, None, Verdict.NO_RULE).message,
+        self.assertEqual(Decision(False, None, AccessReason.NO_RULE).message,
                          "no access rule covers this path and method")
         json.dumps(decision.log_fields())
 
@@ -338,13 +338,13 @@ class DecideTests(SynchronousTestCase):
         self.assertEqual([r.name for r in example.rules],
                          ["health", "admin", "payments", "api", "secure"])
         payments = identity("api", uris=[SPIFFE])
-        self.assertEqual(example.decide("/health", "GET", None).reason, Verdict.PUBLIC)
+        self.assertEqual(example.decide("/health", "GET", None).reason, AccessReason.PUBLIC)
         self.assertEqual(example.decide("/api/payments/1", "POST", payments).rule, "payments")
         self.assertEqual(example.decide("/api/admin", "GET", payments).reason,
-                         Verdict.NOT_ALLOWED)
+                         AccessReason.NOT_ALLOWED)
         self.assertTrue(example.decide("/secure", "GET", payments).allowed)
         self.assertFalse(example.decide("/secure", "GET", identity(ca=other_ca())).allowed)
-        self.assertEqual(example.decide("/", "GET", payments).reason, Verdict.NO_RULE)
+        self.assertEqual(example.decide("/", "GET", payments).reason, AccessReason.NO_RULE)
 
 
 def rule(body: str) -> str:
@@ -609,7 +609,8 @@ class PropertyTests(SynchronousTestCase):
         identity = (None, *sample_identities())[who]
         decision = example.decide(path, method, identity)
         self.assertIsInstance(decision, Decision)
-        self.assertEqual(decision.allowed, decision.reason in (Verdict.PUBLIC, Verdict.ALLOWED))
+        self.assertEqual(decision.allowed,
+                         decision.reason in (AccessReason.PUBLIC, AccessReason.ALLOWED))
 
     @PROPERTY
     @given(st.builds(ClientIdentity, subject=st.text(), issuer=st.text(), serial=st.text(),
@@ -622,4 +623,4 @@ class PropertyTests(SynchronousTestCase):
         example = load_policy(str(EXAMPLE))
         for path in ("/api/payments", "/api/admin", "/api", "/secure"):
             decision = example.decide(path, "GET", who)
-            self.assertIn(decision.reason, (Verdict.ALLOWED, Verdict.NOT_ALLOWED))
+            self.assertIn(decision.reason, (AccessReason.ALLOWED, AccessReason.NOT_ALLOWED))

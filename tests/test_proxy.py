@@ -4,75 +4,33 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import re
 import shutil
-import signal
-import urllib.parse
-from functools import cache
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.error import ConnectError, ProcessExitedAlready
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web import resource, server
+from twisted.trial.unittest import SkipTest
 
-from certsrv import identity_of, protected_site
 from certsrv.pki import IssuedCertificate
-from certsrv.server import options as _tap
+from tests._servers import NginxFront, run
+from tests._servers import ProxyServers as _Servers
 from tests._support import (
     DAY,
     Exchange,
     HTTPClientProtocol,
     captured_events,
+    client_cert_header,
     client_tls_options,
+    der_b64,
+    nginx_header,
     shared_pki,
     utcnow,
     write_pem,
 )
-from tests.test_access import options, pieces
-from tests.test_interop import _Collect, run
-from tests.test_plugin import _Files, _free_port
-
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
-NGINX_TEMPLATE = os.path.join(DOCS, "nginx-front.conf")
-FORWARDED_NAMES = ("client-cert", "client-cert-chain", "x-ssl-client-cert",
-                   "x-forwarded-client-cert")
-
-
-@cache
-def _certs() -> dict[str, IssuedCertificate]:
-    pki = shared_pki()
-    return {
-        "proxy": pki.root.issue_client("edge-proxy", organization="Example Edge"),
-        "user": pki.root.issue_client("carol", organization="Example Users"),
-        "revoked": pki.root.issue_client("dave-revoked"),
-        "bob": pki.client_cert("via_intermediate"),
-        "expired": pki.client_cert("expired"),
-        "unknown_ca": pki.client_cert("unknown_ca"),
-        "server_auth_only": pki.client_cert("server_auth_only"),
-        "self_signed": pki.client_cert("self_signed"),
-    }
-
-
-def der_b64(cert: x509.Certificate) -> bytes:
-    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
-
-
-def client_cert_header(issued: IssuedCertificate) -> tuple[bytes, bytes]:
-    """RFC 9440 ``Client-Cert``: the leaf as a Structured Field Byte Sequence."""
-    return b"Client-Cert", b":" + der_b64(issued.certificate) + b":"
-
-
-def nginx_header(issued: IssuedCertificate) -> tuple[bytes, bytes]:
-    """``X-SSL-Client-Cert`` as nginx's ``$ssl_client_escaped_cert`` writes it."""
-    return b"X-SSL-Client-Cert", urllib.parse.quote(
-        issued.certificate_pem().decode(), safe="").encode()
+from tests._support import proxy_certs as _certs
 
 
 class _Response(HTTPClientProtocol):
@@ -108,45 +66,6 @@ def document(result: Exchange) -> dict[str, Any]:
         return json.loads(result.body)  # type: ignore[no-any-return]
     except ValueError:
         raise AssertionError(f"not JSON: {result.client.received!r}") from None
-
-
-class _HeaderEcho(resource.Resource):
-    """What the application sees: the identity and the forwarded-certificate headers."""
-
-    isLeaf = True
-
-    def render_GET(self, request: server.Request) -> bytes:
-        identity = identity_of(request)
-        seen = {name: [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(
-            name, [])] for name in FORWARDED_NAMES if request.requestHeaders.hasHeader(name)}
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"subject": identity.subject if identity else None,
-                           "forwarded_headers": seen}).encode()
-
-
-class _Servers(TestCase):
-    """certsrv listeners on 127.0.0.1, configured with the plugin's options."""
-
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.files = _Files(self.mktemp())
-        self.pki = shared_pki()
-
-    def listen_factory(self, factory: Any) -> int:
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
-
-    def certsrv(self, *argv: str) -> int:
-        """``twistd certsrv`` with ``argv`` (its default tree, /secure); the port."""
-        factory, _ = pieces(_tap.makeService(options(self.files.argv(*argv), reactor)))
-        return self.listen_factory(factory)
-
-    def echo(self, *argv: str) -> int:
-        """``protected_site`` serving ``_HeaderEcho`` with ``argv``; the port."""
-        return self.listen_factory(protected_site(_HeaderEcho(), self.files.argv(*argv),
-                                                  clock=reactor))
 
 
 class TrustedProxyTests(_Servers):
@@ -331,138 +250,6 @@ class UntrustedPeerTests(_Servers):
                              (client_cert_header(_certs()["user"]),
                               nginx_header(_certs()["user"])))
         self.assertEqual(document(result), {"subject": "CN=alice", "forwarded_headers": {}})
-
-
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def render_nginx_conf(listen: str, certsrv_address: str, certs: str) -> str:
-    """docs/nginx-front.conf with its placeholders filled in."""
-    with open(NGINX_TEMPLATE, encoding="utf-8") as f:
-        text = f.read()
-    values = {"NGINX_LISTEN": listen, "CERTSRV_ADDRESS": certsrv_address, "CERTS": certs}
-    for name, value in values.items():
-        text = text.replace("${" + name + "}", value)
-    left = re.findall(r"\$\{[A-Z_]+\}", text)
-    if left:
-        raise AssertionError(f"unknown placeholders in {NGINX_TEMPLATE}: {left}")
-    return text
-
-
-class _Probe(protocol.Protocol):
-    def __init__(self) -> None:
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.closed.callback(None)
-
-
-class NginxFront(_Servers):
-    """Real nginx terminates mutual TLS with docs/nginx-front.conf and forwards to certsrv."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        binary = nginx_binary()
-        if binary is None:
-            raise SkipTest("nginx not installed (Debian package nginx-light; .ci/run installs it)")
-        self.nginx = binary
-        for tool in ("curl",):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
-        self.certsrv_port = self.certsrv("--forwarded-cert", "nginx",
-                                         "--trusted-proxy", "127.0.0.1")
-        return self.start_nginx()
-
-    @defer.inlineCallbacks
-    def start_nginx(self) -> Any:
-        prefix = os.path.abspath(os.path.join(self.files.dir, "nginx"))
-        os.makedirs(prefix)
-        proxy = _certs()["proxy"]
-        for name, data, mode in (
-            ("server.pem", self.pki.server.chain_pem(), 0o644),
-            ("server.key", self.pki.server.private_key_pem(), 0o600),
-            ("client-ca.pem", self.pki.root.certificate_pem(), 0o644),
-            ("proxy.pem", proxy.chain_pem(), 0o644),
-            ("proxy.key", proxy.private_key_pem(), 0o600),
-            ("certsrv-ca.pem", self.pki.root.certificate_pem(), 0o644),
-        ):
-            write_pem(prefix, name, data, mode)
-        self.port = _free_port()
-        conf = write_pem(prefix, "nginx.conf", render_nginx_conf(
-            f"127.0.0.1:{self.port}", f"127.0.0.1:{self.certsrv_port}", prefix).encode())
-        self.prefix = prefix
-        self.ended: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
-        argv = [self.nginx, "-p", prefix + "/", "-c", conf, "-g", "daemon off;"]
-        process = reactor.spawnProcess(  # type: ignore[attr-defined]
-            _Collect(b"", self.ended), argv[0], argv,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        self.addCleanup(self.stop_nginx, process)
-        yield self.wait_until_listening()
-
-    def stop_nginx(self, process: Any) -> defer.Deferred[Any]:
-        try:
-            process.signalProcess(signal.SIGTERM)
-        except ProcessExitedAlready:
-            pass
-        return self.ended
-
-    def nginx_log(self) -> str:
-        try:
-            with open(os.path.join(self.prefix, "error.log"), encoding="utf-8") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    @defer.inlineCallbacks
-    def wait_until_listening(self) -> Any:
-        """Connect until nginx accepts (it has no readiness signal); fail if it exits."""
-        deadline = reactor.seconds() + 20  # type: ignore[attr-defined]
-        while True:
-            if self.ended.called:
-                out, err, code = yield self.ended
-                self.fail(f"nginx exited with {code}: {(out + err).decode(errors='replace')}"
-                          f"\n{self.nginx_log()}")
-            probe = _Probe()
-            try:
-                yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port),
-                                      probe)
-            except ConnectError:
-                if reactor.seconds() > deadline:  # type: ignore[attr-defined]
-                    self.fail(f"nginx did not listen on {self.port}\n{self.nginx_log()}")
-                yield deferLater(reactor, 0.02, lambda: None)
-                continue
-            yield probe.closed
-            return
-
-    def curl(self, port: int, cert: IssuedCertificate | None, *extra: str
-             ) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        args = ["curl", "-sS", "--max-time", "20", "--cacert", self.files.ca,
-                "-H", "Accept: application/json", "-w", "\n%{http_code}", *extra]
-        if cert is not None:
-            name = cert.fingerprint[:16]
-            args += ["--cert", write_pem(self.files.dir, f"{name}.pem", cert.chain_pem()),
-                     "--key", write_pem(self.files.dir, f"{name}.key", cert.private_key_pem(),
-                                        0o600)]
-        return run([*args, "--resolve", f"localhost:{port}:127.0.0.1",
-                    f"https://localhost:{port}/secure"])
-
-    @defer.inlineCallbacks
-    def answer(self, port: int, cert: IssuedCertificate | None, *extra: str) -> Any:
-        out, err, code = yield self.curl(port, cert, *extra)
-        self.assertEqual(code, 0, f"{err!r}\n{self.nginx_log()}")
-        body, _, status = out.rpartition(b"\n")
-        try:
-            return int(status), json.loads(body)
-        except ValueError:
-            self.fail(f"not JSON: {out!r}\n{self.nginx_log()}")
-
 
 
 class NginxTests(NginxFront):

@@ -20,10 +20,11 @@ from twisted.web import resource, server
 from certsrv.exceptions import OCSPError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.pki.responder import OCSPResource
-from certsrv.revocation.core import OCSPChecker, OCSPMode, OCSPSettings, Revocation, Status
+from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.revocation.ocsp import CertStatus, SingleStatus, build_response, build_unsuccessful
+from certsrv.revocation.ocspcheck import OCSPChecker, OCSPSettings
 from certsrv.revocation.ocspfetch import HTTPFetcher
-from certsrv.tls.verify import ClientCertificatePolicy
+from certsrv.tls.verify import ClientVerifier
 from certsrv.web.site import Limits
 from tests._support import (
     HTTPClientProtocol,
@@ -119,9 +120,15 @@ def cert_id_key_from_request(request: crypto_ocsp.OCSPRequest, serial_offset: in
 
 def checker_for(pki: Any, clock: Clock, **settings: Any) -> tuple[OCSPChecker, FakeResponder]:
     responder = FakeResponder(pki.root, clock)
-    settings.setdefault("mode", OCSPMode.LEAF)
+    settings.setdefault("mode", Scope.LEAF)
     settings.setdefault("responder", URL)
     return OCSPChecker(OCSPSettings(**settings), clock, responder), responder
+
+
+def cached(checker: Any, pair: Any) -> Verdict | None:
+    """The checker's cached verdict (``lookup_until`` without its time), None if none."""
+    found = checker.lookup_until(pair)
+    return found[0] if found is not None else None
 
 
 class CheckerTests(SynchronousTestCase):
@@ -134,10 +141,10 @@ class CheckerTests(SynchronousTestCase):
         self.pair = self.checker.pair(self.pki.client.certificate, self.pki.root.certificate)
 
     def test_good_then_cached(self) -> None:
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
         verdict = self.successResultOf(self.checker.check(self.pair))
         self.assertEqual(verdict.status, Status.GOOD)
-        self.assertEqual(self.checker.lookup(self.pair), verdict)
+        self.assertEqual(cached(self.checker, self.pair), verdict)
         self.successResultOf(self.checker.check(self.pair))
         self.assertEqual(len(self.responder.calls), 1)
 
@@ -164,21 +171,21 @@ class CheckerTests(SynchronousTestCase):
     def test_expires_at_next_update(self) -> None:
         self.successResultOf(self.checker.check(self.pair))
         self.clock.advance(10 * 60 + 1)
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
 
     def test_max_age_caps_the_cache(self) -> None:
         checker, responder = checker_for(self.pki, self.clock, max_age=30)
         self.successResultOf(checker.check(self.pair))
         self.clock.advance(31)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
 
     def test_refreshed_in_the_background_before_expiry(self) -> None:
         self.successResultOf(self.checker.check(self.pair))
         self.clock.advance(10 * 60 - 30)  # inside the last minute: due for refresh
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
         self.assertEqual(len(self.responder.calls), 2)
         self.clock.advance(60)  # the first answer has expired, the refreshed one has not
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
 
     def test_no_next_update_gets_short_default(self) -> None:
         self.responder.next_update = None
@@ -186,7 +193,7 @@ class CheckerTests(SynchronousTestCase):
         checker.fetch = self.responder
         self.successResultOf(checker.check(self.pair))
         self.clock.advance(61)
-        self.assertIsNone(checker.lookup(self.pair))
+        self.assertIsNone(cached(checker, self.pair))
 
     def test_untrustworthy_answers_are_unknown(self) -> None:
         for behaviour, reason in (("down", "responder_down"), ("garbage", "malformed"),
@@ -214,9 +221,9 @@ class CheckerTests(SynchronousTestCase):
     def test_unknown_is_cached_briefly(self) -> None:
         self.responder.behaviour = "down"
         self.successResultOf(self.checker.check(self.pair))
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.UNKNOWN)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.UNKNOWN)
         self.clock.advance(11)
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
 
     def test_cache_is_bounded(self) -> None:
         checker, _ = checker_for(self.pki, self.clock, cache_size=3)
@@ -227,9 +234,9 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(len(checker), 3)
 
     def test_no_responder_named(self) -> None:
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF), self.clock, self.responder)
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF), self.clock, self.responder)
         self.assertEqual(self.successResultOf(checker.check(self.pair)).status, Status.GOOD)
-        strict = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF, require=True), self.clock,
+        strict = OCSPChecker(OCSPSettings(mode=Scope.LEAF, require=True), self.clock,
                              self.responder)
         self.assertEqual(self.successResultOf(strict.check(self.pair)).status, Status.UNKNOWN)
         self.assertEqual(self.responder.calls, [])
@@ -249,7 +256,7 @@ class CheckerTests(SynchronousTestCase):
                 return defer.fail(OCSPError("responder_down", "connection refused"))
             return defer.succeed(self.responder.answer(request))
 
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF), self.clock, fetch)
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF), self.clock, fetch)
         pair = checker.pair(cert.certificate, self.pki.root.certificate)
         self.assertEqual(self.successResultOf(checker.check(pair)).status, Status.GOOD)
         self.assertEqual(calls, ["http://127.0.0.1:1/down", "http://127.0.0.1:2/up"])
@@ -258,16 +265,16 @@ class CheckerTests(SynchronousTestCase):
         self.successResultOf(self.checker.check(self.pair))
         self.responder.behaviour = "down"
         self.clock.advance(10 * 60 - 30)  # refresh due; the responder is now down
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD)
-        self.assertEqual(self.checker.lookup(self.pair).status, Status.GOOD, "still in force")
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD)
+        self.assertEqual(cached(self.checker, self.pair).status, Status.GOOD, "still in force")
         self.clock.advance(31)  # past nextUpdate: nothing valid is left
-        self.assertIsNone(self.checker.lookup(self.pair))
+        self.assertIsNone(cached(self.checker, self.pair))
 
     def test_aia_url_is_used(self) -> None:
         ca = CertificateAuthority.load(self.pki.root.certificate, self.pki.root.private_key,
                                        ocsp_url="http://127.0.0.1:8888/")
         cert = ca.issue_client("aia")
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF), self.clock, self.responder)
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF), self.clock, self.responder)
         self.successResultOf(checker.check(checker.pair(cert.certificate, ca.certificate)))
         self.assertEqual(self.responder.calls, ["http://127.0.0.1:8888/"])
 
@@ -281,10 +288,10 @@ class ServerTests(SynchronousTestCase):
 
     def server(self, fail_open: bool = False, **settings: Any) -> tuple[Any, FakeResponder]:
         checker, responder = checker_for(self.pki, self.clock, **settings)
-        policy = ClientCertificatePolicy(self.clock, fail_open=fail_open,
-                                         revocation=Revocation([checker]))
+        verifier = ClientVerifier(self.clock, fail_open=fail_open,
+                                  revocation=Revocation([checker]))
         # The idle timeout runs on the same clock: keep it out of the way.
-        return make_server_factory(self.pki.settings(), policy=policy,
+        return make_server_factory(self.pki.settings(), verifier=verifier,
                                    limits=Limits(idle_timeout=10**9)), responder
 
     def test_good(self) -> None:
@@ -321,7 +328,7 @@ class ServerTests(SynchronousTestCase):
             self.assertIn(Reason.REVOCATION_UNKNOWN.value, reasons)
 
     def test_chain_mode_covers_intermediate(self) -> None:
-        factory, responder = self.server(mode=OCSPMode.CHAIN)
+        factory, responder = self.server(mode=Scope.CHAIN)
         responder.ca = self.pki.root
         cert = self.pki.client_cert("via_intermediate")
         # The intermediate's status comes from the root's responder; the leaf's from the
@@ -334,8 +341,8 @@ class ServerTests(SynchronousTestCase):
                 return inter_responder(url, request)
             return responder(url, request)
 
-        policy = factory.tls.policy
-        policy.revocation.checkers[0].fetch = fetch
+        verifier = factory.tls.verifier
+        verifier.revocation.checkers[0].fetch = fetch
         responder.statuses[self.pki.intermediate.certificate.serial_number] = CertStatus.REVOKED
         result = exchange(factory, client_tls_options(self.pki, cert))
         self.assertEqual(result.status, 403)
@@ -367,9 +374,9 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(http_a.received, b"", "held until the responder answers")
         # Another client, whose status is already known, is served meanwhile.
         other = self.pki.root.issue_client("cached-one")
-        checker = factory.tls.policy.revocation.checkers[0]
-        checker._store(checker.pair(other.certificate, self.pki.root.certificate)[2],
-                       checker_verdict_good(), self.clock.seconds() + 600)
+        checker = factory.tls.verifier.revocation.checkers[0]
+        checker.cache.store(checker.pair(other.certificate, self.pki.root.certificate)[2],
+                            checker_verdict_good(), self.clock.seconds() + 600)
         http_b, client_b, pump_b = self.open(factory, other)
         self.assertTrue(http_b.received.startswith(b"HTTP/1.1 200"), http_b.received)
         responder.release()
@@ -412,8 +419,6 @@ KEEPALIVE = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
 def checker_verdict_good() -> Any:
-    from certsrv.revocation.core import Verdict
-
     return Verdict(Status.GOOD, "good")
 
 
@@ -477,7 +482,7 @@ class FetcherTests(TestCase):
         statuses: dict[int, Any] = {}
         url = self.serve(OCSPResource(self.pki.root.certificate, signer.certificate,
                                       signer.private_key, statuses.get, reactor))
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF, responder=url), reactor,
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF, responder=url), reactor,
                               self.fetcher)
         pair = checker.pair(victim.certificate, self.pki.root.certificate)
         statuses[victim.serial_number] = (CertStatus.GOOD, None, None)
@@ -490,6 +495,30 @@ class FetcherTests(TestCase):
         self.assertEqual(verdict.status, Status.REVOKED)
 
 
+class ShutdownTests(SynchronousTestCase):
+    """The fetchers' idle connections are closed when the server stops."""
+
+    def test_fetchers_closed_when_the_server_stops(self) -> None:
+        from certsrv.server.options import _CloseAtStop, makeService
+        from tests._support import Files, options
+
+        parsed = options(Files(self.mktemp()).argv("--ocsp-responder", URL,
+                                                   "--crl-fetch", "on"))
+        revocation = parsed.revocation
+        assert revocation is not None
+        self.assertEqual([type(f).__name__ for f in revocation.fetchers],
+                         ["HTTPFetcher", "CRLFetcher"])
+        closed: list[Any] = []
+        for fetcher in revocation.fetchers:
+            self.patch(fetcher, "close",
+                       lambda f=fetcher: closed.append(f) or defer.succeed(None))
+        closers = [child for child in makeService(parsed) if isinstance(child, _CloseAtStop)]
+        self.assertEqual(len(closers), 1)
+        closers[0].startService()
+        self.successResultOf(defer.maybeDeferred(closers[0].stopService))
+        self.assertEqual(closed, list(revocation.fetchers))
+
+
 class OpenSSLResponderTests(TestCase):
     """certsrv's server, end to end over TCP, against an ``openssl ocsp`` responder."""
 
@@ -499,8 +528,9 @@ class OpenSSLResponderTests(TestCase):
     def test_good_and_revoked(self) -> Any:
         if shutil.which("openssl") is None:
             raise SkipTest("openssl is not installed")
+        from tests._servers import Collect as _Collect
+        from tests._servers import run
         from tests._support import write_pem
-        from tests.test_interop import _Collect, run
 
         pki = shared_pki()
         directory = self.mktemp()
@@ -534,11 +564,11 @@ class OpenSSLResponderTests(TestCase):
         self.addCleanup(stop)
         fetcher = HTTPFetcher(reactor, reactor, timeout=5)
         self.addCleanup(fetcher.close)
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF,
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF,
                                            responder=f"http://127.0.0.1:{port}/"),
                               reactor, fetcher)
-        policy = ClientCertificatePolicy(reactor, revocation=Revocation([checker]))
-        factory = make_server_factory(pki.settings(), policy=policy)
+        verifier = ClientVerifier(reactor, revocation=Revocation([checker]))
+        factory = make_server_factory(pki.settings(), verifier=verifier)
         listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(listening.stopListening)
         server_port = listening.getHost().port
@@ -575,16 +605,16 @@ class HTTP2Tests(TestCase):
     def test_revoked_and_good_over_both_protocols(self) -> Any:
         if shutil.which("curl") is None:
             raise SkipTest("curl is not installed")
+        from tests._servers import run
         from tests._support import write_pem
-        from tests.test_interop import run
 
         pki = shared_pki()
         clock = Clock()
         clock.advance(reactor.seconds())  # type: ignore[attr-defined]
         responder = FakeResponder(pki.root, clock)
-        checker = OCSPChecker(OCSPSettings(mode=OCSPMode.LEAF, responder=URL), reactor, responder)
-        policy = ClientCertificatePolicy(reactor, revocation=Revocation([checker]))
-        factory = make_server_factory(pki.settings(), policy=policy, http2=True)
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF, responder=URL), reactor, responder)
+        verifier = ClientVerifier(reactor, revocation=Revocation([checker]))
+        factory = make_server_factory(pki.settings(), verifier=verifier, http2=True)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         number = port.getHost().port

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
-from twisted.internet import defer, endpoints, protocol, reactor, task
+from twisted.internet import reactor, task
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from certsrv.pki import service as _ocsptap
@@ -15,48 +14,22 @@ from certsrv.server.endpoints import loopback_by_default
 from certsrv.server.metrics import ADMIN_MAX_CONNECTIONS, Metrics
 from certsrv.web.limits import Limits
 from tests._h2client import connect_h2, h2_options
-from tests._servers import fds, files, listening, low_port, spawn, twistd_argv, wait_listening
-from tests._support import shared_pki, write_pem
-from tests.test_interop import run
-
-
-class _Peer(protocol.Protocol):
-    """Sends ``data`` once connected; ``done`` fires with what came back when the peer closes."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-        self.received = b""
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.data:
-            self.transport.write(self.data)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
-
-
-async def _connect(port: int, peer: _Peer) -> _Peer:
-    await endpoints.connectProtocol(
-        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
-    return peer
-
-
-async def _exchange(port: int, request: bytes) -> bytes:
-    """Send ``request`` on a new connection to 127.0.0.1:``port``; all that came back."""
-    return await (await _connect(port, _Peer(request))).done
-
-
-def _status(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
-
+from tests._servers import HEALTH as _HEALTH
+from tests._servers import Peer as _Peer
+from tests._servers import connect as _connect
+from tests._servers import fds, files, listening, low_port, run, spawn, twistd_argv, wait_listening
+from tests._servers import status_of as _status
+from tests._servers import tcp_exchange as _exchange
+from tests._support import (
+    client_tls_options,
+    exchange,
+    make_server_factory,
+    shared_pki,
+    write_pem,
+)
 
 _CHUNKED_POST = (b"POST %s HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
                  b"400\r\n" + b"x" * 1024 + b"\r\n")
-_HEALTH = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
 async def _body_refused_without_a_file(case: TestCase, pid: int, port: int, path: bytes,
@@ -200,7 +173,8 @@ class OptionTests(SynchronousTestCase):
     def test_options(self) -> None:
         from twisted.python import usage
 
-        from tests.test_plugin import _Files, parse
+        from tests._support import Files as _Files
+        from tests._support import options as parse
 
         files = _Files(self.mktemp())
         options = parse(files.argv("--metrics", "tcp:9100", "--header-timeout", "5",
@@ -215,14 +189,24 @@ class RefusalMetricsTests(SynchronousTestCase):
     """Limit refusals count as request rejections by reason; turned-away connections do not."""
 
     def test_counted(self) -> None:
-        metrics = Metrics()
-        for reason in ("body_too_large", "body_too_large", "request_timeout", "max_connections"):
-            metrics({"log_namespace": "certsrv.limits", "reason": reason})
+        pki = shared_pki()
+        factory = make_server_factory(pki.settings(), limits=Limits(max_body_bytes=1000,
+                                                                    max_headers=5))
+        site = factory.wrappedFactory
+        site.observer = metrics = Metrics()
+        large = b"POST /secure HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n"
+        many = (b"GET /secure HTTP/1.1\r\nHost: localhost\r\n"
+                + b"".join(b"X-%d: y\r\n" % i for i in range(6)) + b"\r\n")
+        for request, status in ((large, 413), (large, 413), (many, 431)):
+            self.assertEqual(exchange(factory, client_tls_options(pki, pki.client),
+                                      request).status, status)
+        site.limits = Limits(max_connections=0)
+        self.assertIsNone(factory.buildProtocol(None))  # turned away
         value = metrics.registry.get_sample_value
         self.assertEqual(value("certsrv_request_rejections_total",
                                {"reason": "body_too_large"}), 2.0)
         self.assertEqual(value("certsrv_request_rejections_total",
-                               {"reason": "request_timeout"}), 1.0)
+                               {"reason": "too_many_headers"}), 1.0)
         self.assertIsNone(value("certsrv_request_rejections_total",
                                 {"reason": "max_connections"}))
 

@@ -16,8 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from certsrv.server import options as _tap
 from certsrv.server.startup import Listener, StartupFailed, WorkerTag, cannot_listen
+from tests._servers import SEE
+from tests._servers import listening_socket as _listening_socket
+from tests._servers import low_port as _free_port
+from tests._support import Files as _Files
 from tests._support import captured_events, clock_at_now
-from tests.test_plugin import SEE, _Files, _free_port, _listening_socket
 
 
 def twistd_exit(argv: list[str]) -> str:

@@ -11,8 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.exceptions import Reason
 from certsrv.pki import IssuedCertificate, KeyType
-from certsrv.tls.context import ClientCertMode
-from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy
+from certsrv.server.build import build_site
+from certsrv.tls.context import ClientCertMode, Current, ServerTLS
+from certsrv.tls.verify import AllowedTypes, ClientVerifier
 from certsrv.web.site import Limits
 from tests._support import (
     DAY,
@@ -229,7 +230,7 @@ class SelfSignedTests(_Base):
 
 
 class ClockTests(_Base):
-    """The policy judges time by its injected clock, at the handshake and on every request."""
+    """The verifier judges time by its injected clock, at the handshake and on every request."""
 
     def test_expired_by_server_clock(self) -> None:
         clock = clock_at_now()
@@ -238,10 +239,7 @@ class ClockTests(_Base):
         self.assertRejected(result, events, Reason.EXPIRED, "alert")
 
     def test_certificate_expiring_on_open_connection(self) -> None:
-        from twisted.internet import protocol
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-        from twisted.test.iosim import connectedServerAndClient
-
+        from certsrv.testing import open_in_memory
         from tests._support import HTTPClientProtocol
 
         clock = clock_at_now()
@@ -250,13 +248,8 @@ class ClockTests(_Base):
                                       limits=Limits(idle_timeout=10**9))
         keepalive = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
         http = HTTPClientProtocol(keepalive)
-        client_factory = TLSMemoryBIOFactory(client_tls_options(self.pki, self.pki.client), True,
-                                             protocol.Factory.forProtocol(lambda: http),
-                                             clock=clock)
-        client, server, pump = connectedServerAndClient(
-            lambda: factory.buildProtocol(None), lambda: client_factory.buildProtocol(None),
-            greet=False, clock=clock)
-        pump.flush()
+        client, server, pump = open_in_memory(
+            factory, client_tls_options(self.pki, self.pki.client), http)
         self.assertTrue(http.received.startswith(b"HTTP/1.1 200"), http.received)
         http.received = b""
         clock.advance(400 * 86400)
@@ -269,13 +262,31 @@ class ClockTests(_Base):
 
 
 class RobustnessTests(_Base):
-    """A bug in the policy fails the handshake cleanly instead of escaping into the reactor."""
+    """A bug in the verifier fails the handshake cleanly instead of escaping into the reactor."""
 
-    def test_exception_in_policy(self) -> None:
-        class Broken(ClientCertificatePolicy):
+    def test_exception_in_verifier(self) -> None:
+        class Broken(ClientVerifier):
             def check_leaf(self, cert: x509.Certificate) -> None:  # type: ignore[override]
                 raise RuntimeError("boom")
 
-        result, events = self.run_exchange(self.pki.client, policy=Broken(clock_at_now()))
+        result, events = self.run_exchange(self.pki.client, verifier=Broken(clock_at_now()))
         self.assertRejected(result, events, Reason.INTERNAL_ERROR, "alert")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class CurrentTests(SynchronousTestCase):
+    """The configuration in force is held once: the TLS layer and the site read one
+    ``Current``, so replacing it there (a reload) changes both."""
+
+    def test_one_replacement_for_both(self) -> None:
+        pki = shared_pki()
+        clock = clock_at_now()
+        current = Current(pki.settings(), ClientVerifier(clock))
+        tls, site = ServerTLS(current), build_site(current)
+        newer = ClientVerifier(clock)
+        settings = pki.settings()
+        current.replace(settings, newer)
+        self.assertIs(tls.verifier, newer)
+        self.assertIs(site.verifier, newer)
+        self.assertIs(tls.settings, settings)
+        self.assertIs(newer.settings, settings)

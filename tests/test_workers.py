@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from certsrv.server.endpoints import PortInUse, check_free, parse_tcp
 from certsrv.server.workers import worker_argv
-from tests._servers import alive, low_port, spawn, twistd_argv, twistd_env, wait_listening
+from tests._servers import Collect as _Collect
+from tests._servers import alive, low_port, run, spawn, twistd_argv, twistd_env, wait_listening
 from tests._support import shared_pki, write_pem
-from tests.test_interop import _Collect, run
 
 
 class ParseTests(SynchronousTestCase):

@@ -55,7 +55,6 @@ because earlier rules with the same or a shorter prefix already cover all its me
 
 from __future__ import annotations
 
-import enum
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -68,7 +67,7 @@ from cryptography.x509.oid import NameOID
 from twisted.logger import Logger
 
 from certsrv.access.request import Segments, bad_method, segments_of
-from certsrv.exceptions import ConfigurationError
+from certsrv.exceptions import AccessReason, ConfigurationError
 from certsrv.x509.certs import read_file
 from certsrv.x509.identity import ClientIdentity
 
@@ -77,41 +76,9 @@ __all__ = [
     "Decision",
     "Policy",
     "Rule",
-    "Verdict",
     "load_policy",
     "parse_policy",
 ]
-
-
-class Verdict(enum.StrEnum):
-    """Why a request was let through or refused; the values are stable log and metric labels."""
-
-    PUBLIC = "public"
-    ALLOWED = "allowed"
-    NO_CERTIFICATE = "no_certificate"
-    NOT_ALLOWED = "not_allowed"
-    NO_RULE = "no_rule"
-    BAD_PATH = "bad_path"
-    BAD_METHOD = "bad_method"
-    INTERNAL_ERROR = "internal_error"
-
-    @property
-    def sentence(self) -> str:
-        """A short explanation a person understands, fit for a 403 body."""
-        return _SENTENCES[self]
-
-
-_SENTENCES: dict[Verdict, str] = {
-    Verdict.PUBLIC: "the path is public",
-    Verdict.ALLOWED: "the client certificate is allowed on this path",
-    Verdict.NO_CERTIFICATE: "this path requires a client certificate",
-    Verdict.NOT_ALLOWED: "the client certificate is not allowed on this path",
-    Verdict.NO_RULE: "no access rule covers this path and method",
-    Verdict.BAD_PATH: "the request path is ambiguous (empty, '.' or '..' segments, or an "
-                      "encoded '/', '\\' or ';')",
-    Verdict.BAD_METHOD: "the request method is not an upper-case token",
-    Verdict.INTERNAL_ERROR: "the server failed while checking access",
-}
 
 
 @dataclass(frozen=True)
@@ -120,7 +87,7 @@ class Decision:
 
     allowed: bool
     rule: str | None
-    reason: Verdict
+    reason: AccessReason
     matcher: str | None = None  # the ``allow`` key that admitted the certificate
 
     @property
@@ -382,24 +349,24 @@ class Policy:
         try:
             verb = method if isinstance(method, bytes) else method.encode("latin-1")
             if bad_method(verb):
-                return Decision(False, None, Verdict.BAD_METHOD)
+                return Decision(False, None, AccessReason.BAD_METHOD)
             segments = _request_segments(path, self._depth, dispatched)
             if segments is None:
-                return Decision(False, None, Verdict.BAD_PATH)
+                return Decision(False, None, AccessReason.BAD_PATH)
             rule = self._first(segments, method)
             if rule is None:
-                return Decision(False, None, Verdict.NO_RULE)
+                return Decision(False, None, AccessReason.NO_RULE)
             if rule.public:
-                return Decision(True, rule.name, Verdict.PUBLIC)
+                return Decision(True, rule.name, AccessReason.PUBLIC)
             if identity is None:
-                return Decision(False, rule.name, Verdict.NO_CERTIFICATE)
+                return Decision(False, rule.name, AccessReason.NO_CERTIFICATE)
             claims = identity if isinstance(identity, Claims) else Claims(identity)
             matcher = rule.allow.match(claims) if rule.allow is not None else None
             if matcher is None:
-                return Decision(False, rule.name, Verdict.NOT_ALLOWED)
-            return Decision(True, rule.name, Verdict.ALLOWED, matcher)
+                return Decision(False, rule.name, AccessReason.NOT_ALLOWED)
+            return Decision(True, rule.name, AccessReason.ALLOWED, matcher)
         except Exception:
-            return Decision(False, rule.name if rule else None, Verdict.INTERNAL_ERROR)
+            return Decision(False, rule.name if rule else None, AccessReason.INTERNAL_ERROR)
 
 
 # --- where things are in the TOML text ----------------------------------------------------

@@ -46,20 +46,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from hyperlink import DecodedURL, EncodedURL
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
-from treq._types import _NOTHING
 from treq.auth import UnknownAuthConfig
-
-# treq's request() always adds gzip decoding and cannot be told not to; the client below
-# re-assembles the request from the same helpers treq itself uses.
-from treq.client import (
-    HTTPClient,
-    _coerced_query_params,
-    _merge_cookies,
-    _scoped_cookiejar_from_dict,
-)
-from treq.response import _Response
+from treq.client import HTTPClient
 from twisted.internet import defer, error
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import (
@@ -77,6 +66,20 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+# treq's request() always adds gzip decoding and cannot be told not to; the client below
+# re-assembles the request from the same helpers treq itself uses.
+from certsrv._compat import (
+    TREQ_NO_JSON,
+    IOpenSSLTrustRoot,
+    TreqResponse,
+    treq_agent,
+    treq_cookiejar,
+    treq_merge_cookies,
+    treq_query_params,
+    treq_request_body,
+    treq_request_headers,
+    treq_scoped_cookiejar,
+)
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
 from certsrv.x509.certs import read_file
 
@@ -148,53 +151,59 @@ def printable(text: str, *, lines: bool = False) -> str:
     state = _State.TEXT
     # One state machine step per character, so the cost is linear in the text's length.
     for ch in text:
-        if state is _State.STRING:
-            if ch == _ESC:
-                state = _State.STRING_ESCAPE
-            elif ch in ("\x07", "\x9c"):
-                state = _State.TEXT
-            continue
-        if state is _State.STRING_ESCAPE:
-            state = _State.TEXT if ch == "\\" else _State.STRING
-            continue
-        if state is _State.ESCAPE:
-            if ch == "[":
-                state = _State.CSI
-            elif ch in _STRING_STARTERS:
-                state = _State.STRING
-            elif " " <= ch <= "/":
-                state = _State.INTERMEDIATE
-            elif ch != _ESC:
-                state = _State.TEXT
-            continue
-        if state is _State.INTERMEDIATE:
-            if not " " <= ch <= "/":
-                state = _State.TEXT
-            continue
-        if state is _State.CSI:
-            if " " <= ch <= "?":
+        if state is not _State.TEXT:
+            state, consumed = _in_sequence(state, ch)
+            if consumed:
                 continue
-            state = _State.TEXT
-            if "@" <= ch <= "~":
-                continue
-            # Anything else ends the sequence and is judged as text below.
-        if ch == _ESC:
-            state = _State.ESCAPE
-        elif ch == "\x9b":
-            state = _State.CSI
-        elif ch in _C1_STRINGS:
-            state = _State.STRING
-        elif lines and ch in "\n\t":
-            out.append(ch)
-        elif lines and ch in "\u2028\u2029":
-            out.append("\n")
-        elif ch in _BIDI:
-            pass
-        elif ch.isprintable() or (lines and not _is_control(ch)):
-            out.append(ch)
-        elif ch.isspace():
-            out.append(" ")
+        started = _SEQUENCE_STARTS.get(ch)
+        if started is not None:
+            state = started
+        else:
+            out.append(_kept(ch, lines))
     return "".join(out)
+
+
+# The characters that begin an escape sequence, and the state each begins.
+_SEQUENCE_STARTS = {_ESC: _State.ESCAPE, "\x9b": _State.CSI,
+                    **{ch: _State.STRING for ch in _C1_STRINGS}}
+
+
+def _in_sequence(state: _State, ch: str) -> tuple[_State, bool]:
+    """The state after ``ch`` inside an escape sequence, and whether ``ch`` was part of it
+    (if not, it ended a control sequence and is judged as text)."""
+    if state is _State.STRING:
+        if ch == _ESC:
+            return _State.STRING_ESCAPE, True
+        return (_State.TEXT if ch in ("\x07", "\x9c") else state), True
+    if state is _State.STRING_ESCAPE:
+        return (_State.TEXT if ch == "\\" else _State.STRING), True
+    if state is _State.ESCAPE:
+        if ch == "[":
+            return _State.CSI, True
+        if ch in _STRING_STARTERS:
+            return _State.STRING, True
+        if " " <= ch <= "/":
+            return _State.INTERMEDIATE, True
+        return (state if ch == _ESC else _State.TEXT), True
+    if state is _State.INTERMEDIATE:
+        return (state if " " <= ch <= "/" else _State.TEXT), True
+    # CSI: parameter and intermediate bytes, then a final byte; anything else ends it.
+    if " " <= ch <= "?":
+        return state, True
+    return _State.TEXT, "@" <= ch <= "~"
+
+
+def _kept(ch: str, lines: bool) -> str:
+    """What a character outside escape sequences becomes: itself, a space, or nothing."""
+    if lines and ch in "\n\t":
+        return ch
+    if lines and ch in "\u2028\u2029":
+        return "\n"
+    if ch in _BIDI:
+        return ""
+    if ch.isprintable() or (lines and not _is_control(ch)):
+        return ch
+    return " " if ch.isspace() else ""
 
 
 def _is_control(ch: str) -> bool:
@@ -828,7 +837,7 @@ class _CertsrvHTTPClient(HTTPClient):
         headers: Any = None,
         data: Any = None,
         files: Any = None,
-        json: Any = _NOTHING,
+        json: Any = TREQ_NO_JSON,
         auth: Any = None,
         cookies: Any = None,
         allow_redirects: bool | None = None,
@@ -836,29 +845,29 @@ class _CertsrvHTTPClient(HTTPClient):
         unbuffered: bool = False,
         reactor: Any = None,
         timeout: float | None | _Default = _Default.CLIENT,
-        _stacklevel: int = 2,
-    ) -> defer.Deferred[_Response]:
+        _stacklevel: int = 2,  # listed in _compat.TREQ_REQUEST_PARAMETERS
+    ) -> defer.Deferred[TreqResponse]:
         """Send a request as treq does, with the differences in the module's docstring."""
         method_ = method.encode("ascii").upper()
         parsed = _parse_url(url)
         if params:
-            parsed = parsed.replace(query=parsed.query + tuple(_coerced_query_params(params)))
-        request_headers = self._request_headers(headers, _stacklevel + 1).copy()
-        body, content_type = self._request_body(data, files, json, stacklevel=_stacklevel + 1)
+            parsed = parsed.replace(query=parsed.query + tuple(treq_query_params(params)))
+        request_headers = treq_request_headers(self, headers, _stacklevel + 1).copy()
+        body, content_type = treq_request_body(self, data, files, json, _stacklevel + 1)
         if content_type is not None:
             request_headers.setRawHeaders(b"Content-Type", [content_type])
         if auth:
             request_headers.setRawHeaders(b"Authorization", [_basic_auth(auth)])
         if not isinstance(cookies, CookieJar):
-            cookies = _scoped_cookiejar_from_dict(parsed, cookies)
-        _merge_cookies(self._cookiejar, cookies)
+            cookies = treq_scoped_cookiejar(parsed, cookies)
+        treq_merge_cookies(treq_cookiejar(self), cookies)
         follow = self._follow_redirects if allow_redirects is None else allow_redirects
         exchange = defer.Deferred.fromCoroutine(
             self._exchange(method_, parsed, request_headers, body, follow, unbuffered))
         seconds = self._timeout if isinstance(timeout, _Default) else timeout
         if seconds:
             exchange.addTimeout(seconds, reactor or self._reactor)
-        return exchange.addCallback(_Response, self._cookiejar)
+        return exchange.addCallback(TreqResponse, treq_cookiejar(self))
 
     def _stranger_agent(self) -> IAgent:
         """The agent for other origins: no client certificate, no cookies."""
@@ -870,7 +879,8 @@ class _CertsrvHTTPClient(HTTPClient):
                         body: IBodyProducer | None, follow: bool, unbuffered: bool
                         ) -> IResponse:
         """Send the request; follow redirects if asked; read the body unless unbuffered."""
-        agent: IAgent = CookieAgent(self._agent, self._cookiejar)  # type: ignore[no-untyped-call]
+        agent: IAgent = CookieAgent(  # type: ignore[no-untyped-call]
+            treq_agent(self), treq_cookiejar(self))
         origin: tuple[str, str, int | None] | None = _origin(url)
         response: IResponse = await agent.request(method, _uri(url), headers, body)
         hops = 0
@@ -886,15 +896,8 @@ class _CertsrvHTTPClient(HTTPClient):
                 if hops > self._max_redirects:
                     raise RedirectRefused(url.to_text(), target.to_text(),
                                           f"more than {self._max_redirects} redirects")
-                if response.code == 303 or (response.code in (301, 302) and method == b"POST"):
-                    method = b"HEAD" if method == b"HEAD" else b"GET"
-                    body = None
-                    headers = headers.copy()
-                    for name in _BODY_HEADERS:
-                        headers.removeHeader(name)
-                elif body is not None:
-                    raise RedirectRefused(url.to_text(), target.to_text(),
-                                          "the request body cannot be sent again")
+                method, body, headers = _redirected_request(
+                    response.code, method, body, headers, url.to_text(), target.to_text())
             except RedirectRefused:
                 _stop(discard.transport)  # nothing more is wanted from this connection
                 raise
@@ -911,6 +914,22 @@ class _CertsrvHTTPClient(HTTPClient):
         if unbuffered:
             return response
         return await _buffered(response, self._max_response_size)
+
+
+def _redirected_request(code: int, method: bytes, body: IBodyProducer | None, headers: Headers,
+                        source: str, target: str
+                        ) -> tuple[bytes, IBodyProducer | None, Headers]:
+    """The method, body and headers to follow a redirect with: a 303, or a 301/302 answering
+    POST, becomes a GET (a HEAD stays a HEAD) without the body; any other redirect of a
+    request with a body is refused (the body cannot be sent again)."""
+    if code == 303 or (code in (301, 302) and method == b"POST"):
+        headers = headers.copy()
+        for name in _BODY_HEADERS:
+            headers.removeHeader(name)
+        return (b"HEAD" if method == b"HEAD" else b"GET"), None, headers
+    if body is not None:
+        raise RedirectRefused(source, target, "the request body cannot be sent again")
+    return method, body, headers
 
 
 def http_client(
@@ -1221,6 +1240,37 @@ def _explain_own(exc: BaseException, trusted: str) -> Explanation | None:
     return None
 
 
+def _explain_unreachable(causes: list[BaseException]) -> Explanation | None:
+    """A server that refused the connection, a name that did not resolve, or no answer."""
+    for exc in causes:
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, error.ConnectionRefusedError):
+            return Explanation("connection_refused",
+                               "the server refused the connection (is it running on that port?)",
+                               None, detail)
+        if isinstance(exc, error.DNSLookupError):
+            return Explanation("unknown_host", "the server's host name could not be resolved",
+                               None, detail)
+        if isinstance(exc, (error.TimeoutError, defer.TimeoutError, defer.CancelledError,
+                            error.ConnectingCancelledError, TimeoutError)):
+            return Explanation("timeout", "the server did not answer in time (timeout)",
+                               None, detail)
+    return None
+
+
+def _explain_lost(causes: list[BaseException]) -> Explanation | None:
+    """A connection the server closed, or one that failed otherwise."""
+    for exc in causes:
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (error.ConnectionLost, error.ConnectionDone)):
+            return _closed(detail)
+        if isinstance(exc, error.ConnectError):
+            return Explanation("connection_failed",
+                               f"could not connect to the server ({_one_line(str(exc))})",
+                               None, detail)
+    return None
+
+
 def explain(
     failure_or_exception: BaseException | Failure, *, sent_certificate: bool | None = None,
     trusted: str | None = None,
@@ -1242,29 +1292,14 @@ def explain(
     for explanation in explained:
         if explanation.code not in ("tls_error", "connection_closed"):
             return explanation
-    for exc in causes:
-        detail = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, error.ConnectionRefusedError):
-            return Explanation("connection_refused",
-                               "the server refused the connection (is it running on that port?)",
-                               None, detail)
-        if isinstance(exc, error.DNSLookupError):
-            return Explanation("unknown_host", "the server's host name could not be resolved",
-                               None, detail)
-        if isinstance(exc, (error.TimeoutError, defer.TimeoutError, defer.CancelledError,
-                            error.ConnectingCancelledError, TimeoutError)):
-            return Explanation("timeout", "the server did not answer in time (timeout)",
-                               None, detail)
+    unreachable = _explain_unreachable(causes)
+    if unreachable is not None:
+        return unreachable
     if explained:
         return explained[0]
-    for exc in causes:
-        detail = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, (error.ConnectionLost, error.ConnectionDone)):
-            return _closed(detail)
-        if isinstance(exc, error.ConnectError):
-            return Explanation("connection_failed",
-                               f"could not connect to the server ({_one_line(str(exc))})",
-                               None, detail)
+    lost = _explain_lost(causes)
+    if lost is not None:
+        return lost
     top = causes[0] if causes else failure_or_exception
     return Explanation("unknown", f"the request failed ({type(top).__name__}: "
                                   f"{_one_line(str(top))})", None, repr(top))

@@ -49,7 +49,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
-from certsrv.exceptions import CertsrvError, ConfigurationError
+from certsrv.exceptions import CertsrvError, ConfigurationError, ForwardedReason
 
 __all__ = [
     "ALL_FORWARDED_HEADERS",
@@ -60,7 +60,6 @@ __all__ = [
     "ForwardedCertError",
     "ForwardedChain",
     "ForwardedFormat",
-    "ForwardedReason",
     "HeaderSource",
     "TrustedProxies",
     "forwarded_headers",
@@ -87,43 +86,6 @@ class ForwardedFormat(enum.StrEnum):
         names = ", ".join(m.value for m in cls)
         raise ConfigurationError("--forwarded-cert",
                                  f"unknown format {text!r}; expected one of: {names}")
-
-
-class ForwardedReason(enum.StrEnum):
-    """Why forwarded certificate headers were refused; the values are stable codes."""
-
-    BAD_ENCODING = "bad_encoding"
-    TOO_LARGE = "too_large"
-    MULTIPLE_VALUES = "multiple_values"
-    MULTIPLE_CERTIFICATES = "multiple_certificates"
-    NOT_A_CERTIFICATE = "not_a_certificate"
-    TOO_MANY_CERTIFICATES = "too_many_certificates"
-    EMPTY_VALUE = "empty_value"
-    MISSING_CERTIFICATE = "missing_certificate"
-    LEAF_MISMATCH = "leaf_mismatch"
-    AMBIGUOUS = "ambiguous"
-
-    @property
-    def sentence(self) -> str:
-        """A short explanation a person understands."""
-        return _SENTENCES[self]
-
-
-_SENTENCES: dict[ForwardedReason, str] = {
-    ForwardedReason.BAD_ENCODING: "a forwarded certificate header is not correctly encoded",
-    ForwardedReason.TOO_LARGE: "the forwarded certificate headers are larger than allowed",
-    ForwardedReason.MULTIPLE_VALUES: "a forwarded certificate header that takes one value "
-                                     "has several",
-    ForwardedReason.MULTIPLE_CERTIFICATES: "a field that takes one certificate holds several",
-    ForwardedReason.NOT_A_CERTIFICATE: "forwarded data is not an X.509 certificate",
-    ForwardedReason.TOO_MANY_CERTIFICATES: "the forwarded chain has more certificates than "
-                                           "allowed",
-    ForwardedReason.EMPTY_VALUE: "a forwarded certificate header is present but empty",
-    ForwardedReason.MISSING_CERTIFICATE: "the forwarded headers carry no client certificate",
-    ForwardedReason.LEAF_MISMATCH: "the forwarded chain does not start with the forwarded "
-                                   "certificate",
-    ForwardedReason.AMBIGUOUS: "the forwarded certificate header can be read more than one way",
-}
 
 
 class ForwardedCertError(CertsrvError):

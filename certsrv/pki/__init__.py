@@ -2,8 +2,10 @@
 The development PKI: a CA, its store and CLI, and its OCSP responder.
 
 Owns: this module (``CertificateAuthority``, ``IssuedCertificate``, keys, atomic writes),
-``store`` (the PKI directory and its index), ``cli`` (``certsrv-pki``), ``responder`` (OCSP
-answers) and ``service`` (``twistd certsrv-ocsp``). Nothing in the server stack imports it.
+``index`` (the index of issued certificates, ``index.json`` and its OpenSSL mirror),
+``store`` (the PKI directory: issuing, renewing, revoking), ``cli`` (``certsrv-pki``),
+``responder`` (OCSP answers) and ``service`` (``twistd certsrv-ocsp``). Nothing in the
+server stack imports it.
 May import: ``certsrv.x509``, ``certsrv.revocation``, ``certsrv.web``, ``certsrv.server``.
 
 A small X.509 PKI for development and tests: CAs, client and server certificates, CRLs.
@@ -438,20 +440,10 @@ class CertificateAuthority:
         if not common_name and not sans:
             raise ValueError("a certificate needs a common_name or at least one SAN")
         builder = self._builder(subject, key, start, end, serial_number)
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        builder = builder.add_extension(key_usage or _leaf_key_usage(key), True)
-        if extended_key_usage is not None:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)),
-                                            False)
-        if sans:
-            # RFC 5280 4.2.1.6: critical when the subject is empty.
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), not common_name)
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(
-            key.public_key()), False)
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(self.private_key.public_key()),
-            False,
-        )
+        # RFC 5280 4.2.1.6: the subjectAltName is critical when the subject is empty.
+        builder = _leaf_extensions(builder, key, self.private_key, key_usage or
+                                   _leaf_key_usage(key), extended_key_usage, sans,
+                                   critical_sans=not common_name)
         if with_aia:
             builder = self._revocation_pointers(builder)
         for extension, critical in extra_extensions:
@@ -578,6 +570,31 @@ def _leaf_key_usage(key: PrivateKey) -> x509.KeyUsage:
         crl_sign=False,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def _leaf_extensions(
+    builder: x509.CertificateBuilder,
+    key: PrivateKey,
+    issuer_key: PrivateKey,
+    key_usage: x509.KeyUsage,
+    extended_key_usage: Sequence[x509.ObjectIdentifier] | None,
+    sans: list[x509.GeneralName],
+    *,
+    critical_sans: bool,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate's constraints, key usages, names and key identifiers."""
+    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+    builder = builder.add_extension(key_usage, True)
+    if extended_key_usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical_sans)
+    return (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
     )
 
 

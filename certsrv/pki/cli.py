@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -92,6 +93,10 @@ def _validity_options(parser: argparse.ArgumentParser, days_help: str) -> None:
                        help="validity as a duration: 90s, 10m, 8h, 30d")
 
 
+# Adds a subcommand: ``commands.add_parser`` with the options every subcommand takes.
+_AddCommand = Callable[..., argparse.ArgumentParser]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Create and run a development PKI kept in a directory."
@@ -101,9 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add = functools.partial(commands.add_parser, parents=[common])
+    _add_init(add)
+    _add_issuing(add)
+    _add_list_and_revocation(add)
+    return parser
 
-    init = commands.add_parser(
-        "init", parents=[common], help="create a CA, server, client and OCSP responder certs",
+
+def _add_init(add: _AddCommand) -> None:
+    init = add(
+        "init", help="create a CA, server, client and OCSP responder certs",
         description="Create ca.pem, server.pem, client.pem, ocsp.pem (each with its .key), "
         "the index and an initial crl.pem.",
     )
@@ -116,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="replace an existing PKI (without it, a complete one is reused)")
     init.set_defaults(handler=_init)
 
-    client = commands.add_parser("issue-client", parents=[common],
-                                 help="issue clients/NAME.pem and clients/NAME.key")
+
+def _add_issuing(add: _AddCommand) -> None:
+    client = add("issue-client", help="issue clients/NAME.pem and clients/NAME.key")
     client.add_argument("name", metavar="NAME", help="file name and common name")
     client.add_argument("--email", action="append", default=[], help="rfc822Name SAN")
     client.add_argument("--uri", action="append", default=[],
@@ -128,8 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="key type (default: the PKI's)")
     client.set_defaults(handler=_issue_client)
 
-    server = commands.add_parser("issue-server", parents=[common],
-                                 help="issue servers/NAME.pem and servers/NAME.key")
+    server = add("issue-server", help="issue servers/NAME.pem and servers/NAME.key")
     server.add_argument("hosts", nargs="+", metavar="HOST", help="host names and IP addresses")
     server.add_argument("--name", help="file name (default: the first HOST)")
     _validity_options(server, f"validity in days (default: {DEFAULT_DAYS})")
@@ -137,18 +149,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="key type (default: the PKI's)")
     server.set_defaults(handler=_issue_server)
 
-    renew = commands.add_parser("renew", parents=[common],
-                                help="re-issue a certificate with the same subject and SANs")
+    renew = add("renew", help="re-issue a certificate with the same subject and SANs")
     renew.add_argument("name", metavar="NAME")
     _validity_options(renew, "validity in days (default: that of the certificate renewed)")
     renew.add_argument("--keep-key", action="store_true", help="reuse the existing key")
     renew.set_defaults(handler=_renew)
 
-    listing = commands.add_parser("list", parents=[common], help="show every issued certificate")
+
+def _add_list_and_revocation(add: _AddCommand) -> None:
+    listing = add("list", help="show every issued certificate")
     listing.set_defaults(handler=_list)
 
-    revoke = commands.add_parser("revoke", parents=[common],
-                                 help="revoke a certificate and rewrite crl.pem")
+    revoke = add("revoke", help="revoke a certificate and rewrite crl.pem")
     revoke.add_argument("target", metavar="NAME|SERIAL", help="a name or a hex serial number")
     revoke.add_argument("--reason", choices=_REASONS, default="unspecified",
                         type=_reason, help="CRL reason (default: unspecified)")
@@ -156,11 +168,10 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"days until the CRL's nextUpdate (default: {DEFAULT_CRL_DAYS})")
     revoke.set_defaults(handler=_revoke)
 
-    crl = commands.add_parser("crl", parents=[common], help="write a fresh signed crl.pem")
+    crl = add("crl", help="write a fresh signed crl.pem")
     crl.add_argument("--days", type=_positive, default=DEFAULT_CRL_DAYS,
                      help=f"days until nextUpdate (default: {DEFAULT_CRL_DAYS})")
     crl.set_defaults(handler=_crl)
-    return parser
 
 
 def _reason(text: str) -> str:

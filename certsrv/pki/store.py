@@ -1,8 +1,8 @@
 """
 A development PKI kept in a directory: a CA, the certificates it issued, an index, a CRL.
 
-``index.json`` is the source of truth; ``index.txt`` mirrors it in the OpenSSL ``ca``
-database format so that ``openssl ocsp -index`` can serve the same PKI.  Every file is
+The index (``index.json`` and its OpenSSL mirror ``index.txt``) is ``certsrv.pki.index``;
+this module issues, renews and revokes, and keeps the files in step.  Every file is
 replaced atomically (temporary file, then rename), private keys are written with mode
 0600 and directories are made with mode 0700.  Every method that needs the current time
 takes an optional ``now``.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import enum
 import fcntl
 import hashlib
 import ipaddress
@@ -21,10 +20,10 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from stat import S_IMODE, S_ISVTX, S_IWOTH
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +41,26 @@ from certsrv.pki import (
     validate_host,
     write_atomic,
 )
+from certsrv.pki.index import (
+    _UNKNOWN,
+    FORMAT_VERSION,
+    INDEX,
+    INDEX_TXT,
+    REVOCATION_REASONS,
+    Entry,
+    EntryStatus,
+    Index,
+    Kind,
+    RevocationStatus,
+    _aware,
+    _iso,
+    _json_bytes,
+    _reading,
+    openssl_subject,
+    parse_reason,
+    parse_serial,
+    validate_name,
+)
 
 __all__ = [
     "CA_CERT",
@@ -56,10 +75,10 @@ __all__ = [
     "INDEX_TXT",
     "REVOCATION_REASONS",
     "Entry",
+    "EntryStatus",
     "Kind",
     "PKIStore",
     "RevocationStatus",
-    "Status",
     "parse_duration",
     "parse_reason",
     "parse_serial",
@@ -69,8 +88,6 @@ __all__ = [
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
 CONFIG = "pki.json"
-INDEX = "index.json"
-INDEX_TXT = "index.txt"
 INDEX_ATTR = "index.txt.attr"
 CRL = "crl.pem"
 CLIENTS_DIR = "clients"
@@ -93,191 +110,8 @@ _TOP_LEVEL = (
 )
 # What a finished `init` leaves (crl.pem is written last).
 _COMPLETE = (CA_CERT, CA_KEY, CONFIG, INDEX, INDEX_TXT, INDEX_ATTR, CRL)
-_FORMAT_VERSION = 1
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would break the tab-separated index.txt
 _DURATION_RE = re.compile(r"([0-9]{1,12})([smhd]?)", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
-
-# The reasons both a CRL and the OpenSSL index can carry, spelled as in RFC 5280 / cryptography.
-REVOCATION_REASONS: tuple[x509.ReasonFlags, ...] = (
-    x509.ReasonFlags.unspecified,
-    x509.ReasonFlags.key_compromise,
-    x509.ReasonFlags.ca_compromise,
-    x509.ReasonFlags.affiliation_changed,
-    x509.ReasonFlags.superseded,
-    x509.ReasonFlags.cessation_of_operation,
-    x509.ReasonFlags.certificate_hold,
-)
-# OpenSSL's `ca` spells cACompromise with a capital C.
-_OPENSSL_REASON = {reason: reason.value for reason in REVOCATION_REASONS} | {
-    x509.ReasonFlags.ca_compromise: "CACompromise",
-}
-
-_SHORT_NAMES = {
-    NameOID.COUNTRY_NAME: "C",
-    NameOID.STATE_OR_PROVINCE_NAME: "ST",
-    NameOID.LOCALITY_NAME: "L",
-    NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
-    NameOID.COMMON_NAME: "CN",
-    NameOID.EMAIL_ADDRESS: "emailAddress",
-    NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.DOMAIN_COMPONENT: "DC",
-    NameOID.USER_ID: "UID",
-}
-
-
-class Kind(enum.StrEnum):
-    """What a certificate in the store is for."""
-
-    CLIENT = "client"
-    SERVER = "server"
-    OCSP = "ocsp"
-
-
-class Status(enum.StrEnum):
-    """The lifecycle state of a certificate, as ``list`` shows it."""
-
-    VALID = "valid"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    SUPERSEDED = "superseded"
-    UNKNOWN = "unknown"
-
-
-class RevocationStatus(NamedTuple):
-    """What the index says about one serial number; OCSP "good" is anything not revoked."""
-
-    status: Status
-    revocation_time: datetime.datetime | None
-    reason: x509.ReasonFlags | None
-
-    @property
-    def ocsp_status(self) -> str:
-        """The OCSP certificate status: ``good``, ``revoked`` or ``unknown``."""
-        if self.status is Status.REVOKED:
-            return "revoked"
-        return "unknown" if self.status is Status.UNKNOWN else "good"
-
-
-_UNKNOWN = RevocationStatus(Status.UNKNOWN, None, None)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One certificate the CA issued, as recorded in ``index.json``."""
-
-    serial: int
-    name: str
-    kind: Kind
-    subject: str  # OpenSSL one-line form, e.g. /O=certsrv/CN=alice
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    status: Status  # as stored: VALID, REVOKED or SUPERSEDED; see status_at() for EXPIRED
-    path: str  # relative to the PKI directory; always holds exactly this certificate
-    fingerprint: str
-    key_path: str | None = None  # None once the key file belongs to a successor
-    revoked_at: datetime.datetime | None = None
-    revocation_reason: x509.ReasonFlags | None = None
-    superseded_by: int | None = None
-    key_sha256: str | None = None  # SHA-256 of the SubjectPublicKeyInfo; None in old indexes
-
-    @property
-    def serial_hex(self) -> str:
-        """The serial number as upper-case hex with an even number of digits."""
-        return serial_hex(self.serial)
-
-    @property
-    def is_current(self) -> bool:
-        """Whether this is the newest certificate of its name."""
-        return self.superseded_by is None
-
-    def status_at(self, now: datetime.datetime | None = None) -> Status:
-        """The status at ``now``: revoked, then expired, then superseded, else valid."""
-        if self.status is Status.REVOKED:
-            return Status.REVOKED
-        if _aware(now) > self.not_after:
-            return Status.EXPIRED
-        return self.status
-
-    def revocation_status(self, now: datetime.datetime | None = None) -> RevocationStatus:
-        """The (status, revocation time, reason) triple for this certificate at ``now``."""
-        return RevocationStatus(self.status_at(now), self.revoked_at, self.revocation_reason)
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object stored in ``index.json``."""
-        return {
-            "serial": self.serial_hex,
-            "name": self.name,
-            "kind": self.kind.value,
-            "subject": self.subject,
-            "not_before": _iso(self.not_before),
-            "not_after": _iso(self.not_after),
-            "status": self.status.value,
-            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
-            "revocation_reason": self.revocation_reason.value if self.revocation_reason else None,
-            "superseded_by": serial_hex(self.superseded_by) if self.superseded_by else None,
-            "path": self.path,
-            "key_path": self.key_path,
-            "fingerprint": self.fingerprint,
-            "key_sha256": self.key_sha256,
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> Entry:
-        """Parse one ``index.json`` entry; raises ValueError saying what is wrong."""
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        status = Status(_string(data, "status"))
-        if status not in (Status.VALID, Status.REVOKED, Status.SUPERSEDED):
-            raise ValueError(f"status {status.value!r} cannot be stored")
-        revoked_at = _optional(data, "revoked_at")
-        reason = _optional(data, "revocation_reason")
-        superseded_by = _optional(data, "superseded_by")
-        key_sha256 = _optional(data, "key_sha256")
-        if key_sha256 is not None and not _SHA256_RE.fullmatch(key_sha256):
-            raise ValueError("'key_sha256' must be 64 lower-case hex digits")
-        entry = cls(
-            serial=parse_serial(_string(data, "serial")),
-            name=validate_name(_string(data, "name")),
-            kind=Kind(_string(data, "kind")),
-            subject=_string(data, "subject"),
-            not_before=_parse_time(_string(data, "not_before")),
-            not_after=_parse_time(_string(data, "not_after")),
-            status=status,
-            path=_string(data, "path"),
-            key_path=_optional(data, "key_path"),
-            fingerprint=_string(data, "fingerprint"),
-            revoked_at=_parse_time(revoked_at) if revoked_at else None,
-            revocation_reason=parse_reason(reason) if reason else None,
-            superseded_by=parse_serial(superseded_by) if superseded_by else None,
-            key_sha256=key_sha256,
-        )
-        if status is Status.REVOKED and entry.revoked_at is None:
-            raise ValueError("status is 'revoked' but 'revoked_at' is missing")
-        return entry
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a safe file name for a certificate, else raise ValueError."""
-    if not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"invalid certificate name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def parse_serial(text: str) -> int:
-    """Parse a hex serial number (``0x`` prefix and ``:`` separators allowed)."""
-    cleaned = text.strip().replace(":", "")
-    if cleaned.lower().startswith("0x"):
-        cleaned = cleaned[2:]
-    if not cleaned or not all(c in "0123456789abcdefABCDEF" for c in cleaned):
-        raise ValueError(f"invalid serial number {text!r}: expected hexadecimal digits")
-    return int(cleaned, 16)
 
 
 def parse_duration(text: str, *, bare_unit: str | None = None) -> datetime.timedelta:
@@ -300,40 +134,6 @@ def parse_duration(text: str, *, bare_unit: str | None = None) -> datetime.timed
     return datetime.timedelta(seconds=seconds)
 
 
-def serial_hex(serial: int) -> str:
-    """Format ``serial`` as OpenSSL does: upper-case hex, an even number of digits."""
-    digits = format(serial, "X")
-    return digits if len(digits) % 2 == 0 else "0" + digits
-
-
-def parse_reason(reason: x509.ReasonFlags | str) -> x509.ReasonFlags:
-    """Return the revocation reason named by ``reason`` (case-insensitive), else ValueError."""
-    if isinstance(reason, x509.ReasonFlags):
-        if reason in REVOCATION_REASONS:
-            return reason
-        text = reason.value
-    else:
-        text = reason
-        for candidate in REVOCATION_REASONS:
-            if candidate.value.lower() == text.lower():
-                return candidate
-    names = ", ".join(r.value for r in REVOCATION_REASONS)
-    raise ValueError(f"unknown revocation reason {text!r}; expected one of: {names}")
-
-
-def openssl_subject(name: x509.Name) -> str:
-    """Render ``name`` in OpenSSL's one-line form, e.g. ``/O=certsrv/CN=alice``."""
-    parts = []
-    for rdn in name.rdns:
-        attributes = []
-        for attribute in rdn:
-            key = _SHORT_NAMES.get(attribute.oid, attribute.oid.dotted_string)
-            value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-            attributes.append(f"{key}={_CONTROL.sub(' ', value)}")
-        parts.append("/" + "+".join(attributes))
-    return "".join(parts) or "/"
-
-
 class PKIStore:
     """A CA, its issued certificates, their index and the CRL, kept in one directory."""
 
@@ -344,12 +144,7 @@ class PKIStore:
         self.ocsp_url: str | None = config.get("ocsp_url")
         self.crl_url: str | None = config.get("crl_url")
         self._ca: CertificateAuthority | None = None
-        self._entries: list[Entry] = []
-        self._by_serial: dict[int, Entry] = {}
-        self._crl_number = 0
-        # The latest nextUpdate of any CRL written: until then a server may hold an old CRL.
-        self._crl_expires_by: datetime.datetime | None = None
-        self._index_stamp: tuple[int, int, int] | None = None
+        self._index = Index(path)
 
     # -- creating and opening --------------------------------------------------------------
 
@@ -406,22 +201,8 @@ class PKIStore:
         server_hosts: Sequence[str],
         reuse: bool,
     ) -> tuple[PKIStore, bool]:
-        for label, url in (("OCSP", ocsp_url), ("CRL", crl_url)):
-            if url is not None:
-                _check_url(label, url)
-        for host in server_hosts:
-            validate_host(host)
-        if root.exists() and not root.is_dir():
-            raise PKIError(f"{root}: exists and is not a directory")
-        _make_private_dir(root)
-        _check_not_shared(root)
-        config = {
-            "version": _FORMAT_VERSION,
-            "key_type": (key_type or KeyType.ECDSA_P256).value,
-            "ocsp_url": ocsp_url,
-            "crl_url": crl_url,
-        }
-        store = cls(root, config)
+        _check_init(root, ocsp_url, crl_url, server_hosts)
+        store = cls(root, _config(key_type or KeyType.ECDSA_P256, ocsp_url, crl_url))
         # Decide under the lock: of two concurrent inits, the second sees the first's PKI.
         with store._locked():
             existing = [name for name in _TOP_LEVEL if os.path.lexists(root / name)]
@@ -470,16 +251,11 @@ class PKIStore:
         )
         _write_atomic(root / CA_KEY, ca.private_key_pem(), private=True)
         _write_atomic(root / CA_CERT, ca.certificate_pem())
-        _write_atomic(root / CONFIG, _json_bytes({
-            "version": _FORMAT_VERSION,
-            "key_type": key_type.value,
-            "ocsp_url": self.ocsp_url,
-            "crl_url": self.crl_url,
-        }))
+        _write_atomic(root / CONFIG, _json_bytes(_config(key_type, self.ocsp_url, self.crl_url)))
         _write_atomic(root / INDEX_ATTR, b"unique_subject = no\n")
         self._ca = ca
-        self._set_entries([], 0)
-        self._crl_expires_by = None
+        self._index.set([], 0)
+        self._index.crl_expires_by = None
         validity = datetime.timedelta(days=DEFAULT_DAYS)
         for name, kind, path_stem, issued in (
             ("server", Kind.SERVER, "server",
@@ -509,13 +285,13 @@ class PKIStore:
         config = _read_json(root / CONFIG)
         if not isinstance(config, dict):
             raise PKIError(f"{root / CONFIG}: expected a JSON object")
-        if config.get("version") != _FORMAT_VERSION:
+        if config.get("version") != FORMAT_VERSION:
             raise PKIError(f"{root / CONFIG}: unsupported format version {config.get('version')!r}")
         try:
             store = cls(root, config)
         except ValueError as e:
             raise PKIError(f"{root / CONFIG}: {e}") from None
-        store._refresh()
+        store._index.refresh()
         return store
 
     # -- reading -----------------------------------------------------------------------------
@@ -537,37 +313,37 @@ class PKIStore:
     @property
     def crl_number(self) -> int:
         """The number of the most recently written CRL."""
-        self._refresh()
-        return self._crl_number
+        self._index.refresh()
+        return self._index.crl_number
 
     def entries(self) -> list[Entry]:
         """Every certificate in the index, oldest first."""
-        self._refresh()
-        return list(self._entries)
+        self._index.refresh()
+        return list(self._index.entries)
 
     def find(self, name_or_serial: str | int) -> Entry:
         """The current certificate named ``name_or_serial``, or the one with that hex serial."""
-        self._refresh()
-        return self._find(name_or_serial)
+        self._index.refresh()
+        return self._index.find(name_or_serial)
 
     def status_of(self, serial: int, now: datetime.datetime | None = None) -> RevocationStatus:
         """What the index says about ``serial``; re-reads index.json only when it changed."""
-        self._refresh()
-        entry = self._by_serial.get(serial)
+        self._index.refresh()
+        entry = self._index.by_serial.get(serial)
         return entry.revocation_status(now) if entry is not None else _UNKNOWN
 
     def same_key(self, entry: Entry) -> list[Entry]:
         """The other certificates in the index that certify ``entry``'s public key."""
-        self._refresh()
+        self._index.refresh()
         key = self._key_hash(entry)
-        return [other for other in self._entries
+        return [other for other in self._index.entries
                 if other.serial != entry.serial and self._key_hash(other) == key]
 
     @property
     def crl_expires_by(self) -> datetime.datetime | None:
         """The latest nextUpdate of any CRL written here: a server may hold one until then."""
-        self._refresh()
-        return self._crl_expires_by
+        self._index.refresh()
+        return self._index.crl_expires_by
 
     # -- issuing ----------------------------------------------------------------------------
 
@@ -593,14 +369,14 @@ class PKIStore:
             _check_client_dns(host)
         lifetime = _validity(days, validity)
         with self._locked():
-            self._refresh()
+            self._index.refresh()
             stem = self._stem_for(name, Kind.CLIENT, now)
             issued = self.ca.issue_client(
                 name, emails=list(emails), uris=uris, dns=dns,
                 key_type=key_type or self.key_type, now=_aware(now), validity=lifetime,
             )
             entry = self._record(name, Kind.CLIENT, stem, issued)
-            self._write_index()
+            self._index.save()
         return entry
 
     def issue_server(
@@ -628,13 +404,13 @@ class PKIStore:
         validate_name(name)
         lifetime = _validity(days, validity)
         with self._locked():
-            self._refresh()
+            self._index.refresh()
             stem = self._stem_for(name, Kind.SERVER, now)
             issued = self.ca.issue_server(
                 *hosts, key_type=key_type or self.key_type, now=_aware(now), validity=lifetime
             )
             entry = self._record(name, Kind.SERVER, stem, issued)
-            self._write_index()
+            self._index.save()
         return entry
 
     def renew(
@@ -652,8 +428,8 @@ class PKIStore:
         else:
             lifetime = None
         with self._locked():
-            self._refresh()
-            old = self._current(name)
+            self._index.refresh()
+            old = self._index.current(name)
             if old is None:
                 raise PKIError(f"{self.path / INDEX}: no certificate named {name!r}")
             cert_file = self.path / old.path
@@ -666,9 +442,9 @@ class PKIStore:
                 key = _load_private_key(self.path / old.key_path)
             if lifetime is None:
                 lifetime = _lifetime_of(certificate)
-            issued = self._reissue(old.kind, certificate, key, lifetime, _aware(now))
+            issued = _reissue(self.ca, old.kind, certificate, key, lifetime, _aware(now))
             entry = self._record(name, old.kind, _stem(old.path), issued)
-            self._write_index()
+            self._index.save()
         return entry
 
     # -- revoking ---------------------------------------------------------------------------
@@ -688,40 +464,17 @@ class PKIStore:
         and marks the key so that it is never certified again.
         """
         reason = parse_reason(reason)
-        revoked_at = _aware(when if when is not None else now).replace(microsecond=0)
-        if revoked_at.year >= 2050:
-            # index.txt holds revocation dates as UTCTime only, as `openssl ca` does.
-            raise ValueError(f"revocation time {_iso(revoked_at)} is not before 2050")
+        revoked_at = _revocation_time(when if when is not None else now)
         _days(crl_days, what="CRL validity")
-        compromise = reason is x509.ReasonFlags.key_compromise
         with self._locked():
-            self._refresh()
-            old = self._find(name_or_serial)
-            # A certificate revoked for another reason may still learn that its key leaked.
-            if old.status is Status.REVOKED and (
-                not compromise or old.revocation_reason is x509.ReasonFlags.key_compromise
-            ):
-                assert old.revoked_at is not None
-                raise PKIError(
-                    f"{self.path / INDEX}: certificate {old.name!r} (serial {old.serial_hex}) "
-                    f"was already revoked at {_iso(old.revoked_at)}"
-                )
-            targets = [old]
-            if compromise:
-                key = self._key_hash(old)
-                targets += [entry for entry in self._entries
-                            if entry is not old and self._key_hash(entry) == key]
-            for target in targets:
-                if target.revocation_reason is x509.ReasonFlags.key_compromise:
-                    continue
-                at = revoked_at
-                if target.status is Status.REVOKED and target.revoked_at is not None:
-                    at = min(at, target.revoked_at)
-                self._replace_entry(target, replace(
-                    target, status=Status.REVOKED, revoked_at=at, revocation_reason=reason
-                ))
+            self._index.refresh()
+            old = self._index.find(name_or_serial)
+            self._refuse_revoked(old, reason)
+            for target in self._revoked_with(old, reason):
+                if target.revocation_reason is not x509.ReasonFlags.key_compromise:
+                    self._index.replace(target, _revoked(target, revoked_at, reason))
             self._write_crl(now, crl_days)  # also saves the index
-            return self._by_serial[old.serial]
+            return self._index.by_serial[old.serial]
 
     def write_crl(
         self, *, days: int = DEFAULT_CRL_DAYS, now: datetime.datetime | None = None
@@ -729,8 +482,30 @@ class PKIStore:
         """Sign and write a fresh ``crl.pem`` from the index, with the next CRL number."""
         _days(days, what="CRL validity")
         with self._locked():
-            self._refresh()
+            self._index.refresh()
             return self._write_crl(now, days)
+
+    def _refuse_revoked(self, entry: Entry, reason: x509.ReasonFlags) -> None:
+        """Raise PKIError if ``entry`` is revoked already (unless its key leaked since)."""
+        # A certificate revoked for another reason may still learn that its key leaked.
+        compromise = reason is x509.ReasonFlags.key_compromise
+        if entry.status is EntryStatus.REVOKED and (
+            not compromise or entry.revocation_reason is x509.ReasonFlags.key_compromise
+        ):
+            assert entry.revoked_at is not None
+            raise PKIError(
+                f"{self.path / INDEX}: certificate {entry.name!r} (serial {entry.serial_hex}) "
+                f"was already revoked at {_iso(entry.revoked_at)}"
+            )
+
+    def _revoked_with(self, entry: Entry, reason: x509.ReasonFlags) -> list[Entry]:
+        """``entry``, and for keyCompromise every other certificate of its key."""
+        targets = [entry]
+        if reason is x509.ReasonFlags.key_compromise:
+            key = self._key_hash(entry)
+            targets += [other for other in self._index.entries
+                        if other is not entry and self._key_hash(other) == key]
+        return targets
 
     # -- internals --------------------------------------------------------------------------
 
@@ -744,76 +519,9 @@ class PKIStore:
         finally:
             os.close(fd)
 
-    def _refresh(self) -> None:
-        index = self.path / INDEX
-        try:
-            stat = index.stat()
-        except FileNotFoundError:
-            raise PKIError(f"{index}: missing; is {self.path} a certsrv PKI directory?") from None
-        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == self._index_stamp:
-            return
-        with _reading(index):
-            with index.open("rb") as f:
-                stat = os.fstat(f.fileno())
-                raw = f.read()
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise PKIError(f"{index}: not valid JSON ({e})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("certificates"), list):
-            raise PKIError(f"{index}: expected an object with a 'certificates' list")
-        crl_number = data.get("crl_number", 0)
-        if not isinstance(crl_number, int) or isinstance(crl_number, bool) or crl_number < 0:
-            raise PKIError(f"{index}: 'crl_number' must be a non-negative integer")
-        crl_expires_by = data.get("crl_expires_by")
-        try:
-            expires_by = _parse_time(crl_expires_by) if crl_expires_by else None
-        except (TypeError, ValueError):
-            raise PKIError(f"{index}: 'crl_expires_by' must be a timestamp") from None
-        entries = []
-        for position, item in enumerate(data["certificates"], 1):
-            try:
-                entries.append(Entry.from_json(item))
-            except ValueError as e:
-                raise PKIError(f"{index}: certificate entry {position}: {e}") from None
-        self._set_entries(entries, crl_number)
-        self._crl_expires_by = expires_by
-        self._index_stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-    def _set_entries(self, entries: list[Entry], crl_number: int) -> None:
-        self._entries = entries
-        self._by_serial = {entry.serial: entry for entry in entries}
-        self._crl_number = crl_number
-
-    def _current(self, name: str) -> Entry | None:
-        for entry in reversed(self._entries):
-            if entry.name == name and entry.is_current:
-                return entry
-        return None
-
-    def _find(self, name_or_serial: str | int) -> Entry:
-        if isinstance(name_or_serial, str):
-            entry = self._current(name_or_serial)
-            if entry is not None:
-                return entry
-            try:
-                serial = parse_serial(name_or_serial)
-            except ValueError:
-                raise PKIError(
-                    f"{self.path / INDEX}: no certificate named {name_or_serial!r}"
-                ) from None
-        else:
-            serial = name_or_serial
-        found = self._by_serial.get(serial)
-        if found is None:
-            raise PKIError(
-                f"{self.path / INDEX}: no certificate named or with serial {name_or_serial!r}"
-            )
-        return found
-
     def _stem_for(self, name: str, kind: Kind, now: datetime.datetime | None) -> str:
         """The path (without suffix) a new certificate ``name`` goes to; checks for clashes."""
-        current = self._current(name)
+        current = self._index.current(name)
         if current is None:
             directory = CLIENTS_DIR if kind is Kind.CLIENT else SERVERS_DIR
             return f"{directory}/{name}"
@@ -822,7 +530,7 @@ class PKIStore:
                 f"{self.path / INDEX}: {name!r} is already the name of a {current.kind.value} "
                 "certificate; choose another name"
             )
-        if current.status_at(now) is Status.VALID:
+        if current.status_at(now) is EntryStatus.VALID:
             raise PKIError(
                 f"{self.path / INDEX}: a valid certificate named {name!r} already exists "
                 f"({current.path}, serial {current.serial_hex}); renew or revoke it instead"
@@ -839,7 +547,7 @@ class PKIStore:
 
     def _refuse_compromised(self, key_sha256: str, what: str) -> None:
         """Raise PKIError if a certificate of this key was revoked for keyCompromise."""
-        for entry in self._entries:
+        for entry in self._index.entries:
             if entry.revocation_reason is x509.ReasonFlags.key_compromise and \
                     self._key_hash(entry) == key_sha256:
                 raise PKIError(
@@ -854,108 +562,38 @@ class PKIStore:
         key_sha256 = _key_sha256(certificate)
         self._refuse_compromised(key_sha256, f"the key of the new {kind.value} certificate "
                                              f"{name!r}")
-        entry = Entry(
-            serial=certificate.serial_number,
-            name=name,
-            kind=kind,
-            subject=openssl_subject(certificate.subject),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            status=Status.VALID,
-            path=f"{stem}.pem",
-            key_path=f"{stem}.key",
-            fingerprint=fingerprint(certificate),
-            key_sha256=key_sha256,
-        )
+        entry = _new_entry(name, kind, stem, certificate, key_sha256)
         _make_private_dir((self.path / stem).parent)
         _make_private_dir(self.path / NEWCERTS_DIR)
-        archive = f"{NEWCERTS_DIR}/{entry.serial_hex}.pem"
-        _write_atomic(self.path / archive, issued.certificate_pem())
+        _write_atomic(self.path / archive_path(entry), issued.certificate_pem())
         _write_atomic(self.path / f"{stem}.key", issued.private_key_pem(), private=True)
         _write_atomic(self.path / entry.path, issued.chain_pem())
-        previous = self._current(name)
+        previous = self._index.current(name)
         if previous is not None:
-            status = Status.REVOKED if previous.status is Status.REVOKED else Status.SUPERSEDED
-            self._replace_entry(previous, replace(
-                previous, status=status, superseded_by=entry.serial, path=archive_path(previous),
-                key_path=None,
-            ))
-        self._set_entries([*self._entries, entry], self._crl_number)
+            self._index.replace(previous, _superseded(previous, entry))
+        self._index.add(entry)
         return entry
-
-    def _replace_entry(self, old: Entry, new: Entry) -> None:
-        entries = [new if entry is old else entry for entry in self._entries]
-        self._set_entries(entries, self._crl_number)
-
-    def _reissue(
-        self,
-        kind: Kind,
-        certificate: x509.Certificate,
-        key: PrivateKey | None,
-        validity: datetime.timedelta,
-        now: datetime.datetime,
-    ) -> IssuedCertificate:
-        """A new certificate like ``certificate``: same subject, SANs and kind."""
-        common_name = _attribute(certificate.subject, NameOID.COMMON_NAME)
-        organization = _attribute(certificate.subject, NameOID.ORGANIZATION_NAME)
-        try:
-            sans = certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value
-        except x509.ExtensionNotFound:
-            sans = x509.SubjectAlternativeName([])
-        dns = sans.get_values_for_type(x509.DNSName)
-        ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-        options: dict[str, object] = {
-            "organization": organization,
-            "now": now,
-            "validity": validity,
-            "private_key": key,
-            "key_type": _key_type_of(certificate),
-        }
-        if kind is Kind.SERVER:
-            for host in dns:
-                validate_host(host)  # one issued before names were checked is not renewed
-            return self.ca.issue_server(*dns, *ips, common_name=common_name, **options)
-        if kind is Kind.OCSP:
-            return self.ca.issue_ocsp_responder(common_name or "certsrv OCSP responder", **options)
-        return self.ca.issue_client(
-            common_name or "", dns=dns, ips=ips,
-            emails=sans.get_values_for_type(x509.RFC822Name),
-            uris=sans.get_values_for_type(x509.UniformResourceIdentifier), **options,
-        )
-
-    def _write_index(self) -> None:
-        document = {
-            "version": _FORMAT_VERSION,
-            "crl_number": self._crl_number,
-            "crl_expires_by": _iso(self._crl_expires_by) if self._crl_expires_by else None,
-            "certificates": [entry.to_json() for entry in self._entries],
-        }
-        _write_atomic(self.path / INDEX, _json_bytes(document))
-        _write_atomic(self.path / INDEX_TXT, _openssl_index(self._entries))
-        stat = (self.path / INDEX).stat()
-        self._index_stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def _write_crl(
         self, now: datetime.datetime | None, days: int
     ) -> x509.CertificateRevocationList:
         now = _aware(now)
         next_update = now + datetime.timedelta(days=days)
-        self._crl_number += 1
-        if self._crl_expires_by is None or next_update > self._crl_expires_by:
-            self._crl_expires_by = next_update
+        index = self._index
+        index.crl_number += 1
+        if index.crl_expires_by is None or next_update > index.crl_expires_by:
+            index.crl_expires_by = next_update
         # Persist the number before the CRL: a crash may skip a number but never reuse one.
-        self._write_index()
+        index.save()
         crl = self.ca.crl(
             [
                 (entry.serial, entry.revoked_at, entry.revocation_reason)
-                for entry in self._entries
-                if entry.status is Status.REVOKED and entry.revoked_at is not None
+                for entry in index.entries
+                if entry.status is EntryStatus.REVOKED and entry.revoked_at is not None
             ],
             now=now,
             next_update=next_update,
-            crl_number=self._crl_number,
+            crl_number=index.crl_number,
         )
         _write_atomic(self.path / CRL, crl.public_bytes(serialization.Encoding.PEM))
         return crl
@@ -974,32 +612,85 @@ def archive_path(entry: Entry) -> str:
     return f"{NEWCERTS_DIR}/{entry.serial_hex}.pem"
 
 
-def _openssl_index(entries: Iterable[Entry]) -> bytes:
-    lines = []
-    for entry in entries:
-        revocation = ""
-        if entry.status is Status.REVOKED and entry.revoked_at is not None:
-            flag = "R"
-            revocation = _openssl_time(entry.revoked_at, utc_only=True)
-            reason = entry.revocation_reason
-            if reason is not None and reason is not x509.ReasonFlags.unspecified:
-                revocation += "," + _OPENSSL_REASON[reason]
-        else:
-            # Expired certificates stay "V": `openssl ocsp` (3.0) answers an "E" line with a
-            # response that holds no status at all, which clients reject; "good" is correct.
-            flag = "V"
-        fields = (flag, _openssl_time(entry.not_after), revocation, entry.serial_hex,
-                  "unknown", entry.subject)
-        lines.append("\t".join(fields) + "\n")
-    return "".join(lines).encode()
+def _new_entry(name: str, kind: Kind, stem: str, certificate: x509.Certificate,
+               key_sha256: str) -> Entry:
+    """The index entry of a certificate just issued and kept at ``stem``.pem and .key."""
+    return Entry(
+        serial=certificate.serial_number,
+        name=name,
+        kind=kind,
+        subject=openssl_subject(certificate.subject),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        status=EntryStatus.VALID,
+        path=f"{stem}.pem",
+        key_path=f"{stem}.key",
+        fingerprint=fingerprint(certificate),
+        key_sha256=key_sha256,
+    )
 
 
-def _openssl_time(when: datetime.datetime, *, utc_only: bool = False) -> str:
-    # UTCTime before 2050, GeneralizedTime from then on, as `openssl ca` writes them.
-    when = when.astimezone(datetime.UTC)
-    if when.year < 2050 or utc_only:  # revoke() refuses revocation times from 2050 on
-        return when.strftime("%y%m%d%H%M%SZ")
-    return when.strftime("%Y%m%d%H%M%SZ")
+def _superseded(previous: Entry, successor: Entry) -> Entry:
+    """``previous`` once ``successor`` takes its name: archived, its key file handed on."""
+    status = (EntryStatus.REVOKED if previous.status is EntryStatus.REVOKED
+              else EntryStatus.SUPERSEDED)
+    return replace(previous, status=status, superseded_by=successor.serial,
+                   path=archive_path(previous), key_path=None)
+
+
+def _revocation_time(when: datetime.datetime | None) -> datetime.datetime:
+    """``when`` (default now) to the second; ValueError from 2050 on."""
+    revoked_at = _aware(when).replace(microsecond=0)
+    if revoked_at.year >= 2050:
+        # index.txt holds revocation dates as UTCTime only, as `openssl ca` does.
+        raise ValueError(f"revocation time {_iso(revoked_at)} is not before 2050")
+    return revoked_at
+
+
+def _revoked(entry: Entry, at: datetime.datetime, reason: x509.ReasonFlags) -> Entry:
+    """``entry`` revoked for ``reason`` at ``at``, or at its earlier revocation time."""
+    if entry.status is EntryStatus.REVOKED and entry.revoked_at is not None:
+        at = min(at, entry.revoked_at)
+    return replace(entry, status=EntryStatus.REVOKED, revoked_at=at, revocation_reason=reason)
+
+
+def _reissue(
+    ca: CertificateAuthority,
+    kind: Kind,
+    certificate: x509.Certificate,
+    key: PrivateKey | None,
+    validity: datetime.timedelta,
+    now: datetime.datetime,
+) -> IssuedCertificate:
+    """A new certificate like ``certificate``: same subject, SANs and kind."""
+    common_name = _attribute(certificate.subject, NameOID.COMMON_NAME)
+    organization = _attribute(certificate.subject, NameOID.ORGANIZATION_NAME)
+    try:
+        sans = certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+    except x509.ExtensionNotFound:
+        sans = x509.SubjectAlternativeName([])
+    dns = sans.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    options: dict[str, object] = {
+        "organization": organization,
+        "now": now,
+        "validity": validity,
+        "private_key": key,
+        "key_type": _key_type_of(certificate),
+    }
+    if kind is Kind.SERVER:
+        for host in dns:
+            validate_host(host)  # one issued before names were checked is not renewed
+        return ca.issue_server(*dns, *ips, common_name=common_name, **options)
+    if kind is Kind.OCSP:
+        return ca.issue_ocsp_responder(common_name or "certsrv OCSP responder", **options)
+    return ca.issue_client(
+        common_name or "", dns=dns, ips=ips,
+        emails=sans.get_values_for_type(x509.RFC822Name),
+        uris=sans.get_values_for_type(x509.UniformResourceIdentifier), **options,
+    )
 
 
 _write_atomic = write_atomic
@@ -1024,22 +715,36 @@ def _make_private_dir(path: Path) -> None:
         raise PKIError(f"{path}: exists and is not a directory")
 
 
+def _check_init(root: Path, ocsp_url: str | None, crl_url: str | None,
+                server_hosts: Sequence[str]) -> None:
+    """Check what ``init`` was asked for, and make ``root`` (mode 0700) if it is missing."""
+    for label, url in (("OCSP", ocsp_url), ("CRL", crl_url)):
+        if url is not None:
+            _check_url(label, url)
+    for host in server_hosts:
+        validate_host(host)
+    if root.exists() and not root.is_dir():
+        raise PKIError(f"{root}: exists and is not a directory")
+    _make_private_dir(root)
+    _check_not_shared(root)
+
+
+def _config(key_type: KeyType, ocsp_url: str | None, crl_url: str | None) -> dict[str, Any]:
+    """The contents of ``pki.json``."""
+    return {
+        "version": FORMAT_VERSION,
+        "key_type": key_type.value,
+        "ocsp_url": ocsp_url,
+        "crl_url": crl_url,
+    }
+
+
 def _check_not_shared(path: Path) -> None:
     """Refuse a directory where other users could replace files (world-writable, not sticky)."""
     mode = path.stat().st_mode
     if mode & S_IWOTH and not mode & S_ISVTX:
         raise PKIError(f"{path}: writable by every user (mode {S_IMODE(mode):04o}), who "
                        f"could replace the CA; `chmod 700 {path}` or choose another directory")
-
-
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        raise PKIError(f"{path}: missing") from None
-    except OSError as e:
-        raise PKIError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
 def _read_json(path: Path) -> object:
@@ -1049,10 +754,6 @@ def _read_json(path: Path) -> object:
         return json.loads(raw)
     except ValueError as e:
         raise PKIError(f"{path}: not valid JSON ({e})") from None
-
-
-def _json_bytes(document: object) -> bytes:
-    return (json.dumps(document, indent=2) + "\n").encode()
 
 
 def _load_certificate(path: Path) -> x509.Certificate:
@@ -1156,35 +857,3 @@ def _check_uri(uri: str) -> None:
         raise ValueError(f"URI SAN {uri!r} is not an absolute URI (e.g. spiffe://example.org/svc)")
 
 
-def _aware(now: datetime.datetime | None) -> datetime.datetime:
-    if now is None:
-        return datetime.datetime.now(datetime.UTC)
-    return now if now.tzinfo is not None else now.replace(tzinfo=datetime.UTC)
-
-
-def _iso(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str) -> datetime.datetime:
-    try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"invalid timestamp {text!r}") from None
-    return _aware(parsed)
-
-
-def _string(data: dict[str, Any], key: str) -> str:
-    if key not in data:
-        raise ValueError(f"missing {key!r}")
-    value = data[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r} must be a string")
-    return value
-
-
-def _optional(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key!r} must be a string or null")
-    return value

@@ -1,15 +1,14 @@
 """
 CRLs fetched from the certificates' CRL Distribution Points: verified, cached per URL, refreshed.
 
-``CRLChecker`` has the interface of ``OCSPChecker`` (``pair``, ``lookup``, ``lookup_all``,
-``check``, ``check_all``, ``settings.mode``) so the verify callback and the per-request gate
-can use either. Pairs are only ever made from chains OpenSSL has already validated, so every
-URL fetched was put there by a trusted CA, never chosen by the client.
+``CRLChecker`` is a revocation source (``certsrv.revocation.decision.Checker``) like the
+OCSP checker, and keeps its CRLs in the same cache (``certsrv.revocation.cache``). Pairs
+are only ever made from chains OpenSSL has already validated, so every URL fetched was put
+there by a trusted CA, never chosen by the client.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,15 +20,16 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from certsrv.exceptions import OCSPError
-from certsrv.revocation.core import CombinedLookups, OCSPMode, Status, Verdict
+from certsrv.exceptions import CRLError, RevocationError, RevocationProblem
+from certsrv.revocation.cache import Fetched, RefreshingCache
 from certsrv.revocation.crlfiles import _is_ca, _revocation_detail
+from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
 from certsrv.x509.certs import describe
 
 __all__ = [
+    "CRLAnswer",
     "CRLChecker",
-    "CRLError",
     "CRLFetch",
     "CRLFetchSettings",
     "CRLFetcher",
@@ -46,15 +46,11 @@ CacheKey = tuple[str, bytes]  # (distribution point URL, SHA-256 of the issuer c
 CRLPair = tuple[x509.Certificate, x509.Certificate, CacheKey | None]
 
 
-class CRLError(OCSPError):
-    """A CRL cannot be fetched, trusted or used; ``reason`` is a stable code."""
-
-
 @dataclass(frozen=True)
 class CRLFetchSettings:
     """How CRLs are fetched and cached; the values of the ``--crl-fetch*`` options."""
 
-    mode: OCSPMode = OCSPMode.OFF
+    mode: Scope = Scope.OFF
     require: bool = False
     timeout: float = 10.0
     max_bytes: int = 10 * 1024 * 1024
@@ -67,7 +63,7 @@ class CRLFetchSettings:
     @property
     def enabled(self) -> bool:
         """Whether any CRLs are fetched at all."""
-        return self.mode is not OCSPMode.OFF
+        return self.mode is not Scope.OFF
 
 
 def distribution_point(cert: x509.Certificate) -> str | None:
@@ -77,7 +73,8 @@ def distribution_point(cert: x509.Certificate) -> str | None:
     except x509.ExtensionNotFound:
         return None
     except Exception as e:
-        raise CRLError("malformed", f"unreadable certificate extensions ({e})") from None
+        raise CRLError(RevocationProblem.MALFORMED,
+                       f"unreadable certificate extensions ({e})") from None
     for point in points:
         # A point limited to some reasons, or served by another CRL issuer (an indirect
         # CRL), cannot alone say a certificate is not revoked.
@@ -109,7 +106,8 @@ def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
     except CRLError:
         raise
     except Exception as e:  # anything cryptography raises on hostile input
-        raise CRLError("malformed", f"{url}: unusable CRL ({e.__class__.__name__}: {e})"
+        raise CRLError(RevocationProblem.MALFORMED,
+                       f"{url}: unusable CRL ({e.__class__.__name__}: {e})"
                        ) from None
 
 
@@ -125,34 +123,36 @@ def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
         next_moment = crl.next_update_utc
         extensions = crl.extensions
     except ValueError as e:
-        raise CRLError("malformed", f"{url} does not hold a CRL ({e})") from None
+        raise CRLError(RevocationProblem.MALFORMED, f"{url} does not hold a CRL ({e})") from None
     if crl_issuer != issuer.subject:
-        raise CRLError("wrong_issuer", f"CRL from {url} is issued by "
-                                       f"{crl_issuer.rfc4514_string()!r}, not "
-                                       f"{issuer.subject.rfc4514_string()!r}")
+        raise CRLError(RevocationProblem.WRONG_ISSUER, f"CRL from {url} is issued by "
+                                                       f"{crl_issuer.rfc4514_string()!r}, not "
+                                                       f"{issuer.subject.rfc4514_string()!r}")
     _check_crl_sign(issuer, url)
     try:
         signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
-        raise CRLError("bad_signature", f"CRL from {url}: {e}") from None
+        raise CRLError(RevocationProblem.BAD_SIGNATURE, f"CRL from {url}: {e}") from None
     if not signed:
-        raise CRLError("bad_signature", f"CRL from {url} does not verify with the key of "
-                                        f"{issuer.subject.rfc4514_string()!r}")
+        raise CRLError(RevocationProblem.BAD_SIGNATURE,
+                       f"CRL from {url} does not verify with the key of "
+                       f"{issuer.subject.rfc4514_string()!r}")
     last_update = last_moment.timestamp()
     if last_update > now + skew:
-        raise CRLError("not_yet_valid", f"CRL from {url} has lastUpdate "
-                                        f"{last_moment.isoformat()}, in the future")
+        raise CRLError(RevocationProblem.NOT_YET_VALID, f"CRL from {url} has lastUpdate "
+                                                        f"{last_moment.isoformat()}, in the future")
     next_update = None
     if next_moment is not None:
         next_update = next_moment.timestamp()
         if next_update < now - skew:
-            raise CRLError("stale", f"CRL from {url} expired at nextUpdate "
-                                    f"{next_moment.isoformat()}")
+            raise CRLError(RevocationProblem.STALE, f"CRL from {url} expired at nextUpdate "
+                                                    f"{next_moment.isoformat()}")
     only_user, only_ca = _check_scope(extensions, url)
     try:
         revoked = frozenset(entry.serial_number for entry in crl)
     except ValueError as e:
-        raise CRLError("malformed", f"CRL from {url} has a malformed entry ({e})") from None
+        raise CRLError(RevocationProblem.MALFORMED,
+                       f"CRL from {url} has a malformed entry ({e})") from None
     return VerifiedCRL(crl, revoked, last_update, next_update, only_user, only_ca)
 
 
@@ -162,49 +162,54 @@ def _check_crl_sign(issuer: x509.Certificate, url: str) -> None:
     except x509.ExtensionNotFound:
         return
     if not usage.crl_sign:
-        raise CRLError("wrong_issuer", f"CRL from {url}: the issuer's keyUsage lacks cRLSign")
+        raise CRLError(RevocationProblem.WRONG_ISSUER,
+                       f"CRL from {url}: the issuer's keyUsage lacks cRLSign")
 
 
 def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
     """Refuse CRLs that cannot be complete for certificates pointing at ``url`` (RFC 5280)."""
     for extension in extensions:
         if isinstance(extension.value, x509.UnrecognizedExtension) and extension.critical:
-            raise CRLError("unsupported", f"CRL from {url} has an unknown critical extension "
-                                          f"{extension.oid.dotted_string}")
+            raise CRLError(RevocationProblem.UNSUPPORTED,
+                           f"CRL from {url} has an unknown critical extension "
+                           f"{extension.oid.dotted_string}")
         if isinstance(extension.value, x509.DeltaCRLIndicator):
-            raise CRLError("unsupported", f"{url} serves a delta CRL")
+            raise CRLError(RevocationProblem.UNSUPPORTED, f"{url} serves a delta CRL")
     try:
         idp = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     except x509.ExtensionNotFound:
         return False, False
     if idp.indirect_crl or idp.only_some_reasons is not None:
-        raise CRLError("unsupported", f"CRL from {url} is indirect or covers only some reasons")
+        raise CRLError(RevocationProblem.UNSUPPORTED,
+                       f"CRL from {url} is indirect or covers only some reasons")
     if idp.only_contains_attribute_certs:
-        raise CRLError("wrong_scope", f"CRL from {url} covers only attribute certificates")
+        raise CRLError(RevocationProblem.WRONG_SCOPE,
+                       f"CRL from {url} covers only attribute certificates")
     if idp.full_name is not None and not any(
             isinstance(name, x509.UniformResourceIdentifier) and name.value == url
             for name in idp.full_name):
-        raise CRLError("wrong_scope", f"CRL from {url} names another distribution point")
+        raise CRLError(RevocationProblem.WRONG_SCOPE,
+                       f"CRL from {url} names another distribution point")
     return idp.only_contains_user_certs, idp.only_contains_ca_certs
 
 
 Offload = Callable[[Callable[[], VerifiedCRL]], "defer.Deferred[VerifiedCRL]"]
-_Waiters = list[tuple["defer.Deferred[Verdict]", x509.Certificate]]
 _MALFORMED: CacheKey = ("", b"")  # the key of a certificate whose extensions do not parse
 
 
-class _Entry:
-    __slots__ = ("crl", "expires", "failure", "reasons", "refresh_at")
+class CRLAnswer:
+    """What the cache holds for one distribution point: a verified CRL, or why there is none."""
 
-    def __init__(self, crl: VerifiedCRL | None, failure: tuple[str, str] | None,
-                 expires: float, refresh_at: float) -> None:
+    __slots__ = ("crl", "failure", "reasons")
+
+    def __init__(self, crl: VerifiedCRL | None, failure: tuple[str, str] | None = None
+                 ) -> None:
         self.crl = crl
         self.failure = failure
-        self.expires = expires
-        self.refresh_at = refresh_at
         self.reasons: dict[int, str] = {}
 
     def verdict(self, cert: x509.Certificate) -> Verdict:
+        """What this answer says of ``cert``."""
         subject = cert.subject.rfc4514_string()
         if self.crl is None:
             reason, detail = self.failure or ("internal_error", "")
@@ -230,7 +235,7 @@ def _inline(work: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
     return defer.execute(work)
 
 
-class CRLChecker(CombinedLookups):
+class CRLChecker:
     """Looks up revocation in CRLs fetched through ``fetch``, cached per distribution point."""
 
     def __init__(self, settings: CRLFetchSettings, clock: IReactorTime, fetch: CRLFetch,
@@ -241,15 +246,21 @@ class CRLChecker(CombinedLookups):
         # Parsing, verifying and indexing a large CRL takes CPU (about 0.2 s for 200,000
         # entries): ``offload`` may run it in a thread instead of on the reactor.
         self.offload = offload
-        self._cache: OrderedDict[CacheKey, _Entry] = OrderedDict()
-        self._inflight: dict[CacheKey, _Waiters] = {}
-        self.fetches = 0
-        self.hits = 0
+        self.cache: RefreshingCache[CacheKey, CRLAnswer] = RefreshingCache(
+            clock, settings.cache_size, settings.unknown_ttl, self._broken)
 
     @property
-    def mode(self) -> OCSPMode:
+    def mode(self) -> Scope:
         """Whether the leaf alone or the whole chain is checked."""
         return self.settings.mode
+
+    @property
+    def hits(self) -> int:
+        """Lookups answered from the cache."""
+        return self.cache.hits
+
+    def __len__(self) -> int:
+        return len(self.cache)
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> CRLPair | None:
         """The (certificate, issuer, cache key) of one lookup (validated chains only); None:
@@ -266,94 +277,60 @@ class CRLChecker(CombinedLookups):
         """The verdict from a current cached CRL and its refresh time; starts a background
         refresh when it is due."""
         cert, issuer, key = pair
-        if key is None:
-            return self._no_distribution_point(cert), float("inf")
-        if key is _MALFORMED:
-            return Verdict(Status.UNKNOWN, "malformed", "unreadable CRL distribution points",
-                           describe(cert)["subject"] or "", "crl-fetch"), float("inf")
-        entry = self._cache.get(key)
-        if entry is None:
-            return None
-        now = self.clock.seconds()
-        if now >= entry.expires:
-            return None
-        self._cache.move_to_end(key)
-        self.hits += 1
-        if now >= entry.refresh_at:
-            if key not in self._inflight:
-                self._start(key, issuer, [])
-            return entry.verdict(cert), now  # a refresh is due: ask again next time
-        return entry.verdict(cert), entry.refresh_at
+        if key is None or key is _MALFORMED:
+            return self._without_point(cert, key), float("inf")
+        found = self.cache.lookup_until(key, lambda: self._query(key, issuer))
+        return (found[0].verdict(cert), found[1]) if found is not None else None
 
     def check(self, pair: CRLPair) -> defer.Deferred[Verdict]:
         """The verdict for one certificate: cached, joined to a fetch in flight, or fetched."""
-        cached = self.lookup(pair)
-        if cached is not None:
-            return defer.succeed(cached)
         cert, issuer, key = pair
-        assert key is not None  # lookup answers for certificates without a point
-        waiter: defer.Deferred[Verdict] = defer.Deferred()
-        waiters = self._inflight.get(key)
-        if waiters is not None:
-            waiters.append((waiter, cert))
-        else:
-            self._start(key, issuer, [(waiter, cert)])
-        return waiter
+        if key is None or key is _MALFORMED:
+            return defer.succeed(self._without_point(cert, key))
+        answer = self.cache.get(key, lambda: self._query(key, issuer))
+        return answer.addCallback(CRLAnswer.verdict, cert)
 
     def forget(self) -> None:
         """Drop every cached answer; lookups in flight still complete."""
-        self._cache.clear()
+        self.cache.forget()
 
-    def _no_distribution_point(self, cert: x509.Certificate) -> Verdict:
+    def _without_point(self, cert: x509.Certificate, key: CacheKey | None) -> Verdict:
+        if key is _MALFORMED:
+            return Verdict(Status.UNKNOWN, "malformed", "unreadable CRL distribution points",
+                           describe(cert)["subject"] or "", "crl-fetch")
         status = Status.UNKNOWN if self.settings.require else Status.GOOD
         return Verdict(status, "no_crl_dp", "the certificate names no http CRL distribution "
                        "point", cert.subject.rfc4514_string(), "crl-fetch")
 
-    def _start(self, key: CacheKey, issuer: x509.Certificate, waiters: _Waiters) -> None:
-        self._inflight[key] = waiters
-        self._query(key, issuer).addBoth(self._settle, key)
-
-    def _settle(self, result: _Entry | Failure, key: CacheKey) -> None:
-        if isinstance(result, Failure):  # a bug, not a distribution point problem: not cached
-            _log.failure("CRL fetch failed unexpectedly", result)
-            result = _Entry(None, ("internal_error", str(result.value)), 0.0, 0.0)
-        for waiter, cert in self._inflight.pop(key, []):
-            waiter.callback(result.verdict(cert))
+    def _broken(self, failure: Failure) -> CRLAnswer:
+        # A bug, not a distribution point problem: the cache never keeps this answer.
+        _log.failure("CRL fetch failed unexpectedly", failure)
+        return CRLAnswer(None, ("internal_error", str(failure.value)))
 
     @defer.inlineCallbacks
     def _query(self, key: CacheKey, issuer: x509.Certificate) -> Any:
         url = key[0]
         settings = self.settings
-        self.fetches += 1
         started = self.clock.seconds()
         try:
             data = yield self.fetch(url)
             now = self.clock.seconds()
             verified = yield self.offload(
                 lambda: verify_crl(data, issuer, url, now, settings.skew))
-            held = self._cache.get(key)
+            held = self.cache.held(key)
             if (held is not None and held.crl is not None
                     and verified.last_update < held.crl.last_update):
-                raise CRLError("rollback", f"{url} served a CRL older than the one held")
-        except OCSPError as e:
-            return self._failed(key, url, e, started)
-        entry = self._store(key, verified, None, self._expiry(verified, now))
+                raise CRLError(RevocationProblem.ROLLBACK,
+                               f"{url} served a CRL older than the one held")
+        except RevocationError as e:
+            _log.warn("CRL from {url} unusable: {reason} ({detail})", url=url, reason=e.reason,
+                      detail=e.detail, outcome="unknown", seconds=self.clock.seconds() - started)
+            return Fetched(CRLAnswer(None, (e.reason, e.detail)))
+        expires = self._expiry(verified, now)
         _log.info("CRL of {issuer} from {url}: {count} revoked, cached for {ttl:.0f} s",
                   issuer=issuer.subject.rfc4514_string(), url=url, count=len(verified.revoked),
-                  ttl=entry.expires - now, outcome="good", seconds=now - started)
-        return entry
-
-    def _failed(self, key: CacheKey, url: str, error: OCSPError, started: float) -> _Entry:
-        now = self.clock.seconds()
-        _log.warn("CRL from {url} unusable: {reason} ({detail})", url=url, reason=error.reason,
-                  detail=error.detail, outcome="unknown", seconds=now - started)
-        held = self._cache.get(key)
-        if held is not None and held.crl is not None and now < held.expires:
-            # A failed refresh keeps the CRL still in force and tries again a little later.
-            held.refresh_at = now + self.settings.unknown_ttl
-            return held
-        return self._store(key, None, (error.reason, error.detail),
-                           now + self.settings.unknown_ttl)
+                  ttl=expires - now, outcome="good", seconds=now - started)
+        return Fetched(CRLAnswer(verified), expires)
 
     def _expiry(self, verified: VerifiedCRL, now: float) -> float:
         settings = self.settings
@@ -366,23 +343,6 @@ class CRLChecker(CombinedLookups):
             # Past nextUpdate but inside the skew: use it briefly rather than refetch at once.
             expires = min(now + settings.unknown_ttl, verified.next_update + settings.skew)
         return expires
-
-    def _store(self, key: CacheKey, verified: VerifiedCRL | None,
-               failure: tuple[str, str] | None, expires: float) -> _Entry:
-        now = self.clock.seconds()
-        lifetime = max(expires - now, 0.0)
-        # The OCSP cache's rule: refresh in the last fifth of the lifetime, at most a minute
-        # early, so clients in use never wait for a distribution point once it has answered.
-        refresh_at = expires - min(lifetime / 5, 60.0)
-        entry = _Entry(verified, failure, expires, refresh_at)
-        self._cache[key] = entry
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.settings.cache_size:
-            self._cache.popitem(last=False)
-        return entry
-
-    def __len__(self) -> int:
-        return len(self._cache)
 
 
 class CRLFetcher(BoundedFetcher):

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from certsrv.exceptions import ConfigurationError
-from certsrv.revocation.core import OCSPMode, Status, Verdict
+from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.x509.certs import read_file
 
 __all__ = ["CRLFiles", "FileCRL", "check_crl", "load_crl", "next_update"]
@@ -160,7 +160,7 @@ class FileCRL:
 class CRLFiles:
     """The ``--crl`` files as a revocation source: every answer comes from memory."""
 
-    def __init__(self, crls: Sequence[FileCRL], mode: OCSPMode, clock: IReactorTime) -> None:
+    def __init__(self, crls: Sequence[FileCRL], mode: Scope, clock: IReactorTime) -> None:
         self.crls = tuple(crls)
         self.mode = mode
         self.clock = clock

@@ -18,8 +18,13 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from certsrv.exceptions import ConfigurationError, OCSPError
-from certsrv.revocation.core import check_responder_url
+from certsrv.exceptions import (
+    ConfigurationError,
+    OCSPError,
+    RevocationError,
+    RevocationProblem,
+)
+from certsrv.revocation.ocspcheck import check_responder_url
 
 __all__ = ["BoundedFetcher", "usable_url"]
 
@@ -39,7 +44,7 @@ class BoundedFetcher:
     """Makes one HTTP request and returns the body, or fails with ``error(reason, detail)``."""
 
     def __init__(self, reactor: Any, clock: IReactorTime, timeout: float, max_bytes: int,
-                 what: str, error: type[OCSPError] = OCSPError, per_host: int = 2) -> None:
+                 what: str, error: type[RevocationError] = OCSPError, per_host: int = 2) -> None:
         self.clock = clock
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -55,7 +60,8 @@ class BoundedFetcher:
               body: bytes | None = None) -> defer.Deferred[bytes]:
         """The response body of a 200 answer, or a failure with a stable reason code."""
         if not usable_url(url):
-            return defer.fail(self.error("bad_url", f"{url!r} is not a plain http:// URL"))
+            return defer.fail(self.error(RevocationProblem.BAD_URL,
+                                         f"{url!r} is not a plain http:// URL"))
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         d: defer.Deferred[Any] = self._agent.request(method, url.encode("ascii"),
                                                      Headers(headers), producer)
@@ -80,24 +86,27 @@ class BoundedFetcher:
     def _read(self, response: IResponse, url: str) -> defer.Deferred[bytes]:
         if response.code != 200:
             _drop(response)
-            raise self.error("http_status", f"{url} answered HTTP {response.code}")
+            raise self.error(RevocationProblem.HTTP_STATUS, f"{url} answered HTTP {response.code}")
         length = response.length
         if isinstance(length, int) and length > self.max_bytes:
             _drop(response)
-            raise self.error("too_large", f"{url}: {self.what} of {length} bytes exceeds "
-                                          f"{self.max_bytes}")
+            raise self.error(RevocationProblem.TOO_LARGE,
+                             f"{url}: {self.what} of {length} bytes exceeds "
+                             f"{self.max_bytes}")
         body = _Body(self.max_bytes, lambda: self.error(
-            "too_large", f"{url}: {self.what} exceeds {self.max_bytes} bytes"))
+            RevocationProblem.TOO_LARGE, f"{url}: {self.what} exceeds {self.max_bytes} bytes"))
         response.deliverBody(body)
         return body.done
 
     def _translate(self, failure: Failure, url: str, expired: list[bool]) -> Failure:
-        if failure.check(OCSPError):
+        if failure.check(RevocationError):
             return failure
         if expired:
-            return Failure(self.error("timeout", f"no {self.what} from {url} within "
-                                                 f"{self.timeout:g} s"))
-        return Failure(self.error("responder_down", f"{url}: {failure.getErrorMessage()}"))
+            return Failure(self.error(RevocationProblem.TIMEOUT,
+                                      f"no {self.what} from {url} within "
+                                      f"{self.timeout:g} s"))
+        return Failure(self.error(RevocationProblem.RESPONDER_DOWN,
+                                  f"{url}: {failure.getErrorMessage()}"))
 
     def close(self) -> defer.Deferred[None]:
         """Drop idle persistent connections."""
@@ -142,6 +151,6 @@ class _Body(Protocol):
 
 def _drop(response: IResponse) -> None:
     """Close the connection of a response whose body is not wanted."""
-    body = _Body(0, lambda: OCSPError("too_large"))
+    body = _Body(0, lambda: OCSPError(RevocationProblem.TOO_LARGE))
     body.done.addErrback(lambda _: None)
     response.deliverBody(body)

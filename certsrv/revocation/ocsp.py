@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID, SignatureAlgorithmOID
 
-from certsrv.exceptions import OCSPError
+from certsrv.exceptions import OCSPError, RevocationProblem
 
 __all__ = [
     "MAX_NONCE_LENGTH",
@@ -216,7 +216,7 @@ def verify_response(
     except OCSPError:
         raise
     except Exception as e:  # ValueError, TypeError, DuplicateExtension, UnsupportedAlgorithm...
-        raise OCSPError("malformed", f"{e.__class__.__name__}: {e}") from e
+        raise OCSPError(RevocationProblem.MALFORMED, f"{e.__class__.__name__}: {e}") from e
     _check_freshness(this_update, next_update, now, skew, default_validity)
     _check_nonce(received_nonce, nonce, nonce_policy)
     return status
@@ -278,9 +278,10 @@ def _load(der: bytes) -> ocsp.OCSPResponse:
     try:
         response = ocsp.load_der_ocsp_response(der)
     except Exception as e:
-        raise OCSPError("malformed", f"not an OCSP response: {e}") from e
+        raise OCSPError(RevocationProblem.MALFORMED, f"not an OCSP response: {e}") from e
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        raise OCSPError("unsuccessful", f"response status {response.response_status.name}")
+        raise OCSPError(RevocationProblem.UNSUCCESSFUL,
+                        f"response status {response.response_status.name}")
     return response
 
 
@@ -294,7 +295,7 @@ def _signer_key(
         return _usable_key(issuer)
     candidates = [c for c in response.certificates if _is_responder(response, c)]
     if not candidates:
-        raise OCSPError("unauthorized_signer",
+        raise OCSPError(RevocationProblem.UNAUTHORIZED_SIGNER,
                         "the responder is neither the issuer nor an included certificate")
     first_error: OCSPError | None = None
     for candidate in candidates:
@@ -327,25 +328,26 @@ def _check_delegate(
     try:
         responder.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
-        raise OCSPError("unauthorized_signer",
+        raise OCSPError(RevocationProblem.UNAUTHORIZED_SIGNER,
                         f"responder {subject} is not issued by the certificate's issuer") from e
     try:
         usages = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usages = x509.ExtendedKeyUsage([])
     if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
-        raise OCSPError("unauthorized_signer", f"responder {subject} lacks id-kp-OCSPSigning")
+        raise OCSPError(RevocationProblem.UNAUTHORIZED_SIGNER,
+                        f"responder {subject} lacks id-kp-OCSPSigning")
     try:
         key_usage = responder.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         pass
     else:
         if not key_usage.digital_signature:
-            raise OCSPError("unauthorized_signer",
+            raise OCSPError(RevocationProblem.UNAUTHORIZED_SIGNER,
                             f"responder {subject} key usage lacks digitalSignature")
     if not responder.not_valid_before_utc - skew <= now <= responder.not_valid_after_utc + skew:
         raise OCSPError(
-            "signer_not_valid",
+            RevocationProblem.SIGNER_NOT_VALID,
             f"responder {subject} is valid from {responder.not_valid_before_utc.isoformat()} "
             f"to {responder.not_valid_after_utc.isoformat()}, not at {now.isoformat()}",
         )
@@ -354,7 +356,8 @@ def _check_delegate(
 def _usable_key(cert: x509.Certificate) -> _PublicKey:
     key = cert.public_key()
     if not isinstance(key, _PublicKey):
-        raise OCSPError("bad_signature", f"unsupported signer key {type(key).__name__}")
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE,
+                        f"unsupported signer key {type(key).__name__}")
     return key
 
 
@@ -376,21 +379,23 @@ def _check_signature(response: ocsp.OCSPResponse, der: bytes, key: _PublicKey) -
             key.verify(signature, tbs)
         else:
             raise OCSPError(
-                "bad_signature",
+                RevocationProblem.BAD_SIGNATURE,
                 f"signature algorithm {oid.dotted_string} is not accepted for a "
                 f"{type(key).__name__}",
             )
     except InvalidSignature as e:
-        raise OCSPError("bad_signature", "the response signature does not verify") from e
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE,
+                        "the response signature does not verify") from e
 
 
 def _signature_hash(response: ocsp.OCSPResponse) -> hashes.HashAlgorithm:
     try:
         algorithm = response.signature_hash_algorithm
     except UnsupportedAlgorithm as e:
-        raise OCSPError("bad_signature", str(e)) from e
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE, str(e)) from e
     if algorithm is None or algorithm.name not in _SIGNATURE_HASHES:
-        raise OCSPError("bad_signature", "the signature hash is missing or too weak")
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE,
+                        "the signature hash is missing or too weak")
     return algorithm
 
 
@@ -422,11 +427,12 @@ def _pss_parameters(der: bytes) -> tuple[hashes.HashAlgorithm, padding.PSS]:
             else:
                 raise ValueError(f"unexpected RSASSA-PSS field {field.tag:#x}")
     except ValueError as e:
-        raise OCSPError("bad_signature", f"unusable RSASSA-PSS parameters: {e}") from e
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE,
+                        f"unusable RSASSA-PSS parameters: {e}") from e
     if algorithm.name not in _SIGNATURE_HASHES or mgf_algorithm.name not in _SIGNATURE_HASHES:
-        raise OCSPError("bad_signature", "the RSASSA-PSS hash is too weak")
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE, "the RSASSA-PSS hash is too weak")
     if salt_length < 0:
-        raise OCSPError("bad_signature", "negative RSASSA-PSS salt length")
+        raise OCSPError(RevocationProblem.BAD_SIGNATURE, "negative RSASSA-PSS salt length")
     return algorithm, padding.PSS(padding.MGF1(mgf_algorithm), salt_length)
 
 
@@ -457,7 +463,7 @@ def _single_for(response: ocsp.OCSPResponse, wanted: CertID) -> ocsp.OCSPSingleR
             matches.append(single)
     if len(matches) != 1:
         raise OCSPError(
-            "cert_id_mismatch",
+            RevocationProblem.CERT_ID_MISMATCH,
             f"{len(matches)} single responses match serial {wanted.serial_number:#x}",
         )
     return matches[0]
@@ -471,13 +477,16 @@ def _check_freshness(
     default_validity: datetime.timedelta,
 ) -> None:
     if this_update > now + skew:
-        raise OCSPError("not_yet_valid", f"thisUpdate {this_update.isoformat()} is in the future")
+        raise OCSPError(RevocationProblem.NOT_YET_VALID,
+                        f"thisUpdate {this_update.isoformat()} is in the future")
     if next_update is not None:
         if next_update < now - skew:
-            raise OCSPError("stale", f"nextUpdate {next_update.isoformat()} has passed")
+            raise OCSPError(RevocationProblem.STALE,
+                            f"nextUpdate {next_update.isoformat()} has passed")
     elif this_update < now - default_validity - skew:
-        raise OCSPError("stale", f"thisUpdate {this_update.isoformat()} is too old and "
-                                 "there is no nextUpdate")
+        raise OCSPError(RevocationProblem.STALE,
+                        f"thisUpdate {this_update.isoformat()} is too old and "
+                        "there is no nextUpdate")
 
 
 def _nonce_of(response: ocsp.OCSPResponse) -> bytes | None:
@@ -492,11 +501,11 @@ def _check_nonce(received: bytes | None, sent: bytes | None, policy: NoncePolicy
         return
     if received is None:
         if policy == "require":
-            raise OCSPError("nonce_missing", "the response carries no nonce")
+            raise OCSPError(RevocationProblem.NONCE_MISSING, "the response carries no nonce")
         return
     # Under "prefer" with no nonce sent there is nothing to compare a returned one with.
     if sent is not None and not hmac.compare_digest(received, sent):
-        raise OCSPError("nonce_mismatch", "the response nonce is not the one sent")
+        raise OCSPError(RevocationProblem.NONCE_MISMATCH, "the response nonce is not the one sent")
 
 
 # -- building -------------------------------------------------------------------------------

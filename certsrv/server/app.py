@@ -5,30 +5,63 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.web import resource
 
 from certsrv.exceptions import ConfigurationError
-from certsrv.server.build import build_site
+from certsrv.forwarded.trust import Forwarding
+from certsrv.server.build import build_site, revocation_for
+from certsrv.server.config import ServerConfig
 from certsrv.server.options import Options
-from certsrv.tls.context import ServerTLS, TLSFactory
+from certsrv.tls.context import Current, ServerTLS, TLSFactory
+from certsrv.web.limits import Limits
 
 __all__ = ["protected_site"]
 
 
-def protected_site(app: resource.IResource, argv: Sequence[str] = (), *,
+def protected_site(app: resource.IResource, config: ServerConfig | Sequence[str] = (), *,
+                   limits: Limits | None = None, forwarded: Forwarding | None = None,
                    clock: Any = None) -> Any:
-    """A TLS protocol factory serving ``app`` with ``twistd certsrv``'s options (``argv``).
+    """A TLS protocol factory serving ``app`` behind certsrv's checks.
+
+    ``config`` is a ``ServerConfig`` (the server certificate and key, CAs, pins, revocation,
+    ``--policy`` file, ...), with ``limits`` (default: the defaults of the limit options)
+    and ``forwarded`` (certificates forwarded by a trusted proxy; default: none) beside it.
+    As a convenience it may instead be ``twistd certsrv``'s command-line arguments, e.g.
+    ``["--ca", "ca.pem", "--cert", "server.pem", "--key", "server.key"]``, which give the
+    limits and forwarding too (``limits`` and ``forwarded``, when given, take precedence).
 
     Listen with it on any stream endpoint, e.g. ``TCP4ServerEndpoint(reactor, 8443)``.
     An unusable option or file raises ``ConfigurationError``.
     """
+    if isinstance(config, ServerConfig):
+        current = _load(config, clock)
+    else:
+        options = _parse(config, clock)
+        config, current = options.config, Current(options.settings, options.verifier)
+        limits = limits if limits is not None else options.limits
+        forwarded = forwarded if forwarded is not None else options.forwarded
+    site = build_site(current, app=app, http2=config.http2, limits=limits, forwarded=forwarded)
+    return TLSFactory(ServerTLS(current), site)
+
+
+def _load(config: ServerConfig, clock: IReactorTime | None) -> Current:
+    """Read and check every file ``config`` names: the configuration to serve."""
+    from twisted.internet import reactor
+
+    clock = clock if clock is not None else reactor  # type: ignore[assignment]
+    assert clock is not None
+    settings, verifier = config.load(clock, revocation_for(config, clock, reactor))
+    return Current(settings, verifier)
+
+
+def _parse(argv: Sequence[str], clock: IReactorTime | None) -> Options:
+    """``twistd certsrv``'s options parsed from ``argv``; a usage error as ConfigurationError."""
     options = Options()
     options.clock = clock
     try:
         options.parseOptions(list(argv))
     except usage.UsageError as e:
         raise ConfigurationError("argv", str(e)) from None
-    site = build_site(options.verifier, app=app, http2=options.config.http2,
-                      limits=options.limits, forwarded=options.forwarded)
-    return TLSFactory(ServerTLS(options.settings, options.verifier), site)
+    return options

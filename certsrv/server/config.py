@@ -11,9 +11,8 @@ from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from certsrv.access.policy import load_policy
+from certsrv.access.policy import Policy, load_policy
 from certsrv.exceptions import ConfigurationError
-from certsrv.revocation.core import Checker, OCSPMode, OCSPSettings, Revocation
 from certsrv.revocation.crlfetch import CRLFetchSettings
 from certsrv.revocation.crlfiles import (
     CRLFiles,
@@ -23,9 +22,11 @@ from certsrv.revocation.crlfiles import (
     next_update,
     unsupported,
 )
+from certsrv.revocation.decision import Checker, Revocation, Scope
+from certsrv.revocation.ocspcheck import OCSPSettings
 from certsrv.tls.context import ClientCertMode, TLSSettings, chain_problems
-from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy, parse_pin
-from certsrv.x509.certs import load_certificates, load_private_key, read_file
+from certsrv.tls.verify import AllowedTypes, ClientVerifier, parse_pin
+from certsrv.x509.certs import PrivateKey, load_certificates, load_private_key, read_file
 
 __all__ = ["ServerConfig", "load_pins"]
 
@@ -53,11 +54,40 @@ class ServerConfig:
     ocsp: OCSPSettings = OCSPSettings()
     policy: str | None = None
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
+    log_accepted: bool = True
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
-             ) -> tuple[TLSSettings, ClientCertificatePolicy]:
-        """Read every file, check it, and build the settings and policy; or raise."""
+             ) -> tuple[TLSSettings, ClientVerifier]:
+        """Read every file, check it, and build the settings and the verifier; or raise.
+
+        ``revocation`` holds the network sources (OCSP, fetched CRLs), kept across reloads;
+        the ``--crl`` files are read here, each time."""
         now = clock.seconds()
+        chain = self._load_server_chain(now)
+        key = load_private_key(self.key)
+        _warn_if_exposed(self.key)
+        roots = tuple(self._load_roots(now))
+        intermediates = tuple(c for path in self.intermediates
+                              for c in _load_cas(path, "intermediates", now, root=False))
+        pins = self._load_pins()
+        crls = tuple(self._load_crls((*roots, *intermediates), now))
+        settings = self._settings(chain, key, roots, intermediates)
+        access = self._load_access()
+        sources: list[Checker] = []
+        if crls:
+            mode = Scope.CHAIN if self.crl_check_chain else Scope.LEAF
+            sources.append(CRLFiles(crls, mode, clock))
+        if revocation is not None:
+            sources.extend(revocation.checkers)
+        verifier = ClientVerifier(clock, self.allowed_types, frozenset(pins),
+                                  fail_open=self.fail_open,
+                                  revocation=Revocation(sources) if sources else None,
+                                  access=access, settings=settings,
+                                  log_accepted=self.log_accepted)
+        return settings, verifier
+
+    def _load_server_chain(self, now: float) -> list[x509.Certificate]:
+        """The server certificate and its chain, in order and valid now."""
         chain = load_certificates(self.cert, "server certificate")
         problems = chain_problems(chain)
         if problems:
@@ -69,11 +99,9 @@ class ServerConfig:
         if now < leaf.not_valid_before_utc.timestamp():
             raise ConfigurationError(self.cert, "the server certificate is not valid before "
                                                 f"{_day(leaf.not_valid_before_utc)}")
-        key = load_private_key(self.key)
-        _warn_if_exposed(self.key)
-        roots = tuple(self._load_roots(now))
-        intermediates = tuple(c for path in self.intermediates
-                              for c in _load_cas(path, "intermediates", now, root=False))
+        return chain
+
+    def _load_pins(self) -> set[str]:
         pins = set(self.pins)
         if self.pins_file is not None:
             pins |= load_pins(self.pins_file)
@@ -81,10 +109,14 @@ class ServerConfig:
             raise ConfigurationError("--allowed-types", f"{self.allowed_types.value} accepts "
                                      "self-signed certificates only when pinned: give --pin or "
                                      "--pins")
-        crls = tuple(self._load_crls((*roots, *intermediates), now))
+        return pins
+
+    def _settings(self, chain: Sequence[x509.Certificate], key: PrivateKey,
+                  roots: tuple[x509.Certificate, ...],
+                  intermediates: tuple[x509.Certificate, ...]) -> TLSSettings:
         try:
-            settings = TLSSettings(
-                certificate=leaf,
+            return TLSSettings(
+                certificate=chain[0],
                 private_key=key,
                 chain=tuple(chain[1:]),
                 roots=roots,
@@ -97,24 +129,19 @@ class ServerConfig:
             if e.source == "--key":
                 raise ConfigurationError(self.key, e.problem) from None
             raise
-        access = load_policy(self.policy) if self.policy is not None else None
-        if access is not None and self.client_cert is ClientCertMode.REQUIRE:
+
+    def _load_access(self) -> Policy | None:
+        """The ``--policy`` access rules, if any."""
+        if self.policy is None:
+            return None
+        access = load_policy(self.policy)
+        if self.client_cert is ClientCertMode.REQUIRE:
             public = [r.name for r in access.rules if r.public]
             if public:
                 _log.warn("{path}: public rules {rules} admit requests without a certificate, "
                           "but --client-cert require lets no such client connect; use "
                           "--client-cert optional", path=self.policy, rules=public)
-        sources: list[Checker] = []
-        if crls:
-            mode = OCSPMode.CHAIN if self.crl_check_chain else OCSPMode.LEAF
-            sources.append(CRLFiles(crls, mode, clock))
-        if revocation is not None:
-            sources.extend(revocation.checkers)
-        policy = ClientCertificatePolicy(clock, self.allowed_types, frozenset(pins),
-                                         fail_open=self.fail_open,
-                                         revocation=Revocation(sources) if sources else None,
-                                         access=access, settings=settings)
-        return settings, policy
+        return access
 
     def _load_crls(self, issuers: Sequence[x509.Certificate], now: float) -> list[FileCRL]:
         crls = []

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from certsrv._compat import clear_exit_signal, exit_signal
 from certsrv.tls.context import ServerTLS
 from certsrv.web.site import CertsrvSite
 
@@ -55,8 +56,8 @@ def exit_zero_on_sigterm(reactor: Any) -> None:
     def clear() -> None:
         # twistd re-raises the signal that stopped the reactor, so a SIGTERM stop would end
         # with status 143; after an orderly drain, SIGTERM is the normal way to stop.
-        if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
-            reactor._exitSignal = None
+        if exit_signal(reactor) == signal.SIGTERM:
+            clear_exit_signal(reactor)
 
     reactor.callWhenRunning(guard_sigterm)  # Twisted's handlers are installed by then
     reactor.addSystemEventTrigger("before", "shutdown", stopped)

@@ -1,16 +1,19 @@
 """
-Prometheus metrics and health, fed by certsrv's own structured log events.
+Prometheus metrics and health, fed through the ``Observer`` interface the components call.
 
-Every decision certsrv makes is already one structured event (``decision``, ``reason``,
-``outcome``, ...); counting those events keeps the metrics and the log in agreement and adds
-no instrumentation to the hot paths beyond the event itself.
+The verifier, the site, the gate, the limits and the reloader report each decision to
+``Metrics`` by calling it (``certsrv.tls.observer.Observer``), beside the log event they
+write for people: renaming a log field cannot stop a counter. The one exception, until the
+revocation checkers report to an observer too, is the count of OCSP queries and CRL
+downloads: ``RevocationEvents`` reads it from their log events (``outcome``, ``seconds``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -23,7 +26,8 @@ from zope.interface import implementer
 
 from certsrv.web.limits import LimitedSite, Limits
 
-__all__ = ["ADMIN_MAX_CONNECTIONS", "Metrics", "MetricsService", "admin_limits", "admin_site"]
+__all__ = ["ADMIN_MAX_CONNECTIONS", "Metrics", "MetricsService", "RevocationEvents",
+           "admin_limits", "admin_site"]
 
 # A scraper and a health checker need a few connections; a flood of the admin port must not
 # take the file descriptors the TLS listener needs.
@@ -32,11 +36,26 @@ ADMIN_MAX_CONNECTIONS = 32
 ADMIN_MAX_BODY_BYTES = 4096
 
 _REVOCATION_SOURCES = {"certsrv.ocsp": "ocsp", "certsrv.crl": "crl"}
+_P = ParamSpec("_P")
 
 
-@implementer(ILogObserver)
+def _never_raises(count: Callable[_P, None]) -> Callable[_P, None]:
+    """A counting method that swallows its own errors: a metrics bug must never break a
+    handshake, a request or a reload."""
+
+    @functools.wraps(count)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            count(*args, **kwargs)
+        except Exception:
+            pass
+
+    return guarded
+
+
 class Metrics:
-    """The server's counters, histograms and gauges, kept in their own registry."""
+    """The server's counters, histograms and gauges, kept in their own registry; an
+    ``Observer`` (``certsrv.tls.observer``) of every decision."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -61,50 +80,54 @@ class Metrics:
         self.reloads = Counter("certsrv_reloads", "Configuration reloads by result",
                                ["result"], registry=r)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        """Count one log event (an ILogObserver); never raises."""
-        try:
-            self._count(event)
-        except Exception:  # a metrics bug must never break logging
-            pass
+    # The Observer interface: one method per decision, each a labelled count.
 
-    def _count(self, event: dict[str, Any]) -> None:
-        namespace = event.get("log_namespace")
-        if namespace == "certsrv.tls":
-            decision = event.get("decision")
-            if decision is None:
-                return
-            reason = str(event.get("reason") or "none")
-            if event.get("stage") == "request":
-                if decision == "rejected":
-                    self.rejections.labels(reason).inc()
-            else:
-                self.handshakes.labels(decision, reason).inc()
-        elif namespace in _REVOCATION_SOURCES:
-            outcome = event.get("outcome")
-            if outcome is None:
-                return
-            source = _REVOCATION_SOURCES[namespace]
-            self.lookups.labels(source, str(outcome)).inc()
-            seconds = event.get("seconds")
-            if isinstance(seconds, int | float):
-                self.latency.labels(source).observe(seconds)
-        elif namespace == "certsrv.limits":
-            refusal = event.get("reason")
-            if refusal is not None and refusal != "max_connections":
-                self.rejections.labels(str(refusal)).inc()
-        elif namespace == "certsrv.policy":
-            self.access.labels(str(event.get("policy_reason"))).inc()
-        elif namespace == "certsrv.reload":
-            outcome = event.get("reason")
-            if outcome == "reloaded":
-                self.reloads.labels("ok").inc()
-            elif outcome == "reload_refused":
-                self.reloads.labels("refused").inc()
+    @_never_raises
+    def accepted(self, reason: str | None = None) -> None:
+        """Count an accepted handshake (``reason``: a problem it was accepted despite)."""
+        self.handshakes.labels("accepted", reason or "none").inc()
 
+    @_never_raises
+    def anonymous(self) -> None:
+        """Count a handshake completed without a client certificate."""
+        self.handshakes.labels("anonymous", "no_certificate").inc()
+
+    @_never_raises
+    def rejected(self, reason: str) -> None:
+        """Count a refused handshake by reason."""
+        self.handshakes.labels("rejected", reason).inc()
+
+    @_never_raises
+    def request_refused(self, reason: str) -> None:
+        """Count a request refused after the handshake, by reason."""
+        self.rejections.labels(reason).inc()
+
+    @_never_raises
+    def access_decided(self, reason: str) -> None:
+        """Count an access decision by its reason."""
+        self.access.labels(reason).inc()
+
+    @_never_raises
     def request_finished(self, status: int) -> None:
         """Count one answered request."""
         self.requests.labels(str(status)).inc()
+
+    @_never_raises
+    def reloaded(self) -> None:
+        """Count a reload that put a new configuration in force."""
+        self.reloads.labels("ok").inc()
+
+    @_never_raises
+    def reload_refused(self) -> None:
+        """Count a reload refused for an unusable file."""
+        self.reloads.labels("refused").inc()
+
+    @_never_raises
+    def revocation_lookup(self, source: str, outcome: str, seconds: float | None) -> None:
+        """Count an OCSP query or CRL download (``source``: ocsp or crl) and its duration."""
+        self.lookups.labels(source, outcome).inc()
+        if seconds is not None:
+            self.latency.labels(source).observe(seconds)
 
     def gauge(self, name: str, documentation: str, value: Callable[[], float]) -> None:
         """A gauge computed at scrape time."""
@@ -113,6 +136,26 @@ class Metrics:
     def collect_from(self, collector: Collector) -> None:
         """Add a custom collector (e.g. revocation cache statistics)."""
         self.registry.register(collector)
+
+
+@implementer(ILogObserver)
+class RevocationEvents:
+    """Feeds OCSP queries and CRL downloads to ``Metrics.revocation_lookup`` from the
+    revocation checkers' log events (``outcome`` and ``seconds`` in the ``certsrv.ocsp`` and
+    ``certsrv.crl`` namespaces): the one count still read from the log."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Count one log event if it is a lookup's outcome; never raises."""
+        source = _REVOCATION_SOURCES.get(event.get("log_namespace"))  # type: ignore[arg-type]
+        outcome = event.get("outcome")
+        if source is None or outcome is None:
+            return
+        seconds = event.get("seconds")
+        self.metrics.revocation_lookup(
+            source, str(outcome), seconds if isinstance(seconds, int | float) else None)
 
 
 class CacheCollector(Collector):
@@ -136,19 +179,20 @@ class CacheCollector(Collector):
 
 
 class MetricsService(service.Service):
-    """Feeds log events to the metrics while running."""
+    """Feeds the revocation checkers' lookup events to the metrics while running."""
 
     def __init__(self, metrics: Metrics, publisher: LogPublisher | None = None) -> None:
         self.metrics = metrics
+        self.events = RevocationEvents(metrics)
         self.publisher = publisher or globalLogPublisher
 
     def startService(self) -> None:
         super().startService()
-        self.publisher.addObserver(self.metrics)
+        self.publisher.addObserver(self.events)
 
     def stopService(self) -> None:
         super().stopService()
-        self.publisher.removeObserver(self.metrics)
+        self.publisher.removeObserver(self.events)
 
 
 class _Health(resource.Resource):
@@ -180,4 +224,6 @@ def admin_site(metrics: Metrics, ready: Callable[[], bool], limits: Limits | Non
     root = resource.Resource()
     root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     root.putChild(b"healthz", _Health(ready))
-    return LimitedSite(root, limits=admin_limits(limits or Limits()), name="--metrics")
+    site = LimitedSite(root, limits=admin_limits(limits or Limits()), name="--metrics")
+    site.observer = metrics  # its limit refusals count too
+    return site

@@ -7,13 +7,15 @@ import sys
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.web import resource
 
 from certsrv.forwarded.trust import Forwarding, forwarding
-from certsrv.revocation.core import OCSPMode, OCSPSettings, Revocation, check_responder_url
 from certsrv.revocation.crlfetch import CRLFetchSettings
+from certsrv.revocation.decision import Revocation, Scope
+from certsrv.revocation.ocspcheck import OCSPSettings, check_responder_url
 from certsrv.server.apploader import load_app
 from certsrv.server.build import build_site, revocation_for
 from certsrv.server.config import ServerConfig, parse_pins
@@ -47,8 +49,8 @@ from certsrv.server.workers import (
     Supervisor,
     worker_argv,
 )
-from certsrv.tls.context import ClientCertMode, ServerTLS, TLSFactory, TLSSettings
-from certsrv.tls.verify import AllowedTypes, ClientCertificatePolicy
+from certsrv.tls.context import ClientCertMode, Current, ServerTLS, TLSFactory, TLSSettings
+from certsrv.tls.verify import AllowedTypes, ClientVerifier
 from certsrv.web.site import Limits
 
 __all__ = ["Options", "makeService"]
@@ -237,7 +239,7 @@ class Options(PluginOptions):
 
     config: ServerConfig
     settings: TLSSettings
-    verifier: ClientCertificatePolicy
+    verifier: ClientVerifier
     revocation: Revocation | None
     limits: Limits
     forwarded: Forwarding | None
@@ -259,6 +261,27 @@ class Options(PluginOptions):
 
     def postOptions(self) -> None:
         """Check values, then load and check every file; a problem stops startup."""
+        self._check_values()
+        self.limits = self._limits()
+        self._check_listeners()
+        self._check_operations()
+        self._check_revocation()
+        if not self["listen"]:
+            self["listen"] = ["tcp:8443"]
+        # A ConfigurationError raised here reaches the caller; under twistd,
+        # PluginOptions.parseOptions turns it into one line and exit status 1.
+        self.config = self.server_config()
+        self._load(self.config)
+        self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
+                                    self["trusted-proxy"], self["trusted-proxy-cert"])
+        for directory in reversed(self["app-path"]):
+            if directory in sys.path:
+                sys.path.remove(directory)
+            sys.path.insert(0, directory)
+        self.app = load_app(self["app"]) if self["app"] is not None else None
+
+    def _check_values(self) -> None:
+        """The choices of TLS and revocation options, and the limits' positive values."""
         _choice("client-cert", self["client-cert"], ("require", "optional"))
         _choice("allowed-types", self["allowed-types"], ("chained", "selfsigned", "all"))
         _choice("min-tls", self["min-tls"], ("1.2", "1.3"))
@@ -269,11 +292,16 @@ class Options(PluginOptions):
                      "max-connections", "max-header-bytes", "max-headers", "max-body-bytes"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
-        self.limits = Limits(
+
+    def _limits(self) -> Limits:
+        return Limits(
             handshake_timeout=self["handshake-timeout"], idle_timeout=self["idle-timeout"],
             header_timeout=self["header-timeout"], body_timeout=self["body-timeout"],
             max_connections=self["max-connections"], max_header_bytes=self["max-header-bytes"],
             max_headers=self["max-headers"], max_body_bytes=self["max-body-bytes"])
+
+    def _check_listeners(self) -> None:
+        """--metrics (loopback unless told otherwise) and --workers with their addresses."""
         if self["metrics"]:
             self["metrics"] = loopback_by_default(self["metrics"])
             check_endpoint("--metrics", self["metrics"])
@@ -288,12 +316,16 @@ class Options(PluginOptions):
             self.addresses = [parse_tcp(d) for d in (self["listen"] or ["tcp:8443"])]
             if self["metrics"]:
                 parse_tcp(self["metrics"])
+
+    def _check_operations(self) -> None:
         _choice("access-log", self["access-log"], ("on", "off"))
         _choice("log-accepted", self["log-accepted"], ("on", "off"))
         if self["drain-timeout"] < 0:
             raise usage.UsageError("--drain-timeout must not be negative")
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
+
+    def _check_revocation(self) -> None:
         _choice("ocsp", self["ocsp"], ("off", "leaf", "chain"))
         _choice("crl-fetch", self["crl-fetch"], ("on", "off"))
         if self["crl-fetch-timeout"] <= 0:
@@ -304,12 +336,12 @@ class Options(PluginOptions):
                 raise usage.UsageError(f"--{name} must be positive")
         if self["ocsp-skew"] < 0:
             raise usage.UsageError("--ocsp-skew must not be negative")
-        if not self["listen"]:
-            self["listen"] = ["tcp:8443"]
+
+    def server_config(self) -> ServerConfig:
+        """The ``ServerConfig`` these options describe: what ``protected_site`` serves and
+        a reload reads again. Call it once the options are parsed."""
         allowed = AllowedTypes(self["allowed-types"])
-        # A ConfigurationError raised here reaches the caller; under twistd,
-        # PluginOptions.parseOptions turns it into one line and exit status 1.
-        config = ServerConfig(
+        return ServerConfig(
             cert=self["cert"],
             key=self["key"],
             ca=tuple(self["ca"] or (["certs/ca.pem"] if allowed.chained else [])),
@@ -325,22 +357,29 @@ class Options(PluginOptions):
             policy=self["policy"],
             crl_check_chain=self["crl-check"] == "chain",
             fail_open=self["revocation-fail"] == "open",
-            ocsp=OCSPSettings(
-                mode=OCSPMode(self["ocsp"]),
-                responder=(check_responder_url(self["ocsp-responder"])
-                           if self["ocsp-responder"] else None),
-                require=bool(self["ocsp-require"]),
-                timeout=self["ocsp-timeout"],
-                nonce=self["ocsp-nonce"],
-                skew=self["ocsp-skew"],
-                max_age=self["ocsp-max-age"],
-            ),
+            ocsp=self._ocsp_settings(),
             crl_fetch=CRLFetchSettings(
-                mode=(OCSPMode.OFF if self["crl-fetch"] == "off" else
-                      OCSPMode.CHAIN if self["crl-check"] == "chain" else OCSPMode.LEAF),
+                mode=(Scope.OFF if self["crl-fetch"] == "off" else
+                      Scope.CHAIN if self["crl-check"] == "chain" else Scope.LEAF),
                 timeout=self["crl-fetch-timeout"],
             ),
+            log_accepted=self["log-accepted"] == "on",
         )
+
+    def _ocsp_settings(self) -> OCSPSettings:
+        return OCSPSettings(
+            mode=Scope(self["ocsp"]),
+            responder=(check_responder_url(self["ocsp-responder"])
+                       if self["ocsp-responder"] else None),
+            require=bool(self["ocsp-require"]),
+            timeout=self["ocsp-timeout"],
+            nonce=self["ocsp-nonce"],
+            skew=self["ocsp-skew"],
+            max_age=self["ocsp-max-age"],
+        )
+
+    def _load(self, config: ServerConfig) -> None:
+        """Read and check every file: the TLS settings, the verifier, the revocation sources."""
         if self.clock is None:
             from twisted.internet import reactor
 
@@ -348,17 +387,8 @@ class Options(PluginOptions):
         assert self.clock is not None
         from twisted.internet import reactor as default_reactor
 
-        self.config = config
         self.revocation = revocation_for(config, self.clock, default_reactor)
         self.settings, self.verifier = config.load(self.clock, self.revocation)
-        self.verifier.log_accepted = self["log-accepted"] == "on"
-        self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
-                                    self["trusted-proxy"], self["trusted-proxy-cert"])
-        for directory in reversed(self["app-path"]):
-            if directory in sys.path:
-                sys.path.remove(directory)
-            sys.path.insert(0, directory)
-        self.app = load_app(self["app"]) if self["app"] is not None else None
 
 
 def makeService(config: Options) -> service.IService:
@@ -366,15 +396,18 @@ def makeService(config: Options) -> service.IService:
     from twisted.internet import reactor
 
     if config.workers > 1 and config["worker-index"] is None:
-        _refuse_ports_in_use(config)
-        parent = service.MultiService()
-        Supervisor(config.workers, worker_argv(config.argv), config.addresses, reactor,
-                   stop_timeout=config["drain-timeout"] + 5).setServiceParent(parent)
-        return parent
-    tls = ServerTLS(config.settings, config.verifier)
-    site = build_site(config.verifier, app=config.app, http2=config.config.http2,
+        return _supervisor(config, reactor)
+    clock = config.clock
+    assert clock is not None
+    # The configuration in force, in one place: a reload replaces it for TLS and site alike.
+    current = Current(config.settings, config.verifier)
+    tls = ServerTLS(current)
+    site = build_site(current, app=config.app, http2=config.config.http2,
                       limits=config.limits, forwarded=config.forwarded)
     site.access_log = config["access-log"] == "on"
+    metrics = Metrics() if config["metrics"] else None
+    if metrics is not None:
+        site.observer = metrics
     parent = service.MultiService()
     index = config["worker-index"]
     if index is not None:
@@ -387,42 +420,63 @@ def makeService(config: Options) -> service.IService:
             Listener("certsrv", "--listen", description, factory).setServiceParent(parent)
         else:
             ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
-
-    def use_policy(new_policy: ClientCertificatePolicy) -> None:
-        new_policy.log_accepted = config.verifier.log_accepted
-        site.policy = new_policy
-
-    clock = config.clock
-    assert clock is not None
-    reloader = Reloader(config.config, tls, use_policy, clock, config["watch-interval"],
-                        reactor=reactor, revocation=config.revocation)  # type: ignore[arg-type]
-    reloader.setServiceParent(parent)
+    Reloader(config.config, current, clock, config["watch-interval"],
+             reactor=reactor,  # type: ignore[arg-type]
+             revocation=config.revocation, observer=site.observer).setServiceParent(parent)
+    if config.revocation is not None:
+        _CloseAtStop(config.revocation).setServiceParent(parent)
     ExpiryWatch(tls, clock).setServiceParent(parent)
     # The --metrics listener and feed are the drainer's children: they outlive the drain.
     drainer = Drainer(site, clock, config["drain-timeout"], reactor)
     drainer.setServiceParent(parent)
-    if config["metrics"]:
-        metrics = Metrics()
-        site.metrics = metrics
-        metrics.gauge("certsrv_server_certificate_expiry_seconds",
-                      "Seconds until the server certificate expires",
-                      lambda: tls.settings.certificate.not_valid_after_utc.timestamp()
-                      - clock.seconds())
-        revocation = config.revocation
-        metrics.collect_from(CacheCollector(
-            lambda: revocation.checkers if revocation is not None else ()))
-        MetricsService(metrics).setServiceParent(drainer)
-        # /healthz answers 503 from the moment the drain begins.
-        admin = admin_site(metrics, lambda: bool(drainer.running), config.limits)
-        if index is None:
-            Listener("certsrv", "--metrics", config["metrics"], admin).setServiceParent(drainer)
-        else:
-            address = parse_tcp(config["metrics"])
-            address = TCPAddress(address.family, address.interface, address.port + index,
-                                 address.backlog)
-            # Not shared: each worker has its own metrics port.
-            ReusePortService(address, admin, reactor, share=False).setServiceParent(drainer)
+    if metrics is not None:
+        _serve_metrics(config, metrics, tls, drainer, reactor)
     return parent
+
+
+def _supervisor(config: Options, reactor: Any) -> service.IService:
+    """The parent of --workers processes: it starts, watches and stops them."""
+    _refuse_ports_in_use(config)
+    parent = service.MultiService()
+    Supervisor(config.workers, worker_argv(config.argv), config.addresses, reactor,
+               stop_timeout=config["drain-timeout"] + 5).setServiceParent(parent)
+    return parent
+
+
+def _serve_metrics(config: Options, metrics: Metrics, tls: ServerTLS, drainer: Drainer,
+                   reactor: Any) -> None:
+    """The --metrics listener (/metrics, /healthz) and its gauges, under ``drainer``."""
+    clock = tls.clock
+    metrics.gauge("certsrv_server_certificate_expiry_seconds",
+                  "Seconds until the server certificate expires",
+                  lambda: tls.settings.certificate.not_valid_after_utc.timestamp()
+                  - clock.seconds())
+    revocation = config.revocation
+    metrics.collect_from(CacheCollector(
+        lambda: revocation.checkers if revocation is not None else ()))
+    MetricsService(metrics).setServiceParent(drainer)
+    # /healthz answers 503 from the moment the drain begins.
+    admin = admin_site(metrics, lambda: bool(drainer.running), config.limits)
+    index = config["worker-index"]
+    if index is None:
+        Listener("certsrv", "--metrics", config["metrics"], admin).setServiceParent(drainer)
+    else:
+        address = parse_tcp(config["metrics"])
+        address = TCPAddress(address.family, address.interface, address.port + index,
+                             address.backlog)
+        # Not shared: each worker has its own metrics port.
+        ReusePortService(address, admin, reactor, share=False).setServiceParent(drainer)
+
+
+class _CloseAtStop(service.Service):
+    """Closes the revocation fetchers' idle connections when the server stops."""
+
+    def __init__(self, revocation: Revocation) -> None:
+        self.revocation = revocation
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return self.revocation.close()
 
 
 def _refuse_ports_in_use(config: Options) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -14,9 +13,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from certsrv.exceptions import ConfigurationError
-from certsrv.revocation.core import Revocation
+from certsrv.revocation.decision import Revocation
 from certsrv.server.config import ServerConfig
-from certsrv.tls.context import ServerTLS
+from certsrv.tls.context import Current
+from certsrv.tls.observer import NULL_OBSERVER, Observer
 
 __all__ = ["Reloader"]
 
@@ -31,22 +31,26 @@ def _mtime(path: str) -> float | None:
 
 
 class Reloader(service.Service):
-    """Re-reads every file on SIGHUP and the CRLs when they change; a bad file changes nothing."""
+    """Re-reads every file on SIGHUP and the CRLs when they change; a bad file changes nothing.
+
+    A good reload replaces the configuration in force (``current``: the TLS settings and
+    the verifier), which the TLS connection creator and the site both read.
+    """
 
     def __init__(
         self,
         config: ServerConfig,
-        tls: ServerTLS,
-        on_policy: Callable[[Any], None],
+        current: Current,
         clock: IReactorTime,
         interval: float = 5.0,
         reactor: IReactorFromThreads | None = None,
         revocation: Revocation | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.revocation = revocation
         self.config = config
-        self.tls = tls
-        self.on_policy = on_policy
+        self.current = current
+        self.observer = observer
         self.clock = clock
         self.interval = interval
         self.reactor = reactor
@@ -89,20 +93,21 @@ class Reloader(service.Service):
     def reload(self, why: str) -> bool:
         """Build a new TLS context from the files as they are now; keep the old one on error."""
         try:
-            settings, policy = self.config.load(self.clock, self.revocation)
+            settings, verifier = self.config.load(self.clock, self.revocation)
             if why == "SIGHUP" and self.revocation is not None:
                 # An operator who revoked a certificate and sent SIGHUP wants it seen now.
                 self.revocation.forget()
-            self.tls.reload(settings, policy)
+            self.current.replace(settings, verifier)
         except ConfigurationError as e:
             _log.error("reload ({why}) refused, the running configuration stays: {error}",
                        why=why, error=str(e), reason="reload_refused", source=e.source)
+            self.observer.reload_refused()
             return False
         except Exception:
             _log.failure("reload ({why}) failed, the running configuration stays", why=why)
             return False
-        self.on_policy(policy)
         self.reloads += 1
+        self.observer.reloaded()
         _log.info("configuration reloaded ({why}); open connections use it from their next "
                   "request", why=why,
                   reason="reloaded", crls=len(self.config.crls))

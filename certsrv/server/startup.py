@@ -17,6 +17,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python import usage
 from zope.interface import implementer
 
+from certsrv._compat import raise_listen_errors
 from certsrv.exceptions import ConfigurationError
 
 __all__ = [
@@ -150,14 +151,13 @@ def _quiet_excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
 class Listener(internet.StreamServerEndpointService):
     """Listens on an endpoint; an address it cannot listen on stops startup in one line."""
 
-    # As strports.service does: listen() failing makes privilegedStartService raise.
-    _raiseSynchronously = True
-
     def __init__(self, prog: str, option: str, description: str, factory: IProtocolFactory,
                  reactor: Any = None, stderr: TextIO | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(endpoints.serverFromString(reactor, description), factory)
+        # As strports.service does: listen() failing makes privilegedStartService raise.
+        raise_listen_errors(self)
         self.prog = prog
         self.option = option
         self.description = description

@@ -191,7 +191,6 @@ class Supervisor(service.Service):
         self.stop_timeout = stop_timeout
         self.env = env if env is not None else dict(os.environ)
         self.workers: dict[int, tuple[Any, _Worker]] = {}
-        self.restarts = 0
         self._reserved: list[socket.socket] = []
         self._previous_hup: Any = None
 
@@ -232,7 +231,6 @@ class Supervisor(service.Service):
                 _log.warn("worker {index} did not stop cleanly ({why})", index=worker.index,
                           why=str(reason.value), reason="worker_stop_failed")
             return
-        self.restarts += 1
         quick = self.reactor.seconds() - worker.started_at < 10
         delay = 5.0 if quick else 0.5  # a worker failing at once is not restarted in a loop
         _log.warn("worker {index} exited ({why}); restarting in {delay} s", index=worker.index,

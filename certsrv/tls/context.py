@@ -24,12 +24,17 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TL
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from certsrv._compat import set_groups, set_verify
+from certsrv._compat import (
+    set_groups,
+    set_verify,
+    tls_finish_without_closing,
+    tls_handshake_done,
+)
 from certsrv.exceptions import ConfigurationError
-from certsrv.tls.verify import ClientCertificatePolicy, ConnectionState, fill_store
+from certsrv.tls.verify import ClientVerifier, ConnectionState, fill_store
 from certsrv.x509.certs import PrivateKey, keys_match
 
-__all__ = ["ClientCertMode", "ServerTLS", "TLSFactory", "TLSSettings", "build_context"]
+__all__ = ["ClientCertMode", "Current", "ServerTLS", "TLSFactory", "TLSSettings", "build_context"]
 
 
 class ClientCertMode(enum.Enum):
@@ -85,7 +90,7 @@ def _set_groups(ctx: SSL.Context) -> None:
                   groups=_GROUPS.decode(), error=str(e))
 
 
-def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL.Context:
+def build_context(settings: TLSSettings, verifier: ClientVerifier) -> SSL.Context:
     """A fresh, fully configured server context; never mutated after the first connection."""
     options = CertificateOptions(
         acceptableCiphers=_CIPHERS,
@@ -103,52 +108,96 @@ def build_context(settings: TLSSettings, policy: ClientCertificatePolicy) -> SSL
     mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
     if settings.client_cert is ClientCertMode.REQUIRE:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    set_verify(ctx, mode, policy.verify_callback)
+    set_verify(ctx, mode, verifier.verify_callback)
     ctx.set_verify_depth(settings.verify_depth)
     store = ctx.get_cert_store()
     assert store is not None
-    fill_store(store, settings, policy.allowed_types)
+    fill_store(store, settings, verifier.allowed_types)
     # The CertificateRequest names the acceptable issuers so clients pick the right cert.
-    trusted = settings.roots if policy.allowed_types.chained else ()
+    trusted = settings.roots if verifier.allowed_types.chained else ()
     for cert in (*trusted, *(settings.intermediates if trusted else ())):
         ctx.add_client_ca(cert)
     return ctx
 
 
-@implementer(IOpenSSLServerConnectionCreator)
-class ServerTLS:
-    """Creates server connections from the current context; a reload swaps the context."""
+class Current:
+    """The configuration in force, held in one place: the TLS settings, the client verifier
+    serving with them, and the SSL context built from both.
 
-    def __init__(self, settings: TLSSettings, policy: ClientCertificatePolicy) -> None:
-        self.policy = policy
-        self.settings = settings
-        policy.attach(settings)
-        self._context = build_context(settings, policy)
+    The connection creator (``ServerTLS``) and the site (``certsrv.web.site.CertsrvSite``)
+    both read it, so a reload swaps it here, once (``replace``), and both see the new one.
+    A site built from a bare verifier (without TLS settings) holds one with no context.
+    """
+
+    settings: TLSSettings | None
+    verifier: ClientVerifier
+    context: SSL.Context | None
+
+    def __init__(self, settings: TLSSettings | None, verifier: ClientVerifier) -> None:
+        self.settings, self.verifier, self.context = None, verifier, None
+        if settings is not None:
+            self.replace(settings, verifier)
 
     @property
     def clock(self) -> IReactorTime:
-        """The clock the policy judges time by."""
-        return self.policy.clock
+        """The clock the verifier judges time by."""
+        return self.verifier.clock
 
-    def reload(self, settings: TLSSettings, policy: ClientCertificatePolicy | None = None
-               ) -> None:
-        """Build a new context; connections in flight keep the old one."""
-        policy = policy or self.policy
-        policy.attach(settings)
-        context = build_context(settings, policy)
-        self.settings, self.policy, self._context = settings, policy, context
+    def replace(self, settings: TLSSettings, verifier: ClientVerifier | None = None) -> None:
+        """Put ``settings`` (and ``verifier``) in force, with a new context built from them;
+        connections in flight keep the old context. Raises, changing nothing, if the
+        context cannot be built."""
+        verifier = verifier or self.verifier
+        verifier.attach(settings)
+        context = build_context(settings, verifier)
+        self.settings, self.verifier, self.context = settings, verifier, context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Creates server connections from the context in force (``current``)."""
+
+    def __init__(self, current: Current | TLSSettings,
+                 verifier: ClientVerifier | None = None) -> None:
+        if not isinstance(current, Current):
+            assert verifier is not None, "ServerTLS(settings, verifier) or ServerTLS(current)"
+            current = Current(current, verifier)
+        assert current.context is not None, "a Current without TLS settings cannot serve TLS"
+        self.current = current
+
+    @property
+    def settings(self) -> TLSSettings:
+        """The TLS settings in force."""
+        assert self.current.settings is not None
+        return self.current.settings
+
+    @property
+    def verifier(self) -> ClientVerifier:
+        """The client verifier in force."""
+        return self.current.verifier
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock the verifier judges time by."""
+        return self.current.clock
+
+    def reload(self, settings: TLSSettings, verifier: ClientVerifier | None = None) -> None:
+        """Build a new context; connections in flight keep the old one (``Current.replace``)."""
+        self.current.replace(settings, verifier)
 
     def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        """A new server-side connection from the current context."""
-        return SSL.Connection(self._context, None)
+        """A new server-side connection from the context in force."""
+        context = self.current.context
+        assert context is not None
+        return SSL.Connection(context, None)
 
 
 class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
     """Twisted's TLS transport, carrying what certsrv learnt about the connection's client."""
 
-    def __init__(self, factory: TLSMemoryBIOFactory, wrapped: IProtocol,
-                 _connectWrapped: bool = True) -> None:
-        super().__init__(factory, wrapped, _connectWrapped)
+    def __init__(self, factory: TLSMemoryBIOFactory, wrapped: IProtocol, *args: Any,
+                 **kwargs: Any) -> None:
+        super().__init__(factory, wrapped, *args, **kwargs)
         # Twisted points the SSL.Connection's app data at this object, so the verify
         # callback finds the state through it.
         self.certsrv_state = ConnectionState()
@@ -156,9 +205,10 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         self._linger: IDelayedCall | None = None
         self._closing = False
 
+    # An override of a private method: listed in _compat.TLS_TRANSPORT_OVERRIDES.
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         transport: Any = self.transport
-        if (reason is None or self._handshakeDone or self._linger is not None
+        if (reason is None or tls_handshake_done(self) or self._linger is not None
                 or self._closing or transport is None):
             super()._tlsShutdownFinished(reason)
             return
@@ -166,10 +216,7 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         # writes right after its Finished, meet a connection reset before it reads the
         # alert: flush the alert, close our sending side only, drop what still comes, and
         # close when the client does (or after LINGER seconds).
-        if self._reason is None:
-            self._reason = reason
-        self._lostTLSConnection = True
-        self._flushSendBIO()
+        tls_finish_without_closing(self, reason)
         clock = cast("TLSFactory", self.factory).tls.clock
         self._linger = clock.callLater(LINGER, transport.loseConnection)
         transport.loseWriteConnection()

@@ -2,7 +2,7 @@
 Client chain verification, one path for every place a chain is judged, and its log events.
 
 OpenSSL judges chain, signatures, validity, basic constraints and the TLS client purpose;
-``ClientCertificatePolicy.judge`` takes each of its steps and adds certsrv's checks (key
+``ClientVerifier.judge`` takes each of its steps and adds certsrv's checks (key
 usage, CA as client, time by the injected clock, depth, pins, known revocation). The
 handshake feeds it from OpenSSL's verify callback; ``verify_chain`` feeds it the same steps
 for a chain a trusted proxy forwarded and for an open connection after a reload. It never
@@ -25,7 +25,8 @@ from twisted.python.failure import Failure
 from certsrv._compat import X509_V_OK, set_store_purpose_client, verify_error_text
 from certsrv.access.policy import Claims, Policy
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
-from certsrv.revocation.core import Plan, Revocation, Status, Verdict
+from certsrv.revocation.decision import Plan, Revocation, Status, Verdict
+from certsrv.tls.observer import NULL_OBSERVER, Observer
 from certsrv.x509.certs import describe, sha256_hex, unreadable
 from certsrv.x509.identity import ClientIdentity
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AllowedTypes",
-    "ClientCertificatePolicy",
+    "ClientVerifier",
     "ConnectionState",
     "parse_pin",
 ]
@@ -135,8 +136,8 @@ def parse_pin(text: str, source: str = "--pin") -> str:
 class ConnectionState:
     """What verification learnt about one client: of a TLS connection, or forwarded."""
 
-    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned", "policy",
-                 "rejection", "revocation", "revocation_memo", "warnings")
+    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
+                 "rejection", "revocation", "revocation_memo", "verifier", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
@@ -149,8 +150,8 @@ class ConnectionState:
         self.pinned = False
         self.rejection: RejectedCertificate | None = None
         self.identity: ClientIdentity | None = None
-        # The configuration the chain was verified under: another one re-verifies it.
-        self.policy: ClientCertificatePolicy | None = None
+        # The verifier (configuration) the chain was verified under: another re-verifies it.
+        self.verifier: ClientVerifier | None = None
 
     def reject(self, rejection: RejectedCertificate) -> None:
         """Remember the first reason this connection's certificate was refused."""
@@ -158,7 +159,7 @@ class ConnectionState:
             self.rejection = rejection
 
     def adopt(self, other: ConnectionState) -> None:
-        """Take over ``other``'s verdict: the same chain, verified under a newer policy."""
+        """Take over ``other``'s verdict: the same chain, verified under a newer verifier."""
         for name in self.__slots__:
             setattr(self, name, getattr(other, name))
 
@@ -174,8 +175,13 @@ def fill_store(store: crypto.X509Store, settings: TLSSettings, allowed_types: Al
     set_store_purpose_client(store)
 
 
-class ClientCertificatePolicy:
-    """Verifies client chains (in the handshake, forwarded, after a reload) and logs it."""
+class ClientVerifier:
+    """Verifies client chains (in the handshake, forwarded, after a reload) and logs it.
+
+    It holds the trust configuration chains are verified under (allowed types, pins,
+    revocation sources, access rules, the TLS settings' CAs and depth); a reload builds a new
+    one, and ``certsrv.tls.context.Current`` holds the one in force.
+    """
 
     def __init__(
         self,
@@ -186,19 +192,20 @@ class ClientCertificatePolicy:
         revocation: Revocation | None = None,
         access: Policy | None = None,
         settings: TLSSettings | None = None,
+        log_accepted: bool = True,
     ) -> None:
         self.access = access
         self.clock = clock
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)
         self.fail_open = fail_open
-        self.log_accepted = True
+        self.log_accepted = log_accepted
         self.revocation = revocation
         self._store: crypto.X509Store | None = None
         self.settings = settings
 
     def attach(self, settings: TLSSettings) -> None:
-        """Remember the TLS settings this policy serves with (their CAs and depth)."""
+        """Remember the TLS settings this verifier serves with (their CAs and depth)."""
         self.settings = settings
         self._store = None
 
@@ -219,7 +226,7 @@ class ClientCertificatePolicy:
               depth: int, ok: bool) -> int:
         """One step of chain verification, as OpenSSL reports it: X509_V_OK to go on, or the
         X509_V_ERR_* code (and so the TLS alert) of the refusal recorded in ``state``."""
-        state.policy = self
+        state.verifier = self
         if isinstance(cert, crypto.X509):
             try:
                 cert = cert.to_cryptography()
@@ -393,12 +400,14 @@ class ClientCertificatePolicy:
         assert state.leaf is not None
         state.identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
 
-    def handshake_completed(self, state: ConnectionState, peer: IAddress | None) -> None:
-        """Turn a finished handshake into the connection's identity, and log the decision."""
+    def handshake_completed(self, state: ConnectionState, peer: IAddress | None,
+                            observer: Observer = NULL_OBSERVER) -> None:
+        """Turn a finished handshake into the connection's identity; log and report it."""
         if state.leaf is None:
             _log.info("TLS connection from {peer} without a client certificate",
                       decision="anonymous", reason=Reason.NO_CERTIFICATE.value,
                       peer=peer_text(peer))
+            observer.anonymous()
             return
         self._complete(state)
         identity = state.identity
@@ -406,7 +415,7 @@ class ClientCertificatePolicy:
         revocation = self.revocation
         if revocation is not None and state.revocation and state.revocation_memo is None:
             revocation.check(state.revocation)  # warm the cache before the first request
-        # With log_accepted off the event is still emitted (metrics and other observers see
+        # With log_accepted off the event is still emitted (structured log observers see
         # it) but has no text, so the text log skips it: like nginx's access_log off.
         _log.info(
             _ACCEPTED if self.log_accepted else None,
@@ -414,20 +423,24 @@ class ClientCertificatePolicy:
             subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
             sha256=identity.sha256, pinned=state.pinned,
         )
+        observer.accepted()
         for warning in state.warnings:
             _log.warn("accepted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
                       reason=Reason.REVOCATION_UNKNOWN.value, subject=identity.subject,
                       sha256=identity.sha256, peer=peer_text(peer), problem=warning)
+            observer.accepted(Reason.REVOCATION_UNKNOWN.value)
 
     def handshake_failed(self, state: ConnectionState, peer: IAddress | None,
-                         reason: Failure) -> None:
-        """Log why a handshake that never completed failed: our refusal, or the client's."""
+                         reason: Failure, observer: Observer = NULL_OBSERVER) -> None:
+        """Log and report why a handshake that never completed failed: our refusal, or the
+        client's."""
         rejection = state.rejection
         if rejection is None:
             rejection = _from_ssl_failure(reason)
             if rejection is None:
                 return  # the peer went away before sending anything worth judging
+        observer.rejected(rejection.reason.value)
         if rejection.certificate is not None:
             log_rejection(rejection, peer)
             return

@@ -19,16 +19,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
-from certsrv.access.policy import Claims, Decision
-from certsrv.access.policy import Verdict as AccessVerdict
+from certsrv.access.policy import Claims, Decision, Policy
 from certsrv.access.request import Segments, bad_method, segments_of
-from certsrv.exceptions import Reason, RejectedCertificate
+from certsrv.exceptions import AccessReason, Reason, RejectedCertificate
 from certsrv.forwarded.headers import ForwardedCertError
 from certsrv.forwarded.trust import strip_forwarded_headers
 from certsrv.forwarded.verify import ForwardedVerifier
-from certsrv.revocation.core import Verdict
+from certsrv.revocation.decision import Plan, Revocation, Verdict
+from certsrv.tls.observer import Observer
 from certsrv.tls.verify import (
-    ClientCertificatePolicy,
+    ClientVerifier,
     ConnectionState,
     log_rejection,
 )
@@ -58,20 +58,18 @@ class Gate(resource.Resource):
         super().__init__()
         self.wrapped = wrapped
         self.require_identity = require_identity
-        # Forwarded chains verified under each policy (a reload brings a new one).
-        self._verifiers: WeakKeyDictionary[ClientCertificatePolicy, ForwardedVerifier]
-        self._verifiers = WeakKeyDictionary()
+        # Forwarded chains verified under each verifier (a reload brings a new one).
+        self._forwarded: WeakKeyDictionary[ClientVerifier, ForwardedVerifier]
+        self._forwarded = WeakKeyDictionary()
 
     def render(self, request: server.Request) -> Any:
-        """Check, then hand the request to the wrapped tree (now or once the status is known)."""
+        """Check, then hand the request to the wrapped tree (now or once the status is known):
+        the request's view, its client (forwarded or not, re-verified after a reload), the
+        access rules, then the certificate's validity and revocation status."""
         request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
         site = request.site
         if not isinstance(site, CertsrvSite):
-            _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
-                       "see client certificates, so it refuses every request",
-                       site=type(site).__name__, reason="misconfigured")
-            return refuse(request, "misconfigured", "this resource must be served by certsrv",
-                          status=http.INTERNAL_SERVER_ERROR)
+            return _misconfigured(request, site)
         if getattr(request, _GATED, False):
             # An inner gate (certsrv.protect inside a served tree): everything was checked
             # once already; only its demand for a certificate adds anything.
@@ -79,93 +77,50 @@ class Gate(resource.Resource):
                 return forbidden(request, Reason.NO_CERTIFICATE)
             return self._forward(request)
         setattr(request, _GATED, True)
-        segments = self._view(request)
+        observer = site.observer
+        segments = self._view(request, observer)
         if isinstance(segments, bytes):
             return segments
-        # The site's current policy: a reload replaces it.
-        policy: ClientCertificatePolicy = site.policy
-        client = self._client(request, site, policy)
+        verifier = site.verifier  # the one in force: a reload replaces it
+        client = self._client(request, site, verifier)
         if isinstance(client, bytes):
             return client
-        if client is not None and client.identity is not None and client.policy is not policy:
-            refusal = self._reverify(request, client, policy)
+        if client is not None and client.identity is not None and client.verifier is not verifier:
+            refusal = self._reverify(request, observer, client, verifier)
             if refusal is not None:
                 return refusal
-        identity = client.identity if client is not None else None
-        if policy.access is not None:
-            claims = None
-            if client is not None and identity is not None:
-                if client.claims is None:
-                    client.claims = Claims(identity)
-                claims = client.claims
-            decision = policy.access.decide(request.path, request.method, claims, segments)
-            _log_access(request, decision, identity)
+        if verifier.access is not None:
+            decision = self._decide(request, observer, verifier.access, client, segments)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
-            if decision.reason is AccessVerdict.PUBLIC:
+            if decision.reason is AccessReason.PUBLIC:
                 return self._forward(request)
+        identity = client.identity if client is not None else None
         if client is None or identity is None:
             if self.require_identity:
                 return forbidden(request, Reason.NO_CERTIFICATE)
             return self._forward(request)
-        now = policy.clock.seconds()
-        if now > identity.valid_until:
-            return self._deny(request, identity, Reason.EXPIRED, "by the server clock")
-        if now < identity.not_before:
-            return self._deny(request, identity, Reason.NOT_YET_VALID, "by the server clock")
-        revocation = policy.revocation
-        if revocation is None or not client.revocation:
-            return self._forward(request)
-        # The connection remembers the decision until a source could change it.
-        memo = client.revocation_memo
-        remembered = memo is not None and now < memo[1]
-        if memo is not None and remembered:
-            verdict: Verdict | None = memo[0]
-        else:
-            verdict, until = revocation.lookup_until(client.revocation)
-            client.revocation_memo = (verdict, until) if verdict is not None else None
-        if verdict is not None:
-            # A remembered verdict was judged (and any fail-open warning logged) before.
-            denial = self._judge(verdict, request, identity, policy, warn=not remembered)
-            return denial if denial is not None else self._forward(request)
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        return self._admit(request, observer, verifier, client, identity)
 
-        def decided(verdict: Verdict) -> None:
-            if gone:
-                return  # the client went away while we waited
-            try:
-                denial = self._judge(verdict, request, identity, policy)
-                if denial is None:
-                    request.render(resource.getChildForRequest(self.wrapped, request))
-                else:
-                    request.write(denial)
-                    request.finish()
-            except BaseException:
-                request.processingFailed(Failure())
-
-        revocation.check(client.revocation).addCallback(decided)
-        return server.NOT_DONE_YET
-
-    def _view(self, request: server.Request) -> Segments | bytes:
+    def _view(self, request: server.Request, observer: Observer) -> Segments | bytes:
         """The path segments twisted.web will dispatch by, or a 400 for what servers behind
         certsrv could read differently (see ``certsrv.access.request``)."""
         segments = None
         if bad_method(request.method):
-            verdict = AccessVerdict.BAD_METHOD
+            reason = AccessReason.BAD_METHOD
         else:
             segments = segments_of(request.path,
                                    tuple((request.prepath or []) + (request.postpath or [])))
-            verdict = AccessVerdict.BAD_PATH
+            reason = AccessReason.BAD_PATH
         if segments is not None:
             return segments
         state = connection_state(request)
-        _log_access(request, Decision(False, None, verdict),
-                    state.identity if state is not None else None)
-        return refuse(request, verdict.value, verdict.sentence, status=http.BAD_REQUEST)
+        _record_access(request, observer, Decision(False, None, reason),
+                       state.identity if state is not None else None)
+        return refuse(request, reason.value, reason.sentence, status=http.BAD_REQUEST)
 
     def _client(self, request: server.Request, site: CertsrvSite,
-                policy: ClientCertificatePolicy) -> ConnectionState | None | bytes:
+                verifier: ClientVerifier) -> ConnectionState | None | bytes:
         """Who the request comes from: its connection's certificate, or the one a trusted
         proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
         forwarding = site.forwarded
@@ -180,6 +135,7 @@ class Gate(resource.Resource):
             _log.warn("malformed forwarded certificate from proxy {peer}: {reason} ({detail})",
                       peer=str(request.getClientAddress()), reason=e.reason.value,
                       detail=e.detail, decision="rejected", stage="request")
+            site.observer.request_refused(e.reason.value)
             strip_forwarded_headers(request, forwarding)
             return refuse(request, e.reason.value, e.reason.sentence, e.detail,
                           status=http.BAD_REQUEST)
@@ -187,37 +143,97 @@ class Gate(resource.Resource):
         if chain is None:
             set_forwarded_identity(request, None)
             return None
-        verifier = self._verifiers.get(policy)
-        if verifier is None:
-            verifier = self._verifiers[policy] = ForwardedVerifier(policy)
-        result = verifier.verify(chain.leaf, chain.chain)
+        forwarded = self._forwarded.get(verifier)
+        if forwarded is None:
+            forwarded = self._forwarded[verifier] = ForwardedVerifier(verifier)
+        result = forwarded.verify(chain.leaf, chain.chain)
         if isinstance(result, RejectedCertificate):
-            log_rejection(result, request.getClientAddress(), "request", forwarded=True,
-                          path=request.path[:200].decode("latin-1"))
-            return forbidden(request, result.reason, result.detail)
+            return _refuse_client(request, site.observer, result, forwarded=True)
         set_forwarded_identity(request, result.identity)
         _warn_admitted(request, result)
         return result
 
-    def _reverify(self, request: server.Request, client: ConnectionState,
-                  policy: ClientCertificatePolicy) -> bytes | None:
+    def _reverify(self, request: server.Request, observer: Observer, client: ConnectionState,
+                  verifier: ClientVerifier) -> bytes | None:
         """Verify an open connection's chain again under a reloaded configuration."""
         chain = [client.chain[depth] for depth in sorted(client.chain)]
-        result = policy.verify_chain(chain[0], chain[1:])
+        result = verifier.verify_chain(chain[0], chain[1:])
         if isinstance(result, RejectedCertificate):
-            log_rejection(result, request.getClientAddress(), "request", reverified=True,
-                          path=request.path[:200].decode("latin-1"))
-            return forbidden(request, result.reason, result.detail)
+            return _refuse_client(request, observer, result, reverified=True)
         client.adopt(result)
         _warn_admitted(request, client)
         return None
 
-    def _judge(self, verdict: Verdict, request: server.Request, identity: ClientIdentity,
-               policy: ClientCertificatePolicy, warn: bool = True) -> bytes | None:
+    def _decide(self, request: server.Request, observer: Observer, access: Policy,
+                client: ConnectionState | None, segments: Segments) -> Decision:
+        """The ``--policy`` rules' decision for the request, logged and reported."""
+        identity = client.identity if client is not None else None
+        claims = None
+        if client is not None and identity is not None:
+            if client.claims is None:
+                client.claims = Claims(identity)
+            claims = client.claims
+        decision = access.decide(request.path, request.method, claims, segments)
+        _record_access(request, observer, decision, identity)
+        return decision
+
+    def _admit(self, request: server.Request, observer: Observer, verifier: ClientVerifier,
+               client: ConnectionState, identity: ClientIdentity) -> Any:
+        """Forward the request while its certificate is valid by the clock and not revoked;
+        hold it (``NOT_DONE_YET``) while its revocation status is being learnt."""
+        now = verifier.clock.seconds()
+        if now > identity.valid_until:
+            return self._deny(request, observer, identity, Reason.EXPIRED, "by the server clock")
+        if now < identity.not_before:
+            return self._deny(request, observer, identity, Reason.NOT_YET_VALID,
+                              "by the server clock")
+        revocation = verifier.revocation
+        if revocation is None or not client.revocation:
+            return self._forward(request)
+        # The connection remembers the decision until a source could change it.
+        memo = client.revocation_memo
+        remembered = memo is not None and now < memo[1]
+        if memo is not None and remembered:
+            verdict: Verdict | None = memo[0]
+        else:
+            verdict, until = revocation.lookup_until(client.revocation)
+            client.revocation_memo = (verdict, until) if verdict is not None else None
+        if verdict is None:
+            return self._await(request, observer, verifier, revocation, client.revocation,
+                               identity)
+        # A remembered verdict was judged (and any fail-open warning logged) before.
+        denial = self._judge(verdict, request, observer, identity, verifier, warn=not remembered)
+        return denial if denial is not None else self._forward(request)
+
+    def _await(self, request: server.Request, observer: Observer, verifier: ClientVerifier,
+               revocation: Revocation, plan: Plan, identity: ClientIdentity) -> Any:
+        """Hold the request until the revocation status is known, then answer or forward it."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def decided(verdict: Verdict) -> None:
+            if gone:
+                return  # the client went away while we waited
+            try:
+                denial = self._judge(verdict, request, observer, identity, verifier)
+                if denial is None:
+                    request.render(resource.getChildForRequest(self.wrapped, request))
+                else:
+                    request.write(denial)
+                    request.finish()
+            except BaseException:
+                request.processingFailed(Failure())
+
+        revocation.check(plan).addCallback(decided)
+        return server.NOT_DONE_YET
+
+    def _judge(self, verdict: Verdict, request: server.Request, observer: Observer,
+               identity: ClientIdentity, verifier: ClientVerifier, warn: bool = True
+               ) -> bytes | None:
         warnings: list[str] | None = [] if warn else None
-        rejection = policy.revocation_refusal(verdict, identity.certificate, warnings)
+        rejection = verifier.revocation_refusal(verdict, identity.certificate, warnings)
         if rejection is not None:
-            return self._deny(request, identity, rejection.reason, rejection.detail)
+            return self._deny(request, observer, identity, rejection.reason, rejection.detail)
         for warning in warnings or ():
             _log.warn("admitted {subject} although its revocation status is unknown "
                       "(--revocation-fail open): {problem}", decision="accepted",
@@ -228,12 +244,27 @@ class Gate(resource.Resource):
     def _forward(self, request: server.Request) -> Any:
         return resource.getChildForRequest(self.wrapped, request).render(request)
 
-    def _deny(self, request: server.Request, identity: ClientIdentity, reason: Reason,
-              detail: str) -> bytes:
-        log_rejection(RejectedCertificate(reason, detail, identity.certificate),
-                      request.getClientAddress(), "request",
-                      path=request.path[:200].decode("latin-1"))
-        return forbidden(request, reason, detail)
+    def _deny(self, request: server.Request, observer: Observer, identity: ClientIdentity,
+              reason: Reason, detail: str) -> bytes:
+        return _refuse_client(request, observer,
+                              RejectedCertificate(reason, detail, identity.certificate))
+
+
+def _misconfigured(request: server.Request, site: object) -> bytes:
+    _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
+               "see client certificates, so it refuses every request",
+               site=type(site).__name__, reason=AccessReason.MISCONFIGURED.value)
+    reason = AccessReason.MISCONFIGURED
+    return refuse(request, reason.value, reason.sentence, status=http.INTERNAL_SERVER_ERROR)
+
+
+def _refuse_client(request: server.Request, observer: Observer,
+                   rejection: RejectedCertificate, **extra: Any) -> bytes:
+    """Log and report a client certificate refused after the handshake; the 403 body."""
+    log_rejection(rejection, request.getClientAddress(), "request",
+                  path=request.path[:200].decode("latin-1"), **extra)
+    observer.request_refused(rejection.reason.value)
+    return forbidden(request, rejection.reason, rejection.detail)
 
 
 def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
@@ -248,8 +279,9 @@ def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
                   peer=str(request.getClientAddress()))
 
 
-def _log_access(request: server.Request, decision: Decision,
-                identity: ClientIdentity | None) -> None:
+def _record_access(request: server.Request, observer: Observer, decision: Decision,
+                   identity: ClientIdentity | None) -> None:
+    """Log an access decision and report it."""
     _access_log.info(
         "{method} {path}: {verdict} by {rule} for {client}",
         method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
@@ -258,6 +290,7 @@ def _log_access(request: server.Request, decision: Decision,
         subject=identity.subject if identity else None,
         sha256=identity.sha256 if identity else None,
         peer=str(request.getClientAddress()), **decision.log_fields())
+    observer.access_decided(decision.reason.value)
 
 
 def protect(app: resource.IResource) -> resource.IResource:

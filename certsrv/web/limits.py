@@ -19,8 +19,21 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
-from twisted.web._http2 import H2Connection
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
+
+from certsrv._compat import (
+    GenericHTTPChannelProtocol,
+    H2Connection,
+    http2_consumer_blocked,
+    http2_still_producing,
+    http2_stream_request,
+    http2_write_control_data,
+    http_channel,
+    http_negotiated_protocol,
+    switch_to_http2,
+)
+from certsrv.exceptions import LimitReason
+from certsrv.tls.observer import NULL_OBSERVER, Observer
 
 __all__ = ["SERVER_NAME", "LimitedChannel", "LimitedRequest", "LimitedSite", "Limits"]
 
@@ -57,11 +70,15 @@ def _response_text(status: int, message: str) -> bytes:
     return f"{http.RESPONSES.get(status, b'Error').decode()}: {message}\n".encode()
 
 
-def _log_refusal(peer: IAddress | None, status: int, reason: str, message: str) -> None:
+def _log_refusal(channel: Any, peer: IAddress | None, status: int, reason: LimitReason,
+                 message: str) -> None:
+    """Log a refused request, and report it to the observer of the channel's site."""
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     _log.info("refused a request from {peer} with {status}: {message}",
               peer=f"{host}:{port}" if host is not None else str(peer), status=status,
-              message=message, reason=reason)
+              message=message, reason=reason.value)
+    observer: Observer = getattr(getattr(channel, "site", None), "observer", NULL_OBSERVER)
+    observer.request_refused(reason.value)
 
 
 class LimitedRequest(server.Request):
@@ -188,23 +205,24 @@ class LimitedHTTPChannel(HTTPChannel):
             line = line[:-1]
         if b"\r" in line:
             # RFC 9112 2.2: a bare CR is invalid; another server could read it as a break.
-            self._refuse(400, "bad_request", "bare CR in the request line or a header field")
+            self._refuse(400, LimitReason.BAD_REQUEST,
+                         "bare CR in the request line or a header field")
             return
         self._header_bytes += len(line)
         if line and line[:1] not in b" \t":
             self._header_lines += 1  # the request line, then one per header field
         if self._header_bytes > self.limits.max_header_bytes:
-            self._refuse(431, "headers_too_large", f"request line and headers larger than "
-                                                   f"{self.limits.max_header_bytes} bytes")
+            self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger "
+                         f"than {self.limits.max_header_bytes} bytes")
         elif self._header_lines > self.limits.max_headers + 1:
-            self._refuse(431, "too_many_headers",
+            self._refuse(431, LimitReason.TOO_MANY_HEADERS,
                          f"more than {self.limits.max_headers} header fields")
         else:
             super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._refuse(431, "headers_too_large", f"request line and headers larger than "
-                                               f"{self.limits.max_header_bytes} bytes")
+        self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger than "
+                     f"{self.limits.max_header_bytes} bytes")
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -229,13 +247,14 @@ class LimitedHTTPChannel(HTTPChannel):
 
     def refuse_body(self) -> None:
         """The body of the request being received is over the limit: answer 413 and close."""
-        self._refuse(413, "body_too_large",
+        self._refuse(413, LimitReason.BODY_TOO_LARGE,
                      f"request body larger than {self.limits.max_body_bytes} bytes")
 
     def _expired(self, phase: str) -> None:
         self._deadline = None
         seconds = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
-        self._refuse(408, "request_timeout", f"request {phase} not received within {seconds} s")
+        self._refuse(408, LimitReason.REQUEST_TIMEOUT,
+                     f"request {phase} not received within {seconds} s")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -243,12 +262,12 @@ class LimitedHTTPChannel(HTTPChannel):
                 self._deadline.cancel()
             self._deadline = None
 
-    def _refuse(self, status: int, reason: str, message: str) -> None:
+    def _refuse(self, status: int, reason: LimitReason, message: str) -> None:
         if self._refused or self.transport is None:
             return
         self._refused = True
         self._cancel_deadline()
-        _log_refusal(self.transport.getPeer(), status, reason, message)
+        _log_refusal(self, self.transport.getPeer(), status, reason, message)
         body = _response_text(status, message)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nConnection: close\r\nServer: %s\r\n"
@@ -268,7 +287,11 @@ class LimitedHTTPChannel(HTTPChannel):
 
 
 class LimitedH2Connection(H2Connection):
-    """HTTP/2 under the same limits, answered per stream, plus a bound on concurrent streams."""
+    """HTTP/2 under the same limits, answered per stream, plus a bound on concurrent streams.
+
+    Its ``_request*`` methods override H2Connection's private ones (listed in
+    ``_compat.HTTP2_CONNECTION_OVERRIDES``).
+    """
 
     def __init__(self, limits: Limits) -> None:
         super().__init__()
@@ -307,19 +330,20 @@ class LimitedH2Connection(H2Connection):
     def _goaway(self, last_stream_id: int) -> None:
         # h2's close_connection would forbid sending on the streams still to be answered, so
         # the frame is written here, after whatever h2 has queued.
-        self._tryToWriteControlData()
-        if self.transport is not None and self._stillProducing:
+        http2_write_control_data(self)
+        if self.transport is not None and http2_still_producing(self):
             self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=last_stream_id,
                                              error_code=h2.errors.ErrorCodes.NO_ERROR
                                              ).serialize())
 
     def _close_drained(self) -> None:
         """Close once the responses written so far are handed to the transport."""
-        if self._drain_closing or not self._stillProducing or self.transport is None:
+        if self._drain_closing or not http2_still_producing(self) or self.transport is None:
             return
-        if self._consumerBlocked is not None:
+        blocked = http2_consumer_blocked(self)
+        if blocked is not None:
             # Control frames wait behind a full transport; close after they are written.
-            self._consumerBlocked.addCallback(lambda _: self._close_drained())
+            blocked.addCallback(lambda _: self._close_drained())
             return
         self._drain_closing = True
         transport: Any = self.transport
@@ -347,18 +371,17 @@ class LimitedH2Connection(H2Connection):
         if self._last_stream is not None and stream_id > self._last_stream:
             # Opened after the final GOAWAY: refused unprocessed, so the client may retry it.
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            self._tryToWriteControlData()
+            http2_write_control_data(self)
             return
         fields = event.headers
         count = sum(1 for name, _ in fields if not name.startswith(b":"))
         size = sum(len(name) + len(value) + 2 for name, value in fields)
         if size > self.limits.max_header_bytes:
-            self._refuse(stream_id, 431, "headers_too_large", f"header fields larger than "
-                                                              f"{self.limits.max_header_bytes} "
-                                                              "bytes")
+            self._refuse(stream_id, 431, LimitReason.HEADERS_TOO_LARGE,
+                         f"header fields larger than {self.limits.max_header_bytes} bytes")
             return
         if count > self.limits.max_headers:
-            self._refuse(stream_id, 431, "too_many_headers",
+            self._refuse(stream_id, 431, LimitReason.TOO_MANY_HEADERS,
                          f"more than {self.limits.max_headers} header fields")
             return
         super()._requestReceived(event)
@@ -396,17 +419,16 @@ class LimitedH2Connection(H2Connection):
             self._close_drained()
 
     def _too_large(self, stream_id: int) -> bool:
-        stream = self.streams.get(stream_id)  # a twisted.web._http2.H2Stream
-        request = getattr(stream, "_request", None)
+        request = http2_stream_request(self.streams.get(stream_id))
         return bool(getattr(request, "_too_large", False))
 
     def _refuse_body(self, stream_id: int) -> None:
-        self._refuse(stream_id, 413, "body_too_large",
+        self._refuse(stream_id, 413, LimitReason.BODY_TOO_LARGE,
                      f"request body larger than {self.limits.max_body_bytes} bytes")
 
     def _expired(self, stream_id: int) -> None:
         self._deadlines.pop(stream_id, None)
-        self._refuse(stream_id, 408, "request_timeout",
+        self._refuse(stream_id, 408, LimitReason.REQUEST_TIMEOUT,
                      f"request body not received within {self.limits.body_timeout} s")
 
     def _cancel_deadline(self, stream_id: int) -> None:
@@ -414,9 +436,9 @@ class LimitedH2Connection(H2Connection):
         if deadline is not None and deadline.active():
             deadline.cancel()
 
-    def _refuse(self, stream_id: int, status: int, reason: str, message: str) -> None:
+    def _refuse(self, stream_id: int, status: int, reason: LimitReason, message: str) -> None:
         """Answer ``status`` on the stream and forget it; what the peer still sends is dropped."""
-        _log_refusal(self.getPeer(), status, reason, message)
+        _log_refusal(self, self.getPeer(), status, reason, message)
         body = _response_text(status, message)
         try:
             fits = self.conn.local_flow_control_window(stream_id) >= len(body)
@@ -441,7 +463,7 @@ class LimitedH2Connection(H2Connection):
             else:
                 self._deadlines[stream_id] = self.callLater(
                     self.limits.body_timeout, partial(self._reset, stream_id))
-        self._tryToWriteControlData()
+        http2_write_control_data(self)
 
     def _reset(self, stream_id: int) -> None:
         self._deadlines.pop(stream_id, None)
@@ -449,19 +471,19 @@ class LimitedH2Connection(H2Connection):
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             pass  # already closed
-        self._tryToWriteControlData()
+        http2_write_control_data(self)
 
-    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True
+    def connectionLost(self, reason: Failure = connectionDone, *args: Any, **kwargs: Any
                        ) -> None:
         for stream_id in list(self._deadlines):
             self._cancel_deadline(stream_id)
         if self._drain_call is not None and self._drain_call.active():
             self._drain_call.cancel()
         self._drain_call = None
-        super().connectionLost(reason, _cancelTimeouts)
+        super().connectionLost(reason, *args, **kwargs)
 
 
-class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
     """A connection of a ``LimitedSite``: HTTP/1.1, or HTTP/2 when ALPN picks h2."""
 
     limited_site: LimitedSite
@@ -478,7 +500,7 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     def makeConnection(self, transport: Any) -> None:
         site = self.limited_site
         site.channels.add(self)
-        self._channel.makeConnection(transport)
+        http_channel(self).makeConnection(transport)
         if site.draining:
             self.drain(site.drain_grace)
 
@@ -487,7 +509,7 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
             self._grace_call.cancel()
         self._grace_call = None
         try:
-            self._channel.connectionLost(reason)
+            http_channel(self).connectionLost(reason)
         finally:
             self.limited_site.channel_closed(self)
 
@@ -498,7 +520,7 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         if self._drain_grace is not None:
             return
         self._drain_grace = grace
-        inner = self._channel
+        inner = http_channel(self)
         if isinstance(inner, LimitedH2Connection):
             inner.drain(grace)
         elif isinstance(inner, LimitedHTTPChannel):
@@ -508,39 +530,26 @@ class LimitedChannel(_GenericHTTPChannelProtocol):  # type: ignore[misc]
 
     def _grace_over(self) -> None:
         self._grace_call = None
-        inner = self._channel
+        inner = http_channel(self)
         if isinstance(inner, LimitedHTTPChannel) and inner.idle:
             inner.loseConnection()
 
     def abort(self) -> None:
         """Cut the connection off at once."""
-        transport: Any = self._channel.transport
+        transport: Any = http_channel(self).transport
         if transport is not None:
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        if (self._negotiatedProtocol is None and
-                getattr(self._channel.transport, "negotiatedProtocol", None) == b"h2"):
+        if (http_negotiated_protocol(self) is None and
+                getattr(http_channel(self).transport, "negotiatedProtocol", None) == b"h2"):
             self._switch_to_h2()
         super().dataReceived(data)
 
     def _switch_to_h2(self) -> None:
-        # Twisted's own switch (_GenericHTTPChannelProtocol.dataReceived) with our H2
-        # connection class; test_h2limits.PrivateAPITests fails if Twisted changes underneath.
-        old: Any = self._channel
-        producer = old._networkProducer
-        producer.unregisterProducer()
-        old.setTimeout(None)
-        connection: Any = LimitedH2Connection(self.limited_site.limits)
-        connection.requestFactory = old.requestFactory
-        connection.site = old.site
-        connection.factory = old.factory
-        connection.timeOut = self.limited_site.timeOut
-        connection.callLater = old.callLater
-        self._channel = connection
-        self._negotiatedProtocol = b"h2"  # type: ignore[assignment]
-        connection.makeConnection(old.transport)
-        producer.registerProducer(connection, True)
+        # Twisted's own switch, with our H2 connection class (see _compat.switch_to_http2).
+        connection = LimitedH2Connection(self.limited_site.limits)
+        switch_to_http2(self, connection, self.limited_site.timeOut)
         if self._drain_grace is not None:
             connection.drain(self._drain_grace)
 
@@ -568,6 +577,8 @@ class LimitedSite(server.Site):
         self.drain_grace = 0.0
         self._closed: list[defer.Deferred[None]] = []
         self._turned_away = 0
+        # Hears every decision (refusals here; handshakes and requests in a certsrv site).
+        self.observer: Observer = NULL_OBSERVER
 
     @property
     def connections(self) -> int:
@@ -612,7 +623,7 @@ class LimitedSite(server.Site):
                 _log.warn("refusing {listener} connections from {peer}: {count} open, the "
                           "maximum; {refused} refused so far", listener=self.name,
                           peer=str(addr), count=self.connections, refused=self._turned_away,
-                          reason="max_connections")
+                          reason=LimitReason.MAX_CONNECTIONS.value)
             return None
         return super().buildProtocol(addr)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.logger import Logger
@@ -13,20 +13,15 @@ from twisted.web import http, resource, server
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from certsrv.exceptions import Reason
+from certsrv._compat import http2_stream_connection, http_channel
+from certsrv.exceptions import LimitReason, Reason
 from certsrv.forwarded.trust import Forwarding
-from certsrv.tls.verify import ClientCertificatePolicy, ConnectionState, peer_text
+from certsrv.tls.context import Current
+from certsrv.tls.verify import ClientVerifier, ConnectionState, peer_text
 from certsrv.web.limits import LimitedChannel, LimitedRequest, LimitedSite, Limits
 from certsrv.x509.identity import ClientIdentity
 
 __all__ = ["CertsrvSite", "Limits", "SecureResource", "identity_of", "root_resource"]
-
-
-class RequestObserver(Protocol):
-    """What the site tells about answered requests (the server's metrics implement it)."""
-
-    def request_finished(self, status: int) -> None:
-        """A response with ``status`` was sent."""
 
 
 _log = Logger(namespace="certsrv.tls")
@@ -42,7 +37,7 @@ def connection_state(request: IRequest) -> ConnectionState | None:
     transport = getattr(channel, "transport", None)
     if transport is None:
         # HTTP/2 streams have no transport; their connection does (twisted/twisted#9270).
-        transport = getattr(getattr(channel, "_conn", None), "transport", None)
+        transport = getattr(http2_stream_connection(channel), "transport", None)
     return _state_of_transport(transport)
 
 
@@ -70,7 +65,7 @@ def identity_of(request: IRequest) -> ClientIdentity | None:
 
 @implementer(IHandshakeListener)
 class _Channel(LimitedChannel):
-    """An HTTP channel that tells the policy when its TLS handshake completes or fails."""
+    """An HTTP channel that tells the verifier when its TLS handshake completes or fails."""
 
     _handshake_done = False
     _handshake_deadline: IDelayedCall | None = None
@@ -79,7 +74,7 @@ class _Channel(LimitedChannel):
     def makeConnection(self, transport: Any) -> None:
         # A peer that opens a connection and stalls the handshake is cut off.
         site = self.limited_site
-        self._handshake_deadline = site.policy.clock.callLater(
+        self._handshake_deadline = site.current.clock.callLater(
             site.limits.handshake_timeout, self._handshake_expired, transport)
         super().makeConnection(transport)
 
@@ -88,7 +83,8 @@ class _Channel(LimitedChannel):
         _log.info("TLS handshake from {peer} did not complete within {seconds} s",
                   peer=peer_text(transport.getPeer()),
                   seconds=self.limited_site.limits.handshake_timeout,
-                  decision="rejected", reason="handshake_timeout")
+                  decision="rejected", reason=LimitReason.HANDSHAKE_TIMEOUT.value)
+        self.limited_site.observer.rejected(LimitReason.HANDSHAKE_TIMEOUT.value)
         transport.abortConnection()
 
     def _cancel_deadline(self) -> None:
@@ -100,18 +96,20 @@ class _Channel(LimitedChannel):
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
         self._cancel_deadline()
-        transport = self._channel.transport
+        transport = http_channel(self).transport
         state = _state_of_transport(transport)
         if state is not None and transport is not None:
-            self.limited_site.policy.handshake_completed(state, transport.getPeer())
+            site = self.limited_site
+            site.verifier.handshake_completed(state, transport.getPeer(), site.observer)
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_deadline()
         if not self._handshake_done:
-            transport = self._channel.transport
+            transport = http_channel(self).transport
             state = _state_of_transport(transport)
             if state is not None and transport is not None:
-                self.limited_site.policy.handshake_failed(state, transport.getPeer(), reason)
+                site = self.limited_site
+                site.verifier.handshake_failed(state, transport.getPeer(), reason, site.observer)
         super().connectionLost(reason)
 
 
@@ -143,31 +141,40 @@ class _Request(LimitedRequest):
 
 
 class CertsrvSite(LimitedSite):
-    """A Site whose connections report their TLS decisions to ``policy``."""
+    """A Site whose connections report their TLS decisions to the verifier in force.
+
+    ``current`` is the configuration in force, shared with the TLS connection creator
+    (``ServerTLS``) so that a reload replaces it for both at once; given a bare verifier, the
+    site holds it alone. ``observer`` (from ``LimitedSite``) hears every decision.
+    """
 
     requestFactory = _Request
     channel_class = _Channel
 
-    def __init__(self, root: resource.IResource, policy: ClientCertificatePolicy,
+    def __init__(self, root: resource.IResource, current: Current | ClientVerifier,
                  *, http2: bool = True, limits: Limits | None = None,
                  forwarded: Forwarding | None = None, **kwargs: Any) -> None:
+        self.current = current if isinstance(current, Current) else Current(None, current)
         self.forwarded = forwarded
-        kwargs.setdefault("reactor", policy.clock)  # idle timeouts run on the injected clock
+        # Idle timeouts run on the injected clock.
+        kwargs.setdefault("reactor", self.current.clock)
         super().__init__(root, limits=limits, name="HTTPS", **kwargs)
-        self.policy = policy
         self.http2 = http2
-        self.metrics: RequestObserver | None = None
         self.access_log = True
         self.inflight = 0
+
+    @property
+    def verifier(self) -> ClientVerifier:
+        """The client verifier in force (``current.verifier``): a reload replaces it."""
+        return self.current.verifier
 
     def request_done(self, result: object) -> None:
         """One request finished (or its client went away)."""
         self.inflight -= 1
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]
-        """Count the answered request; the access log line stays Twisted's."""
-        if self.metrics is not None:
-            self.metrics.request_finished(request.code)
+        """Report the answered request; the access log line stays Twisted's."""
+        self.observer.request_finished(request.code)
         if self.access_log:
             super().log(request)
 

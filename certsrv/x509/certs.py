@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -21,7 +20,6 @@ __all__ = [
     "load_certificates",
     "load_private_key",
     "read_file",
-    "subject_text",
     "unreadable",
 ]
 
@@ -88,11 +86,6 @@ def keys_match(certificate: x509.Certificate, key: PrivateKey) -> bool:
                 == key.public_key().public_bytes(der, spki))
 
 
-def subject_text(name: x509.Name) -> str:
-    """A distinguished name as an RFC 4514 string."""
-    return name.rfc4514_string()
-
-
 def describe(certificate: x509.Certificate | None) -> dict[str, str | None]:
     """Subject, issuer, serial and fingerprint for a log event; never raises, whatever a
     hostile certificate holds (unreadable fields show as ``<unreadable>``)."""
@@ -133,10 +126,3 @@ def unreadable(certificate: x509.Certificate) -> str | None:
 def sha256_hex(certificate: x509.Certificate) -> str:
     """The SHA-256 fingerprint, lowercase hex without separators."""
     return certificate.fingerprint(hashes.SHA256()).hex()
-
-
-def utc(moment: datetime.datetime) -> datetime.datetime:
-    """``moment`` as an aware UTC datetime."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC)
