@@ -370,21 +370,6 @@ def raised(error: BaseException | Failure) -> Raised:
     return Raised(value, "", "")
 
 
-# id -> (what it is, does this exception come from it?)
-# Every bug test_hostile found has been fixed; each keeps its regression test there. A new
-# one is added here (with a ``todo`` on its reproduction) only while it awaits a fix.
-KNOWN_BUGS: dict[str, tuple[str, Callable[[Raised], bool]]] = {}
-
-
-def known_bug(error: BaseException | Failure) -> str | None:
-    """The id of the reported product bug ``error`` (or a logged Failure) comes from, if any."""
-    where = raised(error)
-    for name, (_, matches) in KNOWN_BUGS.items():
-        if matches(where):
-            return name
-    return None
-
-
 # --- DER mutation, driven by hypothesis (test_hostile) or a random generator (fuzz) ----------
 
 class Choices(Protocol):

@@ -341,7 +341,8 @@ class RequestViewPropertyTests(SynchronousTestCase):
     one an independent reading of the dispatched segments calls for, and nothing ambiguous
     is dispatched at all."""
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     @given(segments=st.lists(_SEGMENT, min_size=0, max_size=5),
            method=st.sampled_from(["GET", "POST", "get", "post", "PoST", "DELETE"]),
            who=st.sampled_from([None, "admin", "carol"]))
@@ -359,7 +360,8 @@ class RequestViewPropertyTests(SynchronousTestCase):
             result = exchange(factory, client_tls_options(shared_pki(), cert), request)
         self.check(target, method, result.status, events)
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     @given(segments=st.lists(_SEGMENT, min_size=0, max_size=5),
            method=st.sampled_from(["GET", "POST", "get", "post", "PoST", "DELETE"]),
            who=st.sampled_from([None, "admin", "carol"]))

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from certsrv.pki import CertificateAuthority
 from certsrv.server.lifecycle import Drainer, ExpiryWatch
-from certsrv.server.metrics import Metrics, MetricsService, RevocationEvents, admin_site
+from certsrv.server.metrics import Metrics, admin_site, count_lookups
 from certsrv.tls.context import ServerTLS
 from certsrv.tls.verify import ClientVerifier
 from tests._support import (
@@ -64,9 +64,8 @@ class MetricsTests(TestCase):
 
     def test_counts_reported_decisions_and_revocation_events(self) -> None:
         metrics = Metrics()
-        events = RevocationEvents(metrics)
-        events({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": 0.02})
-        events({"log_namespace": "certsrv.crl", "outcome": "unknown", "seconds": 5.0})
+        metrics.revocation_lookup("ocsp", "good", 0.02)
+        metrics.revocation_lookup("crl", "unknown", 5.0)
         metrics.reload_refused()
         metrics.request_refused("revoked")
         metrics.access_decided("not_allowed")
@@ -79,34 +78,43 @@ class MetricsTests(TestCase):
         self.assertEqual(value("certsrv_request_rejections_total", {"reason": "revoked"}), 1.0)
         self.assertEqual(value("certsrv_access_decisions_total", {"verdict": "not_allowed"}),
                          1.0)
-        events({"log_namespace": "certsrv.ocsp", "outcome": "good", "seconds": "soon"})
+        metrics.revocation_lookup("ocsp", "good", "soon")  # type: ignore[arg-type]
         metrics.handshakes = None  # type: ignore[assignment]
         metrics.accepted()  # a metrics bug never breaks a handshake
 
     def test_log_events_are_not_counted(self) -> None:
-        """Decisions are counted when reported, never from log events: a renamed log field
-        cannot stop a counter, and an event alone cannot start one."""
-        metrics = Metrics()
-        events = RevocationEvents(metrics)
-        events({"log_namespace": "certsrv.tls", "decision": "rejected", "reason": "expired"})
-        events({"log_namespace": "certsrv.reload", "reason": "reloaded"})
-        self.assertIsNone(metrics.registry.get_sample_value(
-            "certsrv_handshakes_total", {"decision": "rejected", "reason": "expired"}))
-        self.assertIsNone(metrics.registry.get_sample_value(
-            "certsrv_reloads_total", {"result": "ok"}))
-
-    def test_feeds_only_revocation_events(self) -> None:
-        from twisted.logger import LogPublisher
+        """Decisions and lookups are counted when reported, never from log events: a renamed
+        log field cannot stop a counter, and an event alone cannot start one."""
+        from twisted.logger import Logger
 
         metrics = Metrics()
-        publisher = LogPublisher()
-        feeding = MetricsService(metrics, publisher)
-        feeding.startService()
-        publisher({"log_namespace": "certsrv.crl", "outcome": "good", "seconds": 1.0})
-        feeding.stopService()
-        publisher({"log_namespace": "certsrv.crl", "outcome": "good", "seconds": 1.0})
+        Logger(namespace="certsrv.tls").warn("x", decision="rejected", reason="expired")
+        Logger(namespace="certsrv.reload").info("x", reason="reloaded")
+        Logger(namespace="certsrv.ocsp").info("x", outcome="good", seconds=1.0)
+        for name, labels in (("certsrv_handshakes_total",
+                              {"decision": "rejected", "reason": "expired"}),
+                             ("certsrv_reloads_total", {"result": "ok"}),
+                             ("certsrv_revocation_lookups_total",
+                              {"source": "ocsp", "outcome": "good"})):
+            self.assertIsNone(metrics.registry.get_sample_value(name, labels))
+
+    def test_revocation_sources_report_their_lookups(self) -> None:
+        """An OCSP query is counted by the checker reporting it (a fake responder here)."""
+        from certsrv.revocation.decision import Scope
+        from certsrv.revocation.ocspcheck import OCSPChecker, OCSPSettings
+        from certsrv.testing import FakeOCSPResponder
+
+        pki = shared_pki()
+        responder = FakeOCSPResponder(pki.root)
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF, responder="http://127.0.0.1:9/"),
+                              clock_at_now(), responder)
+        metrics = Metrics()
+        count_lookups(metrics, [checker])
+        pair = checker.pair(pki.client.certificate, pki.root.certificate)
+        assert pair is not None
+        self.successResultOf(checker.check(pair))
         self.assertEqual(metrics.registry.get_sample_value(
-            "certsrv_revocation_lookups_total", {"source": "crl", "outcome": "good"}), 1.0)
+            "certsrv_revocation_lookups_total", {"source": "ocsp", "outcome": "good"}), 1.0)
 
 
 _GET = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"

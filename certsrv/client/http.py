@@ -32,7 +32,6 @@ import ipaddress
 import json
 import os
 import re
-import stat
 import string
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -81,7 +80,7 @@ from certsrv._compat import (
     treq_scoped_cookiejar,
 )
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
-from certsrv.x509.certs import read_file
+from certsrv.x509.certs import exposed_mode, read_file
 
 __all__ = [
     "ClientTLSPolicy",
@@ -297,13 +296,10 @@ def _warn_if_exposed(source: Source) -> None:
     if isinstance(source, bytes):
         return
     path = os.fspath(source)
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if mode & 0o077:
+    mode = exposed_mode(path)
+    if mode is not None:
         _log.warn("{path}: the client's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(stat.S_IMODE(mode)), reason="key_exposed")
+                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
 
 
 def load_client_credentials(

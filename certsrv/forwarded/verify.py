@@ -13,12 +13,10 @@ from twisted.logger import Logger
 from certsrv.exceptions import Reason, RejectedCertificate
 from certsrv.tls.verify import ClientVerifier, ConnectionState
 
-__all__ = ["ForwardedClient", "ForwardedVerifier"]
+__all__ = ["ForwardedVerifier"]
 
 _log = Logger(namespace="certsrv.tls")
 
-# A forwarded client is verified into the same state as a TLS connection's client.
-ForwardedClient = ConnectionState
 
 
 class ForwardedVerifier:

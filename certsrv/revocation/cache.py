@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -145,3 +145,33 @@ class RefreshingCache(Generic[K, V]):
     def _settle(self, value: V, key: K) -> None:
         for waiter in self._inflight.pop(key, []):
             waiter.callback(value)
+
+
+# Told of every responder query or CRL download: (source, outcome, seconds it took).
+LookupObserver = Callable[[str, str, float], None]
+
+
+def _unobserved(source: str, outcome: str, seconds: float) -> None:
+    """Nobody counts lookups."""
+
+
+class CachingSource(Generic[K, V]):
+    """What every cached revocation source shares: its scope, its cache and their counts."""
+
+    cache: RefreshingCache[K, V]
+    settings: Any  # the source's settings; their ``mode`` is the source's scope
+    # Set by whoever counts lookups (the server's metrics); called, never read from logs.
+    on_lookup: LookupObserver = staticmethod(_unobserved)
+
+    @property
+    def mode(self) -> Any:
+        """Whether the leaf alone or the whole chain is checked."""
+        return self.settings.mode
+
+    @property
+    def hits(self) -> int:
+        """Lookups answered from the cache."""
+        return self.cache.hits
+
+    def __len__(self) -> int:
+        return len(self.cache)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv.exceptions import CRLError, RevocationError, RevocationProblem
-from certsrv.revocation.cache import Fetched, RefreshingCache
+from certsrv.revocation.cache import CachingSource, Fetched, RefreshingCache
 from certsrv.revocation.crlfiles import _is_ca, _revocation_detail
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
@@ -235,7 +235,7 @@ def _inline(work: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
     return defer.execute(work)
 
 
-class CRLChecker:
+class CRLChecker(CachingSource[CacheKey, "CRLAnswer"]):
     """Looks up revocation in CRLs fetched through ``fetch``, cached per distribution point."""
 
     def __init__(self, settings: CRLFetchSettings, clock: IReactorTime, fetch: CRLFetch,
@@ -248,19 +248,6 @@ class CRLChecker:
         self.offload = offload
         self.cache: RefreshingCache[CacheKey, CRLAnswer] = RefreshingCache(
             clock, settings.cache_size, settings.unknown_ttl, self._broken)
-
-    @property
-    def mode(self) -> Scope:
-        """Whether the leaf alone or the whole chain is checked."""
-        return self.settings.mode
-
-    @property
-    def hits(self) -> int:
-        """Lookups answered from the cache."""
-        return self.cache.hits
-
-    def __len__(self) -> int:
-        return len(self.cache)
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> CRLPair | None:
         """The (certificate, issuer, cache key) of one lookup (validated chains only); None:
@@ -323,13 +310,16 @@ class CRLChecker:
                 raise CRLError(RevocationProblem.ROLLBACK,
                                f"{url} served a CRL older than the one held")
         except RevocationError as e:
+            seconds = self.clock.seconds() - started
             _log.warn("CRL from {url} unusable: {reason} ({detail})", url=url, reason=e.reason,
-                      detail=e.detail, outcome="unknown", seconds=self.clock.seconds() - started)
+                      detail=e.detail, outcome="unknown", seconds=seconds)
+            self.on_lookup("crl", "unknown", seconds)
             return Fetched(CRLAnswer(None, (e.reason, e.detail)))
         expires = self._expiry(verified, now)
         _log.info("CRL of {issuer} from {url}: {count} revoked, cached for {ttl:.0f} s",
                   issuer=issuer.subject.rfc4514_string(), url=url, count=len(verified.revoked),
                   ttl=expires - now, outcome="good", seconds=now - started)
+        self.on_lookup("crl", "good", now - started)
         return Fetched(CRLAnswer(verified), expires)
 
     def _expiry(self, verified: VerifiedCRL, now: float) -> float:

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv.exceptions import ConfigurationError, RevocationError, RevocationProblem
-from certsrv.revocation.cache import Fetched, RefreshingCache
+from certsrv.revocation.cache import CachingSource, Fetched, RefreshingCache
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.ocsp import (
     CertID,
@@ -127,7 +127,7 @@ def responder_urls(cert: x509.Certificate) -> list[str]:
     return urls
 
 
-class OCSPChecker:
+class OCSPChecker(CachingSource[CertID, Verdict]):
     """Looks up OCSP status through ``fetch``, caching verified answers until they go stale."""
 
     def __init__(self, settings: OCSPSettings, clock: IReactorTime, fetch: Fetcher) -> None:
@@ -138,19 +138,6 @@ class OCSPChecker:
             clock, settings.cache_size, settings.unknown_ttl, self._broken)
         # The issuer half of a CertID is the same for every certificate of one CA.
         self._issuer_hashes: dict[x509.Certificate, tuple[bytes, bytes]] = {}
-
-    @property
-    def mode(self) -> Scope:
-        """Whether the leaf alone or the whole chain is checked."""
-        return self.settings.mode
-
-    @property
-    def hits(self) -> int:
-        """Lookups answered from the cache."""
-        return self.cache.hits
-
-    def __len__(self) -> int:
-        return len(self.cache)
 
     def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> OCSPPair | None:
         """The (certificate, issuer, CertID) triple of one lookup; None: nothing to ask."""
@@ -224,14 +211,17 @@ class OCSPChecker:
                 default_validity=datetime.timedelta(seconds=self.settings.default_validity),
             )
         except RevocationError as e:
+            seconds = self.clock.seconds() - started
             _log.warn("OCSP status of {subject} unknown: {reason} ({detail}) from {url}",
                       subject=subject, reason=e.reason, detail=e.detail, url=url,
-                      outcome="unknown", seconds=self.clock.seconds() - started)
+                      outcome="unknown", seconds=seconds)
+            self.on_lookup("ocsp", "unknown", seconds)
             raise
         verdict = _verdict_of(status.status, subject, status.revocation_reason)
         _log.info("OCSP status of {subject}: {status} from {url}", subject=subject,
                   status=verdict.status.value, url=url, outcome=verdict.status.value,
                   seconds=now - started)
+        self.on_lookup("ocsp", verdict.status.value, now - started)
         return Fetched(verdict, self._expiry(status, now))
 
     def _expiry(self, status: OCSPStatus, now: float) -> float:

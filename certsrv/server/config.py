@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,13 @@ from certsrv.revocation.decision import Checker, Revocation, Scope
 from certsrv.revocation.ocspcheck import OCSPSettings
 from certsrv.tls.context import ClientCertMode, TLSSettings, chain_problems
 from certsrv.tls.verify import AllowedTypes, ClientVerifier, parse_pin
-from certsrv.x509.certs import PrivateKey, load_certificates, load_private_key, read_file
+from certsrv.x509.certs import (
+    PrivateKey,
+    exposed_mode,
+    load_certificates,
+    load_private_key,
+    read_file,
+)
 
 __all__ = ["ServerConfig", "load_pins"]
 
@@ -209,13 +214,10 @@ def _load_cas(path: str, what: str, now: float, *, root: bool) -> list[x509.Cert
 
 
 def _warn_if_exposed(path: str) -> None:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if mode & 0o077:
+    mode = exposed_mode(path)
+    if mode is not None:
         _log.warn("{path}: the server's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(mode & 0o777), reason="key_exposed")
+                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
 
 
 def load_pins(path: str) -> set[str]:

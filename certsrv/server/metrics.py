@@ -3,9 +3,8 @@ Prometheus metrics and health, fed through the ``Observer`` interface the compon
 
 The verifier, the site, the gate, the limits and the reloader report each decision to
 ``Metrics`` by calling it (``certsrv.tls.observer.Observer``), beside the log event they
-write for people: renaming a log field cannot stop a counter. The one exception, until the
-revocation checkers report to an observer too, is the count of OCSP queries and CRL
-downloads: ``RevocationEvents`` reads it from their log events (``outcome``, ``seconds``).
+write for people: renaming a log field cannot stop a counter. The revocation sources report
+each responder query and CRL download through their ``on_lookup`` (``count_lookups``).
 """
 
 from __future__ import annotations
@@ -19,15 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.twisted import MetricsResource
-from twisted.application import service
-from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from twisted.web import resource, server
-from zope.interface import implementer
 
 from certsrv.web.limits import LimitedSite, Limits
 
-__all__ = ["ADMIN_MAX_CONNECTIONS", "Metrics", "MetricsService", "RevocationEvents",
-           "admin_limits", "admin_site"]
+__all__ = ["ADMIN_MAX_CONNECTIONS", "Metrics", "admin_limits", "admin_site", "count_lookups"]
 
 # A scraper and a health checker need a few connections; a flood of the admin port must not
 # take the file descriptors the TLS listener needs.
@@ -35,7 +30,6 @@ ADMIN_MAX_CONNECTIONS = 32
 # /metrics and /healthz take no request body.
 ADMIN_MAX_BODY_BYTES = 4096
 
-_REVOCATION_SOURCES = {"certsrv.ocsp": "ocsp", "certsrv.crl": "crl"}
 _P = ParamSpec("_P")
 
 
@@ -138,26 +132,6 @@ class Metrics:
         self.registry.register(collector)
 
 
-@implementer(ILogObserver)
-class RevocationEvents:
-    """Feeds OCSP queries and CRL downloads to ``Metrics.revocation_lookup`` from the
-    revocation checkers' log events (``outcome`` and ``seconds`` in the ``certsrv.ocsp`` and
-    ``certsrv.crl`` namespaces): the one count still read from the log."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        """Count one log event if it is a lookup's outcome; never raises."""
-        source = _REVOCATION_SOURCES.get(event.get("log_namespace"))  # type: ignore[arg-type]
-        outcome = event.get("outcome")
-        if source is None or outcome is None:
-            return
-        seconds = event.get("seconds")
-        self.metrics.revocation_lookup(
-            source, str(outcome), seconds if isinstance(seconds, int | float) else None)
-
-
 class CacheCollector(Collector):
     """Entries and hits of the revocation caches, read at scrape time."""
 
@@ -178,21 +152,10 @@ class CacheCollector(Collector):
         yield hits
 
 
-class MetricsService(service.Service):
-    """Feeds the revocation checkers' lookup events to the metrics while running."""
-
-    def __init__(self, metrics: Metrics, publisher: LogPublisher | None = None) -> None:
-        self.metrics = metrics
-        self.events = RevocationEvents(metrics)
-        self.publisher = publisher or globalLogPublisher
-
-    def startService(self) -> None:
-        super().startService()
-        self.publisher.addObserver(self.events)
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.publisher.removeObserver(self.events)
+def count_lookups(metrics: Metrics, checkers: Iterable[Any]) -> None:
+    """Have each revocation source report its responder queries and CRL downloads."""
+    for checker in checkers:
+        checker.on_lookup = metrics.revocation_lookup
 
 
 class _Health(resource.Resource):

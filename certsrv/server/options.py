@@ -30,8 +30,8 @@ from certsrv.server.lifecycle import Drainer, ExpiryWatch
 from certsrv.server.metrics import (
     CacheCollector,
     Metrics,
-    MetricsService,
     admin_site,
+    count_lookups,
 )
 from certsrv.server.reload import Reloader
 from certsrv.server.startup import (
@@ -454,7 +454,7 @@ def _serve_metrics(config: Options, metrics: Metrics, tls: ServerTLS, drainer: D
     revocation = config.revocation
     metrics.collect_from(CacheCollector(
         lambda: revocation.checkers if revocation is not None else ()))
-    MetricsService(metrics).setServiceParent(drainer)
+    count_lookups(metrics, revocation.checkers if revocation is not None else ())
     # /healthz answers 503 from the moment the drain begins.
     admin = admin_site(metrics, lambda: bool(drainer.running), config.limits)
     index = config["worker-index"]

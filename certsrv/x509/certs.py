@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from cryptography import x509
@@ -15,6 +17,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pri
 
 __all__ = [
     "PrivateKey",
+    "exposed_mode",
     "describe",
     "keys_match",
     "load_certificates",
@@ -126,3 +129,12 @@ def unreadable(certificate: x509.Certificate) -> str | None:
 def sha256_hex(certificate: x509.Certificate) -> str:
     """The SHA-256 fingerprint, lowercase hex without separators."""
     return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def exposed_mode(path: str) -> int | None:
+    """The permission bits of a key file others may read (group/other bits set), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return stat.S_IMODE(mode) if mode & 0o077 else None
