@@ -293,8 +293,9 @@ class LimitedH2Connection(H2Connection):
     ``_compat.HTTP2_CONNECTION_OVERRIDES``).
     """
 
-    def __init__(self, limits: Limits) -> None:
-        super().__init__()
+    def __init__(self, limits: Limits, reactor: Any = None) -> None:
+        # The site's clock (the reactor, or a test's Clock) runs its timers.
+        super().__init__(reactor)
         self.limits = limits
         # Advertised in the connection preface and enforced by h2 (beyond them: GOAWAY).
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -548,7 +549,8 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
 
     def _switch_to_h2(self) -> None:
         # Twisted's own switch, with our H2 connection class (see _compat.switch_to_http2).
-        connection = LimitedH2Connection(self.limited_site.limits)
+        connection = LimitedH2Connection(self.limited_site.limits,
+                                         getattr(self.limited_site, "reactor", None))
         switch_to_http2(self, connection, self.limited_site.timeOut)
         if self._drain_grace is not None:
             connection.drain(self._drain_grace)
