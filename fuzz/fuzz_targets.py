@@ -5,7 +5,7 @@ Each target feeds one parser and knows what it may raise (OCSPError, Configurati
 CRLError, ForwardedCertError); anything else, or an error it logs, is a crash. Crashes are
 counted and grouped by (exception type, innermost certsrv frame), the first input of each
 group saved to ``--crash-dir``, and fuzzing goes on. The mutator, fixtures and contracts are
-those of ``tests/_support.py``, which ``tests/test_hostile.py`` runs under hypothesis, so a
+those of ``tests/_support.py``, which ``tests/e2e/test_hostile.py`` runs under hypothesis, so a
 crash found here reproduces there.
 
     python fuzz/fuzz_targets.py --target all --runs 20000

@@ -6,16 +6,25 @@ Real processes and peers on 127.0.0.1 are in ``tests._servers``."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import functools
+import io
+import json
 import linecache
 import os
+import select
+import shutil
+import socket
+import subprocess
+import time
 import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -28,12 +37,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web import resource, server
 
 from certsrv import identity_of, testing
 from certsrv.exceptions import ConfigurationError, OCSPError
 from certsrv.pki import CertificateAuthority, IssuedCertificate, KeyType, PrivateKey
+from certsrv.pki.cli import main as pki_main
 from certsrv.pki.responder import OCSPResource, StatusRecord
+from certsrv.pki.store import PKIStore
 from certsrv.revocation.crlfetch import CRLError, verify_crl
 from certsrv.revocation.ocsp import (
     CertStatus,
@@ -284,6 +296,28 @@ class Echo(resource.Resource):
         return f"path={request.path.decode()} who={who}\n".encode()
 
 
+class Counting(resource.Resource):
+    """Counts the requests that reach it and names their client."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = 0
+
+    def render_GET(self, request: server.Request) -> bytes:
+        self.reached += 1
+        identity = identity_of(request)
+        return f"private for {identity.subject if identity else None}\n".encode()
+
+
+def reason_of(result: Exchange) -> str | None:
+    try:
+        return str(json.loads(result.body)["reason"])
+    except (ValueError, KeyError):
+        return None
+
+
 def policy_app() -> resource.IResource:
     """The application behind the policy (``--app tests._support.policy_app``)."""
     return Echo()
@@ -338,7 +372,7 @@ def nginx_header(issued: IssuedCertificate) -> tuple[bytes, bytes]:
         issued.certificate_pem().decode(), safe="").encode()
 
 
-# === hostile input: shared by tests/test_hostile.py and fuzz/fuzz_targets.py =============
+# === hostile input: shared by tests/e2e/test_hostile.py and fuzz/fuzz_targets.py =============
 
 HOUR = datetime.timedelta(hours=1)
 
@@ -726,3 +760,96 @@ def check_verify_crl(data: bytes) -> None:
         verify_crl(data, f.ca.certificate, "http://127.0.0.1/ca.crl", f.now.timestamp(), 300.0)
     except CRLError:
         pass
+
+
+# === OCSP: CAs at a fixed time, and a responder's status table ===========================
+
+FIXED_NOW = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+@functools.cache
+def fixed_ca(key_type: KeyType = KeyType.ECDSA_P256, name: str = "Test CA") -> CertificateAuthority:
+    # Keys are the slow part (RSA); share CAs between tests, they are never mutated.
+    return CertificateAuthority.create(name, key_type=key_type, now=FIXED_NOW)
+
+
+@functools.cache
+def fixed_client(key_type: KeyType = KeyType.ECDSA_P256, name: str = "client") -> IssuedCertificate:
+    return fixed_ca(key_type).issue_client(name, now=FIXED_NOW)
+
+
+def status_table(good: IssuedCertificate, revoked: IssuedCertificate,
+                  when: datetime.datetime) -> dict[int, StatusRecord]:
+    return {
+        good.serial_number: (CertStatus.GOOD, None, None),
+        revoked.serial_number: (CertStatus.REVOKED, when, x509.ReasonFlags.superseded),
+    }
+
+
+# === the development PKI on disk (certsrv.pki.store, certsrv.pki.cli) ===================
+
+_OPENSSL = shutil.which("openssl")
+
+
+class PKIStoreCase(SynchronousTestCase):
+    """A development PKI on disk, openssl against it, and the certsrv-pki command in-process."""
+
+
+    def make_pki(self, **kwargs: object) -> tuple[Path, PKIStore]:
+        directory = Path(self.mktemp()).resolve()
+        return directory, PKIStore.init(directory, **kwargs)
+
+    def openssl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if _OPENSSL is None:
+            raise SkipTest("the openssl command is not installed")
+        return subprocess.run([_OPENSSL, *args], capture_output=True, text=True, timeout=20)
+
+    def query(self, directory: Path, cert: str) -> str:
+        """Start a one-request ``openssl ocsp`` responder and ask it about ``cert``."""
+        if _OPENSSL is None:
+            raise SkipTest("the openssl command is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        responder = subprocess.Popen(
+            [_OPENSSL, "ocsp", "-index", str(directory / "index.txt"), "-port", str(port),
+             "-rsigner", str(directory / "ocsp.pem"), "-rkey", str(directory / "ocsp.key"),
+             "-CA", str(directory / "ca.pem"), "-nrequest", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(self._stop, responder)
+        assert responder.stdout is not None
+        # The responder prints "ACCEPT [::]:PORT PID=..." once it listens.
+        output = b""
+        deadline = time.monotonic() + 10
+        while b"ACCEPT" not in output:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([responder.stdout], [], [], max(remaining, 0))
+            chunk = os.read(responder.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                self.fail(f"openssl ocsp did not start: {output!r}")
+            output += chunk
+        result = self.openssl("ocsp", "-issuer", str(directory / "ca.pem"),
+                              "-cert", str(directory / cert), "-url", f"http://127.0.0.1:{port}",
+                              "-CAfile", str(directory / "ca.pem"), "-resp_text")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Response verify OK", result.stderr)
+        return result.stdout
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        """Run ``certsrv-pki`` in this process; return its exit status, stdout and stderr."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = pki_main(list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    def assertVerifies(self, directory: Path, cert: str, purpose: str) -> None:
+        result = self.openssl("verify", "-CAfile", str(directory / "ca.pem"), "-purpose",
+                              purpose, str(directory / cert))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(": OK", result.stdout)

@@ -142,3 +142,22 @@ class PublicAPITests(SynchronousTestCase):
 
     def test_typed(self) -> None:
         self.assertTrue(os.path.exists(PACKAGE / "py.typed"))
+
+
+class TestLayoutTests(SynchronousTestCase):
+    """The tests mirror the package: certsrv/LAYER/M.py is tested by tests/LAYER/test_M.py."""
+
+    def test_a_test_module_per_core_module(self) -> None:
+        tests = pathlib.Path(__file__).resolve().parent
+        missing = []
+        for module in sorted(PACKAGE.glob("*/*.py")):
+            if module.name == "__init__.py":
+                continue
+            layer = module.parent.name
+            if not (tests / layer / f"test_{module.stem}.py").exists():
+                missing.append(f"certsrv/{layer}/{module.name}")
+            self.assertTrue((tests / layer / "__init__.py").exists(), layer)
+        for module in ("_compat", "exceptions", "testing"):
+            if not (tests / f"test_{module.lstrip('_')}.py").exists():
+                missing.append(f"certsrv/{module}.py")
+        self.assertEqual(missing, [], "core modules without a test module")
