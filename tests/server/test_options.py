@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -248,7 +249,13 @@ class StartupErrorTests(TestCase):
         out, err, code = await run(command, env=self.env)
         self.assertEqual(code, 1, (out, err))
         self.assertIn(f"StartupFailed: --listen {listen}: port {port}".encode(), err)
-        self.assertFalse(os.path.exists(pidfile), "twistd removed its pid file")
+        # The daemonized child removes its pid file after telling the parent, which may
+        # already have exited: give it a moment.
+        for _ in range(100):
+            if not os.path.exists(pidfile):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(os.path.exists(pidfile), "twistd did not remove its pid file")
         with open(logfile) as f:
             log = f.read()
         self.assertNotIn("Traceback", log)
