@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
@@ -46,6 +47,8 @@ __all__ = ["Gate", "protect"]
 
 _log = Logger(namespace="certsrv.tls")
 _GATED = "_certsrv_gated"
+# The revocation decision on a trusted proxy's own certificate, learnt while the request waited.
+_PEER_VERDICT = "_certsrv_peer_verdict"
 _access_log = Logger(namespace="certsrv.policy")
 
 
@@ -85,6 +88,8 @@ class Gate(resource.Resource):
         client = self._client(request, site, verifier)
         if isinstance(client, bytes):
             return client
+        if isinstance(client, defer.Deferred):
+            return self._render_when(request, client)
         if client is not None and client.identity is not None and client.verifier is not verifier:
             refusal = self._reverify(request, observer, client, verifier)
             if refusal is not None:
@@ -119,16 +124,22 @@ class Gate(resource.Resource):
                        state.identity if state is not None else None)
         return refuse(request, reason.value, reason.sentence, status=http.BAD_REQUEST)
 
-    def _client(self, request: server.Request, site: CertsrvSite,
-                verifier: ClientVerifier) -> ConnectionState | None | bytes:
+    def _client(self, request: server.Request, site: CertsrvSite, verifier: ClientVerifier
+                ) -> ConnectionState | None | bytes | defer.Deferred[Verdict]:
         """Who the request comes from: its connection's certificate, or the one a trusted
-        proxy forwarded (never the proxy's own); bytes are a refusal to send instead."""
+        proxy forwarded (never the proxy's own); bytes are a refusal to send instead, and a
+        Deferred fires once the proxy's own revocation status is known."""
         forwarding = site.forwarded
         state = connection_state(request)
         if forwarding is None or not forwarding.trusts(
                 request, state.identity if state is not None else None):
             strip_forwarded_headers(request, forwarding)
             return state
+        if state is not None and state.identity is not None:
+            # The proxy vouches for others only while its own certificate would admit it.
+            problem = self._check_peer(request, site.observer, verifier, state)
+            if problem is not None:
+                return problem
         try:
             chain = forwarding.certificate(request)
         except ForwardedCertError as e:
@@ -152,6 +163,51 @@ class Gate(resource.Resource):
         set_forwarded_identity(request, result.identity)
         _warn_admitted(request, result)
         return result
+
+    def _check_peer(self, request: server.Request, observer: Observer, verifier: ClientVerifier,
+                    state: ConnectionState) -> bytes | defer.Deferred[Verdict] | None:
+        """A trusted proxy's own certificate passes the checks a client's does on every
+        request: re-verified after a reload, valid by the clock, not revoked. None: it does;
+        bytes: the refusal; a Deferred: its revocation status is being learnt."""
+        if state.verifier is not verifier:
+            refusal = self._reverify(request, observer, state, verifier)
+            if refusal is not None:
+                return refusal
+        identity = state.identity
+        assert identity is not None
+        now = verifier.clock.seconds()
+        if not identity.not_before <= now <= identity.valid_until:
+            reason = Reason.EXPIRED if now > identity.valid_until else Reason.NOT_YET_VALID
+            return self._deny(request, observer, identity, reason,
+                              "the forwarding proxy's own certificate, by the server clock")
+        revocation = verifier.revocation
+        if revocation is None or not state.revocation:
+            return None
+        verdict, remembered = _revocation_verdict(revocation, state, now)
+        if verdict is None:
+            verdict = getattr(request, _PEER_VERDICT, None)
+            if verdict is None:
+                return revocation.check(state.revocation)
+            remembered = False
+        return self._judge(verdict, request, observer, identity, verifier, warn=not remembered)
+
+    def _render_when(self, request: server.Request, waiting: defer.Deferred[Verdict]) -> Any:
+        """Render the request again (``NOT_DONE_YET`` meanwhile) once ``waiting`` fires."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def again(verdict: Verdict) -> None:
+            if gone:
+                return  # the client went away while we waited
+            try:
+                setattr(request, _PEER_VERDICT, verdict)
+                delattr(request, _GATED)
+                request.render(self)
+            except BaseException:
+                request.processingFailed(Failure())
+
+        waiting.addCallback(again)
+        return server.NOT_DONE_YET
 
     def _reverify(self, request: server.Request, observer: Observer, client: ConnectionState,
                   verifier: ClientVerifier) -> bytes | None:
@@ -190,14 +246,7 @@ class Gate(resource.Resource):
         revocation = verifier.revocation
         if revocation is None or not client.revocation:
             return self._forward(request)
-        # The connection remembers the decision until a source could change it.
-        memo = client.revocation_memo
-        remembered = memo is not None and now < memo[1]
-        if memo is not None and remembered:
-            verdict: Verdict | None = memo[0]
-        else:
-            verdict, until = revocation.lookup_until(client.revocation)
-            client.revocation_memo = (verdict, until) if verdict is not None else None
+        verdict, remembered = _revocation_verdict(revocation, client, now)
         if verdict is None:
             return self._await(request, observer, verifier, revocation, client.revocation,
                                identity)
@@ -248,6 +297,18 @@ class Gate(resource.Resource):
               reason: Reason, detail: str) -> bytes:
         return _refuse_client(request, observer,
                               RejectedCertificate(reason, detail, identity.certificate))
+
+
+def _revocation_verdict(revocation: Revocation, client: ConnectionState, now: float
+                        ) -> tuple[Verdict | None, bool]:
+    """The revocation decision for ``client`` from its connection's memo (remembered: True)
+    while no source can have changed it, else from the caches; None: not known yet."""
+    memo = client.revocation_memo
+    if memo is not None and now < memo[1]:
+        return memo[0], True
+    verdict, until = revocation.lookup_until(client.revocation)
+    client.revocation_memo = (verdict, until) if verdict is not None else None
+    return verdict, False
 
 
 def _misconfigured(request: server.Request, site: object) -> bytes:

@@ -274,9 +274,14 @@ class LimitedHTTPChannel(HTTPChannel):
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
             % (status, http.RESPONSES.get(status, b"Error"), SERVER_NAME, len(body), body))
         self.loseConnection()
-        # A peer that never reads the answer cannot hold the connection open.
+
+    def loseConnection(self) -> None:
+        """Close once what is written is sent; a peer that never completes the close (TLS
+        close_notify, or reading at all) is cut off after ``abortTimeout`` seconds."""
+        super().loseConnection()
         transport: Any = self.transport
-        self._abort = self.callLater(self.abortTimeout, transport.abortConnection)
+        if self._abort is None and transport is not None:
+            self._abort = self.callLater(self.abortTimeout, transport.abortConnection)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()

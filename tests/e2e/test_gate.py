@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
@@ -707,15 +708,16 @@ class ForwardedRevocationTests(_Served):
 
 
 def _read_one(client: _Client) -> tuple[int, bytes]:
+    """One response (Content-Length framed) off the connection, consumed from its buffer."""
     while b"\r\n\r\n" not in client.buffer:
         client._read()
-    head, _, rest = client.buffer.partition(b"\r\n\r\n")
+    head, _, client.buffer = client.buffer.partition(b"\r\n\r\n")
     length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length")))
-    while len(rest) < length:
+    while len(client.buffer) < length:
         client._read()
-        rest = client.buffer.partition(b"\r\n\r\n")[2]
-    return int(head.split()[1]), rest[:length]
+    body, client.buffer = client.buffer[:length], client.buffer[length:]
+    return int(head.split()[1]), body
 
 
 class PromptRevocationTests(_Served):
@@ -746,3 +748,83 @@ class PromptRevocationTests(_Served):
         self.assertTrue(reloader.reload("SIGHUP"))
         status, body = yield threads.deferToThread(client.request, "GET", "/secure")
         self.assertEqual((status, _reason(body)), (403, "revoked"), body)
+
+
+class TrustedProxyOwnCertificateTests(_Served):
+    """A trusted proxy vouches for others only while its own certificate would admit it:
+    re-verified after a reload, valid by the clock, not revoked (found by review)."""
+
+    def forward(self, proxy: _Client, who: IssuedCertificate) -> tuple[int, bytes]:
+        from tests._support import client_cert_header
+
+        name, value = client_cert_header(who)
+        proxy.sock.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n"
+                           b"Accept: application/json\r\n" + name + b": " + value + b"\r\n\r\n")
+        return _read_one(proxy)
+
+    def argv(self, proxy: IssuedCertificate, *extra: str) -> tuple[str, ...]:
+        return ("--forwarded-cert", "rfc9440", "--trusted-proxy", "127.0.0.1",
+                "--trusted-proxy-cert", proxy.fingerprint, *extra)
+
+    @defer.inlineCallbacks
+    def test_proxy_revoked_by_a_reloaded_crl(self) -> Any:
+        proxy_cert = self.pki.root.issue_client("edge-proxy-crl")
+        crl = write_pem(self.files.dir, "crl.pem", crl_pem(self.pki.root))
+        port, reloader = self.serve(*self.argv(proxy_cert, "--crl", crl))
+        proxy = yield self.client(port, proxy_cert)
+        status, body = yield threads.deferToThread(self.forward, proxy, self.pki.client)
+        self.assertEqual((status, json.loads(body)["subject"]), (200, "CN=alice"), body)
+        write_pem(self.files.dir, "crl.pem", crl_pem(self.pki.root, proxy_cert))
+        self.assertTrue(reloader.reload("CRL file changed"))
+        status, body = yield threads.deferToThread(self.forward, proxy, self.pki.client)
+        self.assertEqual((status, _reason(body)), (403, "revoked"), body)
+
+    @defer.inlineCallbacks
+    def test_proxy_revoked_by_ocsp_before_its_status_was_cached(self) -> Any:
+        from twisted.web.server import Site
+
+        from certsrv.testing import FakeOCSPResponder
+
+        proxy_cert = self.pki.root.issue_client("edge-proxy-ocsp")
+        ocsp = FakeOCSPResponder(self.pki.root, clock=reactor)
+        ocsp.revoke(proxy_cert, at=utcnow() - DAY, reason=None)
+        listening = reactor.listenTCP(0, Site(ocsp.resource()),  # type: ignore[attr-defined]
+                                      interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}/"
+        port, _ = self.serve(*self.argv(proxy_cert, "--ocsp-responder", url))
+        proxy = yield self.client(port, proxy_cert)
+        status, body = yield threads.deferToThread(self.forward, proxy, self.pki.client)
+        self.assertEqual((status, _reason(body)), (403, "revoked"), body)
+        # A proxy in good standing forwards as before.
+        good_cert = self.pki.root.issue_client("edge-proxy-good")
+        port, _ = self.serve(*self.argv(good_cert, "--ocsp-responder", url))
+        good = yield self.client(port, good_cert)
+        status, body = yield threads.deferToThread(self.forward, good, self.pki.client)
+        self.assertEqual((status, json.loads(body)["subject"]), (200, "CN=alice"), body)
+
+
+class ClosedConnectionTests(_Served):
+    """A connection answered with ``Connection: close`` whose peer never completes the TLS
+    close cannot hold a ``--max-connections`` slot (found by review)."""
+
+    @defer.inlineCallbacks
+    def test_peer_that_never_closes_is_cut_off(self) -> Any:
+        from certsrv.web.limits import LimitedHTTPChannel
+
+        self.patch(LimitedHTTPChannel, "abortTimeout", 0.5)
+        factory, _ = pieces(_tap.makeService(options(self.files.argv(), reactor)))
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(listening.stopListening)
+        site = factory.wrappedFactory
+        client = yield self.client(listening.getHost().port, self.pki.client)
+        client.sock.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Connection: close\r\n\r\n")
+        status, _ = yield threads.deferToThread(_read_one, client)
+        self.assertEqual(status, 200)
+        # The client neither answers the server's close_notify nor closes its socket.
+        for _ in range(60):
+            if site.connections == 0:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(site.connections, 0)
