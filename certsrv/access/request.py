@@ -2,9 +2,11 @@
 
 The gate refuses what servers behind certsrv could read another way before the access policy
 or the application sees it, so that what the policy decides on is what the resource tree
-receives: a fragment (``#``), dot segments, empty segments (but a trailing ``/``), and
-segments that hold ``/``, ``\\``, ``;``, NUL, CR or LF once percent-decoded. A method must be
-an upper-case token (RFC 9110 9.1: methods are case-sensitive; nginx refuses the rest too).
+receives: a fragment (``#``), dot segments, empty segments (but a trailing ``/``), segments
+that hold ``/``, ``\\``, ``;`` or a control character once percent-decoded, and segments that
+are not UTF-8 once decoded (overlong forms such as ``%C0%AF`` are how lenient decoders are
+tricked into ``/`` and ``..``). A method must be an upper-case token (RFC 9110 9.1: methods are
+case-sensitive; nginx refuses the rest too).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ Segments = tuple[bytes, ...]
 
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Z]+\Z")
 _BAD_RAW = re.compile(rb"[\x00-\x20\x7f#]")
-_BAD_DECODED = re.compile(rb"[/\\;\x00\r\n#]")
+_BAD_DECODED = re.compile(rb"[/\\;#\x00-\x1f\x7f]")
 
 
 def bad_method(method: bytes) -> bool:
@@ -43,6 +45,16 @@ def segments_of(path: bytes, dispatched: Segments | None = None) -> Segments | N
         if not segment:
             if index != last:
                 return None
-        elif segment in (b".", b"..") or _BAD_DECODED.search(segment):
+        elif segment in (b".", b"..") or _BAD_DECODED.search(segment) or not _utf8(segment):
             return None
     return segments
+
+
+def _utf8(segment: bytes) -> bool:
+    if segment.isascii():
+        return True
+    try:
+        segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

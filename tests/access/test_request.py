@@ -30,8 +30,12 @@ class SegmentsTests(SynchronousTestCase):
 
     def test_ambiguous(self) -> None:
         for path in (b"a/b", b"/a//b", b"/a/../b", b"/./a", b"/a%2fb", b"/a%5cb", b"/a%3bb",
-                     b"/a b", b"/a#b", b"/a/%2e%2e/b", b"/a%00"):
+                     b"/a b", b"/a#b", b"/a/%2e%2e/b", b"/a%00", b"/a%09b", b"/a%7f",
+                     b"/%c0%af", b"/%c0%ae%c0%ae/x", b"/caf\xe9", b"/%e0%80%ae"):
             self.assertIsNone(segments_of(path), path)
+        # UTF-8, raw or encoded, is a path like any other.
+        self.assertEqual(segments_of(b"/caf%C3%A9"), ("café".encode(),))
+        self.assertEqual(segments_of("/café".encode()), ("café".encode(),))
 
     @settings(max_examples=300, derandomize=True)
     @given(st.binary(max_size=40))
@@ -42,7 +46,8 @@ class SegmentsTests(SynchronousTestCase):
             return
         for index, segment in enumerate(segments):
             self.assertNotIn(segment, (b".", b".."))
-            for forbidden in (b"/", b"\\", b";", b"\x00", b"\r", b"\n", b"#"):
+            for forbidden in (b"/", b"\\", b";", b"\x00", b"\r", b"\n", b"\t", b"#"):
                 self.assertNotIn(forbidden, segment)
+            segment.decode("utf-8")  # never an overlong or invalid form
             if not segment:
                 self.assertEqual(index, len(segments) - 1)
