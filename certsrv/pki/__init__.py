@@ -237,6 +237,14 @@ def split_hosts(hosts: Iterable[str]) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
+def _self_issued(name: x509.Name, key: PrivateKey, start: datetime.datetime,
+                 end: datetime.datetime) -> x509.CertificateBuilder:
+    """A builder for a certificate that names itself as issuer and holds ``key``."""
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(_random_serial())
+            .not_valid_before(start).not_valid_after(end))
+
+
 def _random_serial() -> int:
     return x509.random_serial_number()
 
@@ -342,16 +350,7 @@ class CertificateAuthority:
         key = generate_key(key_type)
         start, end = _window(now, not_before, not_after, _CA_VALIDITY)
         name = _name(common_name, organization)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(_random_serial())
-            .not_valid_before(start)
-            .not_valid_after(end)
-        )
-        builder = _ca_extensions(builder, key, key, path_length)
+        builder = _ca_extensions(_self_issued(name, key, start, end), key, key, path_length)
         cert = builder.sign(key, _hash_for(key))
         return cls(cert, key, (), ocsp_url, crl_url)
 
@@ -646,13 +645,7 @@ def self_signed_client(
     start, end = _window(now, not_before, not_after, DEFAULT_VALIDITY)
     name = _name(common_name)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(_random_serial())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _self_issued(name, key, start, end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(_leaf_key_usage(key), True)
     )

@@ -15,6 +15,7 @@ from twisted.web import resource, server
 from certsrv.testing import open_in_memory
 from certsrv.web.limits import Limits
 from tests._h2client import H2Client, connect_h2, h2_options
+from tests._servers import Peer
 from tests._support import (
     captured_events,
     client_tls_options,
@@ -73,26 +74,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertIsNotNone(http.lost)
 
 
-class _Peer(protocol.Protocol):
-    """Sends ``data`` once connected; ``done`` fires with what came back when the peer closes."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-        self.received = b""
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.data:
-            self.transport.write(self.data)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
-
-
-def _connect(port: int, peer: _Peer, tls: Any = None) -> defer.Deferred[Any]:
+def _connect(port: int, peer: Peer, tls: Any = None) -> defer.Deferred[Any]:
     endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     if tls is not None:
         endpoint = endpoints.wrapClientTLS(tls, endpoint)
@@ -111,11 +93,11 @@ class ConnectionLimitTests(TestCase):
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         number = port.getHost().port
-        holders = [_Peer(), _Peer()]  # open, in the TLS handshake, holding both places
+        holders = [Peer(), Peer()]  # open, in the TLS handshake, holding both places
         for holder in holders:
             await _connect(number, holder)
         tls = client_tls_options(pki, pki.client)
-        refused = _Peer(REQUEST)
+        refused = Peer(REQUEST)
         with captured_events("certsrv.limits") as events:
             await _connect(number, refused, tls)
             self.assertEqual(await refused.done, b"")
@@ -123,7 +105,7 @@ class ConnectionLimitTests(TestCase):
         self.assertFalse(any(holder.done.called for holder in holders))
         holders[0].transport.loseConnection()
         await holders[0].done
-        admitted = _Peer(REQUEST)
+        admitted = Peer(REQUEST)
         await _connect(number, admitted, tls)
         self.assertTrue((await admitted.done).startswith(b"HTTP/1.1 200 "))
         holders[1].transport.loseConnection()
