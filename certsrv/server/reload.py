@@ -2,10 +2,11 @@
 
 Every ``--watch-interval`` seconds the reloader looks at the files ``ServerConfig.files()``
 names (``certsrv.server.watch``: ``stat`` calls, off the reactor thread); when one changed it
-reads them all and puts them in force. A configuration that does not load (a half-written
-file, a certificate with the old key) is refused, the running one stays, and it is tried
-again at every look until the files change to one that loads; each refused state is logged
-once.
+reads them all and puts them in force. Files that do not load (a half-written file, a
+certificate with the old key) are refused, logged once, and the running configuration
+stays; they are tried again when a file changes, and at every look while the problem is the
+server certificate (one not valid yet becomes valid as they are; its check comes first, so
+a retry repeats no warning).
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ class Reloader(service.Service):
         self.offload = offload
         self.reloads = 0
         self.paths = config.files()
+        # The files of the configuration in force, and the files as last read.
         self.in_force = files if files is not None else watch.take(self.paths)
+        self.seen = self.in_force
         self._refused: tuple[object, ...] | None = None
+        self._retry = False
         # One look or reload at a time, so an older snapshot never replaces a newer one.
         self._lock = defer.DeferredLock()
         self._loop: LoopingCall | None = None
@@ -112,19 +116,22 @@ class Reloader(service.Service):
         return self._lock.run(self._check)
 
     def _check(self) -> defer.Deferred[bool | None]:
-        known = self.in_force
+        known = self.seen
         looked = self.offload(lambda: watch.scan(known))
         return looked.addCallbacks(self._consider, self._failed, errbackArgs=("look",))
 
     def _consider(self, snapshot: Snapshot | None) -> bool | None:
-        if snapshot is None:
-            return None
-        changed = snapshot.differing(self.in_force)
+        news = []
+        if snapshot is not None:
+            news, self.seen = snapshot.differing(self.seen), snapshot
+        changed = self.seen.differing(self.in_force)
         if not changed:
-            # Same contents (touched, or rewritten alike): remember how they stat now.
-            self.in_force, self._refused = snapshot, None
+            # The contents in force (touched, rewritten alike, put back): remember their stat.
+            self.in_force, self._refused = self.seen, None
             return None
-        return self.apply(snapshot, f"{', '.join(changed)} changed")
+        if not (news or self._retry) or not self.running:
+            return None
+        return self.apply(self.seen, f"{', '.join(changed)} changed")
 
     def refresh(self, why: str = "SIGHUP") -> defer.Deferred[bool]:
         """Read every file (with ``offload``) and put them in force, changed or not."""
@@ -139,6 +146,7 @@ class Reloader(service.Service):
 
     def apply(self, snapshot: Snapshot, why: str) -> bool:
         """Build a new configuration from ``snapshot``; keep the old one on error."""
+        self.seen = snapshot
         try:
             settings, verifier = self.config.load(self.clock, self.revocation,
                                                   snapshot.contents)
@@ -147,6 +155,7 @@ class Reloader(service.Service):
                 self.revocation.forget()
             self.current.replace(settings, verifier)
         except ConfigurationError as e:
+            self._retry = e.source == self.config.cert
             if self._first_refusal(snapshot, why, str(e)):
                 _log.error("reload ({why}) refused, the running configuration stays until the "
                            "files load: {error}", why=why, error=str(e),
@@ -154,10 +163,11 @@ class Reloader(service.Service):
                 self.observer.reload_refused()
             return False
         except Exception:
+            self._retry = False
             if self._first_refusal(snapshot, why, Failure().getErrorMessage()):
                 _log.failure("reload ({why}) failed, the running configuration stays", why=why)
             return False
-        self.in_force, self._refused = snapshot, None
+        self.in_force, self._refused, self._retry = snapshot, None, False
         self.reloads += 1
         self.observer.reloaded()
         _log.info("configuration reloaded ({why}); open connections use it from their next "

@@ -75,6 +75,7 @@ def read(path: str) -> FileState:
             data = f.read()
     except OSError as e:
         return FileState(stat_of(path), e)
+    # The wall clock, not the reactor's: it is compared with the filesystem's timestamps.
     racy = time.time() - max(before.mtime_ns, before.ctime_ns) / 1e9 < RACY_SECONDS
     return FileState(before, data, racy)
 

@@ -120,7 +120,7 @@ class _Served:
         case.addCleanup(self.reloader.stopService)
 
     def publish(self, cert: IssuedCertificate | None = None, *, key: bytes | None = None,
-                crt: bytes | None = None) -> None:
+                crt: bytes | None = None, key_mode: int = 0o600) -> None:
         """Swap the secret as the kubelet does: a new timestamped directory, ``..data_tmp``
         pointing at it, renamed over ``..data``."""
         self.stamps += 1
@@ -128,7 +128,7 @@ class _Served:
         files = {"tls.crt": crt if crt is not None else cert.chain_pem(),  # type: ignore[union-attr]
                  "tls.key": key if key is not None else cert.private_key_pem()}  # type: ignore[union-attr]
         for name, data in files.items():
-            write_pem(os.path.join(self.secret, stamp), name, data, 0o600)
+            write_pem(os.path.join(self.secret, stamp), name, data, key_mode)
         os.symlink(stamp, os.path.join(self.secret, "..data_tmp"))
         os.rename(os.path.join(self.secret, "..data_tmp"), os.path.join(self.secret, "..data"))
         for name in files:
@@ -176,13 +176,18 @@ class RotationTests(SynchronousTestCase):
         served = _Served(self)
         old = served.pki.server
         rotated = served.pki.root.server()
-        # A writer that renames the certificate in first and the key a moment later.
-        served.publish(crt=rotated.chain_pem(), key=old.private_key_pem())
-        events = served.look()
+        # A writer that renames the certificate in first and the key a moment later (and
+        # lets others read the key: the load warns before it finds the mismatch).
+        served.publish(crt=rotated.chain_pem(), key=old.private_key_pem(), key_mode=0o644)
+        with captured_events("certsrv.config") as warnings:
+            events = served.look()
+            later = [served.look(), served.look()]
         self.assertEqual([e["reason"] for e in events], ["reload_refused"])
         self.assertIn("private key does not match", events[0]["error"])
+        self.assertEqual(later, [[], []], "logged once per state")
+        self.assertEqual([e["reason"] for e in warnings], ["key_exposed"],
+                         "the same files are not loaded again at each look")
         self.assertEqual(served.served(), (200, old.certificate), "never served")
-        self.assertEqual([served.look(), served.look()], [[], []], "logged once per state")
         self.assertEqual(served.refusals(), 1.0)
         served.publish(rotated)
         self.assertEqual([e["reason"] for e in served.look()], ["reloaded"])
