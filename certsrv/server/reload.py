@@ -121,13 +121,13 @@ class Reloader(service.Service):
         return looked.addCallbacks(self._consider, self._failed, errbackArgs=("look",))
 
     def _consider(self, snapshot: Snapshot | None) -> bool | None:
-        news = []
+        news: list[str] = []  # files whose contents differ from the last read
         if snapshot is not None:
             news, self.seen = snapshot.differing(self.seen), snapshot
         changed = self.seen.differing(self.in_force)
         if not changed:
             # The contents in force (touched, rewritten alike, put back): remember their stat.
-            self.in_force, self._refused = self.seen, None
+            self.in_force, self._refused, self._retry = self.seen, None, False
             return None
         if not (news or self._retry) or not self.running:
             return None
