@@ -132,8 +132,8 @@ class Options(PluginOptions):
          "connections."],
         ["watch-interval", None, 5.0,
          "Seconds between looks at the configuration's files (--cert, --key, --ca, "
-         "--intermediates, --crl, --pins, --policy); a changed one reloads them all, as "
-         "SIGHUP does (0: only on SIGHUP).", float],
+         "--intermediates, --crl, --pins, --policy); a changed one reloads them all "
+         "(0: only on SIGHUP, which also drops cached revocation answers).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
         ["http2", None, "on", "on: offer HTTP/2 (ALPN h2) besides HTTP/1.1; off: HTTP/1.1 only."],
         ["crl-check", None, "leaf",
