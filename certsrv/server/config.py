@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -31,6 +31,7 @@ from certsrv.x509.certs import (
     load_certificates,
     load_private_key,
     read_file,
+    reading_from,
 )
 
 __all__ = ["ServerConfig", "load_pins"]
@@ -61,12 +62,28 @@ class ServerConfig:
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
     log_accepted: bool = True
 
-    def load(self, clock: IReactorTime, revocation: Revocation | None = None
+    def files(self) -> tuple[str, ...]:
+        """Every file ``load`` reads, once each: what the reloader watches."""
+        named = (self.cert, self.key, *(self.ca if self.allowed_types.chained else ()),
+                 *self.intermediates, *self.crls,
+                 *(p for p in (self.pins_file, self.policy) if p is not None))
+        return tuple(dict.fromkeys(named))
+
+    def load(self, clock: IReactorTime, revocation: Revocation | None = None,
+             files: Mapping[str, bytes | OSError] | None = None
              ) -> tuple[TLSSettings, ClientVerifier]:
         """Read every file, check it, and build the settings and the verifier; or raise.
 
         ``revocation`` holds the network sources (OCSP, fetched CRLs), kept across reloads;
-        the ``--crl`` files are read here, each time."""
+        the ``--crl`` files are read here, each time. ``files`` (keyed by ``files()``) holds
+        their contents as already read, instead of the disk."""
+        if files is None:
+            return self._load(clock, revocation)
+        with reading_from(files):
+            return self._load(clock, revocation)
+
+    def _load(self, clock: IReactorTime, revocation: Revocation | None
+              ) -> tuple[TLSSettings, ClientVerifier]:
         now = clock.seconds()
         chain = self._load_server_chain(now)
         key = load_private_key(self.key)

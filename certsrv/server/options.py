@@ -33,7 +33,7 @@ from certsrv.server.metrics import (
     admin_site,
     count_lookups,
 )
-from certsrv.server.reload import Reloader
+from certsrv.server.reload import Reloader, in_threads
 from certsrv.server.startup import (
     Listener,
     PluginOptions,
@@ -42,6 +42,7 @@ from certsrv.server.startup import (
     named_coercions,
     startup_error,
 )
+from certsrv.server.watch import Snapshot, take
 from certsrv.server.workers import (
     ParentWatch,
     ReadyNotice,
@@ -130,7 +131,9 @@ class Options(PluginOptions):
          "::1); add interface=0.0.0.0 to expose it. Same limits as --listen, at most 32 "
          "connections."],
         ["watch-interval", None, 5.0,
-         "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
+         "Seconds between looks at the configuration's files (--cert, --key, --ca, "
+         "--intermediates, --crl, --pins, --policy); a changed one reloads them all "
+         "(0: only on SIGHUP, which also drops cached revocation answers).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
         ["http2", None, "on", "on: offer HTTP/2 (ALPN h2) besides HTTP/1.1; off: HTTP/1.1 only."],
         ["crl-check", None, "leaf",
@@ -241,6 +244,7 @@ class Options(PluginOptions):
     settings: TLSSettings
     verifier: ClientVerifier
     revocation: Revocation | None
+    files: Snapshot
     limits: Limits
     forwarded: Forwarding | None
     app: resource.IResource | None
@@ -388,7 +392,10 @@ class Options(PluginOptions):
         from twisted.internet import reactor as default_reactor
 
         self.revocation = revocation_for(config, self.clock, default_reactor)
-        self.settings, self.verifier = config.load(self.clock, self.revocation)
+        # What the files held when loaded: the reloader's starting point.
+        self.files = take(config.files())
+        self.settings, self.verifier = config.load(self.clock, self.revocation,
+                                                   self.files.contents)
 
 
 def makeService(config: Options) -> service.IService:
@@ -422,7 +429,8 @@ def makeService(config: Options) -> service.IService:
             ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
     Reloader(config.config, current, clock, config["watch-interval"],
              reactor=reactor,  # type: ignore[arg-type]
-             revocation=config.revocation, observer=site.observer).setServiceParent(parent)
+             revocation=config.revocation, observer=site.observer,
+             offload=in_threads(reactor), files=config.files).setServiceParent(parent)
     if config.revocation is not None:
         _CloseAtStop(config.revocation).setServiceParent(parent)
     ExpiryWatch(tls, clock).setServiceParent(parent)

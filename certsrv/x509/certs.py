@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from cryptography import x509
@@ -23,24 +26,53 @@ __all__ = [
     "load_certificates",
     "load_private_key",
     "read_file",
+    "reading_from",
     "unreadable",
 ]
 
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 
 
+# The files a reload read off the reactor thread, if ``read_file`` is to answer from them.
+_SNAPSHOT: ContextVar[Mapping[str, bytes | OSError] | None] = ContextVar("snapshot",
+                                                                         default=None)
+
+
+@contextmanager
+def reading_from(files: Mapping[str, bytes | OSError]) -> Iterator[None]:
+    """Within the block, ``read_file`` answers from ``files`` (contents, or the error reading
+    them) instead of the disk; reading a file not among them is an error."""
+    token = _SNAPSHOT.set(files)
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+
+
 def read_file(path: str, what: str) -> bytes:
     """Read ``path`` or raise ConfigurationError saying why it cannot be read."""
+    files = _SNAPSHOT.get()
     try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigurationError(path, f"{what} file does not exist") from None
-    except IsADirectoryError:
-        raise ConfigurationError(path, f"{what} file is a directory") from None
-    except PermissionError:
-        raise ConfigurationError(path, f"{what} file is not readable (permission denied)") from None
+        if files is None:
+            return Path(path).read_bytes()
+        if path not in files:
+            raise LookupError(f"{path} was read but is not among the watched files")
+        found = files[path]
+        if isinstance(found, OSError):
+            raise found
+        return found
     except OSError as e:
-        raise ConfigurationError(path, f"cannot read {what} file: {e.strerror}") from None
+        raise _unreadable(path, what, e) from None
+
+
+def _unreadable(path: str, what: str, error: OSError) -> ConfigurationError:
+    if isinstance(error, FileNotFoundError):
+        return ConfigurationError(path, f"{what} file does not exist")
+    if isinstance(error, IsADirectoryError):
+        return ConfigurationError(path, f"{what} file is a directory")
+    if isinstance(error, PermissionError):
+        return ConfigurationError(path, f"{what} file is not readable (permission denied)")
+    return ConfigurationError(path, f"cannot read {what} file: {error.strerror}")
 
 
 def load_certificates(path: str, what: str = "certificate") -> list[x509.Certificate]:

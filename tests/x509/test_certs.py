@@ -14,6 +14,7 @@ from certsrv.x509.certs import (
     keys_match,
     load_certificates,
     load_private_key,
+    reading_from,
     sha256_hex,
 )
 from tests._support import shared_pki, write_pem
@@ -79,3 +80,18 @@ class ExposedModeTests(SynchronousTestCase):
         self.assertIsNone(exposed_mode(private))
         self.assertEqual(exposed_mode(shared), 0o644)
         self.assertIsNone(exposed_mode(os.path.join(directory, "missing")))
+
+
+class ReadingFromTests(SynchronousTestCase):
+    """``reading_from``: files already read (a reload's snapshot) answer instead of the disk."""
+
+    def test_answers_from_the_snapshot_with_the_disk_errors(self) -> None:
+        pem = shared_pki().root.certificate_pem()
+        missing = FileNotFoundError(2, "No such file or directory")
+        with reading_from({"ca.pem": pem, "gone.pem": missing}):
+            self.assertEqual(load_certificates("ca.pem")[0], shared_pki().root.certificate)
+            error = self.assertRaises(ConfigurationError, load_certificates, "gone.pem", "CA")
+            self.assertEqual(str(error), "gone.pem: CA file does not exist")
+            self.assertRaises(LookupError, load_certificates, "elsewhere.pem")
+        error = self.assertRaises(ConfigurationError, load_certificates, "ca.pem")
+        self.assertIn("does not exist", str(error), "outside the block, the disk answers")
