@@ -28,12 +28,18 @@ from certsrv.tls.verify import AllowedTypes, ClientVerifier, parse_pin
 from certsrv.x509.certs import (
     PrivateKey,
     exposed_mode,
+    is_pkcs12,
     load_certificates,
     load_private_key,
+    parse_certificates,
+    parse_pkcs12,
     read_file,
 )
+from certsrv.x509.passphrase import Passphrase
 
-__all__ = ["ServerConfig", "load_pins"]
+__all__ = ["DEFAULT_KEY", "ServerConfig", "load_pins"]
+
+DEFAULT_KEY = "certs/server.key"
 
 _log = Logger(namespace="certsrv.config")
 
@@ -43,7 +49,7 @@ class ServerConfig:
     """The file names and values a server is configured with; ``load`` reads and checks them."""
 
     cert: str
-    key: str
+    key: str | None  # None: DEFAULT_KEY, or the key in a PKCS#12 ``cert``
     ca: tuple[str, ...] = ()
     intermediates: tuple[str, ...] = ()
     pins: tuple[str, ...] = ()
@@ -60,6 +66,7 @@ class ServerConfig:
     policy: str | None = None
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
     log_accepted: bool = True
+    passphrase: Passphrase | None = None  # decrypts an encrypted key or PKCS#12 file
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientVerifier]:
@@ -68,9 +75,7 @@ class ServerConfig:
         ``revocation`` holds the network sources (OCSP, fetched CRLs), kept across reloads;
         the ``--crl`` files are read here, each time."""
         now = clock.seconds()
-        chain = self._load_server_chain(now)
-        key = load_private_key(self.key)
-        _warn_if_exposed(self.key)
+        chain, key = self._load_server_identity(now)
         roots = tuple(self._load_roots(now))
         intermediates = tuple(c for path in self.intermediates
                               for c in _load_cas(path, "intermediates", now, root=False))
@@ -91,9 +96,28 @@ class ServerConfig:
                                   log_accepted=self.log_accepted)
         return settings, verifier
 
-    def _load_server_chain(self, now: float) -> list[x509.Certificate]:
+    def _load_server_identity(self, now: float) -> tuple[list[x509.Certificate], PrivateKey]:
+        """The server certificate, its chain and its key: from ``cert`` and ``key``, or all
+        three from ``cert`` when it is a PKCS#12 file."""
+        data = read_file(self.cert, "server certificate")
+        if not is_pkcs12(data):
+            key_path = self.key or DEFAULT_KEY
+            chain = self._checked_chain(parse_certificates(self.cert, data, "server certificate"),
+                                        now)
+            key = load_private_key(key_path, self.passphrase)
+            _warn_if_exposed(key_path)
+            return chain, key
+        if self.key is not None:
+            raise ConfigurationError(self.key, f"{self.cert} (--cert) is a PKCS#12 file, which "
+                                               "holds the key; give no --key")
+        bundle = parse_pkcs12(self.cert, data, self.passphrase)
+        _warn_if_exposed(self.cert)
+        chain = self._checked_chain([bundle.certificate, *bundle.chain], now)
+        return chain, bundle.key  # type: ignore[return-value]
+
+    def _checked_chain(self, chain: list[x509.Certificate], now: float
+                       ) -> list[x509.Certificate]:
         """The server certificate and its chain, in order and valid now."""
-        chain = load_certificates(self.cert, "server certificate")
         problems = chain_problems(chain)
         if problems:
             raise ConfigurationError(self.cert, problems[0])
@@ -132,7 +156,7 @@ class ServerConfig:
             )
         except ConfigurationError as e:
             if e.source == "--key":
-                raise ConfigurationError(self.key, e.problem) from None
+                raise ConfigurationError(self.key or self.cert, e.problem) from None
             raise
 
     def _load_access(self) -> Policy | None:

@@ -173,7 +173,7 @@ def parse_pkcs12(name: str, data: bytes, passphrase: Passphrase | None) -> KeyBu
 
 def _chain_after(leaf: x509.Certificate, others: Sequence[x509.Certificate]
                  ) -> tuple[x509.Certificate, ...]:
-    """``others`` in chain order from ``leaf``'s issuer up; the unlinked ones last."""
+    """Those of ``others`` that chain ``leaf`` to its root, in order; unlinked ones are left out."""
     rest = list(others)
     chain: list[x509.Certificate] = []
     current = leaf
@@ -184,7 +184,7 @@ def _chain_after(leaf: x509.Certificate, others: Sequence[x509.Certificate]
         chain.append(issuer)
         rest.remove(issuer)
         current = issuer
-    return tuple(chain + rest)
+    return tuple(chain)
 
 
 def _passphrase_for(name: str, passphrase: Passphrase | None) -> bytes:

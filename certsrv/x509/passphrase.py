@@ -52,6 +52,11 @@ class Passphrase:
         return value
 
     @property
+    def prompts(self) -> bool:
+        """Whether this source asks on the terminal."""
+        return self._keep
+
+    @property
     def asked(self) -> bool:
         """Whether this is a prompt that has been answered (the answer is kept)."""
         return self._kept is not None
