@@ -94,17 +94,18 @@ class Passphrase:
 
     @classmethod
     def prompt(cls, hint: str, *, confirm: bool = False,
-               ask: Callable[[str], str] = getpass.getpass,
-               terminal: Callable[[], bool] = interactive) -> Passphrase:
-        """Ask on the terminal, once (the answer is kept); without a terminal, raise
-        ConfigurationError ending with ``hint`` (which options give the passphrase)."""
+               ask: Callable[[str], str] | None = None,
+               terminal: Callable[[], bool] | None = None) -> Passphrase:
+        """Ask on the terminal (``getpass``), once: the answer is kept; without a terminal,
+        raise ConfigurationError ending with ``hint`` (which options give the passphrase)."""
 
         def read(what: str) -> bytes:
-            if not terminal():
+            if not (terminal or interactive)():
                 raise ConfigurationError(what, f"the key is encrypted and {_NO_TERMINAL} for "
                                                f"its passphrase: {hint}")
-            value = ask(f"Passphrase for {what}: ").encode("utf-8")
-            if confirm and ask(f"Passphrase for {what} (again): ").encode("utf-8") != value:
+            question = ask or getpass.getpass
+            value = question(f"Passphrase for {what}: ").encode("utf-8")
+            if confirm and question(f"Passphrase for {what} (again): ").encode("utf-8") != value:
                 raise ConfigurationError(what, "the two passphrases typed differ")
             return _non_empty(value, what, "passphrase typed")
 
