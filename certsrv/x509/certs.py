@@ -144,23 +144,13 @@ def parse_private_key(name: str, data: bytes, passphrase: Passphrase | None
 
 def parse_pkcs12(name: str, data: bytes, passphrase: Passphrase | None) -> KeyBundle:
     """The key, its certificate and the chain in PKCS#12 ``data`` (decrypted if needed)."""
-    try:
-        loaded = pkcs12.load_pkcs12(data, None)
-    except ValueError:
-        secret = _passphrase_for(name, passphrase)
-        try:
-            loaded = pkcs12.load_pkcs12(data, secret)
-        except ValueError:
-            assert passphrase is not None
-            raise ConfigurationError(name, f"the passphrase from {passphrase.source} does not "
-                                           "decrypt this PKCS#12 file (or it is damaged)"
-                                     ) from None
-        except Exception as e:
-            raise ConfigurationError(name, f"unsupported PKCS#12 file ({type(e).__name__})"
-                                     ) from None
-    except Exception as e:
-        raise ConfigurationError(name, f"unsupported PKCS#12 file ({type(e).__name__})"
-                                 ) from None
+    loaded = _open_pkcs12(name, data, None) or _open_pkcs12(name, data, b"")
+    if loaded is None:
+        loaded = _open_pkcs12(name, data, _passphrase_for(name, passphrase))
+    if loaded is None:
+        assert passphrase is not None
+        raise ConfigurationError(name, f"the passphrase from {passphrase.source} does not "
+                                       "decrypt this PKCS#12 file (or it is damaged)")
     if loaded.key is None:
         raise ConfigurationError(name, "the PKCS#12 file holds no private key")
     certificates = [c.certificate for c in
@@ -169,6 +159,19 @@ def parse_pkcs12(name: str, data: bytes, passphrase: Passphrase | None) -> KeyBu
     if leaf is None:
         raise ConfigurationError(name, "the PKCS#12 file holds no certificate for its private key")
     return KeyBundle(loaded.key, leaf, _chain_after(leaf, [c for c in certificates if c != leaf]))
+
+
+def _open_pkcs12(name: str, data: bytes, password: bytes | None
+                 ) -> pkcs12.PKCS12KeyAndCertificates | None:
+    """The contents of a PKCS#12 file, or None if ``password`` does not open it (an
+    unencrypted file opens with None, some tools' "no password" is the empty one)."""
+    try:
+        return pkcs12.load_pkcs12(data, password)
+    except ValueError:
+        return None
+    except Exception as e:
+        raise ConfigurationError(name, f"unsupported PKCS#12 file ({type(e).__name__})"
+                                 ) from None
 
 
 def _chain_after(leaf: x509.Certificate, others: Sequence[x509.Certificate]

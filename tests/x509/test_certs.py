@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import IssuedCertificate
@@ -194,6 +196,20 @@ class PKCS12Tests(SynchronousTestCase):
         data = _p12(self.leaf.private_key, self.leaf.certificate, [], password=None)
         self.assertEqual(parse_pkcs12("b.p12", data, _Never()).certificate,
                          self.leaf.certificate)
+
+    def test_files_openssl_writes(self) -> None:
+        """``openssl pkcs12 -export`` files: with a passphrase, and with the empty one that
+        some tools write for "no password" (opened without reading the passphrase)."""
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed")
+        cert = write_pem(self.directory, "bob.pem", self.leaf.chain_pem())
+        key = write_pem(self.directory, "bob.key", self.leaf.private_key_pem(), 0o600)
+        for password, source in ((SECRET, self.good), (b"", _Never())):
+            out = os.path.join(self.directory, "bob.p12")
+            subprocess.run(["openssl", "pkcs12", "-export", "-in", cert, "-inkey", key,
+                            "-out", out, "-passout", "env:PW"], check=True, timeout=30,
+                           env={"PATH": os.environ.get("PATH", ""), "PW": password.decode()})
+            self.assertTrue(keys_match(self.leaf.certificate, load_private_key(out, source)))
 
     def test_refusals(self) -> None:
         data = _p12(self.leaf.private_key, self.leaf.certificate, [])
