@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
@@ -66,7 +66,8 @@ class ServerConfig:
     policy: str | None = None
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
     log_accepted: bool = True
-    passphrase: Passphrase | None = None  # decrypts an encrypted key or PKCS#12 file
+    # Decrypts an encrypted key or PKCS#12 file: how to read the files, not what they say.
+    passphrase: Passphrase | None = field(default=None, compare=False)
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientVerifier]:
