@@ -69,6 +69,13 @@ class ServerConfig:
     # Decrypts an encrypted key or PKCS#12 file: how to read the files, not what they say.
     passphrase: Passphrase | None = field(default=None, compare=False)
 
+    def key_files(self) -> tuple[str, ...]:
+        """The key file (DEFAULT_KEY when none is named, though a PKCS#12 ``cert`` leaves it
+        unread) and the passphrase file, if any: what ``load`` reads besides ``cert``."""
+        key = self.key or DEFAULT_KEY
+        source = self.passphrase.path if self.passphrase is not None else None
+        return (key,) if source is None else (key, source)
+
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientVerifier]:
         """Read every file, check it, and build the settings and the verifier; or raise.

@@ -32,9 +32,10 @@ class Passphrase:
     message, repr or exception. A passphrase read once (a prompt) is kept for later reads,
     so a server can reload an encrypted key without asking again."""
 
-    def __init__(self, source: str, reader: Callable[[str], bytes], *, keep: bool = False
-                 ) -> None:
+    def __init__(self, source: str, reader: Callable[[str], bytes], *, keep: bool = False,
+                 path: str | None = None) -> None:
         self.source = source
+        self.path = path  # the file it is read from, if it is (a reload must read it too)
         self._reader = reader
         self._keep = keep
         self._kept: bytes | None = None
@@ -84,7 +85,7 @@ class Passphrase:
             first = data.split(b"\n", 1)[0].removesuffix(b"\r")
             return _non_empty(first, path, "passphrase file's first line")
 
-        return cls(f"file {path}", read)
+        return cls(f"file {path}", read, path=path)
 
     @classmethod
     def from_value(cls, value: bytes, source: str = "the caller") -> Passphrase:

@@ -119,3 +119,11 @@ class EncryptedKeyTests(SynchronousTestCase):
             ServerConfig(cert=p12, key=None, ca=(self.ca,),
                          passphrase=Passphrase.from_file(self.pw)).load(clock_at_now())
         self.assertEqual([e["reason"] for e in events], ["key_exposed"])
+
+    def test_key_files(self) -> None:
+        """What a reload reads besides the certificate: the key, the passphrase file."""
+        self.assertEqual(ServerConfig(cert="c.pem", key=None).key_files(), ("certs/server.key",))
+        self.assertEqual(ServerConfig(cert="c.p12", key="k.pem", passphrase=Passphrase.from_file(
+            self.pw)).key_files(), ("k.pem", self.pw))
+        self.assertEqual(ServerConfig(cert="c.pem", key="k.pem", passphrase=Passphrase.from_env(
+            "PW")).key_files(), ("k.pem",))
