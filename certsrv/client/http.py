@@ -292,15 +292,16 @@ def _public_der(key: object) -> bytes:
     )
 
 
-def _warn_if_exposed(source: Source) -> None:
-    """Log a warning when the file holding the private key is open to other users."""
+def _warn_if_exposed(source: Source, what: str = "the client's private key") -> None:
+    """Log a warning when the file holding the private key (or its passphrase) is open to
+    other users."""
     if isinstance(source, bytes):
         return
     path = os.fspath(source)
     mode = exposed_mode(path)
     if mode is not None:
-        _log.warn("{path}: the client's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
+        _log.warn("{path}: {what} is readable by other users (mode {mode}); chmod 600 it",
+                  path=path, what=what, mode=oct(mode), reason="key_exposed")
 
 
 def _passphrase(passphrase: KeyPassphrase) -> Passphrase | None:
@@ -331,6 +332,8 @@ def load_client_credentials(
     ``cert`` may be a PKCS#12 file holding all three (told by its content); ``passphrase``
     decrypts it or an encrypted key, and is read only if one is encrypted."""
     source = _passphrase(passphrase)
+    if source is not None and source.path is not None:
+        _warn_if_exposed(source.path, "the passphrase of the client's private key")
     cert_name, cert_data = _read(cert, "client certificate")
     private_key: _ClientKey | None
     if is_pkcs12(cert_data):

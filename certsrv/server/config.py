@@ -108,6 +108,8 @@ class ServerConfig:
         """The server certificate, its chain and its key: from ``cert`` and ``key``, or all
         three from ``cert`` when it is a PKCS#12 file."""
         data = read_file(self.cert, "server certificate")
+        if self.passphrase is not None and self.passphrase.path is not None:
+            _warn_if_exposed(self.passphrase.path, "the passphrase of the server's private key")
         if not is_pkcs12(data):
             key_path = self.key or DEFAULT_KEY
             chain = self._checked_chain(parse_certificates(self.cert, data, "server certificate"),
@@ -245,11 +247,11 @@ def _load_cas(path: str, what: str, now: float, *, root: bool) -> list[x509.Cert
     return usable
 
 
-def _warn_if_exposed(path: str) -> None:
+def _warn_if_exposed(path: str, what: str = "the server's private key") -> None:
     mode = exposed_mode(path)
     if mode is not None:
-        _log.warn("{path}: the server's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
+        _log.warn("{path}: {what} is readable by other users (mode {mode}); chmod 600 it",
+                  path=path, what=what, mode=oct(mode), reason="key_exposed")
 
 
 def load_pins(path: str) -> set[str]:

@@ -90,6 +90,15 @@ class SafeAtRestTests(TestCase):
             self.assertEqual((code, err), (0, ""), argv)
             self.assertTrue(out.startswith("HTTP/1.1 200 OK\n"), out)
 
+    async def test_exposed_passphrase_file_is_warned_about(self) -> None:
+        url = await self.serve()
+        os.chmod(self.pw, 0o644)
+        code, _, err = await self.client(url, "--cert", self.pem, "--key", self.key,
+                                         "--key-passphrase-file", self.pw)
+        self.assertEqual((code, err), (0, (
+            f"certsrv-client: warning: {self.pw}: the passphrase of the client's private key "
+            "is readable by other users (mode 0o644); chmod 600 it\n")))
+
     async def test_refusals(self) -> None:
         wrong = write_pem(self.files.dir, "wrong.pw", b"not it\n", 0o600)
         url = "https://localhost:1/"

@@ -127,3 +127,15 @@ class EncryptedKeyTests(SynchronousTestCase):
             self.pw)).key_files(), ("k.pem", self.pw))
         self.assertEqual(ServerConfig(cert="c.pem", key="k.pem", passphrase=Passphrase.from_env(
             "PW")).key_files(), ("k.pem",))
+
+    def test_exposed_passphrase_file(self) -> None:
+        key = write_pem(self.directory, "server.key",
+                        self.pki.server.private_key_pem(PASSPHRASE), 0o600)
+        cert = write_pem(self.directory, "server.pem", self.pki.server.chain_pem())
+        os.chmod(self.pw, 0o644)
+        config = ServerConfig(cert=cert, key=key, ca=(self.ca,),
+                              passphrase=Passphrase.from_file(self.pw))
+        with captured_events("certsrv.config") as events:
+            config.load(clock_at_now())
+        self.assertEqual([(e["reason"], e["path"], e["what"]) for e in events],
+                         [("key_exposed", self.pw, "the passphrase of the server's private key")])
