@@ -28,6 +28,7 @@ from twisted.web.iweb import IResponse
 
 from certsrv.client.http import Explanation, HTTPStatusError, explain, http_client, printable
 from certsrv.exceptions import ConfigurationError
+from certsrv.x509.passphrase import Passphrase
 
 __all__ = ["main"]
 
@@ -65,10 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("url", metavar="URL", help="https:// URL to request")
     parser.add_argument("--cert", metavar="FILE", required=True,
-                        help="client certificate, PEM (leaf first, then intermediates)")
+                        help="client certificate, PEM (leaf first, then intermediates), or a "
+                        "PKCS#12 file (.p12/.pfx) holding certificate, chain and key")
     parser.add_argument("--key", metavar="FILE",
-                        help="private key of the certificate, PEM or DER, unencrypted "
+                        help="private key of the certificate, PEM or DER, encrypted or not "
                         "(default: the key in the --cert file)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--key-passphrase-env", metavar="NAME",
+                        help="read the passphrase of an encrypted key or PKCS#12 file from "
+                        "environment variable NAME")
+    source.add_argument("--key-passphrase-file", metavar="PATH",
+                        help="read it from the first line of file PATH (default for both: "
+                        "ask on the terminal, if there is one)")
     parser.add_argument("--ca", metavar="FILE",
                         help="CA certificate(s) the server's certificate must be issued by "
                         "(default: the system's trusted CAs)")
@@ -187,6 +196,15 @@ def _key_warnings(output: _Output) -> Iterator[None]:
         globalLogPublisher.removeObserver(watcher)
 
 
+def _passphrase(options: argparse.Namespace) -> Passphrase:
+    """Where an encrypted key's passphrase comes from; never the command line itself."""
+    if options.key_passphrase_env is not None:
+        return Passphrase.from_env(options.key_passphrase_env)
+    if options.key_passphrase_file is not None:
+        return Passphrase.from_file(options.key_passphrase_file)
+    return Passphrase.prompt("give --key-passphrase-env NAME or --key-passphrase-file PATH")
+
+
 def _trusted(options: argparse.Namespace) -> str:
     """Which CAs this run trusts, for "not issued by ..."."""
     if options.ca is None:
@@ -210,7 +228,8 @@ async def _exchange(reactor: Any, options: argparse.Namespace, output: _Output) 
     try:
         with _key_warnings(output):
             client = http_client(reactor, cert=options.cert, key=options.key, ca=options.ca,
-                                 intermediates=options.intermediates, timeout=options.timeout)
+                                 intermediates=options.intermediates, timeout=options.timeout,
+                                 passphrase=_passphrase(options))
     except ConfigurationError as problem:
         output.complain(explain(problem))
         return 2

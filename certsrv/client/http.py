@@ -80,11 +80,19 @@ from certsrv._compat import (
     treq_scoped_cookiejar,
 )
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
-from certsrv.x509.certs import exposed_mode, read_file
+from certsrv.x509.certs import (
+    exposed_mode,
+    is_pkcs12,
+    parse_pkcs12,
+    parse_private_key,
+    read_file,
+)
+from certsrv.x509.passphrase import Passphrase
 
 __all__ = [
     "ClientTLSPolicy",
     "ClientCredentials",
+    "KeyPassphrase",
     "Explanation",
     "HTTPStatusError",
     "RedirectRefused",
@@ -104,6 +112,9 @@ __all__ = [
 
 Source = str | os.PathLike[str] | bytes
 """A file path (``str`` or path-like), or the file's contents (``bytes``, PEM or DER)."""
+
+KeyPassphrase = Passphrase | bytes | None
+"""What decrypts an encrypted key or PKCS#12 file: the passphrase, or where to read it."""
 
 _ClientKey = (
     ec.EllipticCurvePrivateKey
@@ -259,26 +270,16 @@ def _certificates(name: str, data: bytes, what: str) -> list[x509.Certificate]:
         raise ConfigurationError(name, f"the {what} file is not a PEM or DER certificate") from None
 
 
-def _private_key(name: str, data: bytes) -> _ClientKey | None:
-    """Parse the private key in ``data`` (PEM or DER); None if PEM ``data`` holds no key."""
+def _private_key(name: str, data: bytes, passphrase: Passphrase | None) -> _ClientKey | None:
+    """Parse the private key in ``data`` (PEM or DER, encrypted or not); None if PEM
+    ``data`` holds no key."""
     if b"-----BEGIN" in data:
         blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)
                   if m.group(1).endswith(b"PRIVATE KEY")]
         if not blocks:
             return None
         data = blocks[0]
-        load = serialization.load_pem_private_key
-    else:
-        load = serialization.load_der_private_key
-    try:
-        key = load(data, password=None)
-    except TypeError:
-        # Raised when the key is encrypted and no password was given.
-        problem = "the private key is encrypted; give an unencrypted key"
-        raise ConfigurationError(name, problem) from None
-    except Exception:
-        # Never repeat the library's message: keep key material out of errors.
-        raise ConfigurationError(name, "not a readable private key (PEM or DER)") from None
+    key = parse_private_key(name, data, passphrase)
     if not isinstance(key, _ClientKey):
         raise ConfigurationError(name, f"unsupported private key type {type(key).__name__}")
     return key
@@ -291,32 +292,65 @@ def _public_der(key: object) -> bytes:
     )
 
 
-def _warn_if_exposed(source: Source) -> None:
-    """Log a warning when the file holding the private key is open to other users."""
+def _warn_if_exposed(source: Source, what: str = "the client's private key") -> None:
+    """Log a warning when the file holding the private key (or its passphrase) is open to
+    other users."""
     if isinstance(source, bytes):
         return
     path = os.fspath(source)
     mode = exposed_mode(path)
     if mode is not None:
-        _log.warn("{path}: the client's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
+        _log.warn("{path}: {what} is readable by other users (mode {mode}); chmod 600 it",
+                  path=path, what=what, mode=oct(mode), reason="key_exposed")
+
+
+def _passphrase(passphrase: KeyPassphrase) -> Passphrase | None:
+    if isinstance(passphrase, bytes):
+        return Passphrase.from_value(passphrase)
+    return passphrase
+
+
+def _from_pkcs12(name: str, data: bytes, key: Source | None, passphrase: Passphrase | None
+                 ) -> tuple[list[x509.Certificate], _ClientKey]:
+    """The certificate, chain and key of a PKCS#12 client certificate file."""
+    if key is not None:
+        raise ConfigurationError(name, "this PKCS#12 file holds the private key; give no "
+                                       "separate key")
+    bundle = parse_pkcs12(name, data, passphrase)
+    if not isinstance(bundle.key, _ClientKey):
+        raise ConfigurationError(name, "unsupported private key type "
+                                       f"{type(bundle.key).__name__}")
+    return [bundle.certificate, *bundle.chain], bundle.key
 
 
 def load_client_credentials(
-    cert: Source, key: Source | None = None, intermediates: Source | None = None
+    cert: Source, key: Source | None = None, intermediates: Source | None = None,
+    passphrase: KeyPassphrase = None,
 ) -> ClientCredentials:
-    """Load a client certificate (leaf first, then its chain), its key, and extra intermediates."""
+    """Load a client certificate (leaf first, then its chain), its key, and extra intermediates.
+
+    ``cert`` may be a PKCS#12 file holding all three (told by its content); ``passphrase``
+    decrypts it or an encrypted key, and is read only if one is encrypted."""
+    source = _passphrase(passphrase)
+    if source is not None and source.path is not None:
+        _warn_if_exposed(source.path, "the passphrase of the client's private key")
     cert_name, cert_data = _read(cert, "client certificate")
-    certificates = _certificates(cert_name, cert_data, "client certificate")
-    if key is None:
-        key_name, private_key = cert_name, _private_key(cert_name, cert_data)
+    private_key: _ClientKey | None
+    if is_pkcs12(cert_data):
+        certificates, p12_key = _from_pkcs12(cert_name, cert_data, key, source)
+        _warn_if_exposed(cert)
+        key_name, private_key = cert_name, p12_key
+    elif key is None:
+        certificates = _certificates(cert_name, cert_data, "client certificate")
+        key_name, private_key = cert_name, _private_key(cert_name, cert_data, source)
         if private_key is None:
             problem = "no private key given, and none in the certificate file"
             raise ConfigurationError(cert_name, problem)
         _warn_if_exposed(cert)
     else:
+        certificates = _certificates(cert_name, cert_data, "client certificate")
         key_name, key_data = _read(key, "private key")
-        private_key = _private_key(key_name, key_data)
+        private_key = _private_key(key_name, key_data, source)
         if private_key is None:
             raise ConfigurationError(key_name, "no private key found in the private key file")
         _warn_if_exposed(key)
@@ -586,15 +620,18 @@ def client_tls_policy(
     key: Source | None,
     ca: Source | Sequence[x509.Certificate] | None,
     intermediates: Source | None = None,
+    passphrase: KeyPassphrase = None,
 ) -> ClientTLSPolicy:
-    """Build the HTTPS policy presenting this client certificate; ``ca`` None trusts the system."""
+    """Build the HTTPS policy presenting this client certificate; ``ca`` None trusts the system.
+
+    ``cert_path_or_pem`` may be a PKCS#12 file; ``passphrase`` decrypts it or the key."""
     if cert_path_or_pem is None:
         if key is not None or intermediates is not None:
             problem = "a private key or chain was given without a certificate"
             raise ConfigurationError("<client certificate>", problem)
         credentials = None
     else:
-        credentials = load_client_credentials(cert_path_or_pem, key, intermediates)
+        credentials = load_client_credentials(cert_path_or_pem, key, intermediates, passphrase)
     return ClientTLSPolicy(credentials, _trust_root(ca))
 
 
@@ -940,9 +977,13 @@ def http_client(
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     timeout: float | None = DEFAULT_TIMEOUT,
     max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
+    passphrase: KeyPassphrase = None,
 ) -> HTTPClient:
-    """Return a treq client that presents ``cert`` and trusts servers issued by ``ca``."""
-    policy = client_tls_policy(cert, key, ca, intermediates)
+    """Return a treq client that presents ``cert`` and trusts servers issued by ``ca``.
+
+    ``cert`` may be a PKCS#12 file (then ``key`` is None); ``passphrase`` (bytes, or a
+    ``certsrv.x509.passphrase.Passphrase`` naming where to read it) decrypts it or ``key``."""
+    policy = client_tls_policy(cert, key, ca, intermediates, passphrase)
     agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
 
     def stranger() -> IAgent:

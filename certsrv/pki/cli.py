@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certsrv.exceptions import PKIError
+from certsrv.exceptions import ConfigurationError, PKIError
 from certsrv.pki import KeyType
 from certsrv.pki.store import (
     CRL,
@@ -25,12 +25,15 @@ from certsrv.pki.store import (
     PKIStore,
     parse_duration,
 )
+from certsrv.x509.passphrase import Passphrase
 
 __all__ = ["main"]
 
 PROG = "certsrv-pki"
 DEFAULT_DIR = "certs"
 _KEY_TYPES = [key_type.value for key_type in KeyType]
+_ENCRYPT_HELP = ("write the key encrypted (PKCS#8, PBKDF2-HMAC-SHA256, AES-256-CBC) with the "
+                 "passphrase")
 _REASONS = [reason.value for reason in REVOCATION_REASONS]
 
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         directory = _directory(args)
         result: int = args.handler(args, directory)
         return result
-    except (PKIError, ValueError, OSError) as e:
+    except (PKIError, ConfigurationError, ValueError, OSError) as e:
         print(f"{PROG}: {_describe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -91,6 +94,40 @@ def _validity_options(parser: argparse.ArgumentParser, days_help: str) -> None:
     group.add_argument("--days", type=_positive, help=days_help)
     group.add_argument("--validity", type=_duration, metavar="DURATION",
                        help="validity as a duration: 90s, 10m, 8h, 30d")
+
+
+_PASSPHRASE_HINT = "give --key-passphrase-env NAME or --key-passphrase-file PATH"
+
+
+def _passphrase_options(parser: argparse.ArgumentParser, encrypt: str | None) -> None:
+    """``--encrypt-key`` (if ``encrypt`` says what it does) and where the passphrase is."""
+    if encrypt is not None:
+        parser.add_argument("--encrypt-key", action="store_true", help=encrypt)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--key-passphrase-env", metavar="NAME",
+                        help="read the passphrase from environment variable NAME")
+    source.add_argument("--key-passphrase-file", metavar="PATH",
+                        help="read the passphrase from the first line of file PATH "
+                        "(default for both: ask on the terminal)")
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool) -> Passphrase:
+    """The passphrase source the options name; a prompt (twice if ``confirm``) otherwise."""
+    if args.key_passphrase_env is not None:
+        return Passphrase.from_env(args.key_passphrase_env)
+    if args.key_passphrase_file is not None:
+        return Passphrase.from_file(args.key_passphrase_file)
+    return Passphrase.prompt(_PASSPHRASE_HINT, confirm=confirm)
+
+
+def _encryption(args: argparse.Namespace) -> Passphrase | None:
+    """The passphrase to encrypt a new key with, if --encrypt-key was given."""
+    if not args.encrypt_key:
+        if args.key_passphrase_env is not None or args.key_passphrase_file is not None:
+            raise ValueError("a passphrase was given without --encrypt-key; add --encrypt-key "
+                             "to write the key encrypted")
+        return None
+    return _passphrase(args, confirm=True)
 
 
 # Adds a subcommand: ``commands.add_parser`` with the options every subcommand takes.
@@ -139,6 +176,7 @@ def _add_issuing(add: _AddCommand) -> None:
     _validity_options(client, f"validity in days (default: {DEFAULT_DAYS})")
     client.add_argument("--key-type", choices=_KEY_TYPES,
                         help="key type (default: the PKI's)")
+    _passphrase_options(client, _ENCRYPT_HELP)
     client.set_defaults(handler=_issue_client)
 
     server = add("issue-server", help="issue servers/NAME.pem and servers/NAME.key")
@@ -147,13 +185,29 @@ def _add_issuing(add: _AddCommand) -> None:
     _validity_options(server, f"validity in days (default: {DEFAULT_DAYS})")
     server.add_argument("--key-type", choices=_KEY_TYPES,
                         help="key type (default: the PKI's)")
+    _passphrase_options(server, _ENCRYPT_HELP)
     server.set_defaults(handler=_issue_server)
 
     renew = add("renew", help="re-issue a certificate with the same subject and SANs")
     renew.add_argument("name", metavar="NAME")
     _validity_options(renew, "validity in days (default: that of the certificate renewed)")
-    renew.add_argument("--keep-key", action="store_true", help="reuse the existing key")
+    renew.add_argument("--keep-key", action="store_true",
+                       help="reuse the existing key (an encrypted one is decrypted with the "
+                       "passphrase)")
+    _passphrase_options(renew, _ENCRYPT_HELP)
     renew.set_defaults(handler=_renew)
+
+    export = add("export", help="write a certificate, its key and the CA chain to a PKCS#12 "
+                 "file, or its key to an encrypted PEM file",
+                 description="Files are written with mode 0600 and encrypted with the "
+                 "passphrase: PKCS#12 with PBKDF2-HMAC-SHA256 and AES-256-CBC (openssl, "
+                 "browsers, .NET and Java read it), PEM as encrypted PKCS#8. An encrypted key "
+                 "in the store is decrypted with the same passphrase.")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("--p12", metavar="FILE", help="the PKCS#12 (.p12/.pfx) file to write")
+    export.add_argument("--key", metavar="FILE", help="the encrypted PEM key file to write")
+    _passphrase_options(export, None)
+    export.set_defaults(handler=_export)
 
 
 def _add_list_and_revocation(add: _AddCommand) -> None:
@@ -209,6 +263,7 @@ def _issue_client(args: argparse.Namespace, directory: Path) -> int:
     entry = store.issue_client(
         args.name, emails=args.email, uris=args.uri, dns=args.dns, days=args.days,
         validity=args.validity, key_type=KeyType.parse(args.key_type) if args.key_type else None,
+        passphrase=_encryption(args),
     )
     _report("issued", directory, entry)
     return 0
@@ -219,6 +274,7 @@ def _issue_server(args: argparse.Namespace, directory: Path) -> int:
     entry = store.issue_server(
         args.hosts, name=args.name, days=args.days, validity=args.validity,
         key_type=KeyType.parse(args.key_type) if args.key_type else None,
+        passphrase=_encryption(args),
     )
     _report("issued", directory, entry)
     return 0
@@ -226,9 +282,24 @@ def _issue_server(args: argparse.Namespace, directory: Path) -> int:
 
 def _renew(args: argparse.Namespace, directory: Path) -> int:
     store = PKIStore.open(directory)
+    passphrase = (_encryption(args) if args.encrypt_key
+                   else _passphrase(args, confirm=False))
     entry = store.renew(args.name, days=args.days, validity=args.validity,
-                        keep_key=args.keep_key)
+                        keep_key=args.keep_key, passphrase=passphrase,
+                        encrypt_key=args.encrypt_key)
     _report("renewed", directory, entry)
+    return 0
+
+
+def _export(args: argparse.Namespace, directory: Path) -> int:
+    if args.p12 is None and args.key is None:
+        raise ValueError("export needs --p12 FILE, --key FILE, or both")
+    store = PKIStore.open(directory)
+    entry = store.export(args.name, _passphrase(args, confirm=True), p12=args.p12, key=args.key)
+    written = [f"{path} ({kind})" for path, kind in
+               ((args.p12, "PKCS#12"), (args.key, "encrypted PEM key")) if path is not None]
+    print(f"exported {entry.kind.value} certificate {entry.name!r} (serial "
+          f"{entry.serial_hex}): {', '.join(written)}")
     return 0
 
 

@@ -37,7 +37,9 @@ from certsrv.pki import (
     IssuedCertificate,
     KeyType,
     PrivateKey,
+    encrypted_key_pem,
     fingerprint,
+    pkcs12_bytes,
     validate_host,
     write_atomic,
 )
@@ -61,6 +63,8 @@ from certsrv.pki.index import (
     parse_serial,
     validate_name,
 )
+from certsrv.x509.certs import parse_private_key
+from certsrv.x509.passphrase import Passphrase
 
 __all__ = [
     "CA_CERT",
@@ -358,8 +362,10 @@ class PKIStore:
         validity: datetime.timedelta | None = None,
         key_type: KeyType | None = None,
         now: datetime.datetime | None = None,
+        passphrase: Passphrase | None = None,
     ) -> Entry:
-        """Issue a client certificate ``clients/NAME.pem`` with CN=NAME and the given SANs."""
+        """Issue a client certificate ``clients/NAME.pem`` with CN=NAME and the given SANs;
+        with ``passphrase``, its key file is encrypted."""
         validate_name(name)
         uris = list(uris)
         for uri in uris:
@@ -375,7 +381,7 @@ class PKIStore:
                 name, emails=list(emails), uris=uris, dns=dns,
                 key_type=key_type or self.key_type, now=_aware(now), validity=lifetime,
             )
-            entry = self._record(name, Kind.CLIENT, stem, issued)
+            entry = self._record(name, Kind.CLIENT, stem, issued, passphrase)
             self._index.save()
         return entry
 
@@ -388,8 +394,10 @@ class PKIStore:
         validity: datetime.timedelta | None = None,
         key_type: KeyType | None = None,
         now: datetime.datetime | None = None,
+        passphrase: Passphrase | None = None,
     ) -> Entry:
-        """Issue a server certificate ``servers/NAME.pem`` for ``hosts`` (NAME: first host)."""
+        """Issue a server certificate ``servers/NAME.pem`` for ``hosts`` (NAME: first host);
+        with ``passphrase``, its key file is encrypted."""
         if not hosts:
             raise ValueError("a server certificate needs at least one host name or IP address")
         for host in hosts:
@@ -409,7 +417,7 @@ class PKIStore:
             issued = self.ca.issue_server(
                 *hosts, key_type=key_type or self.key_type, now=_aware(now), validity=lifetime
             )
-            entry = self._record(name, Kind.SERVER, stem, issued)
+            entry = self._record(name, Kind.SERVER, stem, issued, passphrase)
             self._index.save()
         return entry
 
@@ -421,8 +429,15 @@ class PKIStore:
         validity: datetime.timedelta | None = None,
         keep_key: bool = False,
         now: datetime.datetime | None = None,
+        passphrase: Passphrase | None = None,
+        encrypt_key: bool = False,
     ) -> Entry:
-        """Re-issue the current certificate ``name`` with the same subject, SANs and kind."""
+        """Re-issue the current certificate ``name`` with the same subject, SANs and kind.
+
+        ``passphrase`` decrypts a kept key that is encrypted and, with ``encrypt_key``,
+        encrypts the key file written."""
+        if encrypt_key and passphrase is None:
+            raise ValueError("encrypting the key needs a passphrase")
         if days is not None or validity is not None:
             lifetime: datetime.timedelta | None = _validity(days, validity)
         else:
@@ -439,12 +454,50 @@ class PKIStore:
                 self._refuse_compromised(_key_sha256(certificate), f"the key of {cert_file}")
                 if not old.key_path:
                     raise PKIError(f"{cert_file}: its private key is no longer in the store")
-                key = _load_private_key(self.path / old.key_path)
+                key = _load_private_key(self.path / old.key_path, passphrase)
             if lifetime is None:
                 lifetime = _lifetime_of(certificate)
             issued = _reissue(self.ca, old.kind, certificate, key, lifetime, _aware(now))
-            entry = self._record(name, old.kind, _stem(old.path), issued)
+            entry = self._record(name, old.kind, _stem(old.path), issued,
+                                 passphrase if encrypt_key else None)
             self._index.save()
+        return entry
+
+    def export(
+        self,
+        name: str,
+        passphrase: Passphrase,
+        *,
+        p12: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        key_passphrase: Passphrase | None = None,
+    ) -> Entry:
+        """Write the current certificate ``name`` with its key and the CA chain to ``p12``
+        (PKCS#12), and/or its key alone to ``key`` (encrypted PEM): both mode 0600, both
+        encrypted with ``passphrase``. ``key_passphrase`` (default: ``passphrase``) decrypts
+        the stored key if it is encrypted."""
+        if p12 is None and key is None:
+            raise ValueError("nothing to export: give a PKCS#12 file, a key file, or both")
+        self._index.refresh()
+        entry = self._index.current(name)
+        if entry is None:
+            raise PKIError(f"{self.path / INDEX}: no certificate named {name!r}")
+        if entry.status is EntryStatus.REVOKED:
+            raise PKIError(f"{name!r} (serial {entry.serial_hex}) is revoked; renew it first")
+        if not entry.key_path:
+            raise PKIError(f"{self.path / entry.path}: its private key is no longer in the store")
+        private = _load_private_key(self.path / entry.key_path, key_passphrase or passphrase)
+        chain = _load_chain(self.path / entry.path)
+        secret = passphrase.read(f"the export of {name!r}")
+        if p12 is not None:
+            cas = [*chain[1:]]
+            root = _load_certificate(self.path / CA_CERT)
+            if root not in cas and root != chain[0]:
+                cas.append(root)
+            _write_atomic(Path(p12), pkcs12_bytes(name, private, chain[0], cas, secret),
+                          private=True)
+        if key is not None:
+            _write_atomic(Path(key), encrypted_key_pem(private, secret), private=True)
         return entry
 
     # -- revoking ---------------------------------------------------------------------------
@@ -556,8 +609,10 @@ class PKIStore:
                     "renew without --keep-key to get a new key"
                 )
 
-    def _record(self, name: str, kind: Kind, stem: str, issued: IssuedCertificate) -> Entry:
-        """Write ``issued`` to ``stem``.pem/.key and newcerts/, and add it to the index."""
+    def _record(self, name: str, kind: Kind, stem: str, issued: IssuedCertificate,
+                passphrase: Passphrase | None = None) -> Entry:
+        """Write ``issued`` to ``stem``.pem/.key (encrypted with ``passphrase`` if given) and
+        newcerts/, and add it to the index."""
         certificate = issued.certificate
         key_sha256 = _key_sha256(certificate)
         self._refuse_compromised(key_sha256, f"the key of the new {kind.value} certificate "
@@ -566,7 +621,8 @@ class PKIStore:
         _make_private_dir((self.path / stem).parent)
         _make_private_dir(self.path / NEWCERTS_DIR)
         _write_atomic(self.path / archive_path(entry), issued.certificate_pem())
-        _write_atomic(self.path / f"{stem}.key", issued.private_key_pem(), private=True)
+        secret = passphrase.read(f"{stem}.key") if passphrase is not None else None
+        _write_atomic(self.path / f"{stem}.key", issued.private_key_pem(secret), private=True)
         _write_atomic(self.path / entry.path, issued.chain_pem())
         previous = self._index.current(name)
         if previous is not None:
@@ -765,14 +821,19 @@ def _load_certificate(path: Path) -> x509.Certificate:
         raise PKIError(f"{path}: not a PEM certificate") from None
 
 
-def _load_private_key(path: Path) -> PrivateKey:
+def _load_chain(path: Path) -> list[x509.Certificate]:
     with _reading(path):
         raw = path.read_bytes()
     try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError):
-        # Never echo the file: it is a private key.
-        raise PKIError(f"{path}: not an unencrypted PEM private key") from None
+        return x509.load_pem_x509_certificates(raw)
+    except ValueError:
+        raise PKIError(f"{path}: not a PEM certificate") from None
+
+
+def _load_private_key(path: Path, passphrase: Passphrase | None = None) -> PrivateKey:
+    with _reading(path):
+        raw = path.read_bytes()
+    key = parse_private_key(str(path), raw, passphrase)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
                       | ed25519.Ed25519PrivateKey):
         raise PKIError(f"{path}: unsupported private key type {type(key).__name__}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
@@ -28,13 +28,19 @@ from certsrv.tls.verify import AllowedTypes, ClientVerifier, parse_pin
 from certsrv.x509.certs import (
     PrivateKey,
     exposed_mode,
+    is_pkcs12,
     load_certificates,
     load_private_key,
+    parse_certificates,
+    parse_pkcs12,
     read_file,
     reading_from,
 )
+from certsrv.x509.passphrase import Passphrase
 
-__all__ = ["ServerConfig", "load_pins"]
+__all__ = ["DEFAULT_KEY", "ServerConfig", "load_pins"]
+
+DEFAULT_KEY = "certs/server.key"
 
 _log = Logger(namespace="certsrv.config")
 
@@ -44,7 +50,7 @@ class ServerConfig:
     """The file names and values a server is configured with; ``load`` reads and checks them."""
 
     cert: str
-    key: str
+    key: str | None  # None: DEFAULT_KEY, or the key in a PKCS#12 ``cert``
     ca: tuple[str, ...] = ()
     intermediates: tuple[str, ...] = ()
     pins: tuple[str, ...] = ()
@@ -61,10 +67,19 @@ class ServerConfig:
     policy: str | None = None
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
     log_accepted: bool = True
+    # Decrypts an encrypted key or PKCS#12 file: how to read the files, not what they say.
+    passphrase: Passphrase | None = field(default=None, compare=False)
+
+    def key_files(self) -> tuple[str, ...]:
+        """The key file (DEFAULT_KEY when none is named, though a PKCS#12 ``cert`` leaves it
+        unread) and the passphrase file, if any: what ``load`` reads besides ``cert``."""
+        key = self.key or DEFAULT_KEY
+        source = self.passphrase.path if self.passphrase is not None else None
+        return (key,) if source is None else (key, source)
 
     def files(self) -> tuple[str, ...]:
         """Every file ``load`` reads, once each: what the reloader watches."""
-        named = (self.cert, self.key, *(self.ca if self.allowed_types.chained else ()),
+        named = (self.cert, *self.key_files(), *(self.ca if self.allowed_types.chained else ()),
                  *self.intermediates, *self.crls,
                  *(p for p in (self.pins_file, self.policy) if p is not None))
         return tuple(dict.fromkeys(named))
@@ -85,9 +100,7 @@ class ServerConfig:
     def _load(self, clock: IReactorTime, revocation: Revocation | None
               ) -> tuple[TLSSettings, ClientVerifier]:
         now = clock.seconds()
-        chain = self._load_server_chain(now)
-        key = load_private_key(self.key)
-        _warn_if_exposed(self.key)
+        chain, key = self._load_server_identity(now)
         roots = tuple(self._load_roots(now))
         intermediates = tuple(c for path in self.intermediates
                               for c in _load_cas(path, "intermediates", now, root=False))
@@ -108,9 +121,30 @@ class ServerConfig:
                                   log_accepted=self.log_accepted)
         return settings, verifier
 
-    def _load_server_chain(self, now: float) -> list[x509.Certificate]:
+    def _load_server_identity(self, now: float) -> tuple[list[x509.Certificate], PrivateKey]:
+        """The server certificate, its chain and its key: from ``cert`` and ``key``, or all
+        three from ``cert`` when it is a PKCS#12 file."""
+        data = read_file(self.cert, "server certificate")
+        if self.passphrase is not None and self.passphrase.path is not None:
+            _warn_if_exposed(self.passphrase.path, "the passphrase of the server's private key")
+        if not is_pkcs12(data):
+            key_path = self.key or DEFAULT_KEY
+            chain = self._checked_chain(parse_certificates(self.cert, data, "server certificate"),
+                                        now)
+            key = load_private_key(key_path, self.passphrase)
+            _warn_if_exposed(key_path)
+            return chain, key
+        if self.key is not None:
+            raise ConfigurationError(self.key, f"{self.cert} (--cert) is a PKCS#12 file, which "
+                                               "holds the key; give no --key")
+        bundle = parse_pkcs12(self.cert, data, self.passphrase)
+        _warn_if_exposed(self.cert)
+        chain = self._checked_chain([bundle.certificate, *bundle.chain], now)
+        return chain, bundle.key  # type: ignore[return-value]
+
+    def _checked_chain(self, chain: list[x509.Certificate], now: float
+                       ) -> list[x509.Certificate]:
         """The server certificate and its chain, in order and valid now."""
-        chain = load_certificates(self.cert, "server certificate")
         problems = chain_problems(chain)
         if problems:
             raise ConfigurationError(self.cert, problems[0])
@@ -149,7 +183,7 @@ class ServerConfig:
             )
         except ConfigurationError as e:
             if e.source == "--key":
-                raise ConfigurationError(self.key, e.problem) from None
+                raise ConfigurationError(self.key or self.cert, e.problem) from None
             raise
 
     def _load_access(self) -> Policy | None:
@@ -230,11 +264,11 @@ def _load_cas(path: str, what: str, now: float, *, root: bool) -> list[x509.Cert
     return usable
 
 
-def _warn_if_exposed(path: str) -> None:
+def _warn_if_exposed(path: str, what: str = "the server's private key") -> None:
     mode = exposed_mode(path)
     if mode is not None:
-        _log.warn("{path}: the server's private key is readable by other users (mode {mode}); "
-                  "chmod 600 it", path=path, mode=oct(mode), reason="key_exposed")
+        _log.warn("{path}: {what} is readable by other users (mode {mode}); chmod 600 it",
+                  path=path, what=what, mode=oct(mode), reason="key_exposed")
 
 
 def load_pins(path: str) -> set[str]:

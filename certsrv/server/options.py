@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 from twisted.application import service
@@ -53,8 +54,11 @@ from certsrv.server.workers import (
 from certsrv.tls.context import ClientCertMode, Current, ServerTLS, TLSFactory, TLSSettings
 from certsrv.tls.verify import AllowedTypes, ClientVerifier
 from certsrv.web.site import Limits
+from certsrv.x509.passphrase import Passphrase
 
 __all__ = ["Options", "makeService"]
+
+_PASSPHRASE_HINT = "give --key-passphrase-env NAME or --key-passphrase-file PATH"
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -77,8 +81,18 @@ class Options(PluginOptions):
     )
     optParameters: list[list[Any]] = named_coercions([
         ["cert", None, "certs/server.pem",
-         "The server's certificate (PEM), optionally followed by its chain."],
-        ["key", None, "certs/server.key", "The server's private key (PEM or DER, unencrypted)."],
+         "The server's certificate (PEM), optionally followed by its chain; or a PKCS#12 "
+         "file (.p12/.pfx, told by its content) holding certificate, chain and key."],
+        ["key", None, None,
+         "The server's private key: PEM or DER, encrypted or not (default: certs/server.key; "
+         "none with a PKCS#12 --cert)."],
+        ["key-passphrase-env", None, None,
+         "Read the passphrase of an encrypted --key (or PKCS#12 --cert) from this environment "
+         "variable, again at each reload."],
+        ["key-passphrase-file", None, None,
+         "Read that passphrase from the first line of this file, again at each reload. "
+         "Without either, twistd asks on the terminal at startup (not with --workers, not "
+         "without a terminal) and keeps the answer in memory for reloads."],
         ["client-cert", None, "require",
          "require: the handshake fails without a valid client certificate; optional: it "
          "completes without one (a certificate sent is still fully validated) and /secure "
@@ -276,6 +290,7 @@ class Options(PluginOptions):
         # PluginOptions.parseOptions turns it into one line and exit status 1.
         self.config = self.server_config()
         self._load(self.config)
+        self.config = self._settle_passphrase(self.config)
         self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
                                     self["trusted-proxy"], self["trusted-proxy-cert"])
         for directory in reversed(self["app-path"]):
@@ -368,7 +383,31 @@ class Options(PluginOptions):
                 timeout=self["crl-fetch-timeout"],
             ),
             log_accepted=self["log-accepted"] == "on",
+            passphrase=self._passphrase(),
         )
+
+    def _passphrase(self) -> Passphrase:
+        """Where an encrypted key's passphrase comes from: never the command line itself."""
+        env, path = self["key-passphrase-env"], self["key-passphrase-file"]
+        if env is not None and path is not None:
+            raise usage.UsageError("give --key-passphrase-env or --key-passphrase-file, not both")
+        if env is not None:
+            return Passphrase.from_env(env)
+        if path is not None:
+            return Passphrase.from_file(path)
+        if getattr(self, "workers", 1) > 1:
+            return Passphrase.missing(_PASSPHRASE_HINT + " (every worker reads it)")
+        return Passphrase.prompt(_PASSPHRASE_HINT)
+
+    @staticmethod
+    def _settle_passphrase(config: ServerConfig) -> ServerConfig:
+        """After startup, never prompt again: a reload must not block on the terminal."""
+        source = config.passphrase
+        if source is None or not source.prompts or source.asked:
+            return config
+        return replace(config, passphrase=Passphrase.missing(
+            _PASSPHRASE_HINT + " (the key was not encrypted at startup, so no passphrase "
+            "was asked)"))
 
     def _ocsp_settings(self) -> OCSPSettings:
         return OCSPSettings(

@@ -1,7 +1,9 @@
 """
 Certificates and keys: loading them from files, fingerprints, and the client identity.
 
-Owns: ``certs`` (PEM/DER loading with one-line errors, the private-key types, fingerprints,
-descriptions for log events) and ``identity`` (``ClientIdentity``, read once per client).
+Owns: ``certs`` (PEM/DER loading with one-line errors, the ONE loader of private keys:
+encrypted PEM/DER and PKCS#12 included; the private-key types, fingerprints, descriptions
+for log events), ``passphrase`` (where a key's passphrase comes from: environment, file,
+prompt) and ``identity`` (``ClientIdentity``, read once per client).
 May import: nothing of certsrv but ``certsrv.exceptions``.
 """

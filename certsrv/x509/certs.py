@@ -1,30 +1,45 @@
-"""Loading certificates and keys from files, with one-line errors naming the file."""
+"""Loading certificates and keys from files, with one-line errors naming the file.
+
+This is the one loader of private keys: PEM or DER, encrypted or not, and PKCS#12 files
+(told apart by their content), the passphrase read from a ``Passphrase`` only when needed."""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certsrv.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from certsrv.x509.passphrase import Passphrase
 
 # The private keys certsrv uses and issues.
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 __all__ = [
+    "KeyBundle",
     "PrivateKey",
     "exposed_mode",
     "describe",
+    "is_pkcs12",
     "keys_match",
     "load_certificates",
     "load_private_key",
+    "parse_certificates",
+    "parse_pkcs12",
+    "parse_private_key",
     "read_file",
     "reading_from",
     "unreadable",
@@ -77,7 +92,12 @@ def _unreadable(path: str, what: str, error: OSError) -> ConfigurationError:
 
 def load_certificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
     """Load every certificate in a PEM bundle or a single DER file; at least one is required."""
-    data = read_file(path, what)
+    return parse_certificates(path, read_file(path, what), what)
+
+
+def parse_certificates(name: str, data: bytes, what: str = "certificate"
+                       ) -> list[x509.Certificate]:
+    """Every certificate in PEM ``data``, or its one DER certificate; at least one."""
     try:
         if _PEM_CERT in data:
             certs = x509.load_pem_x509_certificates(data)
@@ -86,34 +106,128 @@ def load_certificates(path: str, what: str = "certificate") -> list[x509.Certifi
         else:
             certs = []
     except Exception as e:  # ValueError, but also x509.InvalidVersion and friends
-        raise ConfigurationError(path, f"{what} file holds a malformed certificate ({e})"
+        raise ConfigurationError(name, f"{what} file holds a malformed certificate ({e})"
                                  ) from None
     if not certs:
-        raise ConfigurationError(path, f"{what} file contains no certificate "
+        raise ConfigurationError(name, f"{what} file contains no certificate "
                                        "(expected PEM or DER)")
     return certs
 
 
-def load_private_key(path: str) -> PrivateKey:
-    """Load an unencrypted PEM or DER private key (EC, RSA or Ed25519)."""
+@dataclass(frozen=True)
+class KeyBundle:
+    """What a PKCS#12 file holds: a private key, its certificate, and the chain after it."""
+
+    key: PrivateKeyTypes
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+    def __repr__(self) -> str:
+        """Name the certificate's subject; never show the key."""
+        return f"KeyBundle({self.certificate.subject.rfc4514_string()!r}, chain={len(self.chain)})"
+
+
+def is_pkcs12(data: bytes) -> bool:
+    """Whether ``data`` looks like a PKCS#12 file: a DER (or BER) SEQUENCE whose first
+    element is INTEGER 3 (a certificate starts with a SEQUENCE, a key with 0, 1 or one)."""
+    if len(data) < 5 or data[0] != 0x30:
+        return False
+    first = data[1]
+    header = 2 if first <= 0x80 else 2 + (first & 0x7F)  # 0x80: BER's indefinite length
+    return data[header:header + 3] == b"\x02\x01\x03"
+
+
+def load_private_key(path: str, passphrase: Passphrase | None = None) -> PrivateKey:
+    """Load a private key (EC, RSA or Ed25519): PEM or DER, encrypted or not, or the key in
+    a PKCS#12 file; ``passphrase`` is read only if the file is encrypted."""
     data = read_file(path, "private key")
+    return parse_private_key(path, data, passphrase)  # type: ignore[return-value]
+
+
+def parse_private_key(name: str, data: bytes, passphrase: Passphrase | None
+                      ) -> PrivateKeyTypes:
+    """The private key in PEM or DER ``data`` or in PKCS#12 ``data``, decrypted with
+    ``passphrase`` if encrypted."""
+    if is_pkcs12(data):
+        return parse_pkcs12(name, data, passphrase).key
+    pem = b"-----BEGIN" in data
+    load = serialization.load_pem_private_key if pem else serialization.load_der_private_key
     try:
-        if b"-----BEGIN" in data:
-            key = serialization.load_pem_private_key(data, password=None)
-        else:
-            key = serialization.load_der_private_key(data, password=None)
+        return load(data, password=None)
     except TypeError:
-        raise ConfigurationError(path, "private key is encrypted; certsrv needs it unencrypted"
-                                 ) from None
+        pass  # encrypted: the passphrase is needed
     except ValueError:
-        raise ConfigurationError(path, "file is not a valid unencrypted PEM or DER private key"
-                                 ) from None
+        kind = "PEM" if pem else "DER"
+        raise ConfigurationError(name, f"file is not a valid {kind} private key") from None
     except Exception as e:  # cryptography raises UnsupportedAlgorithm for odd key types
-        raise ConfigurationError(path, f"unsupported private key: {e}") from None
-    return key  # type: ignore[return-value]
+        raise ConfigurationError(name, f"unsupported private key: {e}") from None
+    secret = _passphrase_for(name, passphrase)
+    try:
+        return load(data, password=secret)
+    except (ValueError, TypeError):
+        # Never repeat the library's message, nor anything derived from the passphrase.
+        assert passphrase is not None
+        raise ConfigurationError(name, f"the passphrase from {passphrase.source} does not "
+                                       "decrypt this key") from None
+    except Exception as e:
+        raise ConfigurationError(name, f"unsupported private key: {type(e).__name__}") from None
 
 
-def keys_match(certificate: x509.Certificate, key: PrivateKey) -> bool:
+def parse_pkcs12(name: str, data: bytes, passphrase: Passphrase | None) -> KeyBundle:
+    """The key, its certificate and the chain in PKCS#12 ``data`` (decrypted if needed)."""
+    loaded = _open_pkcs12(name, data, None) or _open_pkcs12(name, data, b"")
+    if loaded is None:
+        loaded = _open_pkcs12(name, data, _passphrase_for(name, passphrase))
+    if loaded is None:
+        assert passphrase is not None
+        raise ConfigurationError(name, f"the passphrase from {passphrase.source} does not "
+                                       "decrypt this PKCS#12 file (or it is damaged)")
+    if loaded.key is None:
+        raise ConfigurationError(name, "the PKCS#12 file holds no private key")
+    certificates = [c.certificate for c in
+                    ([loaded.cert] if loaded.cert is not None else []) + loaded.additional_certs]
+    leaf = next((c for c in certificates if keys_match(c, loaded.key)), None)
+    if leaf is None:
+        raise ConfigurationError(name, "the PKCS#12 file holds no certificate for its private key")
+    return KeyBundle(loaded.key, leaf, _chain_after(leaf, [c for c in certificates if c != leaf]))
+
+
+def _open_pkcs12(name: str, data: bytes, password: bytes | None
+                 ) -> pkcs12.PKCS12KeyAndCertificates | None:
+    """The contents of a PKCS#12 file, or None if ``password`` does not open it (an
+    unencrypted file opens with None, some tools' "no password" is the empty one)."""
+    try:
+        return pkcs12.load_pkcs12(data, password)
+    except ValueError:
+        return None
+    except Exception as e:
+        raise ConfigurationError(name, f"unsupported PKCS#12 file ({type(e).__name__})"
+                                 ) from None
+
+
+def _chain_after(leaf: x509.Certificate, others: Sequence[x509.Certificate]
+                 ) -> tuple[x509.Certificate, ...]:
+    """Those of ``others`` that chain ``leaf`` to its root, in order; unlinked ones are left out."""
+    rest = list(others)
+    chain: list[x509.Certificate] = []
+    current = leaf
+    while True:
+        issuer = next((c for c in rest if c.subject == current.issuer and c != current), None)
+        if issuer is None or current.issuer == current.subject:
+            break
+        chain.append(issuer)
+        rest.remove(issuer)
+        current = issuer
+    return tuple(chain)
+
+
+def _passphrase_for(name: str, passphrase: Passphrase | None) -> bytes:
+    if passphrase is None:
+        raise ConfigurationError(name, "the key is encrypted and no passphrase was given")
+    return passphrase.read(name)
+
+
+def keys_match(certificate: x509.Certificate, key: PrivateKey | PrivateKeyTypes) -> bool:
     """Whether ``key`` is the private half of ``certificate``'s public key."""
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER

@@ -47,7 +47,14 @@ from certsrv.client.http import (
     raise_for_status,
 )
 from certsrv.exceptions import ConfigurationError, Reason
-from certsrv.pki import CertificateAuthority, IssuedCertificate, self_signed_client
+from certsrv.pki import (
+    CertificateAuthority,
+    IssuedCertificate,
+    encrypted_key_pem,
+    pkcs12_bytes,
+    self_signed_client,
+)
+from certsrv.x509.passphrase import Passphrase
 
 reactor: Any = _reactor  # the global reactor, untyped for mypy
 _REPO = Path(__file__).resolve().parents[2]
@@ -605,3 +612,55 @@ class CommandLineTests(TestCase):
         assert main(["http://127.0.0.1/", "--cert", "a.pem"]) == 2
         assert main(["https://127.0.0.1/"]) == 2
         assert "https://" in stderr.getvalue() and "--cert" in stderr.getvalue()
+
+
+_PASSPHRASE = b"correct horse battery"
+
+
+class SafeAtRestTests(TestCase):
+    """A PKCS#12 file or an encrypted key, decrypted with the passphrase given as bytes or
+    as a source; refusals name the file and never the passphrase."""
+
+    def setUp(self) -> None:
+        alice = _pki().alice
+        self.p12 = pkcs12_bytes("alice", alice.private_key, alice.certificate,
+                                [_pki().root.certificate], _PASSPHRASE)
+        self.encrypted = encrypted_key_pem(alice.private_key, _PASSPHRASE)
+
+    async def test_pkcs12_and_encrypted_key(self) -> None:
+        url = f"https://localhost:{_listen(self)}/"
+        for kwargs in ({"cert": self.p12, "key": None, "passphrase": _PASSPHRASE},
+                       {"cert": _pki().alice.chain_pem(), "key": self.encrypted,
+                        "passphrase": Passphrase.from_env("PW", {"PW": _PASSPHRASE.decode()})},
+                       {"cert": _pki().alice.chain_pem() + self.encrypted, "key": None,
+                        "passphrase": _PASSPHRASE}):
+            client = _client(self, None, **kwargs)
+            assert await _get_text(client, url) == (200, "alice\n"), kwargs
+
+    def test_pkcs12_chain_is_sent(self) -> None:
+        chained = _pki().chained
+        p12 = pkcs12_bytes("carol", chained.private_key, chained.certificate,
+                           [_pki().intermediate.certificate], _PASSPHRASE)
+        credentials = client_tls_policy(p12, None, _pki().root.certificate_pem(),
+                                        passphrase=_PASSPHRASE).credentials
+        assert credentials is not None
+        assert credentials.chain == (_pki().intermediate.certificate,)
+
+    def test_refusals(self) -> None:
+        ca = _pki().root.certificate_pem()
+        cases = [
+            ((self.p12, _pki().alice.private_key_pem(), b"x" * 8),
+             "this PKCS#12 file holds the private key; give no separate key"),
+            ((self.p12, None, b"wrong passphrase"),
+             "the passphrase from the caller does not decrypt this PKCS#12 file (or it is "
+             "damaged)"),
+            ((_pki().alice.chain_pem(), self.encrypted, b"wrong passphrase"),
+             "the passphrase from the caller does not decrypt this key"),
+            ((_pki().alice.chain_pem(), self.encrypted, None),
+             "the key is encrypted and no passphrase was given"),
+        ]
+        for (cert, key, passphrase), message in cases:
+            with self.assertRaises(ConfigurationError) as caught:
+                client_tls_policy(cert, key, ca, passphrase=passphrase)
+            assert caught.exception.problem == message, caught.exception
+            assert b"wrong passphrase".decode() not in str(caught.exception)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from certsrv.pki.store import PKIStore
+from certsrv.x509 import passphrase
 from tests._support import PKIStoreCase as _PKITestCase
 
 REPO = Path(__file__).resolve().parents[2]
+PASSPHRASE = "correct horse battery"
 
 
 class CLITests(_PKITestCase):
@@ -121,3 +124,140 @@ class CLITests(_PKITestCase):
         self.assertEqual(failed.stderr, "certsrv-pki: invalid certificate name '../x': use 1-64 "
                          "letters, digits, '.', '_' or '-', starting with a letter or digit\n")
 
+
+
+class SafeAtRestTests(_PKITestCase):
+    """``--encrypt-key`` and ``export``: files openssl reads with the passphrase, mode 0600,
+    modern encryption; the passphrase from the environment, a file or a terminal only."""
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        self.assertEqual(self.run_cli("init", self.directory)[0], 0)
+        os.environ["CERTSRV_TEST_PW"] = PASSPHRASE
+        self.addCleanup(os.environ.pop, "CERTSRV_TEST_PW", None)
+        self.patch(passphrase, "interactive", lambda: False)  # as in CI: no terminal
+
+    def cli(self, *argv: str) -> tuple[int, str, str]:
+        return self.run_cli("--dir", self.directory, *argv)
+
+    def test_export_p12_openssl_reads_it(self) -> None:
+        p12 = str(Path(self.directory, "client.p12"))
+        code, out, err = self.cli("export", "client", "--p12", p12, "--key-passphrase-env",
+                                  "CERTSRV_TEST_PW")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("client.p12 (PKCS#12)", out)
+        self.assertEqual(os.stat(p12).st_mode & 0o777, 0o600)
+        info = self.openssl("pkcs12", "-in", p12, "-info", "-passin", "env:CERTSRV_TEST_PW",
+                            "-nodes")
+        self.assertEqual(info.returncode, 0, info.stderr)
+        # openssl 3.0 prints the algorithms on stderr.
+        text = info.stdout + info.stderr
+        self.assertIn("Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration 200000, "
+                      "PRF hmacWithSHA256", text)
+        self.assertIn("PKCS7 Encrypted data: PBES2, PBKDF2, AES-256-CBC", text)
+        self.assertIn("MAC: sha256", text)
+        self.assertIn("friendlyName: client", text)
+        self.assertIn("subject=CN = client", text)
+        self.assertIn("subject=O = certsrv, CN = certsrv development CA", text)  # the chain
+        self.assertIn("BEGIN PRIVATE KEY", info.stdout)
+        wrong = self.openssl("pkcs12", "-in", p12, "-info", "-passin", "pass:wrong",
+                             "-nokeys")
+        self.assertNotEqual(wrong.returncode, 0)
+
+    def test_encrypted_pem_keys(self) -> None:
+        code, _, err = self.cli("issue-client", "bob", "--encrypt-key",
+                                "--key-passphrase-env", "CERTSRV_TEST_PW")
+        self.assertEqual((code, err), (0, ""))
+        key = Path(self.directory, "clients", "bob.key")
+        self.assertTrue(key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+        self.assertEqual(key.stat().st_mode & 0o777, 0o600)
+        self.assertOpenSSLReads(key)
+        parsed = self.openssl("asn1parse", "-in", str(key))
+        self.assertIn("PBES2", parsed.stdout)
+        self.assertIn("PBKDF2", parsed.stdout)
+        self.assertIn("aes-256-cbc", parsed.stdout)
+        # export --key re-encrypts; the stored encrypted key is read with the passphrase.
+        copy = Path(self.directory, "bob-copy.key")
+        self.assertEqual(self.cli("export", "bob", "--key", str(copy),
+                                  "--key-passphrase-env", "CERTSRV_TEST_PW")[0], 0)
+        self.assertOpenSSLReads(copy)
+        self.assertEqual(copy.stat().st_mode & 0o777, 0o600)
+        # renew --keep-key decrypts the stored key; --encrypt-key writes it encrypted again.
+        pw_file = Path(self.mktemp())
+        pw_file.write_text(PASSPHRASE + "\n")
+        self.assertEqual(self.cli("renew", "bob", "--keep-key", "--encrypt-key",
+                                  "--key-passphrase-file", str(pw_file))[:2][0], 0)
+        self.assertOpenSSLReads(key)
+        code, _, err = self.cli("issue-server", "api.local", "--encrypt-key",
+                                "--key-passphrase-file", str(pw_file))
+        self.assertEqual((code, err), (0, ""))
+        self.assertOpenSSLReads(Path(self.directory, "servers", "api.local.key"))
+
+    def test_refusals(self) -> None:
+        self.assertEqual(self.cli("issue-client", "bob", "--encrypt-key",
+                                  "--key-passphrase-env", "CERTSRV_TEST_PW")[0], 0)
+        os.environ["CERTSRV_OTHER_PW"] = "another passphrase"
+        self.addCleanup(os.environ.pop, "CERTSRV_OTHER_PW", None)
+        p12 = str(Path(self.mktemp()))
+        cases = [
+            (("export", "bob", "--p12", p12, "--key-passphrase-env", "CERTSRV_OTHER_PW"),
+             "bob.key: the passphrase from environment variable CERTSRV_OTHER_PW does not "
+             "decrypt this key"),
+            (("export", "bob", "--p12", p12),
+             "bob.key: the key is encrypted and there is no terminal to ask on for its "
+             "passphrase: give --key-passphrase-env NAME or --key-passphrase-file PATH"),
+            (("export", "bob", "--key-passphrase-env", "CERTSRV_TEST_PW"),
+             "export needs --p12 FILE, --key FILE, or both"),
+            (("export", "nobody", "--p12", p12, "--key-passphrase-env", "CERTSRV_TEST_PW"),
+             "no certificate named 'nobody'"),
+            (("export", "bob", "--p12", p12, "--key-passphrase-env", "CERTSRV_UNSET_PW"),
+             "$CERTSRV_UNSET_PW: environment variable is not set"),
+            (("issue-client", "carol", "--key-passphrase-env", "CERTSRV_TEST_PW"),
+             "a passphrase was given without --encrypt-key"),
+            (("issue-client", "carol", "--encrypt-key"),
+             "no terminal to ask on"),
+            (("renew", "bob", "--keep-key"), "no terminal to ask on"),
+        ]
+        for argv, message in cases:
+            result = self.cli(*argv)
+            self.assertFails(result, message)
+            self.assertNotIn(PASSPHRASE, result[2])
+        self.assertFalse(os.path.exists(p12))
+        self.assertEqual(self.cli("revoke", "bob")[0], 0)
+        self.assertFails(self.cli("export", "bob", "--p12", p12, "--key-passphrase-env",
+                                  "CERTSRV_TEST_PW"), "is revoked; renew it first")
+
+    def test_passphrase_is_never_an_argument(self) -> None:
+        code, _, err = self.cli("export", "client", "--p12", "x.p12", "--passphrase", "x")
+        self.assertEqual(code, 2)
+        self.assertIn("unrecognized arguments", err)
+
+    def test_prompt_asks_twice_on_a_terminal(self) -> None:
+        self.patch(passphrase, "interactive", lambda: True)
+        answers = iter([PASSPHRASE, PASSPHRASE])
+        prompts: list[str] = []
+
+        def ask(prompt: str) -> str:
+            prompts.append(prompt)
+            return next(answers)
+
+        self.patch(getpass, "getpass", ask)
+        key = Path(self.mktemp())
+        self.assertEqual(self.cli("export", "client", "--key", str(key))[0], 0)
+        self.assertEqual(len(prompts), 2)
+        self.assertIn("(again)", prompts[1])
+        self.assertOpenSSLReads(key)
+
+    def assertFails(self, result: tuple[int, str, str], message: str) -> None:
+        code, _, err = result
+        self.assertEqual(code, 1, err)
+        self.assertTrue(err.startswith("certsrv-pki: "), err)
+        self.assertIn(message, err)
+        self.assertNotIn("Traceback", err)
+
+    def assertOpenSSLReads(self, key: Path) -> None:
+        result = self.openssl("pkey", "-in", str(key), "-passin", "env:CERTSRV_TEST_PW",
+                              "-noout")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotEqual(self.openssl("pkey", "-in", str(key), "-passin", "pass:wrong",
+                                         "-noout").returncode, 0)

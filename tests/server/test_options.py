@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from certsrv.pki import CertificateAuthority, self_signed_client
 from certsrv.server import options as _tap
 from certsrv.tls.context import ClientCertMode
 from certsrv.tls.verify import AllowedTypes
+from certsrv.x509 import passphrase
 from tests._servers import (
     SEE,
     run,
@@ -351,3 +353,66 @@ class OptionTests(SynchronousTestCase):
         for name in ("--header-timeout", "--body-timeout"):
             self.assertRaises(usage.UsageError, parse, files.argv(name, "0"))
 
+
+
+class KeyPassphraseTests(SynchronousTestCase):
+    """--key-passphrase-env and --key-passphrase-file; a terminal prompt at startup only."""
+
+    def setUp(self) -> None:
+        self.files = _Files(self.mktemp())
+        self.secret = "correct horse battery"
+        write_pem(self.files.dir, "server.key",
+                  shared_pki().server.private_key_pem(self.secret.encode()), 0o600)
+        self.patch(passphrase, "interactive", lambda: False)
+
+    def test_env_and_file(self) -> None:
+        os.environ["CERTSRV_TEST_KEY_PW"] = self.secret
+        self.addCleanup(os.environ.pop, "CERTSRV_TEST_KEY_PW")
+        options = parse(self.files.argv("--key-passphrase-env", "CERTSRV_TEST_KEY_PW"))
+        self.assertEqual(options.settings.certificate, shared_pki().server.certificate)
+        path = write_pem(self.files.dir, "pw", self.secret.encode(), 0o600)
+        options = parse(self.files.argv("--key-passphrase-file", path))
+        self.assertEqual(repr(options.config.passphrase), f"<Passphrase from file {path}>")
+        self.assertRaises(usage.UsageError, parse, self.files.argv(
+            "--key-passphrase-file", path, "--key-passphrase-env", "X"))
+
+    def test_no_terminal_names_the_options(self) -> None:
+        with self.assertRaises(ConfigurationError) as caught:
+            parse(self.files.argv())
+        self.assertEqual(str(caught.exception),
+                         f"{self.files.key}: the key is encrypted and there is no terminal to "
+                         "ask on for its passphrase: give --key-passphrase-env NAME or "
+                         "--key-passphrase-file PATH")
+        with self.assertRaises(ConfigurationError) as caught:
+            parse(self.files.argv("--workers", "2"))
+        self.assertIn("no passphrase was given: give --key-passphrase-env NAME or "
+                      "--key-passphrase-file PATH (every worker reads it)",
+                      str(caught.exception))
+
+    def test_prompt_once_kept_for_reloads(self) -> None:
+        self.patch(passphrase, "interactive", lambda: True)
+        asked: list[str] = []
+
+        def ask(prompt: str) -> str:
+            asked.append(prompt)
+            return self.secret
+
+        self.patch(getpass, "getpass", ask)
+        options = parse(self.files.argv())
+        self.assertEqual(asked, [f"Passphrase for {self.files.key}: "])
+        options.config.load(options.clock)  # a reload: the answer is kept
+        self.assertEqual(len(asked), 1)
+        self.assertNotIn(self.secret, repr(options.config))
+
+    def test_prompt_never_after_startup(self) -> None:
+        """A key encrypted after an unprompted start fails the reload; it never prompts."""
+        self.patch(passphrase, "interactive", lambda: True)
+        self.patch(getpass, "getpass", self.fail)
+        write_pem(self.files.dir, "server.key", shared_pki().server.private_key_pem(), 0o600)
+        options = parse(self.files.argv())
+        write_pem(self.files.dir, "server.key",
+                  shared_pki().server.private_key_pem(self.secret.encode()), 0o600)
+        with self.assertRaises(ConfigurationError) as caught:
+            options.config.load(options.clock)
+        self.assertIn("(the key was not encrypted at startup, so no passphrase was asked)",
+                      str(caught.exception))
