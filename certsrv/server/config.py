@@ -32,6 +32,7 @@ from certsrv.x509.certs import (
     load_private_key,
     read_file,
 )
+from certsrv.x509.policies import PolicySettings
 
 __all__ = ["ServerConfig", "load_pins"]
 
@@ -60,6 +61,7 @@ class ServerConfig:
     policy: str | None = None
     crl_fetch: CRLFetchSettings = CRLFetchSettings()
     log_accepted: bool = True
+    policies: PolicySettings = PolicySettings()
 
     def load(self, clock: IReactorTime, revocation: Revocation | None = None
              ) -> tuple[TLSSettings, ClientVerifier]:
@@ -88,7 +90,7 @@ class ServerConfig:
                                   fail_open=self.fail_open,
                                   revocation=Revocation(sources) if sources else None,
                                   access=access, settings=settings,
-                                  log_accepted=self.log_accepted)
+                                  log_accepted=self.log_accepted, policies=self.policies)
         return settings, verifier
 
     def _load_server_chain(self, now: float) -> list[x509.Certificate]:
