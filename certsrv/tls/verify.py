@@ -280,11 +280,12 @@ class ClientVerifier:
         return _ALERT_ERRORS.get(rejection.reason, _UNSPECIFIED)
 
     def _policies(self, state: ConnectionState) -> RejectedCertificate | None:
-        # RFC 5280 certificate policies over the whole verified path (top, the trust anchor,
-        # left out; a pinned leaf is its own anchor): OpenSSL's own policy checking also
-        # checks the CRL issuers' paths and then refuses valid chains.
+        # RFC 5280 certificate policies over the whole verified path, its top (the trust
+        # anchor) left out; a pinned leaf is the path, so it gets no policy it does not
+        # carry. Not OpenSSL's policy checking: with CRLs it checks their issuers' paths too,
+        # and refuses valid chains.
         depths = sorted(state.chain, reverse=True)
-        path = [] if state.pinned else [state.chain[d] for d in depths[1:]]
+        path = [state.chain[0]] if state.pinned else [state.chain[d] for d in depths[1:]]
         outcome = valid_policies(path, self.policies)
         if isinstance(outcome, PolicyRefusal):
             reason = Reason.INVALID_POLICY if outcome.invalid else Reason.NO_ACCEPTABLE_POLICY
