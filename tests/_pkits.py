@@ -1039,8 +1039,8 @@ def outcome(servers: Servers, case: Case) -> Outcome:
 
 def summary(results: dict[Case, Outcome]) -> str:
     """The per-section table: cases, expected valid/invalid, certsrv's matches, the rest."""
-    rows: list[tuple[str, ...]] = [("section", "cases", "default", "valid", "invalid", "match", "deviation",
-             "pending", "other")]
+    rows: list[tuple[str, ...]] = [("section", "cases", "default", "valid", "invalid",
+                                    "match", "deviation", "pending", "other")]
     sections: dict[str, list[Case]] = {}
     for case in results:
         sections.setdefault(case.section, []).append(case)
