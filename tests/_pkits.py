@@ -1059,6 +1059,10 @@ def summary(results: dict[Case, Outcome]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
              for row in rows]
+    for default, label in ((True, "default settings"), (False, "other settings")):
+        group = [c for c in results if c.default_settings is default]
+        matched = sum(results[c].accepted == c.valid for c in group)
+        lines.append(f"{label}: {matched} of {len(group)} as expected")
     return "\n".join(lines)
 
 

@@ -113,4 +113,6 @@ class TableTests(SynchronousTestCase):
                                             "match", "deviation", "pending", "other"])
         self.assertEqual(lines[1].split(), ["4.1", "1", "1", "1", "0", "1", "0", "0", "0"])
         self.assertEqual(lines[2].split(), ["4.6", "1", "1", "1", "0", "0", "1", "0", "0"])
-        self.assertEqual(lines[-1].split()[0], "total")
+        self.assertEqual(lines[-3].split()[0], "total")
+        self.assertEqual(lines[-2:], ["default settings: 1 of 2 as expected",
+                                      "other settings: 0 of 0 as expected"])
