@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 
 from certsrv.exceptions import ConfigurationError, Reason
-from certsrv.pki import IssuedCertificate
+from certsrv.pki import IssuedCertificate, write_private_key
 from certsrv.server.options import Options, makeService
 from certsrv.testing import CertificateFactory, MemoryServer
 from certsrv.tls.context import TLSFactory
@@ -959,8 +959,8 @@ class Servers:
         self.server_root = root.certificate
         server = root.server(not_before=start, not_after=start + datetime.timedelta(days=3650))
         self.cert = self._write("server.pem", server.chain_pem())
-        self.key = self._write("server.key", server.private_key_pem())
-        os.chmod(self.key, 0o600)
+        self.key = os.path.join(directory, "server.key")
+        write_private_key(self.key, server.private_key_pem())
 
     def _write(self, name: str, data: bytes) -> str:
         path = os.path.join(self.directory, name)
