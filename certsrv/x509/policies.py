@@ -6,6 +6,9 @@ verified (initialization §6.1.2; §6.1.3 (d)-(f); §6.1.4 (a), (b), (h)-(j); wr
 §6.1.5 (a), (b), (g)) with the user's inputs in ``PolicySettings``. It keeps the
 valid_policy_tree, honours policyMappings, anyPolicy, inhibitAnyPolicy and
 policyConstraints, and answers the user-constrained-policy-set, or a ``PolicyRefusal``.
+The answer is in the trust anchor's terms, as PKITS gives it: a policy mapped on the way
+down is reported as the policy it was mapped from. cryptography leaves policyMappings
+undecoded; ``parse_policy_mappings`` decodes it (DER, strictly).
 """
 
 from __future__ import annotations

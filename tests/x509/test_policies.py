@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from certsrv.testing import CertificateFactory, policy_extensions
 from certsrv.x509.policies import (
@@ -149,6 +149,32 @@ def _der(pairs: list[tuple[str, str]]) -> bytes:
 _OIDS = st.builds(lambda first, second, rest: ".".join(map(str, (first, second, *rest))),
                   st.integers(0, 2), st.integers(0, 39),
                   st.lists(st.integers(0, 2**64), max_size=6))
+
+
+class PKITSTests(SynchronousTestCase):
+    """Every NIST PKITS case's path, without TLS: the policy sections' verdicts, and every
+    valid path's user-constrained-policy-set (also where certsrv refuses the leaf for
+    another reason, a CA certificate as client)."""
+
+    def test_pkits(self) -> None:
+        from tests import _pkits
+
+        if _pkits.data_dir() is None:
+            raise SkipTest("cryptography-vectors (the PKITS data) is not installed")
+        checked = 0
+        for case in _pkits.CASES:
+            deviation = _pkits.DEVIATIONS.get(case.ident)
+            if deviation is not None and deviation.outcome == _pkits.UNREADABLE:
+                continue  # 4.1.5: cryptography cannot load its DSA certificate
+            path = [_pkits.certificate(name) for name in case.path]
+            outcome = valid_policies(path, PolicySettings(
+                frozenset(case.initial), case.explicit, case.inhibit_mapping, case.inhibit_any))
+            if case.valid:
+                self.assertEqual(outcome, frozenset(case.policies), case.ident)
+            elif case.section in ("4.8", "4.9", "4.10", "4.11", "4.12"):
+                self.assertIsInstance(outcome, PolicyRefusal, case.ident)
+            checked += 1
+        self.assertEqual(checked, 248)
 
 
 class PolicyMappingsTests(SynchronousTestCase):
