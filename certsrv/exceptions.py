@@ -44,6 +44,8 @@ class Reason(enum.StrEnum):
     SELF_SIGNED_NOT_ALLOWED = "self_signed_not_allowed"
     NOT_PINNED = "not_pinned"
     CA_AS_CLIENT = "ca_as_client"
+    NO_ACCEPTABLE_POLICY = "no_acceptable_policy"
+    INVALID_POLICY = "invalid_policy"
     REVOKED = "revoked"
     REVOCATION_UNKNOWN = "revocation_unknown"
     CRL_UNAVAILABLE = "crl_unavailable"
@@ -71,6 +73,9 @@ _SENTENCES: dict[Reason, str] = {
     Reason.SELF_SIGNED_NOT_ALLOWED: "self-signed client certificates are not accepted",
     Reason.NOT_PINNED: "the self-signed certificate's fingerprint is not pinned",
     Reason.CA_AS_CLIENT: "a CA certificate cannot be used as a client certificate",
+    Reason.NO_ACCEPTABLE_POLICY: "the certificate chain is valid under none of the certificate "
+                                 "policies the server requires",
+    Reason.INVALID_POLICY: "a certificate policy extension in the chain is invalid",
     Reason.REVOKED: "the certificate has been revoked",
     Reason.REVOCATION_UNKNOWN: "the certificate's revocation status could not be determined",
     Reason.CRL_UNAVAILABLE: "no valid revocation list is available for the issuer",

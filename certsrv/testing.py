@@ -35,7 +35,7 @@ import h2.events
 import h2.exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
@@ -80,6 +80,7 @@ __all__ = [
     "clock_at_now",
     "connect_in_memory",
     "open_in_memory",
+    "policy_extensions",
 ]
 
 _DAY = datetime.timedelta(days=1)
@@ -156,12 +157,15 @@ class CertificateFactory(CertificateAuthority):
         uris: Iterable[str] = (),
         key_type: KeyType = KeyType.ECDSA_P256,
         serial_number: int | None = None,
+        extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     ) -> IssuedCertificate:
-        """A client certificate (EKU clientAuth, KU digitalSignature unless told otherwise)."""
+        """A client certificate (EKU clientAuth, KU digitalSignature unless told otherwise);
+        ``extensions`` are added as they are (see ``policy_extensions``)."""
         return self.issue(
             common_name, organization=organization, validity=valid_for,
             key_usage=_key_usage(key_usage), extended_key_usage=extended_key_usage, dns=dns,
             ips=ips, emails=emails, uris=uris, key_type=key_type, serial_number=serial_number,
+            extra_extensions=extensions,
             **_validity(expired, not_yet_valid, not_before, not_after))
 
     def server(
@@ -183,9 +187,13 @@ class CertificateFactory(CertificateAuthority):
             key_usage=_key_usage(key_usage), extended_key_usage=extended_key_usage,
             key_type=key_type, **_validity(expired, not_yet_valid, not_before, not_after))
 
-    def intermediate(self, common_name: str, **kwargs: Any) -> CertificateFactory:
-        """An intermediate CA below this one (``CertificateAuthority.intermediate``'s keywords)."""
-        return self.wrap(super().intermediate(common_name, **kwargs))
+    def intermediate(self, common_name: str, *,
+                     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+                     **kwargs: Any) -> CertificateFactory:
+        """An intermediate CA below this one (``CertificateAuthority.intermediate``'s keywords;
+        ``extensions`` added as they are, see ``policy_extensions``)."""
+        return self.wrap(super().intermediate(common_name, extra_extensions=extensions,
+                                              **kwargs))
 
     def ocsp_responder(self, common_name: str = "certsrv OCSP responder",
                        **kwargs: Any) -> IssuedCertificate:
@@ -203,6 +211,55 @@ class CertificateFactory(CertificateAuthority):
         when = revoked_at or datetime.datetime.now(datetime.UTC) - _DAY
         entries = [(_serial(item), when, reason) for item in revoked]
         return self.crl(entries, **kwargs).public_bytes(Encoding.PEM)
+
+
+def policy_extensions(
+    policies: Iterable[str] | None = None,
+    *,
+    mappings: Iterable[tuple[str, str]] = (),
+    require_explicit: int | None = None,
+    inhibit_mapping: int | None = None,
+    inhibit_any: int | None = None,
+) -> list[tuple[x509.ExtensionType, bool]]:
+    """Certificate policy extensions (RFC 5280 4.2.1.4-5, 4.2.1.11, 4.2.1.14) for
+    ``CertificateFactory.client`` and ``intermediate``: certificatePolicies (None: none),
+    policyMappings (issuerDomainPolicy, subjectDomainPolicy), policyConstraints and
+    inhibitAnyPolicy, each left out unless given."""
+    found: list[tuple[x509.ExtensionType, bool]] = []
+    if policies is not None:
+        found.append((x509.CertificatePolicies([
+            x509.PolicyInformation(x509.ObjectIdentifier(oid), None) for oid in policies]),
+            False))
+    pairs = list(mappings)
+    if pairs:
+        found.append((x509.UnrecognizedExtension(ExtensionOID.POLICY_MAPPINGS,
+                                                 _policy_mappings_der(pairs)), True))
+    if require_explicit is not None or inhibit_mapping is not None:
+        found.append((x509.PolicyConstraints(require_explicit, inhibit_mapping), True))
+    if inhibit_any is not None:
+        found.append((x509.InhibitAnyPolicy(inhibit_any), True))
+    return found
+
+
+def _policy_mappings_der(pairs: list[tuple[str, str]]) -> bytes:
+    def tlv(tag: int, content: bytes) -> bytes:
+        n = len(content)
+        length = bytes([n]) if n < 0x80 else bytes([0x80 | (n.bit_length() + 7) // 8]) \
+            + n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return bytes([tag]) + length + content
+
+    def oid(text: str) -> bytes:
+        arcs = [int(a) for a in text.split(".")]
+        out = b""
+        for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+            chunk = [arc & 0x7F]
+            while arc > 0x7F:
+                arc >>= 7
+                chunk.append(0x80 | arc & 0x7F)
+            out += bytes(reversed(chunk))
+        return tlv(0x06, out)
+
+    return tlv(0x30, b"".join(tlv(0x30, oid(a) + oid(b)) for a, b in pairs))
 
 
 def _serial(item: Revokable) -> int:

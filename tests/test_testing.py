@@ -91,6 +91,29 @@ class CertificateFactoryTests(SynchronousTestCase):
         with self.assertRaises(ValueError):
             self.root.client("typo", key_usage={"digital_signatures"})
 
+    def test_policy_extensions(self) -> None:
+        """Certificate policy extensions on intermediates and clients, as RFC 5280 has them."""
+        from certsrv.testing import policy_extensions
+        from certsrv.x509.policies import policy_mappings
+
+        p1, p2 = "1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999.2"
+        self.assertEqual(policy_extensions(), [])
+        ca = self.root.intermediate("Policy CA", extensions=policy_extensions(
+            [p1], mappings=[(p1, p2)], require_explicit=0, inhibit_mapping=1, inhibit_any=2))
+        cert = ca.certificate
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        self.assertEqual([p.policy_identifier.dotted_string for p in policies], [p1])
+        self.assertEqual(policy_mappings(cert), [(p1, p2)])
+        constraints = cert.extensions.get_extension_for_class(x509.PolicyConstraints)
+        self.assertEqual((constraints.value.require_explicit_policy,
+                          constraints.value.inhibit_policy_mapping, constraints.critical),
+                         (0, 1, True))
+        inhibit = cert.extensions.get_extension_for_class(x509.InhibitAnyPolicy).value
+        self.assertEqual(inhibit.skip_certs, 2)
+        leaf = ca.client("p2", extensions=policy_extensions([p2])).certificate
+        self.assertEqual(leaf.extensions.get_extension_for_class(
+            x509.CertificatePolicies).value[0].policy_identifier.dotted_string, p2)
+
     def test_server_intermediate_crl(self) -> None:
         server_cert = self.root.server().certificate
         san = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -20,6 +20,7 @@ The file is TOML; its only top-level key is ``rule``, an array of tables::
     uri = ["urn:example:agent"]
     serial = ["1a:2b:3c"]
     sha256 = ["<64 hex digits, colons allowed>"]
+    policies = ["2.16.840.1.101.3.2.1.48.1"]
     # any = true               # any verified certificate; must stand alone
 
 Paths: ``path`` starts with ``/`` and is matched segment by segment after percent-decoding,
@@ -39,6 +40,9 @@ Matchers (every list may also be a single string; no list may be empty):
 - ``email``: addresses, exact but for the domain's case. ``uri``: URIs, exact, not SPIFFE.
 - ``serial``: hex, colons allowed, case and leading zeros ignored. ``sha256``: the
   certificate's SHA-256 fingerprint, 64 hex digits, colons allowed.
+- ``policies``: certificate policy OIDs (dotted); the chain's valid policies (RFC 5280
+  §6.1, ``certsrv.x509.policies``: in the trust anchor's domain, after mappings) must hold
+  one of them. anyPolicy (2.5.29.32.0) matches only when listed itself.
 
 Deciding (``Policy.decide``): the request path is cut at ``?``/``#`` and percent-decoded per
 segment; a path that is not absolute or has an empty (but last), ``.``, ``..`` segment, or a
@@ -70,6 +74,7 @@ from certsrv.access.request import Segments, bad_method, segments_of
 from certsrv.exceptions import AccessReason, ConfigurationError
 from certsrv.x509.certs import read_file
 from certsrv.x509.identity import ClientIdentity
+from certsrv.x509.policies import check_oid
 
 __all__ = [
     "Claims",
@@ -125,7 +130,8 @@ _ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
 }
 
 _RULE_KEYS = ("name", "path", "methods", "public", "allow")
-_ALLOW_KEYS = ("any", "subject", "issuer", "spiffe", "dns", "email", "uri", "serial", "sha256")
+_ALLOW_KEYS = ("any", "subject", "issuer", "spiffe", "dns", "email", "uri", "serial", "sha256",
+               "policies")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*\Z")
 _HEX = re.compile(r"[0-9a-f]+\Z")
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
@@ -196,8 +202,8 @@ def _normal_email(text: str) -> str:
 class Claims:
     """What a policy matches on, read once from an identity; cache one per connection."""
 
-    __slots__ = ("_issuer", "_subject", "dns", "emails", "identity", "serial", "sha256",
-                 "spiffe", "uris")
+    __slots__ = ("_issuer", "_subject", "dns", "emails", "identity", "policies", "serial",
+                 "sha256", "spiffe", "uris")
 
     def __init__(self, identity: ClientIdentity) -> None:
         self.identity = identity
@@ -207,6 +213,7 @@ class Claims:
         self.emails = frozenset(_normal_email(e)
                                 for e in _ia5(identity, "email", identity.emails))
         self.uris = frozenset(_ia5(identity, "uri", identity.uris))
+        self.policies = identity.policies
         spiffe = identity.spiffe_id
         self.spiffe = _spiffe_id(spiffe) if spiffe is not None else None
         self._subject: dict[x509.ObjectIdentifier, frozenset[str]] | None = None
@@ -250,6 +257,7 @@ class Allow:
     uri: frozenset[str] = frozenset()
     serial: frozenset[str] = frozenset()
     sha256: frozenset[str] = frozenset()
+    policies: frozenset[str] = frozenset()
 
     def match(self, claims: Claims) -> str | None:
         """The name of the first key that admits ``claims``, or None."""
@@ -274,6 +282,8 @@ class Allow:
             return "email"
         if not self.uri.isdisjoint(claims.uris):
             return "uri"
+        if not self.policies.isdisjoint(claims.policies):
+            return "policies"
         if self.subject and _name_matches(self.subject, claims.subject()):
             return "subject"
         if self.issuer and _name_matches(self.issuer, claims.issuer()):
@@ -683,6 +693,16 @@ class _RuleChecker:
             found.add(digits if key == "sha256" else _normal_serial(digits))
         return frozenset(found)
 
+    def policies(self, value: object) -> frozenset[str]:
+        """Certificate policy OIDs, normalised."""
+        found = set()
+        for text in self.strings(("allow", "policies"), value):
+            try:
+                found.add(check_oid(text))
+            except ValueError as e:
+                self.fail(("allow", "policies"), str(e))
+        return frozenset(found)
+
     def allow(self, value: object) -> Allow:
         """The ``allow`` table."""
         if not isinstance(value, dict):
@@ -713,6 +733,7 @@ class _RuleChecker:
             uri=self.uris(value["uri"]) if "uri" in value else frozenset(),
             serial=self.hexes("serial", value["serial"]) if "serial" in value else frozenset(),
             sha256=self.hexes("sha256", value["sha256"]) if "sha256" in value else frozenset(),
+            policies=self.policies(value["policies"]) if "policies" in value else frozenset(),
         )
 
 

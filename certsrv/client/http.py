@@ -1071,7 +1071,7 @@ _ALERTS: dict[str, tuple[str, str, Reason | None]] = {
     "certificate unknown": (
         "certificate_unknown",
         f"{_REJECTED}: it could not establish the certificate's status, such as its revocation "
-        "status (certificate unknown)",
+        "status, or the chain has no certificate policy it accepts (certificate unknown)",
         Reason.REVOCATION_UNKNOWN),
     "access denied": ("access_denied", f"{_REJECTED}: access denied", None),
     "internal error": (

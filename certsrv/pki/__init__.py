@@ -419,12 +419,15 @@ class CertificateAuthority:
         path_length: int | None = 0,
         ocsp_url: str | None = None,
         crl_url: str | None = None,
+        extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     ) -> CertificateAuthority:
         """Issue an intermediate CA below this one."""
         key = generate_key(key_type)
         start, end = _window(now, not_before, not_after, _CA_VALIDITY)
         builder = self._builder(_name(common_name, organization), key, start, end)
         builder = _ca_extensions(builder, key, self.private_key, path_length)
+        for extension, critical in extra_extensions:
+            builder = builder.add_extension(extension, critical)
         cert = builder.sign(self.private_key, _hash_for(self.private_key))
         return CertificateAuthority(cert, key, self._issued_chain(), ocsp_url, crl_url)
 

@@ -37,6 +37,7 @@ from certsrv.x509.certs import (
     reading_from,
 )
 from certsrv.x509.passphrase import Passphrase
+from certsrv.x509.policies import PolicySettings
 
 __all__ = ["DEFAULT_KEY", "ServerConfig", "load_pins"]
 
@@ -69,6 +70,7 @@ class ServerConfig:
     log_accepted: bool = True
     # Decrypts an encrypted key or PKCS#12 file: how to read the files, not what they say.
     passphrase: Passphrase | None = field(default=None, compare=False)
+    policies: PolicySettings = PolicySettings()
 
     def key_files(self) -> tuple[str, ...]:
         """The key file (DEFAULT_KEY when none is named, though a PKCS#12 ``cert`` leaves it
@@ -118,7 +120,7 @@ class ServerConfig:
                                   fail_open=self.fail_open,
                                   revocation=Revocation(sources) if sources else None,
                                   access=access, settings=settings,
-                                  log_accepted=self.log_accepted)
+                                  log_accepted=self.log_accepted, policies=self.policies)
         return settings, verifier
 
     def _load_server_identity(self, now: float) -> tuple[list[x509.Certificate], PrivateKey]:

@@ -55,6 +55,7 @@ from certsrv.tls.context import ClientCertMode, Current, ServerTLS, TLSFactory, 
 from certsrv.tls.verify import AllowedTypes, ClientVerifier
 from certsrv.web.site import Limits
 from certsrv.x509.passphrase import Passphrase
+from certsrv.x509.policies import ANY_POLICY, PolicySettings, check_oid
 
 __all__ = ["Options", "makeService"]
 
@@ -191,6 +192,12 @@ class Options(PluginOptions):
     optFlags: list[list[Any]] = [
         ["ocsp-require", None, "Treat a certificate naming no OCSP responder as status "
          "unknown (see --revocation-fail) instead of accepting it."],
+        ["require-explicit-policy", None, "Refuse a client chain that is valid under none of "
+         "the --policy-oid policies (RFC 5280 initial-explicit-policy)."],
+        ["inhibit-policy-mapping", None, "Ignore the CAs' policy mappings (RFC 5280 "
+         "initial-policy-mapping-inhibit)."],
+        ["inhibit-any-policy", None, "Do not let a CA's anyPolicy stand for every policy (RFC "
+         "5280 initial-any-policy-inhibit)."],
     ]
 
     def __init__(self) -> None:
@@ -200,6 +207,7 @@ class Options(PluginOptions):
         self["intermediates"] = []
         self["pin"] = []
         self["crl"] = []
+        self["policy-oid"] = []
         self["trusted-proxy"] = []
         self["trusted-proxy-cert"] = []
         self["app-path"] = []
@@ -241,6 +249,14 @@ class Options(PluginOptions):
     def opt_crl(self, path: str) -> None:
         """A CRL file (PEM/DER) of a trusted CA (repeatable; re-read on change and SIGHUP)."""
         self["crl"].append(path)
+
+    def opt_policy_oid(self, oid: str) -> None:
+        """A certificate policy OID client chains are accepted under (repeatable; default
+        anyPolicy: all; RFC 5280 user-initial-policy-set)."""
+        try:
+            self["policy-oid"].append(check_oid(oid))
+        except ValueError as e:
+            raise usage.UsageError(f"--policy-oid: {e}") from None
 
     def opt_trusted_proxy(self, cidr: str) -> None:
         """A proxy address or CIDR whose --forwarded-cert certificates count (repeatable)."""
@@ -384,6 +400,15 @@ class Options(PluginOptions):
             ),
             log_accepted=self["log-accepted"] == "on",
             passphrase=self._passphrase(),
+            policies=self._policy_settings(),
+        )
+
+    def _policy_settings(self) -> PolicySettings:
+        return PolicySettings(
+            initial=frozenset(self["policy-oid"] or (ANY_POLICY,)),
+            require_explicit=bool(self["require-explicit-policy"]),
+            inhibit_mapping=bool(self["inhibit-policy-mapping"]),
+            inhibit_any=bool(self["inhibit-any-policy"]),
         )
 
     def _passphrase(self) -> Passphrase:

@@ -29,6 +29,12 @@ from certsrv.revocation.decision import Plan, Revocation, Status, Verdict
 from certsrv.tls.observer import NULL_OBSERVER, Observer
 from certsrv.x509.certs import describe, sha256_hex, unreadable
 from certsrv.x509.identity import ClientIdentity
+from certsrv.x509.policies import (
+    DEFAULT_POLICIES,
+    PolicyRefusal,
+    PolicySettings,
+    valid_policies,
+)
 
 if TYPE_CHECKING:
     from certsrv.tls.context import TLSSettings
@@ -96,6 +102,8 @@ _ALERT_ERRORS: dict[Reason, int] = {
     Reason.NOT_PINNED: 18,
     Reason.UNKNOWN_CA: 20,
     Reason.CHAIN_TOO_LONG: 22,
+    Reason.INVALID_POLICY: 42,  # X509_V_ERR_INVALID_POLICY_EXTENSION: bad_certificate
+    Reason.NO_ACCEPTABLE_POLICY: 43,  # X509_V_ERR_NO_EXPLICIT_POLICY: bad_certificate
     Reason.REVOCATION_UNKNOWN: 75,  # certificate_unknown
     Reason.CRL_UNAVAILABLE: 75,
     Reason.CRL_EXPIRED: 75,
@@ -137,7 +145,7 @@ class ConnectionState:
     """What verification learnt about one client: of a TLS connection, or forwarded."""
 
     __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
-                 "rejection", "revocation", "revocation_memo", "verifier", "warnings")
+                 "policies", "rejection", "revocation", "revocation_memo", "verifier", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
@@ -148,6 +156,7 @@ class ConnectionState:
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
+        self.policies: frozenset[str] = frozenset()
         self.rejection: RejectedCertificate | None = None
         self.identity: ClientIdentity | None = None
         # The verifier (configuration) the chain was verified under: another re-verifies it.
@@ -193,8 +202,10 @@ class ClientVerifier:
         access: Policy | None = None,
         settings: TLSSettings | None = None,
         log_accepted: bool = True,
+        policies: PolicySettings = DEFAULT_POLICIES,
     ) -> None:
         self.access = access
+        self.policies = policies
         self.clock = clock
         self.allowed_types = allowed_types
         self.pins = frozenset(pins)
@@ -254,6 +265,9 @@ class ClientVerifier:
         state.chain[depth] = cert
         if depth > 0:
             return X509_V_OK
+        rejection = self._policies(state)
+        if rejection is not None:
+            return self._refuse(state, rejection)
         if self.revocation is not None and not state.pinned:
             rejection = self._revocation_known(state)
             if rejection is not None:
@@ -264,6 +278,21 @@ class ClientVerifier:
     def _refuse(self, state: ConnectionState, rejection: RejectedCertificate) -> int:
         state.reject(rejection)
         return _ALERT_ERRORS.get(rejection.reason, _UNSPECIFIED)
+
+    def _policies(self, state: ConnectionState) -> RejectedCertificate | None:
+        # RFC 5280 certificate policies over the whole verified path, its top (the trust
+        # anchor) left out; a pinned leaf is the path, so it gets no policy it does not
+        # carry. Not OpenSSL's policy checking: with CRLs it checks their issuers' paths too,
+        # and refuses valid chains.
+        depths = sorted(state.chain, reverse=True)
+        path = [state.chain[0]] if state.pinned else [state.chain[d] for d in depths[1:]]
+        outcome = valid_policies(path, self.policies)
+        if isinstance(outcome, PolicyRefusal):
+            reason = Reason.INVALID_POLICY if outcome.invalid else Reason.NO_ACCEPTABLE_POLICY
+            return RejectedCertificate(reason, outcome.detail, state.chain.get(outcome.depth),
+                                       outcome.depth)
+        state.policies = outcome
+        return None
 
     def _revocation_known(self, state: ConnectionState) -> RejectedCertificate | None:
         # Only cached answers: the handshake cannot wait for a responder. An undecided
@@ -398,7 +427,8 @@ class ClientVerifier:
 
     def _complete(self, state: ConnectionState) -> None:
         assert state.leaf is not None
-        state.identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after)
+        state.identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after,
+                                                         state.policies)
 
     def handshake_completed(self, state: ConnectionState, peer: IAddress | None,
                             observer: Observer = NULL_OBSERVER) -> None:

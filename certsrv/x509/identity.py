@@ -30,13 +30,16 @@ class ClientIdentity:
     uris: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
     valid_until: float = 0.0
+    policies: frozenset[str] = frozenset()
     certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_certificate(
-        cls, certificate: x509.Certificate, chain_not_after: float | None = None
+        cls, certificate: x509.Certificate, chain_not_after: float | None = None,
+        policies: frozenset[str] = frozenset(),
     ) -> ClientIdentity:
-        """Read the identity out of a (verified) certificate."""
+        """Read the identity out of a (verified) certificate; ``policies`` are its chain's
+        valid certificate policies (``certsrv.x509.policies``)."""
         try:
             san = certificate.extensions.get_extension_for_oid(
                 ExtensionOID.SUBJECT_ALTERNATIVE_NAME
@@ -69,6 +72,7 @@ class ClientIdentity:
             uris=tuple(uris),
             ips=tuple(ips),
             valid_until=min(not_after, chain_not_after) if chain_not_after else not_after,
+            policies=frozenset(policies),
             certificate=certificate,
         )
 
@@ -101,4 +105,5 @@ class ClientIdentity:
                 "ip": list(self.ips),
             },
             "spiffe_id": self.spiffe_id,
+            "policies": sorted(self.policies),
         }

@@ -189,6 +189,22 @@ class MatcherTests(SynchronousTestCase):
         self.assertAdmits(policy(f'sha256 = "{colons}"'), who, "sha256")
         self.assertRefuses(policy(f'sha256 = "{"0" * 64}"'), who)
 
+    def test_policies(self) -> None:
+        """Certificate policy OIDs match the chain's valid policies exactly; anyPolicy only
+        when listed itself."""
+        from dataclasses import replace
+
+        p1, p2, any_policy = "2.16.840.1.101.3.2.1.48.1", "2.16.840.1.101.3.2.1.48.2", "2.5.29.32.0"
+        rules = policy(f'policies = ["{p1}", "{p2}"]')
+        who = identity()
+        self.assertAdmits(rules, replace(who, policies=frozenset({p2})), "policies")
+        self.assertRefuses(rules, who)
+        self.assertRefuses(rules, replace(who, policies=frozenset({any_policy})))
+        self.assertAdmits(policy(f'policies = "{any_policy}"'),
+                          replace(who, policies=frozenset({any_policy})), "policies")
+        self.assertAdmits(policy('policies = "2.16.840.1.101.3.2.1.048.1"'),
+                          replace(who, policies=frozenset({p1})), "policies")
+
     def test_keys_are_alternatives(self) -> None:
         """Any one key admits: a certificate matching only the e-mail passes."""
         rules = policy('subject = { O = "Nobody" }, email = "ops@example.org"')
@@ -428,6 +444,9 @@ INVALID: list[tuple[str, int, str]] = [
     (rule('[[rule]]\npath = "/a"\nallow.serial = "0x1a"\n'), 6, "is not a serial number"),
     (rule('[[rule]]\npath = "/a"\nallow.serial = "1g"\n'), 6, "is not a serial number"),
     (rule('[[rule]]\npath = "/a"\nallow.sha256 = "ab:cd"\n'), 6, "not a SHA-256 fingerprint"),
+    (rule('[[rule]]\npath = "/a"\nallow.policies = "anyPolicy"\n'), 6,
+     "is not an object identifier"),
+    (rule('[[rule]]\npath = "/a"\nallow.policies = []\n'), 6, "empty"),
     (rule('[[rule]]\nname = "h"\npath = "/x"\npublic = true\n[[rule]]\nname = "h"\n'
           'path = "/y"\npublic = true\n'), 9, "already used by the rule at line 4"),
     (rule('[[rule]]\npath = "/health/x"\nallow.any = true\n'), 4,

@@ -281,3 +281,27 @@ class ServerClockTests(SynchronousTestCase):
 
     def test_not_yet_valid_by_server_clock(self) -> None:
         self.check(-2 * DAY, "bad certificate", Reason.NOT_YET_VALID, "not valid yet")
+
+
+class PolicyAlertTests(_Certsrv):
+    """A chain valid under none of the --policy-oid policies (with --require-explicit-policy)
+    is refused with certificate_unknown, as OpenSSL's own policy checking would; a chain
+    under an accepted policy gets through, with the policy in its identity."""
+
+    P1, P2 = "2.16.840.1.101.3.2.1.48.1", "2.16.840.1.101.3.2.1.48.2"
+
+    @defer.inlineCallbacks
+    def test_policy_accepted_and_refused(self) -> Any:
+        from certsrv.testing import CertificateFactory, policy_extensions
+
+        ca = CertificateFactory.wrap(self.pki.root).intermediate(
+            "Policy CA", extensions=policy_extensions([self.P1, self.P2]))
+        accepted = ca.client("p1", extensions=policy_extensions([self.P1]))
+        refused = ca.client("p2", extensions=policy_extensions([self.P2]))
+        port = self.certsrv("--policy-oid", self.P1, "--require-explicit-policy")
+        yield self.assertStatus(port, accepted, 200)
+        out, err, code = yield self.curl(port, accepted, "-H", "Accept: application/json")
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        self.assertIn(f'"policies": [\n    "{self.P1}"\n  ]'.encode(), out)
+        yield self.assertRefused(port, refused, "certificate unknown",
+                                 Reason.NO_ACCEPTABLE_POLICY)

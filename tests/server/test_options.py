@@ -66,6 +66,23 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.settings.roots, (shared_pki().root.certificate,))
         self.assertEqual(options.settings.min_tls, "1.2")
 
+    def test_policy_options(self) -> None:
+        """The RFC 5280 policy inputs: default anyPolicy and nothing inhibited or required."""
+        from certsrv.x509.policies import ANY_POLICY, PolicySettings
+
+        self.assertEqual(parse(self.files.argv()).verifier.policies, PolicySettings())
+        options = parse(self.files.argv(
+            "--policy-oid", "2.16.840.1.101.3.2.1.48.1", "--policy-oid", "1.2.03",
+            "--require-explicit-policy", "--inhibit-policy-mapping", "--inhibit-any-policy"))
+        self.assertEqual(options.verifier.policies, PolicySettings(
+            frozenset({"2.16.840.1.101.3.2.1.48.1", "1.2.3"}), True, True, True))
+        self.assertEqual(options.config.policies.initial - {ANY_POLICY}, {
+            "2.16.840.1.101.3.2.1.48.1", "1.2.3"})
+        for bad in ("anyPolicy", "1", "4.1"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(self.files.argv("--policy-oid", bad))
+            self.assertIn("--policy-oid", str(caught.exception))
+
     def test_make_service_listens_on_each_endpoint(self) -> None:
         options = parse(self.files.argv("--listen", "tcp:0:interface=127.0.0.1",
                                         "--listen", "tcp:0:interface=127.0.0.1"))

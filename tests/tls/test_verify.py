@@ -273,3 +273,80 @@ class RobustnessTests(_Base):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+
+
+class PolicyTests(_Base):
+    """Certificate policies (RFC 5280 §6.1) are checked over the verified chain, in the
+    handshake and for a chain verified outside one, by the same judge."""
+
+    P1, P2 = "1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999.2"
+
+    def setUp(self) -> None:
+        super().setUp()
+        from certsrv.testing import CertificateFactory, policy_extensions
+
+        self.root = CertificateFactory.create("Policy Root")
+        self.ca = self.root.intermediate("Policy CA", extensions=policy_extensions(
+            [self.P1, self.P2]))
+        self.good = self.ca.client("p1", extensions=policy_extensions([self.P1]))
+        self.other = self.ca.client("p2", extensions=policy_extensions([self.P2]))
+        bad = self.root.intermediate("Mapping CA", extensions=policy_extensions(
+            ["2.5.29.32.0"], mappings=[("2.5.29.32.0", self.P1)]))
+        self.invalid = bad.client("mapped", extensions=policy_extensions([self.P1]))
+
+    def verifier(self) -> ClientVerifier:
+        from certsrv.x509.policies import PolicySettings
+
+        return ClientVerifier(clock_at_now(), policies=PolicySettings(
+            frozenset({self.P1}), require_explicit=True))
+
+    def run_policy(self, cert: IssuedCertificate):  # type: ignore[no-untyped-def]
+        return self.run_exchange(cert, verifier=self.verifier(),
+                                 settings={"roots": (self.root.certificate,)},
+                                 request=request_bytes(accept="application/json"))
+
+    def test_accepted_with_its_policies(self) -> None:
+        result, _ = self.run_policy(self.good)
+        self.assertEqual(result.status, 200)
+        self.assertEqual(json.loads(result.body)["policies"], [self.P1])
+
+    def test_no_acceptable_policy(self) -> None:
+        result, events = self.run_policy(self.other)
+        self.assertRejected(result, events, Reason.NO_ACCEPTABLE_POLICY, "certificate unknown")
+
+    def test_invalid_policy_mapping(self) -> None:
+        result, events = self.run_policy(self.invalid)
+        self.assertRejected(result, events, Reason.INVALID_POLICY, "certificate unknown")
+        [event] = [e for e in events if e.get("decision") == "rejected"]
+        self.assertEqual(event["depth"], 1)
+
+    def test_verify_chain_outside_a_handshake(self) -> None:
+        verifier = self.verifier()
+        verifier.attach(self.pki.settings(roots=(self.root.certificate,)))
+        state = verifier.verify_chain(self.good.certificate, self.good.chain)
+        self.assertNotIsInstance(state, Exception)
+        assert not isinstance(state, Exception)
+        assert state.identity is not None
+        self.assertEqual(state.identity.policies, {self.P1})
+        refused = verifier.verify_chain(self.other.certificate, self.other.chain)
+        self.assertIsInstance(refused, Exception)
+        assert isinstance(refused, Exception)
+        self.assertEqual(refused.reason, Reason.NO_ACCEPTABLE_POLICY)  # type: ignore[attr-defined]
+
+    def test_default_settings_accept_without_policies(self) -> None:
+        """No policy options: a chain without any policy is accepted, with none."""
+        result, _ = self.run_exchange(self.pki.client,
+                                      request=request_bytes(accept="application/json"))
+        self.assertEqual(result.status, 200)
+        self.assertEqual(json.loads(result.body)["policies"], [])
+
+    def test_pinned_leaf_has_only_its_own_policies(self) -> None:
+        """A pinned self-signed certificate is its own path: without certificatePolicies it
+        is refused when an explicit policy is required."""
+        from certsrv.x509.policies import PolicySettings
+
+        cert = self.pki.client_cert("self_signed")
+        verifier = ClientVerifier(clock_at_now(), AllowedTypes.ALL, frozenset({cert.fingerprint}),
+                                  policies=PolicySettings(require_explicit=True))
+        result, events = self.run_exchange(cert, verifier=verifier)
+        self.assertRejected(result, events, Reason.NO_ACCEPTABLE_POLICY, "certificate unknown")

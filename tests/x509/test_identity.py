@@ -42,3 +42,13 @@ class FromCertificateTests(SynchronousTestCase):
         document = identity.as_json()
         self.assertEqual(document["subject"], "CN=erin")
         self.assertTrue(str(document["not_after"]).endswith("Z"))
+
+    def test_policies(self) -> None:
+        """The chain's valid certificate policies are part of the identity (sorted in JSON)."""
+        issued = self.ca.client("frank")
+        self.assertEqual(ClientIdentity.from_certificate(issued.certificate).policies,
+                         frozenset())
+        identity = ClientIdentity.from_certificate(issued.certificate, None,
+                                                   frozenset({"1.2.3", "1.2.10"}))
+        self.assertEqual(identity.policies, {"1.2.3", "1.2.10"})
+        self.assertEqual(identity.as_json()["policies"], ["1.2.10", "1.2.3"])
