@@ -57,22 +57,24 @@ def low_port() -> int:
 class Node:
     """One ``twistd certsrv`` node, restartable; its output appended to ``node<N>.log``."""
 
-    def __init__(self, number: int, work: Path) -> None:
+    def __init__(self, number: int, work: Path, proxied: bool = True) -> None:
         self.number = number
         self.work = work
+        self.kind = "haproxy:tcp" if proxied else "tcp"
         self.port, self.metrics = low_port(), low_port()
         self.log = work / f"node{number}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []
 
     def start(self) -> None:
         w = self.work
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
                 "--pidfile=", "certsrv",
-                "--listen", f"haproxy:tcp:{self.port}:interface=127.0.0.1",
+                "--listen", f"{self.kind}:{self.port}:interface=127.0.0.1",
                 "--metrics", f"tcp:{self.metrics}:interface=127.0.0.1",
                 "--drain-delay", str(DRAIN_DELAY), "--drain-timeout", "20",
                 "--cert", str(w / "server.pem"), "--key", str(w / "server.key"),
-                "--ca", str(w / "ca.pem"), "--log-accepted", "off"]
+                "--ca", str(w / "ca.pem"), "--log-accepted", "off", *self.extra]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)

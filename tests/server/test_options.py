@@ -88,6 +88,10 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(listener.factory, ProxyHeaderFactory)  # type: ignore[attr-defined]
         self.assertEqual(listener.description, "haproxy:tcp:0:interface=127.0.0.1")  # type: ignore[attr-defined]
         self.assertRaises(usage.UsageError, parse, self.files.argv("--drain-delay", "-1"))
+        workers = parse(self.files.argv("--listen", "haproxy:tcp:8443:interface=127.0.0.1",
+                                        "--workers", "2"))
+        self.assertEqual([(a.interface, a.port) for a in workers.addresses],
+                         [("127.0.0.1", 8443)])
 
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
