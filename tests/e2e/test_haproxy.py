@@ -137,7 +137,7 @@ class HAProxyTests(HAProxyFront):
                 results.append((code, int(out.rpartition(b"\n")[2] or 0), err))
 
         clients = [defer.ensureDeferred(client()) for _ in range(3)]
-        yield task.deferLater(reactor, 1.0, lambda: None)
+        yield task.deferLater(reactor, 0.5, lambda: None)
         old = node.child
         node.process.signalProcess(signal.SIGTERM)
         yield task.deferLater(reactor, 0.2, lambda: None)
@@ -150,7 +150,10 @@ class HAProxyTests(HAProxyFront):
         before = served(node)
         self.start_node(node)
         yield defer.ensureDeferred(self.wait_state(node, "UP"))
-        yield task.deferLater(reactor, 1.0, lambda: None)
+        for _ in range(100):  # traffic returns: the restarted node answers requests again
+            if served(node) > before:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
         loading = False
         yield defer.gatherResults(clients)
         failed = [r for r in results if r[:2] != (0, 200)]
