@@ -9,16 +9,21 @@ import signal
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
 
 from tests._servers import (
     HEALTH,
     FrontNode,
     HAProxyFront,
+    low_port,
     run,
+    spawn,
     status_of,
     tcp_exchange,
+    twistd_argv,
+    wait_listening,
 )
-from tests._support import client_cert_header, proxy_certs
+from tests._support import Files, client_cert_header, proxy_certs, shared_pki, write_pem
 
 # The clients' own addresses: HAProxy connects to the nodes from 127.0.0.1.
 CLIENT = "127.0.0.2"
@@ -161,3 +166,37 @@ class HAProxyTests(HAProxyFront):
         self.assertGreater(len(results), 20)
         self.assertGreater(served(node), before, "no traffic returned to the restarted node")
         self.assertIn("stopping in 2.0 s: /healthz answers 503", old.text)
+
+
+class WorkersTests(TestCase):
+    """``--workers`` under a ``haproxy:`` listener: every worker reads the PROXY header
+    (curl's ``--haproxy-protocol`` sends a v1 header, as HAProxy's ``send-proxy`` does)."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_workers_read_the_header(self) -> Any:
+        files = Files(self.mktemp())
+        port, metrics = low_port(), low_port()
+        _, child = spawn(self, twistd_argv(
+            "certsrv", "--workers", "2", "--listen", f"haproxy:tcp:{port}:interface=127.0.0.1",
+            "--metrics", f"tcp:{metrics}", *files.argv()))
+        yield defer.ensureDeferred(wait_listening(metrics + 1, child))
+        client = shared_pki().client
+        cert = write_pem(files.dir, "client.pem", client.chain_pem())
+        key = write_pem(files.dir, "client.key", client.private_key_pem(), 0o600)
+        curl = ["curl", "-sS", "--max-time", "20", "--cacert", files.ca, "--cert", cert,
+                "--key", key, "--resolve", f"localhost:{port}:127.0.0.1",
+                f"https://localhost:{port}/secure"]
+        for _ in range(4):
+            out, err, code = yield run([*curl, "--haproxy-protocol"])
+            self.assertEqual((code, out.startswith(b"Client certificate accepted")), (0, True),
+                             err)
+        _, err, code = yield run(curl)
+        self.assertNotEqual(code, 0)
+        for _ in range(50):
+            if "did not begin with a PROXY protocol header" in child.text:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertRegex(child.text, r"worker \d.*closed a connection from 127\.0\.0\.1:\d+ on "
+                                     r"--listen haproxy:tcp:")
