@@ -24,6 +24,7 @@ from treq.client import (
 )
 from treq.response import _Response
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.web._http2 import H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
 
@@ -36,6 +37,8 @@ __all__ = [
     "GenericHTTPChannelProtocol",
     "H2Connection",
     "IOpenSSLTrustRoot",
+    "ProxyProtocolWrapper",
+    "ProxyWrappingFactory",
     "TreqResponse",
     "VerifyCallback",
     "clear_exit_signal",
@@ -47,6 +50,7 @@ __all__ = [
     "http2_write_control_data",
     "http_channel",
     "http_negotiated_protocol",
+    "proxy_header_read",
     "raise_listen_errors",
     "set_groups",
     "set_store_purpose_client",
@@ -245,6 +249,18 @@ def raise_listen_errors(service: Any) -> None:
     """Make a StreamServerEndpointService's ``privilegedStartService`` raise when it cannot
     listen, rather than log the error (as ``strports.service`` does)."""
     service._raiseSynchronously = True
+
+
+# -- Twisted: the PROXY protocol (twisted.protocols.haproxy) --------------------------------
+
+# What ``haproxy:`` endpoints wrap a factory in; the package exports only ``proxyEndpoint``.
+ProxyProtocolWrapper = HAProxyProtocolWrapper
+ProxyWrappingFactory = HAProxyWrappingFactory
+
+
+def proxy_header_read(wrapper: Any) -> bool:
+    """Whether a ProxyProtocolWrapper has read its connection's whole PROXY header."""
+    return wrapper._proxyInfo is not None
 
 
 # -- treq ------------------------------------------------------------------------------------

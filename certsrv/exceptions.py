@@ -276,6 +276,7 @@ class LimitReason(enum.StrEnum):
     TOO_MANY_HEADERS = "too_many_headers"
     BODY_TOO_LARGE = "body_too_large"
     MAX_CONNECTIONS = "max_connections"
+    BAD_PROXY_HEADER = "bad_proxy_header"
 
     @property
     def sentence(self) -> str:
@@ -294,4 +295,6 @@ _LIMIT_SENTENCES: dict[LimitReason, str] = {
     LimitReason.TOO_MANY_HEADERS: "the request has more header fields than --max-headers",
     LimitReason.BODY_TOO_LARGE: "the request body is larger than --max-body-bytes",
     LimitReason.MAX_CONNECTIONS: "the listener already holds --max-connections connections",
+    LimitReason.BAD_PROXY_HEADER: "the connection to a haproxy: listener did not begin with "
+                                  "a PROXY protocol header",
 }

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any
 
 from twisted.internet import defer, endpoints, protocol, reactor, task
@@ -475,3 +476,144 @@ class NginxFront(ProxyServers):
             return int(status), json.loads(body)
         except ValueError:
             self.fail(f"not JSON: {out!r}\n{self.nginx_log()}")
+
+
+# --- HAProxy in front of certsrv nodes ---------------------------------------------------------
+
+HAPROXY_TEMPLATE = os.path.join(DOCS, "haproxy.cfg")
+
+
+def haproxy_binary() -> str | None:
+    """haproxy's path, if it is installed (Debian puts it in /usr/sbin, off a user PATH)."""
+    found = shutil.which("haproxy")
+    if found is None and os.access("/usr/sbin/haproxy", os.X_OK):
+        found = "/usr/sbin/haproxy"
+    return found
+
+
+def render_haproxy_cfg(values: dict[str, str]) -> str:
+    """docs/haproxy.cfg with its placeholders filled in."""
+    with open(HAPROXY_TEMPLATE, encoding="utf-8") as f:
+        text = f.read()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    left = re.findall(r"\$\{[A-Z0-9_]+\}", text)
+    if left:
+        raise AssertionError(f"unknown placeholders in {HAPROXY_TEMPLATE}: {left}")
+    return text
+
+
+class FrontNode:
+    """One ``twistd certsrv`` node behind HAProxy: its ports, and its current process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port, self.metrics = low_port(), low_port()
+        self.process: Any = None
+        self.child = Twistd()
+        self.runs: list[Twistd] = []
+
+    @property
+    def text(self) -> str:
+        """The output of every run of the node so far."""
+        return "".join(run.text for run in self.runs)
+
+
+class HAProxyFront(ProxyServers):
+    """Real HAProxy with docs/haproxy.cfg (TCP mode, send-proxy-v2) in front of two ``twistd
+    certsrv`` nodes listening on ``haproxy:tcp:`` with ``--metrics`` and ``--drain-delay``; a
+    stats socket (a second config file) tells what HAProxy thinks of each node."""
+
+    timeout = 120
+    # Longer than docs/haproxy.cfg's check interval (1 s) plus the check's own time.
+    DRAIN_DELAY = 2.0
+    NODE_ARGS: tuple[str, ...] = ()
+
+    def setUp(self) -> Any:
+        super().setUp()
+        binary = haproxy_binary()
+        if binary is None:
+            raise SkipTest("haproxy not installed (Debian package haproxy; .ci/run installs it)")
+        for tool in ("curl", "openssl"):
+            if shutil.which(tool) is None:
+                raise SkipTest(f"{tool} is not installed")
+        self.haproxy = binary
+        self.nodes = [FrontNode("node1"), FrontNode("node2")]
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        for node in self.nodes:
+            self.start_node(node)
+        for node in self.nodes:
+            await wait_listening(node.metrics, node.child)
+        self.port = low_port()
+        prefix = os.path.abspath(os.path.join(self.files.dir, "haproxy"))
+        os.makedirs(prefix)
+        values = {"HAPROXY_LISTEN": f"127.0.0.1:{self.port}"}
+        for i, node in enumerate(self.nodes, 1):
+            values[f"NODE{i}"] = f"127.0.0.1:{node.port}"
+            values[f"NODE{i}_METRICS"] = str(node.metrics)
+        conf = write_pem(prefix, "haproxy.cfg", render_haproxy_cfg(values).encode())
+        # A UNIX socket path has at most 107 bytes (HAProxy: 97); the test's directory is deeper.
+        sockets = tempfile.mkdtemp(prefix="certsrv-haproxy-")
+        self.addCleanup(shutil.rmtree, sockets, True)
+        self.stats_socket = os.path.join(sockets, "admin.sock")
+        stats = write_pem(prefix, "stats.cfg",
+                          f"global\n    stats socket {self.stats_socket} mode 600\n".encode())
+        _, self.haproxy_child = spawn(self, [self.haproxy, "-db", "-f", conf, "-f", stats])
+        for node in self.nodes:
+            await self.wait_state(node, "UP")
+
+    def start_node(self, node: FrontNode) -> None:
+        """Start (or start again) ``node``'s twistd process."""
+        argv = twistd_argv(
+            "certsrv", "--listen", f"haproxy:tcp:{node.port}:interface=127.0.0.1",
+            "--metrics", f"tcp:{node.metrics}", "--drain-delay", str(self.DRAIN_DELAY),
+            *self.files.argv(*self.NODE_ARGS))
+        node.process, node.child = spawn(self, argv)
+        node.runs.append(node.child)
+
+    async def states(self) -> dict[str, str]:
+        """HAProxy's status of each node (UP, DOWN, ``UP 1/2`` while rising, ...)."""
+        peer = Peer(b"show stat\n")
+        await endpoints.connectProtocol(
+            endpoints.UNIXClientEndpoint(reactor, self.stats_socket), peer)
+        found = {}
+        for line in (await peer.done).decode().splitlines():
+            fields = line.split(",")
+            if len(fields) > 17 and fields[0] == "certsrv_nodes":
+                found[fields[1]] = fields[17]
+        return found
+
+    async def wait_state(self, node: FrontNode, state: str, seconds: float = 30) -> None:
+        """Poll the stats socket until HAProxy gives ``node`` the status ``state``."""
+        deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
+        seen: dict[str, str] = {}
+        while reactor.seconds() < deadline:  # type: ignore[attr-defined]
+            if self.haproxy_child.ended.called:
+                self.fail(f"haproxy exited: {self.haproxy_child.text}")
+            try:
+                seen = await self.states()
+            except (ConnectError, OSError):
+                seen = {}
+            if seen.get(node.name) == state:
+                return
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"HAProxy never had {node.name} {state} (last: {seen}):\n"
+                  f"{self.haproxy_child.text[-3000:]}")
+
+    def curl(self, port: int, cert: IssuedCertificate | None, *extra: str
+             ) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        """curl GET /secure on 127.0.0.1:``port`` (JSON), presenting ``cert`` if given."""
+        args = ["curl", "-sS", "--max-time", "20", "--cacert", self.files.ca,
+                "-H", "Accept: application/json", "-w", "\n%{http_code}", *extra]
+        if cert is not None:
+            # Written once: concurrent curls must not read a file being rewritten.
+            name = os.path.join(self.files.dir, cert.fingerprint[:16])
+            if not os.path.exists(name + ".key"):
+                write_pem(self.files.dir, f"{cert.fingerprint[:16]}.pem", cert.chain_pem())
+                write_pem(self.files.dir, f"{cert.fingerprint[:16]}.key",
+                          cert.private_key_pem(), 0o600)
+            args += ["--cert", name + ".pem", "--key", name + ".key"]
+        return run([*args, "--resolve", f"localhost:{port}:127.0.0.1",
+                    f"https://localhost:{port}/secure"])

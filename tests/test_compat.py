@@ -178,6 +178,15 @@ class OverrideTests(_CompatTestCase):
         instance = StreamServerEndpointService(None, None)
         self.check(Listener, StreamServerEndpointService, instance, (), "Twisted")
 
+    def test_proxy_header_protocol(self) -> None:
+        from certsrv.server.endpoints import ProxyHeaderFactory, _ProxyHeaderProtocol
+
+        instance = _compat.ProxyProtocolWrapper(
+            _compat.ProxyWrappingFactory(protocol.Factory()), protocol.Protocol())
+        self.check(_ProxyHeaderProtocol, _compat.ProxyProtocolWrapper, instance, (), "Twisted")
+        self.check(ProxyHeaderFactory, _compat.ProxyWrappingFactory,
+                   _compat.ProxyWrappingFactory(protocol.Factory()), (), "Twisted")
+
     def test_treq_client(self) -> None:
         from treq.client import HTTPClient
 
@@ -357,6 +366,56 @@ class TwistedTLSTests(_CompatTestCase):
                   "TLSMemoryBIOProtocol._reason and _lostTLSConnection", "Twisted", user)
         _compat.tls_finish_without_closing(server, Failure(ValueError("later")))
         self.assertIs(server._reason, reason)
+
+
+# -- Twisted: the PROXY protocol ---------------------------------------------------------------
+
+
+class TwistedProxyProtocolTests(_CompatTestCase):
+    """The PROXY header wrapper haproxy: endpoints use, and whether it has read the header."""
+
+    def test_wrapper_classes(self) -> None:
+        user = "ProxyProtocolWrapper, ProxyWrappingFactory (certsrv.server.endpoints)"
+        wrapper = self.need_import("twisted.protocols.haproxy._wrapper",
+                                   "HAProxyProtocolWrapper", "Twisted", user)
+        factory = self.need_import("twisted.protocols.haproxy._wrapper",
+                                   "HAProxyWrappingFactory", "Twisted", user)
+        self.assertIs(_compat.ProxyProtocolWrapper, wrapper)
+        self.assertIs(_compat.ProxyWrappingFactory, factory)
+        self.need(factory.protocol is wrapper, "HAProxyWrappingFactory.protocol", "Twisted",
+                  user)
+
+    def test_proxy_header_read(self) -> None:
+        user = "proxy_header_read (certsrv.server.endpoints)"
+        received: list[bytes] = []
+
+        class Inner(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        for header in (b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 8443\r\n",
+                       b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07"
+                       b"\x7f\x00\x00\x01\xc7\x38\x20\xfb"):
+            wrapper = _compat.ProxyProtocolWrapper(
+                _compat.ProxyWrappingFactory(protocol.Factory()), Inner())
+            wrapper.makeConnection(StringTransport())
+            self.need(not _compat.proxy_header_read(wrapper),
+                      "HAProxyProtocolWrapper._proxyInfo (None before the header)", "Twisted",
+                      user)
+            wrapper.dataReceived(header + b"data")
+            self.need(_compat.proxy_header_read(wrapper) and received[-1] == b"data"
+                      and wrapper.getPeer().host == "192.0.2.7",
+                      "HAProxyProtocolWrapper._proxyInfo (set once the header is read)",
+                      "Twisted", user)
+        wrapper = _compat.ProxyProtocolWrapper(
+            _compat.ProxyWrappingFactory(protocol.Factory()), Inner())
+        transport = StringTransport()
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(b"\x16\x03\x01 not a PROXY header")
+        self.need(transport.disconnecting and wrapper.disconnecting
+                  and not _compat.proxy_header_read(wrapper),
+                  "HAProxyProtocolWrapper's closing of a connection without a header "
+                  "(loseConnection)", "Twisted", user)
 
 
 # -- Twisted: HTTP/1.1 and HTTP/2 -------------------------------------------------------------

@@ -45,13 +45,15 @@ class Fetched(Generic[V]):
 
 
 class _Entry(Generic[V]):
-    __slots__ = ("expires", "failed", "refresh_at", "value")
+    __slots__ = ("expires", "failed", "refresh_at", "stored", "value")
 
-    def __init__(self, value: V, failed: bool, expires: float, refresh_at: float) -> None:
+    def __init__(self, value: V, failed: bool, expires: float, refresh_at: float,
+                 stored: float) -> None:
         self.value = value
         self.failed = failed
         self.expires = expires
         self.refresh_at = refresh_at
+        self.stored = stored
 
 
 class RefreshingCache(Generic[K, V]):
@@ -114,9 +116,10 @@ class RefreshingCache(Generic[K, V]):
 
     def store(self, key: K, value: V, expires: float, failed: bool = False) -> V:
         """Keep ``value`` until ``expires``, to be refreshed in the last fifth of that time."""
-        lifetime = max(expires - self.clock.seconds(), 0.0)
+        now = self.clock.seconds()
+        lifetime = max(expires - now, 0.0)
         refresh_at = expires - min(lifetime / 5, 60.0)
-        self._entries[key] = _Entry(value, failed, expires, refresh_at)
+        self._entries[key] = _Entry(value, failed, expires, refresh_at, now)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -125,6 +128,12 @@ class RefreshingCache(Generic[K, V]):
     def forget(self) -> None:
         """Drop every cached answer; fetches in flight still complete."""
         self._entries.clear()
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest answer still in force was fetched (0: none is)."""
+        now = self.clock.seconds()
+        stored = [e.stored for e in self._entries.values() if not e.failed and now < e.expires]
+        return now - min(stored) if stored else 0.0
 
     def _start(self, key: K, fetch: Callable[[], defer.Deferred[Fetched[V]]],
                waiters: list[defer.Deferred[V]]) -> None:
@@ -172,6 +181,10 @@ class CachingSource(Generic[K, V]):
     def hits(self) -> int:
         """Lookups answered from the cache."""
         return self.cache.hits
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest answer in force was fetched (``RefreshingCache``)."""
+        return self.cache.oldest_age()
 
     def __len__(self) -> int:
         return len(self.cache)

@@ -1,21 +1,35 @@
-"""Listening addresses: tcp:/tcp6: endpoint descriptions parsed, and whether a port is free."""
+"""Listening addresses: tcp:/tcp6: endpoint descriptions parsed, whether a port is free, and
+the PROXY protocol header of ``haproxy:`` listeners."""
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.logger import Logger
 from twisted.python import usage
+
+from certsrv._compat import ProxyProtocolWrapper, ProxyWrappingFactory, proxy_header_read
+from certsrv.exceptions import LimitReason
+from certsrv.tls.observer import Observer
+from certsrv.tls.verify import peer_text
 
 __all__ = [
     "PortInUse",
+    "ProxyHeaderFactory",
     "TCPAddress",
     "check_free",
     "loopback_by_default",
     "parse_tcp",
     "split_description",
+    "split_proxy",
 ]
+
+_log = Logger(namespace="certsrv.limits")
 
 
 @dataclass(frozen=True)
@@ -93,8 +107,8 @@ def parse_tcp(description: str) -> TCPAddress:
     parts = split_description(description)
     kind = parts[0].lower()
     if kind not in ("tcp", "tcp6") or len(parts) < 2:
-        raise usage.UsageError(f"--workers needs tcp: or tcp6: listen descriptions, not "
-                               f"{description!r}")
+        raise usage.UsageError(f"--workers needs tcp: or tcp6: listen descriptions (under "
+                               f"haproxy: too), not {description!r}")
     family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
     options = {"interface": "::" if kind == "tcp6" else "0.0.0.0", "backlog": "128"}
     positional = []
@@ -123,3 +137,55 @@ def loopback_by_default(description: str) -> str:
     if kind not in ("tcp", "tcp6") or any(p.startswith("interface=") for p in parts[1:]):
         return description
     return description + (":interface=127.0.0.1" if kind == "tcp" else ":interface=\\:\\:1")
+
+
+def split_proxy(description: str) -> tuple[bool, str]:
+    """Whether ``description`` is ``haproxy:...`` (connections begin with a PROXY protocol
+    header), and the endpoint description under it."""
+    kind, colon, rest = description.partition(":")
+    if colon and kind.lower() == "haproxy":
+        return True, rest
+    return False, description
+
+
+class _ProxyHeaderProtocol(ProxyProtocolWrapper):  # type: ignore[misc]
+    """Twisted's PROXY header reader, reporting a connection it closes for a bad header."""
+
+    factory: ProxyHeaderFactory
+
+    def dataReceived(self, data: bytes) -> None:
+        if proxy_header_read(self):
+            self.wrappedProtocol.dataReceived(data)
+            return
+        super().dataReceived(data)
+        if self.disconnecting and not proxy_header_read(self):
+            self.factory.refused(self.getPeer(), data)  # no header: the TCP peer
+
+
+class ProxyHeaderFactory(ProxyWrappingFactory):  # type: ignore[misc]
+    """A ``haproxy:`` listener's factory: each connection begins with a PROXY header (v1 or
+    v2) naming the client, whose address certsrv then sees; one without is closed and logged."""
+
+    protocol = _ProxyHeaderProtocol  # type: ignore[assignment]
+
+    def __init__(self, wrapped: IProtocolFactory, listener: str,
+                 observer: Callable[[], Observer]) -> None:
+        super().__init__(wrapped)
+        self.listener = listener
+        self.observer = observer
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        """A new connection, unless the wrapped factory refuses it (its --max-connections)."""
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        return None if wrapped is None else _ProxyHeaderProtocol(self, wrapped)  # type: ignore[arg-type]
+
+    def refused(self, peer: IAddress, began: bytes) -> None:
+        """Log and count a connection closed because it began without a PROXY header."""
+        hint = ("a TLS ClientHello: the client reached this listener directly, or the "
+                "balancer does not send the header (HAProxy: send-proxy-v2)"
+                if began[:1] == b"\x16" else f"{began[:16]!r}")
+        _log.warn("closed a connection from {peer} on --listen {listener}: it did not begin "
+                  "with a PROXY protocol header (it began with {hint})",
+                  peer=peer_text(peer), listener=self.listener, hint=hint,
+                  reason=LimitReason.BAD_PROXY_HEADER.value)
+        self.observer().rejected(LimitReason.BAD_PROXY_HEADER.value)

@@ -10,14 +10,14 @@ from cryptography import x509
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from certsrv._compat import clear_exit_signal, exit_signal
 from certsrv.tls.context import ServerTLS
 from certsrv.web.site import CertsrvSite
 
-__all__ = ["Drainer", "ExpiryWatch", "exit_zero_on_sigterm"]
+__all__ = ["Drainer", "ExpiryWatch", "Lingering", "exit_zero_on_sigterm"]
 
 _log = Logger(namespace="certsrv.lifecycle")
 DAY = 86400.0
@@ -62,6 +62,28 @@ def exit_zero_on_sigterm(reactor: Any) -> None:
     reactor.callWhenRunning(guard_sigterm)  # Twisted's handlers are installed by then
     reactor.addSystemEventTrigger("before", "shutdown", stopped)
     reactor.addSystemEventTrigger("after", "shutdown", clear)
+
+
+class Lingering(service.MultiService):
+    """A node's services, stopped ``delay`` seconds after being told to stop."""
+
+    # ``running`` turns False at once, so /healthz answers 503, while the listeners still
+    # accept and serve: a load balancer's health check takes the node out before new
+    # connections would be refused (--drain-delay). Then the children stop, the drain first.
+
+    def __init__(self, clock: IReactorTime, delay: float = 0.0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.delay = delay
+
+    def stopService(self) -> defer.Deferred[Any]:
+        if self.delay <= 0 or not self.running:
+            return super().stopService()  # type: ignore[no-any-return]
+        service.Service.stopService(self)
+        _log.info("stopping in {delay} s: /healthz answers 503, new connections are still "
+                  "served meanwhile", delay=self.delay, reason="draining")
+        later = deferLater(self.clock, self.delay, lambda: None)
+        return later.addCallback(lambda _: service.MultiService.stopService(self))
 
 
 class Drainer(service.MultiService):

@@ -133,7 +133,8 @@ class Metrics:
 
 
 class CacheCollector(Collector):
-    """Entries and hits of the revocation caches, read at scrape time."""
+    """Entries, hits and the oldest answer's age of the revocation caches, read at scrape
+    time."""
 
     def __init__(self, checkers: Callable[[], Iterable[Any]]) -> None:
         self.checkers = checkers
@@ -144,12 +145,20 @@ class CacheCollector(Collector):
         hits = GaugeMetricFamily("certsrv_revocation_cache_hits",
                                  "Lookups answered from the revocation caches",
                                  labels=["source"])
+        # Each node fetches on its own: this age is how far behind the responders (or the
+        # other nodes) this one may be for some certificate (docs/revocation.rst).
+        age = GaugeMetricFamily("certsrv_revocation_cache_oldest_age_seconds",
+                                "Seconds since the oldest revocation answer still in force "
+                                "was fetched (0: none)", labels=["source"])
         for checker in self.checkers():
             source = "crl" if type(checker).__name__.startswith("CRL") else "ocsp"
             entries.add_metric([source], len(checker))
             hits.add_metric([source], getattr(checker, "hits", 0))
+            oldest = getattr(checker, "oldest_age", None)
+            age.add_metric([source], oldest() if oldest is not None else 0.0)
         yield entries
         yield hits
+        yield age
 
 
 def count_lookups(metrics: Metrics, checkers: Iterable[Any]) -> None:

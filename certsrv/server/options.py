@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.python import usage
 from twisted.web import resource
 
@@ -22,12 +23,14 @@ from certsrv.server.build import build_site, revocation_for
 from certsrv.server.config import ServerConfig, parse_pins
 from certsrv.server.endpoints import (
     PortInUse,
+    ProxyHeaderFactory,
     TCPAddress,
     check_free,
     loopback_by_default,
     parse_tcp,
+    split_proxy,
 )
-from certsrv.server.lifecycle import Drainer, ExpiryWatch
+from certsrv.server.lifecycle import Drainer, ExpiryWatch, Lingering
 from certsrv.server.metrics import (
     CacheCollector,
     Metrics,
@@ -140,6 +143,11 @@ class Options(PluginOptions):
          "written."],
         ["drain-timeout", None, 30.0,
          "On SIGTERM, seconds to let requests in flight finish before exiting.", float],
+        ["drain-delay", None, 0.0,
+         "On SIGTERM, seconds during which /healthz already answers 503 but new connections "
+         "are still accepted and served, before the drain begins: time for a load "
+         "balancer's health check to take the node out (more than its check interval).",
+         float],
         ["metrics", None, None,
          "An admin endpoint serving Prometheus /metrics and /healthz over plain HTTP, e.g. "
          "tcp:9100. A tcp: endpoint without interface= listens on 127.0.0.1 only (tcp6: on "
@@ -348,15 +356,17 @@ class Options(PluginOptions):
         else:
             raise usage.UsageError(f"--workers must be a positive number or auto, not {workers!r}")
         if self.workers > 1:
-            self.addresses = [parse_tcp(d) for d in (self["listen"] or ["tcp:8443"])]
+            self.addresses = [parse_tcp(split_proxy(d)[1])
+                              for d in (self["listen"] or ["tcp:8443"])]
             if self["metrics"]:
                 parse_tcp(self["metrics"])
 
     def _check_operations(self) -> None:
         _choice("access-log", self["access-log"], ("on", "off"))
         _choice("log-accepted", self["log-accepted"], ("on", "off"))
-        if self["drain-timeout"] < 0:
-            raise usage.UsageError("--drain-timeout must not be negative")
+        for name in ("drain-timeout", "drain-delay"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
         if self["watch-interval"] < 0:
             raise usage.UsageError("--watch-interval must not be negative")
 
@@ -479,18 +489,22 @@ def makeService(config: Options) -> service.IService:
     metrics = Metrics() if config["metrics"] else None
     if metrics is not None:
         site.observer = metrics
-    parent = service.MultiService()
+    parent = Lingering(clock, config["drain-delay"])
     index = config["worker-index"]
     if index is not None:
         ParentWatch(reactor).setServiceParent(parent)
         ReadyNotice(reactor).setServiceParent(parent)
     for description in config["listen"]:
-        factory = TLSFactory(tls, site)
+        proxied, endpoint = split_proxy(description)
+        factory: IProtocolFactory = TLSFactory(tls, site)
+        if proxied:
+            factory = ProxyHeaderFactory(factory, description, lambda: site.observer)
         if index is None:
             # Listener: an address in use stops startup with one line, no traceback.
-            Listener("certsrv", "--listen", description, factory).setServiceParent(parent)
+            Listener("certsrv", "--listen", description, factory,
+                     endpoint=endpoint).setServiceParent(parent)
         else:
-            ReusePortService(parse_tcp(description), factory, reactor).setServiceParent(parent)
+            ReusePortService(parse_tcp(endpoint), factory, reactor).setServiceParent(parent)
     Reloader(config.config, current, clock, config["watch-interval"],
              reactor=reactor,  # type: ignore[arg-type]
              revocation=config.revocation, observer=site.observer,
@@ -502,7 +516,8 @@ def makeService(config: Options) -> service.IService:
     drainer = Drainer(site, clock, config["drain-timeout"], reactor)
     drainer.setServiceParent(parent)
     if metrics is not None:
-        _serve_metrics(config, metrics, tls, drainer, reactor)
+        _serve_metrics(config, metrics, tls, drainer, reactor,
+                       ready=lambda: bool(parent.running and drainer.running))
     return parent
 
 
@@ -511,12 +526,13 @@ def _supervisor(config: Options, reactor: Any) -> service.IService:
     _refuse_ports_in_use(config)
     parent = service.MultiService()
     Supervisor(config.workers, worker_argv(config.argv), config.addresses, reactor,
-               stop_timeout=config["drain-timeout"] + 5).setServiceParent(parent)
+               stop_timeout=config["drain-delay"] + config["drain-timeout"] + 5
+               ).setServiceParent(parent)
     return parent
 
 
 def _serve_metrics(config: Options, metrics: Metrics, tls: ServerTLS, drainer: Drainer,
-                   reactor: Any) -> None:
+                   reactor: Any, ready: Callable[[], bool]) -> None:
     """The --metrics listener (/metrics, /healthz) and its gauges, under ``drainer``."""
     clock = tls.clock
     metrics.gauge("certsrv_server_certificate_expiry_seconds",
@@ -527,8 +543,8 @@ def _serve_metrics(config: Options, metrics: Metrics, tls: ServerTLS, drainer: D
     metrics.collect_from(CacheCollector(
         lambda: revocation.checkers if revocation is not None else ()))
     count_lookups(metrics, revocation.checkers if revocation is not None else ())
-    # /healthz answers 503 from the moment the drain begins.
-    admin = admin_site(metrics, lambda: bool(drainer.running), config.limits)
+    # /healthz answers 503 from the moment the node is told to stop (before --drain-delay).
+    admin = admin_site(metrics, ready, config.limits)
     index = config["worker-index"]
     if index is None:
         Listener("certsrv", "--metrics", config["metrics"], admin).setServiceParent(drainer)
@@ -558,7 +574,7 @@ def _refuse_ports_in_use(config: Options) -> None:
         wanted += [("--metrics", config["metrics"], i) for i in range(config.workers)]
     for option, description, offset in wanted:
         try:
-            address = parse_tcp(description)
+            address = parse_tcp(split_proxy(description)[1])
         except usage.UsageError:
             continue  # not a tcp: description; its endpoint reports its own errors
         if address.port == 0:

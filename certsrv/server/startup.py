@@ -152,10 +152,13 @@ class Listener(internet.StreamServerEndpointService):
     """Listens on an endpoint; an address it cannot listen on stops startup in one line."""
 
     def __init__(self, prog: str, option: str, description: str, factory: IProtocolFactory,
-                 reactor: Any = None, stderr: TextIO | None = None) -> None:
+                 reactor: Any = None, stderr: TextIO | None = None,
+                 endpoint: str | None = None) -> None:
+        # ``endpoint``: what to listen on when ``factory`` already does part of the
+        # description's work (a haproxy: description's PROXY header); messages name both.
         if reactor is None:
             from twisted.internet import reactor
-        super().__init__(endpoints.serverFromString(reactor, description), factory)
+        super().__init__(endpoints.serverFromString(reactor, endpoint or description), factory)
         # As strports.service does: listen() failing makes privilegedStartService raise.
         raise_listen_errors(self)
         self.prog = prog

@@ -28,8 +28,8 @@ class Observer(Protocol):
         """A handshake completed without a client certificate (``--client-cert optional``)."""
 
     def rejected(self, reason: str) -> None:
-        """A handshake was refused, or given up on: a ``Reason`` code, or
-        ``handshake_timeout``."""
+        """A handshake was refused, or given up on: a ``Reason`` code, ``handshake_timeout``,
+        or ``bad_proxy_header`` (a ``haproxy:`` listener's connection closed before it)."""
 
     def request_refused(self, reason: str) -> None:
         """A request was refused after the handshake for its certificate (a ``Reason`` or

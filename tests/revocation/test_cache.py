@@ -42,6 +42,23 @@ class RefreshingCacheTests(SynchronousTestCase):
         self.assertEqual(self.cache.lookup_until("k", self.source), ("good", 80.0))
         self.assertEqual(self.cache.hits, 1)
 
+    def test_oldest_age(self) -> None:
+        """Seconds since the oldest answer in force was fetched; failures and expired answers
+        do not count, a failed refresh leaves the age growing."""
+        self.assertEqual(self.cache.oldest_age(), 0.0)
+        self.cache.get("a", self.source)
+        self.source.answer("good", 100.0)
+        self.clock.advance(30)
+        self.cache.get("b", self.source)
+        self.source.answer("down", None)  # a failure, cached for the retry time
+        self.assertEqual(self.cache.oldest_age(), 30.0)
+        self.clock.advance(55)
+        self.cache.lookup_until("a", self.source)  # refresh due: started in the background
+        self.source.answer("refresh failed", None)
+        self.assertEqual(self.cache.oldest_age(), 85.0)
+        self.clock.advance(20)  # "a" expired at 100
+        self.assertEqual(self.cache.oldest_age(), 0.0)
+
     def test_refreshed_ahead_in_the_last_fifth(self) -> None:
         self.cache.get("k", self.source)
         self.source.answer("old", 100.0)

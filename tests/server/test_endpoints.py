@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
+from twisted.internet import protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv.server.endpoints import PortInUse, check_free, loopback_by_default, parse_tcp
+from certsrv.server.endpoints import (
+    PortInUse,
+    ProxyHeaderFactory,
+    check_free,
+    loopback_by_default,
+    parse_tcp,
+    split_proxy,
+)
 from certsrv.server.workers import worker_argv
 from tests._servers import low_port
+from tests._support import captured_events
 
 
 class ParseTests(SynchronousTestCase):
@@ -63,3 +75,83 @@ class LoopbackDefaultTests(SynchronousTestCase):
         for given, expected in cases.items():
             self.assertEqual(loopback_by_default(given), expected)
 
+
+
+class _Recorder(protocol.Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class _Observer:
+    def __init__(self) -> None:
+        self.rejections: list[str] = []
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.append(reason)
+
+
+class ProxyHeaderTests(SynchronousTestCase):
+    """``haproxy:`` listeners: the client's address from the PROXY header, and a connection
+    without one closed, logged and counted."""
+
+    V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 8443\r\n"
+
+    def connect(self, limit: int | None = None) -> tuple[Any, Any, _Observer, StringTransport]:
+        """A connection to a ProxyHeaderFactory (``limit``: most connections it takes)."""
+        inner = protocol.Factory.forProtocol(_Recorder)
+        if limit is not None:
+            build = inner.buildProtocol
+            inner.buildProtocol = lambda addr: build(addr) if limit else None  # type: ignore
+        observer = _Observer()
+        factory = ProxyHeaderFactory(inner, "haproxy:tcp:8443", lambda: observer)  # type: ignore[arg-type]
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        wrapper = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        if wrapper is not None:
+            wrapper.makeConnection(transport)
+        return wrapper, factory, observer, transport
+
+    def test_split(self) -> None:
+        self.assertEqual(split_proxy("haproxy:tcp:8443:interface=127.0.0.1"),
+                         (True, "tcp:8443:interface=127.0.0.1"))
+        self.assertEqual(split_proxy("HAProxy:tcp6:8443"), (True, "tcp6:8443"))
+        self.assertEqual(split_proxy("tcp:8443"), (False, "tcp:8443"))
+        self.assertEqual(parse_tcp(split_proxy("haproxy:tcp:8443")[1]).port, 8443)
+
+    def test_client_address_from_header(self) -> None:
+        wrapper, _, observer, transport = self.connect()
+        with captured_events("certsrv.limits") as events:
+            wrapper.dataReceived(self.V1[:10])
+            wrapper.dataReceived(self.V1[10:] + b"\x16\x03\x01hello")
+            wrapper.dataReceived(b" more")
+        self.assertEqual(wrapper.wrappedProtocol.received, b"\x16\x03\x01hello more")
+        self.assertEqual((wrapper.getPeer().host, wrapper.getPeer().port), ("192.0.2.7", 51000))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual((events, observer.rejections), ([], []))
+
+    def test_tls_without_header(self) -> None:
+        wrapper, _, observer, transport = self.connect()
+        with captured_events("certsrv.limits") as events:
+            wrapper.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"r" * 32)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(wrapper.wrappedProtocol.received, b"")
+        self.assertEqual(observer.rejections, ["bad_proxy_header"])
+        [event] = events
+        self.assertEqual((event["reason"], event["peer"], event["listener"]),
+                         ("bad_proxy_header", "127.0.0.1:40000", "haproxy:tcp:8443"))
+        self.assertIn("TLS ClientHello", event["hint"])
+
+    def test_malformed_header(self) -> None:
+        wrapper, _, observer, transport = self.connect()
+        with captured_events("certsrv.limits") as events:
+            wrapper.dataReceived(b"PROXY TCP4 not-an-address\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(observer.rejections, ["bad_proxy_header"])
+        self.assertEqual(events[0]["hint"], repr(b"PROXY TCP4 not-a"))
+
+    def test_refused_by_the_wrapped_factory(self) -> None:
+        wrapper, *_ = self.connect(limit=0)
+        self.assertIsNone(wrapper)

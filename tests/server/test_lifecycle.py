@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.pki import CertificateAuthority
-from certsrv.server.lifecycle import Drainer, ExpiryWatch
+from certsrv.server.lifecycle import Drainer, ExpiryWatch, Lingering
 from certsrv.tls.context import ServerTLS
 from certsrv.tls.verify import ClientVerifier
 from tests._support import (
@@ -130,6 +130,41 @@ class DrainTests(SynchronousTestCase):
         self.answer(pump)
         self.successResultOf(stopped)
         self.assertFalse(child.running)
+
+
+class LingeringTests(SynchronousTestCase):
+    """--drain-delay: told to stop, the node says so at once and stops its children later."""
+
+    def node(self, delay: float) -> tuple[Clock, Lingering, Any]:
+        from twisted.application import service
+
+        clock = Clock()
+        node = Lingering(clock, delay)
+        listener = service.Service()
+        listener.setServiceParent(node)
+        node.startService()
+        return clock, node, listener
+
+    def test_children_stop_after_the_delay(self) -> None:
+        clock, node, listener = self.node(2.5)
+        with captured_events("certsrv.lifecycle") as events:
+            stopped = node.stopService()
+        self.assertFalse(node.running, "/healthz must answer 503 from the start")
+        self.assertTrue(listener.running, "the listeners serve during the delay")
+        self.assertEqual([e["reason"] for e in events], ["draining"])
+        clock.advance(2.4)
+        self.assertNoResult(stopped)
+        self.assertTrue(listener.running)
+        clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertFalse(listener.running)
+
+    def test_no_delay_stops_at_once(self) -> None:
+        _, node, listener = self.node(0)
+        with captured_events("certsrv.lifecycle") as events:
+            self.successResultOf(node.stopService())
+        self.assertFalse(listener.running)
+        self.assertEqual(events, [])
 
 
 class ExpiryTests(SynchronousTestCase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import treq
@@ -108,6 +109,48 @@ class MetricsTests(TestCase):
         self.successResultOf(checker.check(pair))
         self.assertEqual(metrics.registry.get_sample_value(
             "certsrv_revocation_lookups_total", {"source": "ocsp", "outcome": "good"}), 1.0)
+
+
+    def test_revocation_cache_age(self) -> None:
+        """The age of the oldest OCSP answer in force: 0 before any, growing with the clock,
+        back to 0 once it is refreshed."""
+        from certsrv.revocation.decision import Scope
+        from certsrv.revocation.ocspcheck import OCSPChecker, OCSPSettings
+        from certsrv.server.metrics import CacheCollector
+        from certsrv.testing import FakeOCSPResponder
+
+        pki = shared_pki()
+        clock = clock_at_now()
+        responder = FakeOCSPResponder(pki.root, clock=clock,
+                                      validity=datetime.timedelta(hours=1))
+        checker = OCSPChecker(OCSPSettings(mode=Scope.LEAF, responder="http://127.0.0.1:9/",
+                                           max_age=600), clock, responder)
+        metrics = Metrics()
+        metrics.collect_from(CacheCollector(lambda: [checker]))
+        count_lookups(metrics, [checker])
+
+        def age() -> float | None:
+            return metrics.registry.get_sample_value(
+                "certsrv_revocation_cache_oldest_age_seconds", {"source": "ocsp"})
+
+        self.assertEqual(age(), 0.0)
+        pair = checker.pair(pki.client.certificate, pki.root.certificate)
+        assert pair is not None
+        self.successResultOf(checker.check(pair))
+        clock.advance(100)
+        self.assertEqual(age(), 100.0)
+        self.assertEqual(metrics.registry.get_sample_value(
+            "certsrv_revocation_cache_entries", {"source": "ocsp"}), 1.0)
+        clock.advance(460)  # its last minute of 600 s: refreshed ahead on the next use
+        checker.lookup_until(pair)
+        self.assertEqual(age(), 0.0)
+        self.assertEqual(metrics.registry.get_sample_value(
+            "certsrv_revocation_lookups_total", {"source": "ocsp", "outcome": "good"}), 2.0)
+        clock.advance(50)
+        self.assertIsNotNone(checker.lookup_until(pair))
+        self.assertEqual(age(), 50.0)
+        clock.advance(1000)  # past its expiry: nothing in force
+        self.assertEqual(age(), 0.0)
 
 
 class QuietAcceptTests(SynchronousTestCase):

@@ -92,6 +92,26 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(kinds, ["Drainer", "ExpiryWatch", "Listener", "Listener", "Reloader",
                                  "_CloseAtStop"])
 
+    def test_haproxy_listener_and_drain_delay(self) -> None:
+        """A haproxy: --listen reads the PROXY header itself (its factory wraps the TLS one);
+        --drain-delay is the node's delay before stopping."""
+        from certsrv.server.endpoints import ProxyHeaderFactory
+        from certsrv.server.lifecycle import Lingering
+
+        options = parse(self.files.argv("--listen", "haproxy:tcp:0:interface=127.0.0.1",
+                                        "--drain-delay", "2.5"))
+        service = _tap.makeService(options)
+        self.assertIsInstance(service, Lingering)
+        self.assertEqual(service.delay, 2.5)  # type: ignore[attr-defined]
+        [listener] = [child for child in service if type(child).__name__ == "Listener"]
+        self.assertIsInstance(listener.factory, ProxyHeaderFactory)  # type: ignore[attr-defined]
+        self.assertEqual(listener.description, "haproxy:tcp:0:interface=127.0.0.1")  # type: ignore[attr-defined]
+        self.assertRaises(usage.UsageError, parse, self.files.argv("--drain-delay", "-1"))
+        workers = parse(self.files.argv("--listen", "haproxy:tcp:8443:interface=127.0.0.1",
+                                        "--workers", "2"))
+        self.assertEqual([(a.interface, a.port) for a in workers.addresses],
+                         [("127.0.0.1", 8443)])
+
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
                                         "--min-tls", "1.3", "--http2", "off"))
