@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from certsrv.exceptions import CRLError, RevocationError, RevocationProblem
 from certsrv.revocation.cache import CachingSource, Fetched, RefreshingCache
-from certsrv.revocation.crlfiles import _is_ca, _revocation_detail
+from certsrv.revocation.crlscope import is_ca, revocation_detail
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
 from certsrv.x509.certs import describe
@@ -216,8 +216,8 @@ class CRLAnswer:
             return Verdict(Status.UNKNOWN, reason, detail, subject, "crl-fetch")
         crl = self.crl
         if crl.only_user_certs or crl.only_ca_certs:
-            is_ca = _is_ca(cert)
-            if (crl.only_user_certs and is_ca) or (crl.only_ca_certs and not is_ca):
+            ca = is_ca(cert)
+            if (crl.only_user_certs and ca) or (crl.only_ca_certs and not ca):
                 return Verdict(Status.UNKNOWN, "wrong_scope",
                                "the CRL does not cover this kind of certificate", subject,
                                "crl-fetch")
@@ -226,7 +226,7 @@ class CRLAnswer:
             return Verdict(Status.GOOD, "good", "", subject, "crl-fetch")
         if serial not in self.reasons:
             # Found once per revoked serial: the entry scan is linear, the set above is not.
-            self.reasons[serial] = _revocation_detail(crl.crl, serial)
+            self.reasons[serial] = revocation_detail(crl.crl, serial)
         detail = self.reasons[serial]
         return Verdict(Status.REVOKED, "revoked", detail, subject, "crl-fetch")
 

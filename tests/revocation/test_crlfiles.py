@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from certsrv.exceptions import ConfigurationError, Reason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
+from certsrv.revocation.crlfiles import CRLFiles, load_crl_files
+from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.server.config import ServerConfig
 from tests._servers import Collect as _Collect
 from tests._servers import run
@@ -150,6 +158,348 @@ class CRLHandshakeTests(SynchronousTestCase):
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
         self.assertRaises(ConfigurationError, config.load, clock_at_now())
+
+
+# --- PKITS (NIST Public Key Interoperability Test Suite) at the revocation layer ---------------
+# Each case: (number, expected valid, end entity, the other certificates, its CRLs besides the
+# trust anchor's), from the PKITS description. Every certificate but the trust anchor is given
+# as if with --intermediates; the chain is the end entity's path to the trust anchor, checked
+# with --crl-check chain. A few invalid cases fail path validation, not revocation (OpenSSL's
+# part): they are listed in PKITS_PATH_FAILURES and expected GOOD here.
+PKITS_CRL_CASES: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("4.4.1", False, "InvalidMissingCRLTest1EE",
+     ("NoCRLCACert",),
+     ()),
+    ("4.4.2", False, "InvalidRevokedCATest2EE",
+     ("GoodCACert", "RevokedsubCACert"),
+     ("GoodCACRL", "RevokedsubCACRL")),
+    ("4.4.3", False, "InvalidRevokedEETest3EE",
+     ("GoodCACert",),
+     ("GoodCACRL",)),
+    ("4.4.4", False, "InvalidBadCRLSignatureTest4EE",
+     ("BadCRLSignatureCACert",),
+     ("BadCRLSignatureCACRL",)),
+    ("4.4.5", False, "InvalidBadCRLIssuerNameTest5EE",
+     ("BadCRLIssuerNameCACert",),
+     ("BadCRLIssuerNameCACRL",)),
+    ("4.4.6", False, "InvalidWrongCRLTest6EE",
+     ("WrongCRLCACert",),
+     ("WrongCRLCACRL",)),
+    ("4.4.7", True, "ValidTwoCRLsTest7EE",
+     ("TwoCRLsCACert",),
+     ("TwoCRLsCAGoodCRL", "TwoCRLsCABadCRL")),
+    ("4.4.8", False, "InvalidUnknownCRLEntryExtensionTest8EE",
+     ("UnknownCRLEntryExtensionCACert",),
+     ("UnknownCRLEntryExtensionCACRL",)),
+    ("4.4.9", False, "InvalidUnknownCRLExtensionTest9EE",
+     ("UnknownCRLExtensionCACert",),
+     ("UnknownCRLExtensionCACRL",)),
+    ("4.4.10", False, "InvalidUnknownCRLExtensionTest10EE",
+     ("UnknownCRLExtensionCACert",),
+     ("UnknownCRLExtensionCACRL",)),
+    ("4.4.11", False, "InvalidOldCRLnextUpdateTest11EE",
+     ("OldCRLnextUpdateCACert",),
+     ("OldCRLnextUpdateCACRL",)),
+    ("4.4.12", False, "Invalidpre2000CRLnextUpdateTest12EE",
+     ("pre2000CRLnextUpdateCACert",),
+     ("pre2000CRLnextUpdateCACRL",)),
+    ("4.4.13", True, "ValidGeneralizedTimeCRLnextUpdateTest13EE",
+     ("GeneralizedTimeCRLnextUpdateCACert",),
+     ("GeneralizedTimeCRLnextUpdateCACRL",)),
+    ("4.4.14", True, "ValidNegativeSerialNumberTest14EE",
+     ("NegativeSerialNumberCACert",),
+     ("NegativeSerialNumberCACRL",)),
+    ("4.4.15", False, "InvalidNegativeSerialNumberTest15EE",
+     ("NegativeSerialNumberCACert",),
+     ("NegativeSerialNumberCACRL",)),
+    ("4.4.16", True, "ValidLongSerialNumberTest16EE",
+     ("LongSerialNumberCACert",),
+     ("LongSerialNumberCACRL",)),
+    ("4.4.17", True, "ValidLongSerialNumberTest17EE",
+     ("LongSerialNumberCACert",),
+     ("LongSerialNumberCACRL",)),
+    ("4.4.18", False, "InvalidLongSerialNumberTest18EE",
+     ("LongSerialNumberCACert",),
+     ("LongSerialNumberCACRL",)),
+    ("4.4.19", True, "ValidSeparateCertificateandCRLKeysTest19EE",
+     ("SeparateCertificateandCRLKeysCertificateSigningCACert",
+      "SeparateCertificateandCRLKeysCRLSigningCert"),
+     ("SeparateCertificateandCRLKeysCRL",)),
+    ("4.4.20", False, "InvalidSeparateCertificateandCRLKeysTest20EE",
+     ("SeparateCertificateandCRLKeysCertificateSigningCACert",
+      "SeparateCertificateandCRLKeysCRLSigningCert"),
+     ("SeparateCertificateandCRLKeysCRL",)),
+    ("4.4.21", False, "InvalidSeparateCertificateandCRLKeysTest21EE",
+     ("SeparateCertificateandCRLKeysCA2CertificateSigningCACert",
+      "SeparateCertificateandCRLKeysCA2CRLSigningCert"),
+     ("SeparateCertificateandCRLKeysCA2CRL",)),
+    ("4.5.1", True, "ValidBasicSelfIssuedOldWithNewTest1EE",
+     ("BasicSelfIssuedNewKeyCACert", "BasicSelfIssuedNewKeyOldWithNewCACert"),
+     ("BasicSelfIssuedNewKeyCACRL",)),
+    ("4.5.2", False, "InvalidBasicSelfIssuedOldWithNewTest2EE",
+     ("BasicSelfIssuedNewKeyCACert", "BasicSelfIssuedNewKeyOldWithNewCACert"),
+     ("BasicSelfIssuedNewKeyCACRL",)),
+    ("4.5.3", True, "ValidBasicSelfIssuedNewWithOldTest3EE",
+     ("BasicSelfIssuedOldKeyCACert", "BasicSelfIssuedOldKeyNewWithOldCACert"),
+     ("BasicSelfIssuedOldKeySelfIssuedCertCRL", "BasicSelfIssuedOldKeyCACRL")),
+    ("4.5.4", True, "ValidBasicSelfIssuedNewWithOldTest4EE",
+     ("BasicSelfIssuedOldKeyCACert", "BasicSelfIssuedOldKeyNewWithOldCACert"),
+     ("BasicSelfIssuedOldKeySelfIssuedCertCRL", "BasicSelfIssuedOldKeyCACRL")),
+    ("4.5.5", False, "InvalidBasicSelfIssuedNewWithOldTest5EE",
+     ("BasicSelfIssuedOldKeyCACert", "BasicSelfIssuedOldKeyNewWithOldCACert"),
+     ("BasicSelfIssuedOldKeySelfIssuedCertCRL", "BasicSelfIssuedOldKeyCACRL")),
+    ("4.5.6", True, "ValidBasicSelfIssuedCRLSigningKeyTest6EE",
+     ("BasicSelfIssuedCRLSigningKeyCACert", "BasicSelfIssuedCRLSigningKeyCRLCert"),
+     ("BasicSelfIssuedCRLSigningKeyCRLCertCRL", "BasicSelfIssuedCRLSigningKeyCACRL")),
+    ("4.5.7", False, "InvalidBasicSelfIssuedCRLSigningKeyTest7EE",
+     ("BasicSelfIssuedCRLSigningKeyCACert", "BasicSelfIssuedCRLSigningKeyCRLCert"),
+     ("BasicSelfIssuedCRLSigningKeyCRLCertCRL", "BasicSelfIssuedCRLSigningKeyCACRL")),
+    ("4.5.8", False, "InvalidBasicSelfIssuedCRLSigningKeyTest8EE",
+     ("BasicSelfIssuedCRLSigningKeyCACert", "BasicSelfIssuedCRLSigningKeyCRLCert"),
+     ("BasicSelfIssuedCRLSigningKeyCRLCertCRL", "BasicSelfIssuedCRLSigningKeyCACRL")),
+    ("4.14.1", True, "ValiddistributionPointTest1EE",
+     ("distributionPoint1CACert",),
+     ("distributionPoint1CACRL",)),
+    ("4.14.2", False, "InvaliddistributionPointTest2EE",
+     ("distributionPoint1CACert",),
+     ("distributionPoint1CACRL",)),
+    ("4.14.3", False, "InvaliddistributionPointTest3EE",
+     ("distributionPoint1CACert",),
+     ("distributionPoint1CACRL",)),
+    ("4.14.4", True, "ValiddistributionPointTest4EE",
+     ("distributionPoint1CACert",),
+     ("distributionPoint1CACRL",)),
+    ("4.14.5", True, "ValiddistributionPointTest5EE",
+     ("distributionPoint2CACert",),
+     ("distributionPoint2CACRL",)),
+    ("4.14.6", False, "InvaliddistributionPointTest6EE",
+     ("distributionPoint2CACert",),
+     ("distributionPoint2CACRL",)),
+    ("4.14.7", True, "ValiddistributionPointTest7EE",
+     ("distributionPoint2CACert",),
+     ("distributionPoint2CACRL",)),
+    ("4.14.8", False, "InvaliddistributionPointTest8EE",
+     ("distributionPoint2CACert",),
+     ("distributionPoint2CACRL",)),
+    ("4.14.9", False, "InvaliddistributionPointTest9EE",
+     ("distributionPoint2CACert",),
+     ("distributionPoint2CACRL",)),
+    ("4.14.10", True, "ValidNoissuingDistributionPointTest10EE",
+     ("NoissuingDistributionPointCACert",),
+     ("NoissuingDistributionPointCACRL",)),
+    ("4.14.11", False, "InvalidonlyContainsUserCertsTest11EE",
+     ("onlyContainsUserCertsCACert",),
+     ("onlyContainsUserCertsCACRL",)),
+    ("4.14.12", False, "InvalidonlyContainsCACertsTest12EE",
+     ("onlyContainsCACertsCACert",),
+     ("onlyContainsCACertsCACRL",)),
+    ("4.14.13", True, "ValidonlyContainsCACertsTest13EE",
+     ("onlyContainsCACertsCACert",),
+     ("onlyContainsCACertsCACRL",)),
+    ("4.14.14", False, "InvalidonlyContainsAttributeCertsTest14EE",
+     ("onlyContainsAttributeCertsCACert",),
+     ("onlyContainsAttributeCertsCACRL",)),
+    ("4.14.15", False, "InvalidonlySomeReasonsTest15EE",
+     ("onlySomeReasonsCA1Cert",),
+     ("onlySomeReasonsCA1compromiseCRL", "onlySomeReasonsCA1otherreasonsCRL")),
+    ("4.14.16", False, "InvalidonlySomeReasonsTest16EE",
+     ("onlySomeReasonsCA1Cert",),
+     ("onlySomeReasonsCA1compromiseCRL", "onlySomeReasonsCA1otherreasonsCRL")),
+    ("4.14.17", False, "InvalidonlySomeReasonsTest17EE",
+     ("onlySomeReasonsCA2Cert",),
+     ("onlySomeReasonsCA2CRL1", "onlySomeReasonsCA2CRL2")),
+    ("4.14.18", True, "ValidonlySomeReasonsTest18EE",
+     ("onlySomeReasonsCA3Cert",),
+     ("onlySomeReasonsCA3compromiseCRL", "onlySomeReasonsCA3otherreasonsCRL")),
+    ("4.14.19", True, "ValidonlySomeReasonsTest19EE",
+     ("onlySomeReasonsCA4Cert",),
+     ("onlySomeReasonsCA4compromiseCRL", "onlySomeReasonsCA4otherreasonsCRL")),
+    ("4.14.20", False, "InvalidonlySomeReasonsTest20EE",
+     ("onlySomeReasonsCA4Cert",),
+     ("onlySomeReasonsCA4compromiseCRL", "onlySomeReasonsCA4otherreasonsCRL")),
+    ("4.14.21", False, "InvalidonlySomeReasonsTest21EE",
+     ("onlySomeReasonsCA4Cert",),
+     ("onlySomeReasonsCA4compromiseCRL", "onlySomeReasonsCA4otherreasonsCRL")),
+    ("4.14.22", True, "ValidIDPwithindirectCRLTest22EE",
+     ("indirectCRLCA1Cert",),
+     ("indirectCRLCA1CRL",)),
+    ("4.14.23", False, "InvalidIDPwithindirectCRLTest23EE",
+     ("indirectCRLCA1Cert",),
+     ("indirectCRLCA1CRL",)),
+    ("4.14.24", True, "ValidIDPwithindirectCRLTest24EE",
+     ("indirectCRLCA2Cert", "indirectCRLCA1Cert"),
+     ("indirectCRLCA1CRL",)),
+    ("4.14.25", True, "ValidIDPwithindirectCRLTest25EE",
+     ("indirectCRLCA2Cert", "indirectCRLCA1Cert"),
+     ("indirectCRLCA1CRL",)),
+    ("4.14.26", False, "InvalidIDPwithindirectCRLTest26EE",
+     ("indirectCRLCA2Cert", "indirectCRLCA1Cert"),
+     ("indirectCRLCA1CRL",)),
+    ("4.14.27", False, "InvalidcRLIssuerTest27EE",
+     ("indirectCRLCA2Cert", "GoodCACert"),
+     ("GoodCACRL",)),
+    ("4.14.28", True, "ValidcRLIssuerTest28EE",
+     ("indirectCRLCA3Cert", "indirectCRLCA3cRLIssuerCert"),
+     ("indirectCRLCA3CRL", "indirectCRLCA3cRLIssuerCRL")),
+    ("4.14.29", True, "ValidcRLIssuerTest29EE",
+     ("indirectCRLCA3Cert", "indirectCRLCA3cRLIssuerCert"),
+     ("indirectCRLCA3CRL", "indirectCRLCA3cRLIssuerCRL")),
+    ("4.14.30", True, "ValidcRLIssuerTest30EE",
+     ("indirectCRLCA4Cert", "indirectCRLCA4cRLIssuerCert"),
+     ("indirectCRLCA4cRLIssuerCRL",)),
+    ("4.14.31", False, "InvalidcRLIssuerTest31EE",
+     ("indirectCRLCA5Cert", "indirectCRLCA6Cert"),
+     ("indirectCRLCA5CRL",)),
+    ("4.14.32", False, "InvalidcRLIssuerTest32EE",
+     ("indirectCRLCA5Cert", "indirectCRLCA6Cert"),
+     ("indirectCRLCA5CRL",)),
+    ("4.14.33", True, "ValidcRLIssuerTest33EE",
+     ("indirectCRLCA5Cert", "indirectCRLCA6Cert"),
+     ("indirectCRLCA5CRL",)),
+    ("4.14.34", False, "InvalidcRLIssuerTest34EE",
+     ("indirectCRLCA5Cert",),
+     ("indirectCRLCA5CRL",)),
+    ("4.14.35", False, "InvalidcRLIssuerTest35EE",
+     ("indirectCRLCA5Cert",),
+     ("indirectCRLCA5CRL",)),
+    ("4.15.1", False, "InvaliddeltaCRLIndicatorNoBaseTest1EE",
+     ("deltaCRLIndicatorNoBaseCACert",),
+     ("deltaCRLIndicatorNoBaseCACRL",)),
+    ("4.15.2", True, "ValiddeltaCRLTest2EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.3", False, "InvaliddeltaCRLTest3EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.4", False, "InvaliddeltaCRLTest4EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.5", True, "ValiddeltaCRLTest5EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.6", False, "InvaliddeltaCRLTest6EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.7", True, "ValiddeltaCRLTest7EE",
+     ("deltaCRLCA1Cert",),
+     ("deltaCRLCA1CRL", "deltaCRLCA1deltaCRL")),
+    ("4.15.8", True, "ValiddeltaCRLTest8EE",
+     ("deltaCRLCA2Cert",),
+     ("deltaCRLCA2CRL", "deltaCRLCA2deltaCRL")),
+    ("4.15.9", False, "InvaliddeltaCRLTest9EE",
+     ("deltaCRLCA2Cert",),
+     ("deltaCRLCA2CRL", "deltaCRLCA2deltaCRL")),
+    ("4.15.10", False, "InvaliddeltaCRLTest10EE",
+     ("deltaCRLCA3Cert",),
+     ("deltaCRLCA3CRL", "deltaCRLCA3deltaCRL")),
+)
+PKITS_PATH_FAILURES = frozenset({"4.5.8"})  # signed by a key without keyCertSign
+# The only CRL of a configured CA does not verify: startup stops (with the CA met only in
+# client chains, the CRL is kept and never applies).
+PKITS_LOAD_REFUSED = frozenset({"4.4.4"})
+PKITS_TIME = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC).timestamp()
+
+
+def _pkits(kind: str, name: str) -> str:
+    import cryptography_vectors
+
+    return os.path.join(os.path.dirname(cryptography_vectors.__file__), "x509", "PKITS_data",
+                        kind, name)
+
+
+def _pkits_cert(name: str) -> x509.Certificate:
+    with open(_pkits("certs", f"{name}.crt"), "rb") as f:
+        return x509.load_der_x509_certificate(f.read())
+
+
+def _path(leaf: x509.Certificate, others: Sequence[x509.Certificate],
+          anchor: x509.Certificate) -> dict[int, x509.Certificate]:
+    """The leaf's path up to the anchor, by name and signature."""
+    chain = {0: leaf}
+    cert = leaf
+    while cert != anchor:
+        for candidate in (anchor, *others):
+            if candidate != cert and candidate.subject == cert.issuer:
+                try:
+                    cert.verify_directly_issued_by(candidate)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                chain[len(chain)] = cert = candidate
+                break
+        else:
+            raise AssertionError(f"no issuer for {cert.subject.rfc4514_string()}")
+    return chain
+
+
+def pkits_verdict(leaf: str, others: Sequence[str], crls: Sequence[str],
+                  mode: Scope = Scope.CHAIN, configured: bool = True) -> Verdict:
+    """What the --crl files decide of a PKITS path; ``configured``: the certificates other
+    than the end entity are given with --intermediates (else only the client sends them)."""
+    anchor = _pkits_cert("TrustAnchorRootCertificate")
+    certs = [_pkits_cert(name) for name in others]
+    paths = [_pkits("crls", f"{name}.crl") for name in ("TrustAnchorRootCRL", *crls)]
+    with captured_events("certsrv.test"):
+        loaded = load_crl_files(paths, [anchor], certs if configured else [], PKITS_TIME,
+                                Logger("certsrv.test"))
+    clock = Clock()
+    clock.advance(PKITS_TIME)
+    revocation = Revocation([CRLFiles(loaded, mode, clock)])
+    verdict, _ = revocation.lookup_until(revocation.plan(
+        _path(_pkits_cert(leaf), certs, anchor)))
+    assert verdict is not None
+    return verdict
+
+
+def _pkits_test(number: str, valid: bool, leaf: str, others: tuple[str, ...],
+                crls: tuple[str, ...]) -> Callable[[SynchronousTestCase], None]:
+    def test(self: SynchronousTestCase) -> None:
+        if number in PKITS_LOAD_REFUSED:
+            self.assertRaises(ConfigurationError, pkits_verdict, leaf, others, crls)
+            verdict = pkits_verdict(leaf, others, crls, configured=False)
+            self.assertEqual(verdict.status, Status.UNKNOWN)
+            return
+        verdict = pkits_verdict(leaf, others, crls)
+        expected = Status.GOOD if valid or number in PKITS_PATH_FAILURES else None
+        if expected is Status.GOOD:
+            self.assertEqual(verdict.status, Status.GOOD, f"{number}: {verdict}")
+        else:
+            self.assertNotEqual(verdict.status, Status.GOOD, f"{number}: {verdict}")
+    test.__doc__ = f"PKITS {number} ({'valid' if valid else 'invalid'}) at the CRL layer."
+    return test
+
+
+class PKITSRevocationTests(SynchronousTestCase):
+    """The PKITS CRL cases (4.4, 4.5, 4.14, 4.15) give the expected verdict."""
+
+    for _case in PKITS_CRL_CASES:
+        locals()["test_" + _case[0].replace(".", "_")] = _pkits_test(*_case)
+    del _case
+
+    def test_revoked_and_unknown_reasons(self) -> None:
+        """Invalid cases fail for the reason PKITS describes: revoked, or no usable CRL."""
+        expected = {
+            "4.4.2": "revoked", "4.4.3": "revoked", "4.4.4": "crl_unavailable",
+            "4.4.7": "good", "4.4.11": "crl_expired", "4.4.20": "revoked",
+            "4.4.21": "crl_unavailable", "4.14.15": "revoked", "4.14.16": "revoked",
+            "4.14.17": "crl_unavailable", "4.14.26": "crl_unavailable", "4.14.31": "revoked",
+            "4.14.32": "revoked", "4.14.34": "revoked", "4.15.1": "crl_unavailable",
+            "4.15.3": "revoked", "4.15.4": "revoked", "4.15.6": "revoked",
+            "4.15.9": "revoked", "4.15.10": "crl_expired",
+        }
+        cases = {case[0]: case for case in PKITS_CRL_CASES}
+        found = {number: pkits_verdict(*cases[number][2:],
+                                       configured=number not in PKITS_LOAD_REFUSED).reason
+                 for number in expected}
+        self.assertEqual(found, expected)
+
+    def test_leaf_mode_tolerates_unknown_signer_status(self) -> None:
+        """With --crl-check leaf, a CRL signer's own status need not be known, but a revoked
+        signer still voids its CRL (4.4.21)."""
+        cases = {case[0]: case for case in PKITS_CRL_CASES}
+        _, _, leaf, others, crls = cases["4.4.19"]
+        self.assertEqual(pkits_verdict(leaf, others, crls, Scope.LEAF).status, Status.GOOD)
+        _, _, leaf, others, crls = cases["4.4.21"]
+        self.assertEqual(pkits_verdict(leaf, others, crls, Scope.LEAF).status, Status.UNKNOWN)
 
 
 class SighupTests(TestCase):
