@@ -72,7 +72,7 @@ class ServerConfig:
         settings = self._settings(chain, key, roots, intermediates)
         access = self._load_access()
         sources: list[Checker] = []
-        if crls:
+        if self.crls:  # even if every file was ignored: then no issuer has a CRL
             mode = Scope.CHAIN if self.crl_check_chain else Scope.LEAF
             sources.append(CRLFiles(crls, mode, clock))
         if revocation is not None:

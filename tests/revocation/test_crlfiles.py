@@ -7,20 +7,25 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from certsrv.exceptions import ConfigurationError, Reason
+from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.revocation.crlfiles import CRLFiles, load_crl_files
 from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.server.config import ServerConfig
+from certsrv.testing import CertificateFactory
 from tests._servers import Collect as _Collect
 from tests._servers import run
 from tests._support import (
@@ -35,6 +40,15 @@ from tests._support import (
     utcnow,
     write_pem,
 )
+
+
+@cache
+def _scoped_crl_der() -> bytes:
+    """An indirect CRL of the shared root (signed once: hypothesis needs the same bytes)."""
+    return CertificateFactory.wrap(shared_pki().root).scoped_crl(
+        [(5, x509.ReasonFlags.key_compromise, None)], number=3,
+        idp=x509.IssuingDistributionPoint(None, None, False, False, None, True, False),
+    ).public_bytes(Encoding.DER)
 
 
 class CRLHandshakeTests(SynchronousTestCase):
@@ -154,6 +168,102 @@ class CRLHandshakeTests(SynchronousTestCase):
         result, events = self.connect(config, good)
         self.assertIn("certificate unknown", result.client_error)
         self.assertEqual([e["reason"] for e in events], [Reason.CRL_UNAVAILABLE.value])
+
+    def test_delta_crl_revokes_in_the_handshake_and_when_forwarded(self) -> None:
+        """A delta CRL revoking a certificate its base does not list: refused in the
+        handshake (certificate_revoked) and by the forwarded-certificate path; a hold in the
+        base lifted by the delta's removeFromCRL admits the client (PKITS 4.15.4, 4.15.5)."""
+        root = CertificateFactory.wrap(self.pki.root)
+        revoked, held = root.client("delta-revoked"), root.client("held-then-released")
+        base = root.scoped_crl([(held, x509.ReasonFlags.certificate_hold, None)], number=4)
+        delta = root.scoped_crl([(revoked, x509.ReasonFlags.key_compromise, None),
+                                 (held, x509.ReasonFlags.remove_from_crl, None)],
+                                number=5, delta_of=4)
+        config = self.config(base.public_bytes(Encoding.PEM), delta.public_bytes(Encoding.PEM))
+        result, events = self.connect(config, revoked)
+        self.assertIn("certificate revoked", result.client_error)
+        self.assertEqual([e["reason"] for e in events], [Reason.REVOKED.value])
+        self.assertEqual(self.connect(config, held)[0].status, 200)
+        _, verifier = config.load(clock_at_now())
+        rejection = verifier.verify_chain(revoked.certificate, ())
+        assert isinstance(rejection, RejectedCertificate)
+        self.assertEqual(rejection.reason, Reason.REVOKED)
+        self.assertIn("crl1.pem", rejection.detail)
+        self.assertNotIsInstance(verifier.verify_chain(held.certificate, ()),
+                                 RejectedCertificate)
+        # Without its delta the base alone keeps the held certificate out.
+        result, _ = self.connect(self.config(base.public_bytes(Encoding.PEM)), held)
+        self.assertIn("certificate revoked", result.client_error)
+
+    def test_delta_without_base_ignored_with_an_event(self) -> None:
+        root = CertificateFactory.wrap(self.pki.root)
+        revoked = root.client("delta-without-base")
+        delta = root.scoped_crl([(revoked, x509.ReasonFlags.key_compromise, None)],
+                                number=9, delta_of=8)
+        config = self.config(crl_pem(self.pki.root), delta.public_bytes(Encoding.PEM))
+        with captured_events("certsrv.config") as warnings:
+            config.load(clock_at_now())
+        self.assertEqual([e["reason"] for e in warnings], ["crl_delta_unmatched"])
+        self.assertEqual(self.connect(config, revoked)[0].status, 200)
+        # A delta alone answers nothing (PKITS 4.15.1).
+        result, events = self.connect(self.config(delta.public_bytes(Encoding.PEM)),
+                                      self.pki.client)
+        self.assertEqual([e["reason"] for e in events], [Reason.CRL_UNAVAILABLE.value])
+
+    def test_bad_crl_ignored_when_its_issuer_has_another(self) -> None:
+        """A CRL that does not verify stops startup only when its CA is left without a
+        usable CRL; beside a good one it is ignored with a warning."""
+        impostor = CertificateFactory.wrap(self.pki.root)
+        object.__setattr__(impostor, "private_key",
+                           CertificateAuthority.create("x").private_key)
+        revoked = self.pki.root.issue_client("listed-only-by-impostor")
+        config = self.config(crl_pem(impostor, revoked), crl_pem(self.pki.root))
+        with captured_events("certsrv.config") as warnings:
+            config.load(clock_at_now())
+        self.assertEqual([e["reason"] for e in warnings], ["crl_bad_signature"])
+        self.assertEqual(self.connect(config, revoked)[0].status, 200)
+
+    def test_indirect_crl_of_a_configured_crl_issuer(self) -> None:
+        """A client certificate naming a cRLIssuer is judged by that issuer's indirect CRL
+        (the issuer's certificate given with --intermediates, with cRLSign)."""
+        root = CertificateFactory.wrap(self.pki.root)
+        crl_issuer = root.intermediate("Test CRL Issuer")
+        inter_path = write_pem(self.dir, "inter-and-crl-issuer.pem",
+                               self.pki.intermediate.certificate_pem()
+                               + crl_issuer.certificate_pem())
+        points = x509.CRLDistributionPoints([x509.DistributionPoint(
+            None, None, None, [x509.DirectoryName(crl_issuer.certificate.subject)])])
+        revoked = root.client("indirectly-revoked", extensions=((points, False),))
+        good = root.client("indirectly-good", extensions=((points, False),))
+        indirect = crl_issuer.scoped_crl(
+            [(revoked, x509.ReasonFlags.key_compromise, self.pki.root.certificate.subject)],
+            idp=x509.IssuingDistributionPoint(None, None, False, False, None, True, False))
+        paths = (write_pem(self.dir, "indirect.pem", indirect.public_bytes(Encoding.PEM)),)
+        config = ServerConfig(cert=self.cert, key=self.key, ca=(self.ca,),
+                              intermediates=(inter_path,), crls=paths)
+        result, events = self.connect(config, revoked)
+        self.assertIn("certificate revoked", result.client_error)
+        self.assertEqual(self.connect(config, good)[0].status, 200)
+        result, events = self.connect(config, self.pki.client)
+        self.assertEqual([e["reason"] for e in events], [Reason.CRL_UNAVAILABLE.value],
+                         "the indirect CRL does not cover certificates not naming it")
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.data())
+    def test_damaged_crl_files_never_crash_loading(self, data: st.DataObject) -> None:
+        """Loading a damaged CRL file stops startup with a ConfigurationError, or the file
+        loads (and then answers), never anything else."""
+        der = bytearray(_scoped_crl_der())
+        for _ in range(data.draw(st.integers(1, 4))):
+            der[data.draw(st.integers(0, len(der) - 1))] = data.draw(st.integers(0, 255))
+        path = write_pem(self.dir, "damaged.crl", bytes(der))
+        try:
+            crls = load_crl_files([path], [self.pki.root.certificate], [], 0.0,
+                                  Logger("certsrv.test"))
+        except ConfigurationError:
+            return
+        files = CRLFiles(crls, Scope.CHAIN, clock_at_now())
+        files.lookup_until((self.pki.client.certificate, self.pki.root.certificate))
 
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
