@@ -23,11 +23,13 @@ from twisted.python.failure import Failure
 from certsrv.exceptions import CRLError, RevocationError, RevocationProblem
 from certsrv.revocation.cache import CachingSource, Fetched, RefreshingCache
 from certsrv.revocation.crlscope import (
+    CertFacts,
     IndexedCRL,
     delta_fits,
     is_ca,
     listing,
     revocation_detail,
+    unknown_entry_extension,
 )
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
@@ -172,6 +174,9 @@ def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
             raise CRLError(RevocationProblem.STALE, f"CRL from {url} expired at nextUpdate "
                                                     f"{next_moment.isoformat()}")
     only_user, only_ca = _check_scope(extensions, url, delta)
+    problem = unknown_entry_extension(crl)
+    if problem is not None:
+        raise CRLError(RevocationProblem.UNSUPPORTED, f"CRL from {url} has {problem}")
     try:
         index = IndexedCRL.index(crl)
     except ValueError as e:
@@ -286,7 +291,7 @@ class CRLAnswer:
                           base=delta.crl.index.delta_base, number=base.number,
                           reason="crl_delta_unmatched")
             return self.verdict(cert)
-        if listing(base, delta.crl.index, cert):
+        if listing(base, delta.crl.index, CertFacts.of(cert)):
             source = delta.crl if cert.serial_number in delta.crl.revoked else self.crl
             detail = revocation_detail(source.crl, cert.serial_number)
             return Verdict(Status.REVOKED, "revoked", detail, subject, "crl-fetch")

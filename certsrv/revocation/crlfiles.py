@@ -24,10 +24,12 @@ from twisted.logger import Logger
 from certsrv.exceptions import ConfigurationError
 from certsrv.revocation.crlscope import (
     ALL_REASONS,
+    CertFacts,
     IndexedCRL,
     delta_fits,
     interim_reasons,
     listing,
+    may_sign_crls,
     revocation_detail,
     unusable,
 )
@@ -45,27 +47,24 @@ def load_crl(path: str) -> x509.CertificateRevocationList:
     data = read_file(path, "CRL")
     try:
         if b"-----BEGIN X509 CRL-----" in data:
-            return x509.load_pem_x509_crl(data)
-        if data.startswith(b"\x30"):
-            return x509.load_der_x509_crl(data)
+            crl = x509.load_pem_x509_crl(data)
+        elif data.startswith(b"\x30"):
+            crl = x509.load_der_x509_crl(data)
+        else:
+            raise ConfigurationError(path, "CRL file contains no CRL (expected PEM or DER)")
+        # Parsed lazily: read now what every later step reads.
+        crl.issuer, crl.last_update_utc, crl.next_update_utc  # noqa: B018
+    except ConfigurationError:
+        raise
     except Exception as e:  # ValueError, but also x509.InvalidVersion and friends
         raise ConfigurationError(path, f"CRL file holds a malformed CRL ({e})") from None
-    raise ConfigurationError(path, "CRL file contains no CRL (expected PEM or DER)")
+    return crl
 
 
 def next_update(crl: x509.CertificateRevocationList) -> float | None:
     """The CRL's nextUpdate as POSIX seconds, if it has one."""
     moment = crl.next_update_utc
     return moment.timestamp() if moment is not None else None
-
-
-def _may_sign_crls(issuer: x509.Certificate) -> bool:
-    try:
-        return bool(issuer.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign)
-    except x509.ExtensionNotFound:
-        return True
-    except ValueError:
-        return False
 
 
 def _spki(cert: x509.Certificate) -> bytes:
@@ -150,7 +149,7 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
         named = [c for c in known if c.subject == crl.issuer]
         signers = []
         for cert in named:
-            if not _verifies(crl, cert) or not _may_sign_crls(cert):
+            if not _verifies(crl, cert) or not may_sign_crls(cert):
                 continue
             certified = certified_path(cert, anchors, intermediates, now)
             if certified is not None:
@@ -178,7 +177,7 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
 
 def _refusal(crl: x509.CertificateRevocationList, named: Sequence[x509.Certificate]) -> str:
     if any(_verifies(crl, c) for c in named):
-        if not any(_may_sign_crls(c) for c in named if _verifies(crl, c)):
+        if not any(may_sign_crls(c) for c in named if _verifies(crl, c)):
             return "the CRL issuer's keyUsage lacks cRLSign"
         return "the CRL's signer has no valid path to a trusted CA"
     return "CRL signature does not verify with its issuer's key"
@@ -233,6 +232,7 @@ class CRLFiles:
                 self._deltas[id(base)] = sorted(fitting, key=lambda d: d.index.number or 0,
                                                 reverse=True)
         self._keys: dict[x509.Certificate, bytes] = {}
+        self._read: dict[x509.Certificate, CertFacts] = {}
         # Whether a CRL verifies with a key: (id of the FileCRL, the key's SPKI DER).
         self._signed: dict[tuple[int, bytes], bool] = {}
 
@@ -252,16 +252,18 @@ class CRLFiles:
         """The same answer as ``lookup_until``, as a Deferred."""
         return defer.succeed(self.lookup_until(pair)[0])
 
-    def _candidates(self, cert: x509.Certificate) -> list[FileCRL]:
-        names = [cert.issuer.public_bytes()]
-        try:
-            points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except (x509.ExtensionNotFound, ValueError):
-            points = None
-        for point in points or ():
-            for name in point.crl_issuer or ():
-                if isinstance(name, x509.DirectoryName):
-                    names.append(name.value.public_bytes())
+    def _facts(self, cert: x509.Certificate) -> CertFacts:
+        facts = self._read.get(cert)
+        if facts is None:
+            if len(self._read) >= 1024:
+                self._read.clear()
+            facts = self._read[cert] = CertFacts.of(cert)
+        return facts
+
+    def _candidates(self, cert: CertFacts) -> list[FileCRL]:
+        names = [cert.issuer_der, *cert.crl_issuers]
+        if len(names) == 1:
+            return self._by_name.get(names[0], [])
         seen: dict[int, FileCRL] = {}
         for name in dict.fromkeys(names):
             for crl in self._by_name.get(name, ()):
@@ -272,23 +274,23 @@ class CRLFiles:
                 busy: frozenset[x509.Certificate]) -> tuple[Verdict, float]:
         """RFC 5280 6.3.3 over every CRL file: revoked by any, good once all reasons are
         covered by current CRLs; ``busy``: CRL signers whose own status is being found."""
-        subject = cert.subject.rfc4514_string()
+        facts = self._facts(cert)
         covered: set[x509.ReasonFlags] = set()
         until = _INF
         unknown = _Unknown()
-        for crl in self._candidates(cert):
-            reasons = interim_reasons(crl.index, cert)
+        for crl in self._candidates(facts):
+            reasons = interim_reasons(crl.index, facts)
             if reasons is None:
                 continue
             key = self._signer_key(crl, issuer, now, busy, unknown)
             if key is None:
                 continue
             delta = self._delta(crl, key)
-            if listing(crl.index, delta.index if delta is not None else None, cert):
-                listed = delta if delta is not None and _in(delta.index, cert) else crl
-                detail = revocation_detail(listed.crl, cert.serial_number)
+            if listing(crl.index, delta.index if delta is not None else None, facts):
+                listed = delta if delta is not None and _in(delta.index, facts) else crl
+                detail = revocation_detail(listed.crl, facts.serial)
                 return Verdict(Status.REVOKED, "revoked", f"{detail} in {listed.path}",
-                               subject, SOURCE), _INF
+                               cert.subject.rfc4514_string(), SOURCE), _INF
             stale = next((c for c in (crl, delta) if c is not None
                           and not c.index.current(now)), None)
             if stale is not None:
@@ -302,12 +304,13 @@ class CRLFiles:
             for current in (crl, delta):
                 if current is not None and current.index.next_update is not None:
                     until = min(until, current.index.next_update)
+        subject = cert.subject.rfc4514_string()
         if covered >= ALL_REASONS:
             return Verdict(Status.GOOD, "good", "", subject, SOURCE), until
         if covered:
             unknown.note("crl_unavailable", "the CRL files cover only some revocation "
                                             "reasons for it")
-        unknown.note("crl_unavailable", f"no CRL file of {cert.issuer.rfc4514_string()!r} "
+        unknown.note("crl_unavailable", f"no CRL file of {facts.issuer.rfc4514_string()!r} "
                                         "covers it")
         return Verdict(Status.UNKNOWN, unknown.reason, unknown.detail, subject, SOURCE), \
             unknown.until
@@ -323,9 +326,9 @@ class CRLFiles:
                     busy: frozenset[x509.Certificate], unknown: _Unknown) -> bytes | None:
         """The key ``crl`` verifies with if its signer may vouch for the certificate now:
         the certificate's own issuer, or a configured signer whose path holds (6.3.3 (f))."""
-        if crl.crl.issuer == issuer.subject:
+        if crl.index.issuer == self._facts(issuer).subject_der:
             key = self._key(issuer)
-            if self._signed_with(crl, key) and _may_sign_crls(issuer):
+            if self._signed_with(crl, key) and self._facts(issuer).crl_sign:
                 return key
         for signer in crl.signers:
             problem = self._signer_problem(signer, now, busy)
@@ -380,5 +383,5 @@ class CRLFiles:
         return signed
 
 
-def _in(crl: IndexedCRL, cert: x509.Certificate) -> bool:
-    return cert.serial_number in crl.revoked.get(cert.issuer.public_bytes(), ())
+def _in(crl: IndexedCRL, cert: CertFacts) -> bool:
+    return cert.serial in crl.revoked.get(cert.issuer_der, ())

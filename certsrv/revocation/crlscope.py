@@ -18,12 +18,15 @@ from cryptography import x509
 
 __all__ = [
     "ALL_REASONS",
+    "CertFacts",
     "IndexedCRL",
     "delta_fits",
     "interim_reasons",
     "is_ca",
     "listing",
+    "may_sign_crls",
     "revocation_detail",
+    "unknown_entry_extension",
     "unusable",
 ]
 
@@ -43,6 +46,7 @@ class IndexedCRL:
     """A parsed CRL with its entries indexed by (certificate issuer, serial number)."""
 
     crl: x509.CertificateRevocationList
+    issuer: bytes  # the CRL issuer's name, DER
     number: int | None
     delta_base: int | None  # BaseCRLNumber: None for a complete CRL
     idp: x509.IssuingDistributionPoint | None
@@ -70,9 +74,15 @@ class IndexedCRL:
                 idp = value
             elif isinstance(value, x509.FreshestCRL):
                 freshest = tuple(value)
-        revoked, removed = _entries(crl, idp is not None and idp.indirect_crl)
+        issuer = crl.issuer.public_bytes()
+        if base is None and (idp is None or not idp.indirect_crl):
+            # A complete CRL of one issuer: every entry revokes, whatever its extensions.
+            revoked = {issuer: frozenset(entry.serial_number for entry in crl)}
+            removed: dict[bytes, frozenset[int]] = {}
+        else:
+            revoked, removed = _entries(crl, idp is not None and idp.indirect_crl)
         next_moment = crl.next_update_utc
-        return cls(crl, number, base, idp, freshest, crl.last_update_utc.timestamp(),
+        return cls(crl, issuer, number, base, idp, freshest, crl.last_update_utc.timestamp(),
                    next_moment.timestamp() if next_moment is not None else None,
                    revoked, removed)
 
@@ -118,14 +128,24 @@ def unusable(crl: x509.CertificateRevocationList) -> str | None:
             if isinstance(value, x509.IssuingDistributionPoint) and \
                     value.only_contains_attribute_certs:
                 return "a CRL for attribute certificates"
-        for entry in crl:
-            for extension in entry.extensions:
-                if isinstance(extension.value, x509.UnrecognizedExtension) and \
-                        extension.critical:
-                    return ("an entry with the unknown critical extension "
-                            f"{extension.oid.dotted_string}")
+        return unknown_entry_extension(crl)
     except ValueError as e:
         return f"unreadable extensions ({e})"
+
+
+def unknown_entry_extension(crl: x509.CertificateRevocationList) -> str | None:
+    """Why an entry of ``crl`` makes it unusable (an unknown critical extension), or None."""
+    # Parsing every entry's extensions is slow (about 15 us an entry); a critical extension
+    # is DER-encoded with the BOOLEAN TRUE 01 01 ff, so without more of those than the CRL's
+    # own critical extensions no entry has one.
+    critical = sum(1 for extension in crl.extensions if extension.critical)
+    if crl.tbs_certlist_bytes.count(b"\x01\x01\xff") <= critical:
+        return None
+    for entry in crl:
+        for extension in entry.extensions:
+            if isinstance(extension.value, x509.UnrecognizedExtension) and extension.critical:
+                return ("an entry with the unknown critical extension "
+                        f"{extension.oid.dotted_string}")
     return None
 
 
@@ -134,6 +154,41 @@ def is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+@dataclass(frozen=True, eq=False)
+class CertFacts:
+    """What CRL processing reads of a certificate, read once."""
+
+    issuer: x509.Name
+    issuer_der: bytes
+    subject_der: bytes
+    serial: int
+    points: tuple[x509.DistributionPoint, ...] | None  # cRLDistributionPoints, if any
+    ca: bool
+    crl_sign: bool  # whether its key may sign CRLs (no keyUsage, or one with cRLSign)
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> CertFacts:
+        """Read ``cert``'s issuer, serial number, distribution points and CA flag."""
+        return cls(cert.issuer, cert.issuer.public_bytes(), cert.subject.public_bytes(),
+                   cert.serial_number, _points(cert), is_ca(cert), may_sign_crls(cert))
+
+    @property
+    def crl_issuers(self) -> list[bytes]:
+        """The names (DER) of the CRL issuers its distribution points name."""
+        return [name.value.public_bytes() for point in self.points or ()
+                for name in point.crl_issuer or () if isinstance(name, x509.DirectoryName)]
+
+
+def may_sign_crls(cert: x509.Certificate) -> bool:
+    """Whether ``cert``'s key usage allows signing CRLs (no keyUsage allows everything)."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign)
+    except x509.ExtensionNotFound:
+        return True
+    except ValueError:
         return False
 
 
@@ -156,22 +211,24 @@ def _full_names(full: Iterable[x509.GeneralName] | None,
     return set()
 
 
-def interim_reasons(crl: IndexedCRL, cert: x509.Certificate
+def interim_reasons(crl: IndexedCRL, cert: CertFacts
                     ) -> frozenset[x509.ReasonFlags] | None:
     """The reasons ``crl`` can say ``cert`` is revoked for (6.3.3 (b), (d)), or None when the
     certificate is outside its scope. The signer is not checked here."""
     idp = crl.idp
-    crl_issuer = crl.crl.issuer
     if idp is not None:
         if idp.only_contains_attribute_certs:
             return None
-        ca = is_ca(cert)
-        if (idp.only_contains_user_certs and ca) or (idp.only_contains_ca_certs and not ca):
+        if (idp.only_contains_user_certs and cert.ca) or (idp.only_contains_ca_certs
+                                                           and not cert.ca):
             return None
+    if idp is None and cert.points is None:
+        return ALL_REASONS if crl.issuer == cert.issuer_der else None
+    crl_issuer = crl.crl.issuer
     idp_names = (_full_names(idp.full_name, idp.relative_name, crl_issuer)
                  if idp is not None else set())
     indirect = idp is not None and idp.indirect_crl
-    points = _points(cert)
+    points = cert.points
     if points is None:
         # No distribution points: only a direct CRL of the issuer without a named point.
         if crl_issuer != cert.issuer or idp_names:
@@ -185,7 +242,7 @@ def interim_reasons(crl: IndexedCRL, cert: x509.Certificate
     return frozenset(found) if found else None
 
 
-def _point_reasons(crl: IndexedCRL, cert: x509.Certificate, point: x509.DistributionPoint,
+def _point_reasons(crl: IndexedCRL, cert: CertFacts, point: x509.DistributionPoint,
                    idp_names: set[x509.GeneralName], indirect: bool
                    ) -> frozenset[x509.ReasonFlags] | None:
     crl_issuer = crl.crl.issuer
@@ -229,11 +286,11 @@ def delta_fits(base: IndexedCRL, delta: IndexedCRL) -> bool:
                                                 or delta.number > base.number)
 
 
-def listing(crl: IndexedCRL, delta: IndexedCRL | None, cert: x509.Certificate) -> bool:
+def listing(crl: IndexedCRL, delta: IndexedCRL | None, cert: CertFacts) -> bool:
     """Whether ``cert`` is revoked by ``crl`` updated by ``delta`` (6.3.3 (i), (j)): listed in
     the delta (not as removeFromCRL), or listed in the complete CRL and not removed since."""
-    issuer = cert.issuer.public_bytes()
-    serial = cert.serial_number
+    issuer = cert.issuer_der
+    serial = cert.serial
     if delta is not None:
         if serial in delta.revoked.get(issuer, ()):
             return True

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 from functools import cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.revocation.crlscope import (
     ALL_REASONS,
+    CertFacts,
     IndexedCRL,
     delta_fits,
     interim_reasons,
@@ -52,10 +55,11 @@ def point(*, full: str | None = None, relative: str | None = None,
         reasons, [x509.DirectoryName(crl_issuer)] if crl_issuer else None)
 
 
-def client(*points: x509.DistributionPoint, serial: int | None = None) -> x509.Certificate:
-    """A client certificate of ``ca()`` with these CRL distribution points."""
+def client(*points: x509.DistributionPoint, serial: int | None = None) -> CertFacts:
+    """A client certificate of ``ca()`` with these CRL distribution points, as read."""
     extensions = ((x509.CRLDistributionPoints(list(points)), False),) if points else ()
-    return ca().client("scoped", serial_number=serial, extensions=extensions).certificate
+    return CertFacts.of(
+        ca().client("scoped", serial_number=serial, extensions=extensions).certificate)
 
 
 def idp(*, full: str | None = None, relative: str | None = None, indirect: bool = False,
@@ -99,7 +103,7 @@ class ScopeTests(SynchronousTestCase):
         cas = IndexedCRL.index(ca().scoped_crl(idp=idp(cas=True)))
         self.assertEqual(interim_reasons(users, client()), ALL_REASONS)
         self.assertIsNone(interim_reasons(cas, client()))
-        sub = ca().intermediate("crlscope sub CA").certificate
+        sub = CertFacts.of(ca().intermediate("crlscope sub CA").certificate)
         self.assertIsNone(interim_reasons(users, sub))
         self.assertEqual(interim_reasons(cas, sub), ALL_REASONS)
 
@@ -129,6 +133,27 @@ class ScopeTests(SynchronousTestCase):
         self.assertIsNone(unusable(ca().scoped_crl(idp=idp(indirect=True))))
 
 
+    def test_unknown_critical_entry_extension(self) -> None:
+        """An entry with an unknown critical extension voids the CRL (PKITS 4.4.8); known
+        critical ones (certificateIssuer) and non-critical ones do not."""
+        def crl_with(critical: bool) -> x509.CertificateRevocationList:
+            now = datetime.datetime.now(datetime.UTC)
+            entry = (x509.RevokedCertificateBuilder().serial_number(7).revocation_date(now)
+                     .add_extension(x509.UnrecognizedExtension(
+                         x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"),
+                         critical).build())
+            return (x509.CertificateRevocationListBuilder()
+                    .issuer_name(ca().certificate.subject).last_update(now)
+                    .next_update(now + datetime.timedelta(days=1))
+                    .add_revoked_certificate(entry)
+                    .sign(ca().private_key, hashes.SHA256()))
+        self.assertEqual(unusable(crl_with(True)), "an entry with the unknown critical "
+                                                   "extension 1.3.6.1.4.1.99999.1")
+        self.assertIsNone(unusable(crl_with(False)))
+        self.assertIsNone(unusable(other().scoped_crl(
+            [(1, R.key_compromise, ca().certificate.subject)] * 3, idp=idp(indirect=True))))
+
+
 class DeltaTests(SynchronousTestCase):
     """Deltas update the complete CRL they name (5.2.4, 6.3.3 (c), (i))."""
 
@@ -149,9 +174,10 @@ class DeltaTests(SynchronousTestCase):
     def test_remove_from_crl_lifts_a_hold_and_the_delta_revokes(self) -> None:
         held, fresh, kept = client(serial=11), client(serial=12), client(serial=13)
         base = IndexedCRL.index(ca().scoped_crl(
-            [(held, R.certificate_hold, None), (kept, R.key_compromise, None)], number=1))
+            [(held.serial, R.certificate_hold, None), (kept.serial, R.key_compromise, None)],
+            number=1))
         delta = IndexedCRL.index(ca().scoped_crl(
-            [(held, R.remove_from_crl, None), (fresh, R.key_compromise, None)],
+            [(held.serial, R.remove_from_crl, None), (fresh.serial, R.key_compromise, None)],
             number=2, delta_of=1))
         self.assertTrue(listing(base, None, held))
         self.assertFalse(listing(base, delta, held))
