@@ -198,6 +198,10 @@ def _with_bases(loaded: list[FileCRL], log: Logger) -> list[FileCRL]:
     return kept
 
 
+# (certificate, its issuer, the verified chain above the issuer).
+FilesPair = tuple[x509.Certificate, x509.Certificate, tuple[x509.Certificate, ...]]
+
+
 class _Unknown:
     """Why no CRL could vouch for a certificate (the first reason met wins)."""
 
@@ -236,19 +240,26 @@ class CRLFiles:
         # Whether a CRL verifies with a key: (id of the FileCRL, the key's SPKI DER).
         self._signed: dict[tuple[int, bytes], bool] = {}
 
-    def pair(self, cert: x509.Certificate, issuer: x509.Certificate
-             ) -> tuple[x509.Certificate, x509.Certificate]:
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> FilesPair:
         """Every certificate is asked about: with CRL files, each issuer needs a CRL."""
-        return cert, issuer
+        return cert, issuer, ()
 
-    def lookup_until(self, pair: tuple[x509.Certificate, x509.Certificate]
-                     ) -> tuple[Verdict, float]:
+    def pair_in_chain(self, chain: dict[int, x509.Certificate], depth: int) -> FilesPair:
+        """The certificate at ``depth`` of a verified chain, its issuer, and the chain above
+        its issuer (certificates there may have signed CRLs for it)."""
+        above = []
+        for up in range(depth + 2, len(chain)):
+            if up not in chain:
+                break
+            above.append(chain[up])
+        return chain[depth], chain[depth + 1], tuple(above)
+
+    def lookup_until(self, pair: FilesPair) -> tuple[Verdict, float]:
         """What the CRLs say of the certificate now, and until when that holds."""
-        cert, issuer = pair
-        return self._status(cert, issuer, self.clock.seconds(), frozenset())
+        cert, issuer, above = pair
+        return self._status(cert, issuer, above, self.clock.seconds(), frozenset())
 
-    def check(self, pair: tuple[x509.Certificate, x509.Certificate]
-              ) -> defer.Deferred[Verdict]:
+    def check(self, pair: FilesPair) -> defer.Deferred[Verdict]:
         """The same answer as ``lookup_until``, as a Deferred."""
         return defer.succeed(self.lookup_until(pair)[0])
 
@@ -270,10 +281,12 @@ class CRLFiles:
                 seen.setdefault(id(crl), crl)
         return list(seen.values())
 
-    def _status(self, cert: x509.Certificate, issuer: x509.Certificate, now: float,
+    def _status(self, cert: x509.Certificate, issuer: x509.Certificate,
+                above: tuple[x509.Certificate, ...], now: float,
                 busy: frozenset[x509.Certificate]) -> tuple[Verdict, float]:
         """RFC 5280 6.3.3 over every CRL file: revoked by any, good once all reasons are
-        covered by current CRLs; ``busy``: CRL signers whose own status is being found."""
+        covered by current CRLs. ``above``: the verified chain above the issuer; ``busy``:
+        CRL signers whose own status is being found."""
         facts = self._facts(cert)
         covered: set[x509.ReasonFlags] = set()
         until = _INF
@@ -282,7 +295,7 @@ class CRLFiles:
             reasons = interim_reasons(crl.index, facts)
             if reasons is None:
                 continue
-            key = self._signer_key(crl, issuer, now, busy, unknown)
+            key = self._signer_key(crl, issuer, above, now, busy, unknown)
             if key is None:
                 continue
             delta = self._delta(crl, key)
@@ -322,15 +335,22 @@ class CRLFiles:
                 return delta
         return None
 
-    def _signer_key(self, crl: FileCRL, issuer: x509.Certificate, now: float,
+    def _signer_key(self, crl: FileCRL, issuer: x509.Certificate,
+                    above: tuple[x509.Certificate, ...], now: float,
                     busy: frozenset[x509.Certificate], unknown: _Unknown) -> bytes | None:
         """The key ``crl`` verifies with if its signer may vouch for the certificate now:
-        the certificate's own issuer, or a configured signer whose path holds (6.3.3 (f))."""
+        the certificate's own issuer, or a configured signer or one further up the verified
+        chain whose path holds (6.3.3 (f))."""
         if crl.index.issuer == self._facts(issuer).subject_der:
             key = self._key(issuer)
             if self._signed_with(crl, key) and self._facts(issuer).crl_sign:
                 return key
-        for signer in crl.signers:
+        signers = list(crl.signers)
+        for up, cert in enumerate(above):
+            if crl.index.issuer == self._facts(cert).subject_der \
+                    and self._facts(cert).crl_sign and self._signed_with(crl, self._key(cert)):
+                signers.append(Signer(cert, above[up:]))
+        for signer in signers:
             problem = self._signer_problem(signer, now, busy)
             if problem is None:
                 return self._key(signer.cert)
@@ -349,7 +369,7 @@ class CRLFiles:
                     <= cert.not_valid_after_utc.timestamp()):
                 return f"the CRL signer's path holds {cert.subject.rfc4514_string()!r}, " \
                        "outside its validity"
-            verdict, _ = self._status(cert, path[depth + 1], now, inside)
+            verdict, _ = self._status(cert, path[depth + 1], path[depth + 2:], now, inside)
             if verdict.revoked:
                 return (f"the CRL signer's path holds {cert.subject.rfc4514_string()!r}, "
                         f"which is revoked ({verdict.detail})")

@@ -263,7 +263,7 @@ class CRLHandshakeTests(SynchronousTestCase):
         except ConfigurationError:
             return
         files = CRLFiles(crls, Scope.CHAIN, clock_at_now())
-        files.lookup_until((self.pki.client.certificate, self.pki.root.certificate))
+        files.lookup_until(files.pair(self.pki.client.certificate, self.pki.root.certificate))
 
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
@@ -601,6 +601,20 @@ class PKITSRevocationTests(SynchronousTestCase):
                                        configured=number not in PKITS_LOAD_REFUSED).reason
                  for number in expected}
         self.assertEqual(found, expected)
+
+    def test_signers_on_the_verified_path_need_no_configuration(self) -> None:
+        """With only the trust anchor configured (the client sends the rest), a CRL signer
+        on the verified path still counts (4.5.1: the CA's new key signs CRLs for its old
+        one); a signer off the path must be configured, else those cases fail closed."""
+        outside = {"4.4.19", "4.5.4", "4.5.6", "4.14.24", "4.14.25", "4.14.28", "4.14.29",
+                   "4.14.30", "4.14.33"}
+        for number, valid, leaf, others, crls in PKITS_CRL_CASES:
+            status = pkits_verdict(leaf, others, crls, configured=False).status
+            if number in outside:
+                self.assertEqual(status, Status.UNKNOWN, number)
+            else:
+                good = valid or number in PKITS_PATH_FAILURES
+                self.assertEqual(status is Status.GOOD, good, number)
 
     def test_leaf_mode_tolerates_unknown_signer_status(self) -> None:
         """With --crl-check leaf, a CRL signer's own status need not be known, but a revoked
