@@ -147,13 +147,9 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
                      path=path, problem=problem, reason="crl_ignored")
             continue
         named = [c for c in known if c.subject == crl.issuer]
-        signers = []
-        for cert in named:
-            if not _verifies(crl, cert) or not may_sign_crls(cert):
-                continue
-            certified = certified_path(cert, anchors, intermediates, now)
-            if certified is not None:
-                signers.append(Signer(cert, certified))
+        signers = [Signer(cert, certified) for cert in named
+                   if _verifies(crl, cert) and may_sign_crls(cert)
+                   and (certified := certified_path(cert, anchors, intermediates, now))]
         if named and not signers:
             refused.append((path, crl, _refusal(crl, named)))
             continue

@@ -203,7 +203,8 @@ class IndirectTests(SynchronousTestCase):
         crl = IndexedCRL.index(other().scoped_crl(
             [(serial, R.key_compromise, issuers[who] if who else None)
              for serial, who in entries], idp=idp(indirect=True)))
-        owner, expected = "other", {"ca": set(), "other": set()}
+        owner = "other"
+        expected: dict[str, set[int]] = {"ca": set(), "other": set()}
         for serial, who in entries:
             owner = who or owner
             expected[owner].add(serial)
