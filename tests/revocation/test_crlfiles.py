@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
@@ -624,6 +624,50 @@ class PKITSRevocationTests(SynchronousTestCase):
         self.assertEqual(pkits_verdict(leaf, others, crls, Scope.LEAF).status, Status.GOOD)
         _, _, leaf, others, crls = cases["4.4.21"]
         self.assertEqual(pkits_verdict(leaf, others, crls, Scope.LEAF).status, Status.UNKNOWN)
+
+
+class PKITSHandshakeTests(SynchronousTestCase):
+    """PKITS CRL cases through a whole in-memory handshake: the server configured with the
+    trust anchor as --ca, the other certificates as --intermediates, the case's CRLs as
+    --crl and --crl-check chain; the end entity presents its PKITS key."""
+
+    def setUp(self) -> None:
+        self.pki = shared_pki()
+        self.dir = self.mktemp()
+        self.cert = write_pem(self.dir, "server.pem", self.pki.server.chain_pem())
+        self.key = write_pem(self.dir, "server.key", self.pki.server.private_key_pem(), 0o600)
+
+    def handshake(self, number: str) -> tuple[int | None, list[Any]]:
+        _, _, leaf, others, crls = next(c for c in PKITS_CRL_CASES if c[0] == number)
+        pem = b"".join(_pkits_cert(n).public_bytes(Encoding.PEM) for n in others)
+        config = ServerConfig(
+            cert=self.cert, key=self.key,
+            ca=(write_pem(self.dir, "ta.pem", _pkits_cert(
+                "TrustAnchorRootCertificate").public_bytes(Encoding.PEM)),),
+            intermediates=(write_pem(self.dir, f"{number}.pem", pem),),
+            crls=tuple(_pkits("crls", f"{n}.crl") for n in ("TrustAnchorRootCRL", *crls)),
+            crl_check_chain=True)
+        with open(_pkits("pkcs12", f"{leaf}.p12"), "rb") as f:
+            key, cert, _ = pkcs12.load_key_and_certificates(f.read(), b"password")
+        assert key is not None and cert is not None
+        settings, verifier = config.load(clock_at_now())
+        with captured_events() as events:
+            result = exchange(make_server_factory(settings, verifier=verifier),
+                              client_tls_options(self.pki, IssuedCertificate(cert, key)))
+        return result.status, [e["reason"] for e in events if e.get("decision")]
+
+    def test_cases(self) -> None:
+        """Delta (4.15.4 revoked by the delta, 4.15.5 a hold lifted), separate CRL key
+        (4.4.19, 4.4.21), indirect CRLs (4.14.24, 4.14.31), reasons (4.14.19, 4.14.20)."""
+        expected = {"4.15.4": "revoked", "4.15.5": None, "4.4.19": None,
+                    "4.4.21": "crl_unavailable", "4.14.24": None, "4.14.31": "revoked",
+                    "4.14.19": None, "4.14.20": "revoked", "4.14.29": None}
+        found = {}
+        for number in expected:
+            status, reasons = self.handshake(number)
+            found[number] = reasons[-1] if reasons else "no event"
+            self.assertEqual(status == 200, expected[number] is None, (number, reasons))
+        self.assertEqual(found, expected)
 
 
 class SighupTests(TestCase):
