@@ -93,8 +93,8 @@ class FileCRL:
 
     path: str
     index: IndexedCRL
-    # Configured signers (--ca, --intermediates); none: only an issuer of its name met in a
-    # client chain may have signed it.
+    # Configured signers (--ca, --intermediates) with a path to a --ca: they vouch for
+    # certificates they did not issue. The issuer in a client's chain is asked at lookup.
     signers: tuple[Signer, ...] = ()
 
     @property
@@ -132,8 +132,9 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
                    ) -> list[FileCRL]:
     """Load and check the ``--crl`` files; log what is ignored, raise what stops startup.
 
-    A CRL signed by none of the configured certificates of its issuer's name stops startup
-    unless another file gives that issuer a usable CRL (then it is ignored with a warning);
+    A CRL signed by none of the configured certificates of its issuer's name (with cRLSign)
+    stops startup unless another file gives that issuer a usable CRL (then it is ignored
+    with a warning);
     a CRL of an issuer certsrv does not know is kept for chains whose issuer signed it.
     """
     known = (*anchors, *intermediates)
@@ -147,10 +148,8 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
                      path=path, problem=problem, reason="crl_ignored")
             continue
         named = [c for c in known if c.subject == crl.issuer]
-        signers = [Signer(cert, certified) for cert in named
-                   if _verifies(crl, cert) and may_sign_crls(cert)
-                   and (certified := certified_path(cert, anchors, intermediates, now))]
-        if named and not signers:
+        signed = [c for c in named if _verifies(crl, c) and may_sign_crls(c)]
+        if named and not signed:
             refused.append((path, crl, _refusal(crl, named)))
             continue
         if not named:
@@ -158,6 +157,10 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
                      "intermediates; the CRL applies only to chains whose issuer of that "
                      "name signed it", path=path, issuer=crl.issuer.rfc4514_string(),
                      reason="crl_unknown_issuer")
+        # As the issuer of a client chain it needs no path here (the chain has one); as a
+        # CRL signer for another certificate, it does.
+        signers = [Signer(cert, certified) for cert in signed
+                   if (certified := certified_path(cert, anchors, intermediates, now))]
         try:
             loaded.append(FileCRL.of(path, crl, signers))
         except ValueError as e:
@@ -173,9 +176,7 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
 
 def _refusal(crl: x509.CertificateRevocationList, named: Sequence[x509.Certificate]) -> str:
     if any(_verifies(crl, c) for c in named):
-        if not any(may_sign_crls(c) for c in named if _verifies(crl, c)):
-            return "the CRL issuer's keyUsage lacks cRLSign"
-        return "the CRL's signer has no valid path to a trusted CA"
+        return "the CRL issuer's keyUsage lacks cRLSign"
     return "CRL signature does not verify with its issuer's key"
 
 

@@ -265,6 +265,18 @@ class CRLHandshakeTests(SynchronousTestCase):
         files = CRLFiles(crls, Scope.CHAIN, clock_at_now())
         files.lookup_until(files.pair(self.pki.client.certificate, self.pki.root.certificate))
 
+    def test_crl_of_an_intermediate_without_a_path_loads(self) -> None:
+        """An --intermediates certificate that does not chain to a --ca (another PKI's) may
+        still have its CRL: only a CRL signer for others needs a path of its own."""
+        orphan = CertificateFactory.wrap(self.pki.other_root).intermediate("Orphan CA")
+        config = ServerConfig(
+            cert=self.cert, key=self.key, ca=(self.ca,),
+            intermediates=(write_pem(self.dir, "orphan.pem", orphan.certificate_pem()),),
+            crls=(write_pem(self.dir, "orphan-crl.pem", crl_pem(orphan)),))
+        with captured_events("certsrv.config") as warnings:
+            config.load(clock_at_now())
+        self.assertEqual(warnings, [])
+
     def test_garbage_crl_refused(self) -> None:
         config = self.config(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
         self.assertRaises(ConfigurationError, config.load, clock_at_now())
