@@ -34,6 +34,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from twisted.internet import defer, protocol
@@ -160,7 +162,8 @@ class CertificateFactory(CertificateAuthority):
         extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     ) -> IssuedCertificate:
         """A client certificate (EKU clientAuth, KU digitalSignature unless told otherwise);
-        ``extensions`` are added as they are (see ``policy_extensions``)."""
+        ``extensions``: more (extension, critical) pairs, added as they are (e.g. CRL
+        distribution points, or ``policy_extensions``)."""
         return self.issue(
             common_name, organization=organization, validity=valid_for,
             key_usage=_key_usage(key_usage), extended_key_usage=extended_key_usage, dns=dns,
@@ -211,6 +214,52 @@ class CertificateFactory(CertificateAuthority):
         when = revoked_at or datetime.datetime.now(datetime.UTC) - _DAY
         entries = [(_serial(item), when, reason) for item in revoked]
         return self.crl(entries, **kwargs).public_bytes(Encoding.PEM)
+
+
+    def scoped_crl(
+        self,
+        entries: Iterable[CRLEntry] = (),
+        *,
+        number: int = 1,
+        delta_of: int | None = None,
+        idp: x509.IssuingDistributionPoint | None = None,
+        freshest: Sequence[x509.DistributionPoint] = (),
+        last_update: datetime.datetime | None = None,
+        next_update: datetime.datetime | None = None,
+        signed_by: CertificateAuthority | None = None,
+    ) -> x509.CertificateRevocationList:
+        """A CRL of this CA with RFC 5280's scoping: a delta of CRL number ``delta_of``, an
+        issuing distribution point (indirect, some reasons, one point), freshestCRL, entries
+        as (serial or certificate, reason, certificateIssuer name or None), signed with
+        ``signed_by``'s key (another key of this CA, or an indirect CRL's issuer)."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (x509.CertificateRevocationListBuilder()
+                   .issuer_name(self.certificate.subject)
+                   .last_update(last_update or now - _DAY)
+                   .next_update(next_update or now + 7 * _DAY)
+                   .add_extension(x509.CRLNumber(number), False))
+        if delta_of is not None:
+            builder = builder.add_extension(x509.DeltaCRLIndicator(delta_of), True)
+        if idp is not None:
+            builder = builder.add_extension(idp, True)
+        if freshest:
+            builder = builder.add_extension(x509.FreshestCRL(list(freshest)), False)
+        for item, reason, issuer in entries:
+            entry = (x509.RevokedCertificateBuilder().serial_number(_serial(item))
+                     .revocation_date(now - _DAY))
+            if reason is not None:
+                entry = entry.add_extension(x509.CRLReason(reason), False)
+            if issuer is not None:
+                entry = entry.add_extension(
+                    x509.CertificateIssuer([x509.DirectoryName(issuer)]), True)
+            builder = builder.add_revoked_certificate(entry.build())
+        key = (signed_by or self).private_key
+        return builder.sign(key, None if isinstance(key, (ed25519.Ed25519PrivateKey,))
+                            else hashes.SHA256())  # type: ignore[arg-type]
+
+
+# A CRL entry for ``CertificateFactory.scoped_crl``: what, why, and (indirect CRLs) whose.
+CRLEntry = tuple["Revokable", "x509.ReasonFlags | None", "x509.Name | None"]
 
 
 def policy_extensions(

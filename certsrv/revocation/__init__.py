@@ -6,7 +6,8 @@ decision rule over sources, ``Revocation``), ``cache`` (the one cache of the net
 sources: bounded, de-duplicated, refreshed ahead, failures retried), ``ocspcheck`` (OCSP as
 a source: settings, responder URLs, ``OCSPChecker``), ``ocsp`` (the RFC 6960 codec and
 response verification), ``crlfiles`` (``--crl`` files), ``crlfetch`` (CRLs from
-distribution points), ``http`` and ``ocspfetch`` (the bounded, non-blocking fetchers).
+distribution points), ``crlscope`` (what one CRL says of one certificate: scopes, reasons,
+indirect entries, deltas), ``http`` and ``ocspfetch`` (the bounded, non-blocking fetchers).
 Failures are ``certsrv.exceptions.RevocationError`` with a ``RevocationProblem`` reason.
 May import: ``certsrv.x509``.
 """

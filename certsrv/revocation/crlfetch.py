@@ -22,7 +22,15 @@ from twisted.python.failure import Failure
 
 from certsrv.exceptions import CRLError, RevocationError, RevocationProblem
 from certsrv.revocation.cache import CachingSource, Fetched, RefreshingCache
-from certsrv.revocation.crlfiles import _is_ca, _revocation_detail
+from certsrv.revocation.crlscope import (
+    CertFacts,
+    IndexedCRL,
+    delta_fits,
+    is_ca,
+    listing,
+    revocation_detail,
+    unknown_entry_extension,
+)
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
 from certsrv.x509.certs import describe
@@ -66,6 +74,21 @@ class CRLFetchSettings:
         return self.mode is not Scope.OFF
 
 
+def delta_point(extensions: x509.Extensions) -> str | None:
+    """The first plain http:// URL of a freshestCRL extension (where delta CRLs are)."""
+    try:
+        points = extensions.get_extension_for_class(x509.FreshestCRL).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    for point in points:
+        if point.crl_issuer is not None or point.reasons is not None:
+            continue
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier) and usable_url(name.value):
+                return name.value
+    return None
+
+
 def distribution_point(cert: x509.Certificate) -> str | None:
     """The first plain http:// full-name URL among the certificate's CRL Distribution Points."""
     try:
@@ -96,13 +119,16 @@ class VerifiedCRL:
     next_update: float | None
     only_user_certs: bool = False
     only_ca_certs: bool = False
+    index: IndexedCRL | None = None  # for deltas: numbers, scope, removeFromCRL entries
+    freshest: str | None = None  # where its delta CRLs are (freshestCRL), if anywhere
 
 
 def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
-               skew: float) -> VerifiedCRL:
-    """Parse ``data`` (DER or PEM) and check it as ``issuer``'s CRL at ``url``; CRLError if not."""
+               skew: float, delta: bool = False) -> VerifiedCRL:
+    """Parse ``data`` (DER or PEM) and check it as ``issuer``'s CRL at ``url`` (a delta CRL
+    if ``delta``: from a freshestCRL point); CRLError if not."""
     try:
-        return _verify_crl(data, issuer, url, now, skew)
+        return _verify_crl(data, issuer, url, now, skew, delta)
     except CRLError:
         raise
     except Exception as e:  # anything cryptography raises on hostile input
@@ -112,7 +138,7 @@ def verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
 
 
 def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
-                skew: float) -> VerifiedCRL:
+                skew: float, delta: bool) -> VerifiedCRL:
     try:
         if b"-----BEGIN X509 CRL-----" in data:
             crl = x509.load_pem_x509_crl(data)
@@ -147,13 +173,18 @@ def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
         if next_update < now - skew:
             raise CRLError(RevocationProblem.STALE, f"CRL from {url} expired at nextUpdate "
                                                     f"{next_moment.isoformat()}")
-    only_user, only_ca = _check_scope(extensions, url)
+    only_user, only_ca = _check_scope(extensions, url, delta)
+    problem = unknown_entry_extension(crl)
+    if problem is not None:
+        raise CRLError(RevocationProblem.UNSUPPORTED, f"CRL from {url} has {problem}")
     try:
-        revoked = frozenset(entry.serial_number for entry in crl)
+        index = IndexedCRL.index(crl)
     except ValueError as e:
         raise CRLError(RevocationProblem.MALFORMED,
                        f"CRL from {url} has a malformed entry ({e})") from None
-    return VerifiedCRL(crl, revoked, last_update, next_update, only_user, only_ca)
+    revoked = index.revoked.get(crl_issuer.public_bytes(), frozenset())
+    return VerifiedCRL(crl, revoked, last_update, next_update, only_user, only_ca, index,
+                       delta_point(extensions))
 
 
 def _check_crl_sign(issuer: x509.Certificate, url: str) -> None:
@@ -166,15 +197,20 @@ def _check_crl_sign(issuer: x509.Certificate, url: str) -> None:
                        f"CRL from {url}: the issuer's keyUsage lacks cRLSign")
 
 
-def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
-    """Refuse CRLs that cannot be complete for certificates pointing at ``url`` (RFC 5280)."""
+def _check_scope(extensions: x509.Extensions, url: str, delta: bool) -> tuple[bool, bool]:
+    """Refuse CRLs that cannot be complete for certificates pointing at ``url`` (RFC 5280);
+    a delta CRL (``delta``) is in the scope of its complete CRL, checked when combined."""
+    is_delta = False
     for extension in extensions:
         if isinstance(extension.value, x509.UnrecognizedExtension) and extension.critical:
             raise CRLError(RevocationProblem.UNSUPPORTED,
                            f"CRL from {url} has an unknown critical extension "
                            f"{extension.oid.dotted_string}")
-        if isinstance(extension.value, x509.DeltaCRLIndicator):
-            raise CRLError(RevocationProblem.UNSUPPORTED, f"{url} serves a delta CRL")
+        is_delta = is_delta or isinstance(extension.value, x509.DeltaCRLIndicator)
+    if is_delta != delta:
+        raise CRLError(RevocationProblem.UNSUPPORTED,
+                       f"{url} serves a delta CRL" if is_delta else
+                       f"{url} (a freshestCRL point) serves no delta CRL")
     try:
         idp = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     except x509.ExtensionNotFound:
@@ -185,7 +221,7 @@ def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
     if idp.only_contains_attribute_certs:
         raise CRLError(RevocationProblem.WRONG_SCOPE,
                        f"CRL from {url} covers only attribute certificates")
-    if idp.full_name is not None and not any(
+    if not delta and idp.full_name is not None and not any(
             isinstance(name, x509.UniformResourceIdentifier) and name.value == url
             for name in idp.full_name):
         raise CRLError(RevocationProblem.WRONG_SCOPE,
@@ -195,40 +231,71 @@ def _check_scope(extensions: x509.Extensions, url: str) -> tuple[bool, bool]:
 
 Offload = Callable[[Callable[[], VerifiedCRL]], "defer.Deferred[VerifiedCRL]"]
 _MALFORMED: CacheKey = ("", b"")  # the key of a certificate whose extensions do not parse
+_DELTA = "delta "  # before a freshestCRL URL in a cache key
 
 
 class CRLAnswer:
     """What the cache holds for one distribution point: a verified CRL, or why there is none."""
 
-    __slots__ = ("crl", "failure", "reasons")
+    __slots__ = ("crl", "failure", "reasons", "unmatched")
 
     def __init__(self, crl: VerifiedCRL | None, failure: tuple[str, str] | None = None
                  ) -> None:
         self.crl = crl
         self.failure = failure
         self.reasons: dict[int, str] = {}
+        self.unmatched: set[int] = set()  # complete CRLs (ids) this delta was logged as not fitting
 
-    def verdict(self, cert: x509.Certificate) -> Verdict:
-        """What this answer says of ``cert``."""
+    def verdict(self, cert: x509.Certificate, delta: CRLAnswer | None = None) -> Verdict:
+        """What this answer says of ``cert``, updated by ``delta`` (the answer of the
+        freshestCRL point; None: there is none)."""
         subject = cert.subject.rfc4514_string()
         if self.crl is None:
             reason, detail = self.failure or ("internal_error", "")
             return Verdict(Status.UNKNOWN, reason, detail, subject, "crl-fetch")
         crl = self.crl
         if crl.only_user_certs or crl.only_ca_certs:
-            is_ca = _is_ca(cert)
-            if (crl.only_user_certs and is_ca) or (crl.only_ca_certs and not is_ca):
+            ca = is_ca(cert)
+            if (crl.only_user_certs and ca) or (crl.only_ca_certs and not ca):
                 return Verdict(Status.UNKNOWN, "wrong_scope",
                                "the CRL does not cover this kind of certificate", subject,
                                "crl-fetch")
         serial = cert.serial_number
+        if delta is not None:
+            return self._with_delta(cert, delta)
         if serial not in crl.revoked:
             return Verdict(Status.GOOD, "good", "", subject, "crl-fetch")
         if serial not in self.reasons:
             # Found once per revoked serial: the entry scan is linear, the set above is not.
-            self.reasons[serial] = _revocation_detail(crl.crl, serial)
+            self.reasons[serial] = revocation_detail(crl.crl, serial)
         detail = self.reasons[serial]
         return Verdict(Status.REVOKED, "revoked", detail, subject, "crl-fetch")
+
+
+    def _with_delta(self, cert: x509.Certificate, delta: CRLAnswer) -> Verdict:
+        subject = cert.subject.rfc4514_string()
+        assert self.crl is not None and self.crl.index is not None
+        base = self.crl.index
+        listed_in_base = cert.serial_number in self.crl.revoked
+        if delta.crl is None or delta.crl.index is None:
+            if listed_in_base:
+                return self.verdict(cert)
+            reason, detail = delta.failure or ("internal_error", "")
+            return Verdict(Status.UNKNOWN, reason, f"delta CRL: {detail}", subject, "crl-fetch")
+        if not delta_fits(base, delta.crl.index):
+            if id(base) not in delta.unmatched:
+                delta.unmatched.add(id(base))
+                _log.warn("delta CRL of {issuer} (base CRL number {base}) does not update the "
+                          "complete CRL held (number {number}); the complete CRL alone decides",
+                          issuer=base.crl.issuer.rfc4514_string(),
+                          base=delta.crl.index.delta_base, number=base.number,
+                          reason="crl_delta_unmatched")
+            return self.verdict(cert)
+        if listing(base, delta.crl.index, CertFacts.of(cert)):
+            source = delta.crl if cert.serial_number in delta.crl.revoked else self.crl
+            detail = revocation_detail(source.crl, cert.serial_number)
+            return Verdict(Status.REVOKED, "revoked", detail, subject, "crl-fetch")
+        return Verdict(Status.GOOD, "good", "", subject, "crl-fetch")
 
 
 def _inline(work: Callable[[], VerifiedCRL]) -> defer.Deferred[VerifiedCRL]:
@@ -267,7 +334,17 @@ class CRLChecker(CachingSource[CacheKey, "CRLAnswer"]):
         if key is None or key is _MALFORMED:
             return self._without_point(cert, key), float("inf")
         found = self.cache.lookup_until(key, lambda: self._query(key, issuer))
-        return (found[0].verdict(cert), found[1]) if found is not None else None
+        if found is None:
+            return None
+        answer, until = found
+        delta_key = self._delta_key(cert, answer, key)
+        if delta_key is None:
+            return answer.verdict(cert), until
+        delta = self.cache.lookup_until(delta_key,
+                                        lambda: self._query(delta_key, issuer, delta=True))
+        if delta is None:
+            return None
+        return answer.verdict(cert, delta[0]), min(until, delta[1])
 
     def check(self, pair: CRLPair) -> defer.Deferred[Verdict]:
         """The verdict for one certificate: cached, joined to a fetch in flight, or fetched."""
@@ -275,7 +352,27 @@ class CRLChecker(CachingSource[CacheKey, "CRLAnswer"]):
         if key is None or key is _MALFORMED:
             return defer.succeed(self._without_point(cert, key))
         answer = self.cache.get(key, lambda: self._query(key, issuer))
-        return answer.addCallback(CRLAnswer.verdict, cert)
+
+        def with_delta(answer: CRLAnswer) -> defer.Deferred[Verdict]:
+            delta_key = self._delta_key(cert, answer, key)
+            if delta_key is None:
+                return defer.succeed(answer.verdict(cert))
+            delta = self.cache.get(delta_key,
+                                   lambda: self._query(delta_key, issuer, delta=True))
+            return delta.addCallback(lambda found: answer.verdict(cert, found))
+        return answer.addCallback(with_delta)
+
+    def _delta_key(self, cert: x509.Certificate, answer: CRLAnswer, key: CacheKey
+                   ) -> CacheKey | None:
+        """Where the delta CRL updating ``answer``'s CRL is (the certificate's freshestCRL,
+        else the CRL's), as a cache key; None: no delta to fetch."""
+        if answer.crl is None:
+            return None
+        try:
+            url = delta_point(cert.extensions) or answer.crl.freshest
+        except ValueError:
+            url = answer.crl.freshest
+        return (_DELTA + url, key[1]) if url is not None else None
 
     def forget(self) -> None:
         """Drop every cached answer; lookups in flight still complete."""
@@ -295,15 +392,15 @@ class CRLChecker(CachingSource[CacheKey, "CRLAnswer"]):
         return CRLAnswer(None, ("internal_error", str(failure.value)))
 
     @defer.inlineCallbacks
-    def _query(self, key: CacheKey, issuer: x509.Certificate) -> Any:
-        url = key[0]
+    def _query(self, key: CacheKey, issuer: x509.Certificate, delta: bool = False) -> Any:
+        url = key[0].removeprefix(_DELTA)
         settings = self.settings
         started = self.clock.seconds()
         try:
             data = yield self.fetch(url)
             now = self.clock.seconds()
             verified = yield self.offload(
-                lambda: verify_crl(data, issuer, url, now, settings.skew))
+                lambda: verify_crl(data, issuer, url, now, settings.skew, delta))
             held = self.cache.held(key)
             if (held is not None and held.crl is not None
                     and verified.last_update < held.crl.last_update):

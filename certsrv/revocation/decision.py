@@ -148,9 +148,13 @@ class Revocation:
         plan = []
         for checker in self.checkers:
             last = len(chain) - 1 if checker.mode is Scope.CHAIN else 1
+            # A source that looks further up the chain than the issuer (CRL files: for CRL
+            # signers) says so with ``pair_in_chain``.
+            in_chain = getattr(checker, "pair_in_chain", None)
             for depth in range(0, last):
                 if depth + 1 in chain:
-                    pair = checker.pair(chain[depth], chain[depth + 1])
+                    pair = (in_chain(chain, depth) if in_chain is not None
+                            else checker.pair(chain[depth], chain[depth + 1]))
                     if pair is not None:
                         plan.append((checker, pair, depth))
         return tuple(plan)

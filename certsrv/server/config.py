@@ -13,14 +13,7 @@ from twisted.logger import Logger
 from certsrv.access.policy import Policy, load_policy
 from certsrv.exceptions import ConfigurationError
 from certsrv.revocation.crlfetch import CRLFetchSettings
-from certsrv.revocation.crlfiles import (
-    CRLFiles,
-    FileCRL,
-    check_crl,
-    load_crl,
-    next_update,
-    unsupported,
-)
+from certsrv.revocation.crlfiles import CRLFiles, FileCRL, load_crl_files
 from certsrv.revocation.decision import Checker, Revocation, Scope
 from certsrv.revocation.ocspcheck import OCSPSettings
 from certsrv.tls.context import ClientCertMode, TLSSettings, chain_problems
@@ -107,11 +100,11 @@ class ServerConfig:
         intermediates = tuple(c for path in self.intermediates
                               for c in _load_cas(path, "intermediates", now, root=False))
         pins = self._load_pins()
-        crls = tuple(self._load_crls((*roots, *intermediates), now))
+        crls = tuple(self._load_crls(roots, intermediates, now))
         settings = self._settings(chain, key, roots, intermediates)
         access = self._load_access()
         sources: list[Checker] = []
-        if crls:
+        if self.crls:  # even if every file was ignored: then no issuer has a CRL
             mode = Scope.CHAIN if self.crl_check_chain else Scope.LEAF
             sources.append(CRLFiles(crls, mode, clock))
         if revocation is not None:
@@ -201,33 +194,16 @@ class ServerConfig:
                           "--client-cert optional", path=self.policy, rules=public)
         return access
 
-    def _load_crls(self, issuers: Sequence[x509.Certificate], now: float) -> list[FileCRL]:
-        crls = []
-        for path in self.crls:
-            crl = load_crl(path)
-            signer: x509.Certificate | None = None
-            if any(c.subject == crl.issuer for c in issuers):
-                signer = check_crl(path, crl, issuers)
-            else:
-                _log.warn("{path}: CRL issuer {issuer!r} is none of the trusted CAs or "
-                          "intermediates; the CRL applies only to chains whose issuer of that "
-                          "name signed it", path=path, issuer=crl.issuer.rfc4514_string(),
-                          reason="crl_unknown_issuer")
-            problem = unsupported(crl)
-            if problem is not None:
-                _log.warn("{path}: {problem} is not supported; the file is ignored",
-                          path=path, problem=problem, reason="crl_ignored")
-                continue
-            try:
-                crls.append(FileCRL.index(path, crl, signer))
-            except ValueError as e:
-                raise ConfigurationError(path, f"CRL has a malformed entry ({e})") from None
-            expires = next_update(crl)
+    def _load_crls(self, roots: Sequence[x509.Certificate],
+                   intermediates: Sequence[x509.Certificate], now: float) -> list[FileCRL]:
+        crls = load_crl_files(self.crls, roots, intermediates, now, _log)
+        for crl in crls:
+            expires = crl.index.next_update
             if expires is not None and now > expires:
                 _log.error("{path}: CRL of {issuer} is past its nextUpdate ({day}); "
                            "certificates it covers are {outcome} until a fresh CRL arrives",
-                           path=path, issuer=crl.issuer.rfc4514_string(),
-                           day=_day(crl.next_update_utc),  # type: ignore[arg-type]
+                           path=crl.path, issuer=crl.crl.issuer.rfc4514_string(),
+                           day=_day(crl.crl.next_update_utc),  # type: ignore[arg-type]
                            outcome="accepted (--revocation-fail open)" if self.fail_open
                            else "rejected (--revocation-fail closed)",
                            reason="crl_expired")

@@ -27,6 +27,7 @@ from certsrv.revocation.crlfetch import (
 )
 from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.revocation.ocsp import _children, _one, _tlv
+from certsrv.testing import CertificateFactory
 from certsrv.tls.verify import ClientVerifier
 from certsrv.web.site import Limits
 from tests._support import (
@@ -40,6 +41,7 @@ from tests._support import (
 )
 
 ROOT_URL = "http://127.0.0.1:9/root.crl"
+DELTA_URL = "http://127.0.0.1:9/root-delta.crl"
 INTER_URL = "http://127.0.0.1:9/inter.crl"
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -472,6 +474,77 @@ class CheckerTests(SynchronousTestCase):
             verdict = self.untrusted(lambda url, e=extension: build_crl(  # type: ignore[misc]
                 self.root, now, (e,)))
             self.assertEqual(verdict.reason, reason, extension)
+
+    def delta_setup(self, *, freshest_in: str = "crl") -> tuple[Any, Any]:
+        """A complete CRL at ROOT_URL (number 4, holding ``held``) and its delta CRL at
+        DELTA_URL, named by the CRL's freshestCRL or by the certificate's."""
+        factory = CertificateFactory.wrap(self.root)
+        freshest = [x509.DistributionPoint([x509.UniformResourceIdentifier(DELTA_URL)], None,
+                                           None, None)]
+        extensions = (((x509.FreshestCRL(freshest), False),) if freshest_in == "cert"
+                      else ())
+        held = factory.client("held", extensions=extensions)
+        revoked = factory.client("revoked-in-delta", extensions=extensions)
+        self.delta_entries: list[Any] = [(held, x509.ReasonFlags.remove_from_crl, None),
+                                         (revoked, x509.ReasonFlags.key_compromise, None)]
+        self.delta_base = 4
+
+        def body(url: str) -> bytes:
+            if url == DELTA_URL:
+                return der(factory.scoped_crl(self.delta_entries, number=5,
+                                              delta_of=self.delta_base))
+            return der(factory.scoped_crl(
+                [(held, x509.ReasonFlags.certificate_hold, None)], number=4,
+                freshest=freshest if freshest_in == "crl" else ()))
+        self.points.body = body
+        return held, revoked
+
+    def test_delta_from_freshest_crl(self) -> None:
+        """The delta CRL at the complete CRL's freshestCRL point revokes, and lifts holds
+        (removeFromCRL); it is fetched once and cached like the complete CRL."""
+        held, revoked = self.delta_setup()
+        self.assertEqual(self.verdict(self.pair_of(held)).status, Status.GOOD)
+        verdict = self.verdict(self.pair_of(revoked))
+        self.assertEqual((verdict.status, verdict.detail),
+                         (Status.REVOKED, "revoked (keyCompromise)"))
+        self.assertEqual(cached(self.checker, self.pair_of(revoked)), verdict)
+        self.assertEqual(self.verdict(self.pair).status, Status.GOOD)
+        self.assertEqual(self.points.calls, [ROOT_URL, DELTA_URL])
+
+    def test_delta_from_the_certificate(self) -> None:
+        held, revoked = self.delta_setup(freshest_in="cert")
+        self.assertEqual(self.verdict(self.pair_of(revoked)).status, Status.REVOKED)
+        self.assertEqual(self.verdict(self.pair).status, Status.GOOD,
+                         "no freshestCRL anywhere: the complete CRL alone")
+        self.assertEqual(self.points.calls, [ROOT_URL, DELTA_URL])
+
+    def test_delta_unavailable(self) -> None:
+        """Without its delta nobody is known good, but the complete CRL still revokes."""
+        held, revoked = self.delta_setup()
+        body = self.points.body
+        assert body is not None
+        self.points.body = lambda url: b"junk" if url == DELTA_URL else body(url)
+        verdict = self.verdict(self.pair_of(revoked))
+        self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "malformed"))
+        self.assertIn("delta CRL", verdict.detail)
+        self.assertEqual(self.verdict(self.pair_of(held)).status, Status.REVOKED)
+
+    def test_delta_of_another_base_is_ignored(self) -> None:
+        held, revoked = self.delta_setup()
+        self.delta_base = 5  # needs a complete CRL numbered 5 or more; ours is 4
+        with captured_events("certsrv.crl") as events:
+            self.assertEqual(self.verdict(self.pair_of(revoked)).status, Status.GOOD)
+            self.assertEqual(self.verdict(self.pair_of(held)).status, Status.REVOKED)
+        self.assertEqual([e["reason"] for e in events if e.get("reason")],
+                         ["crl_delta_unmatched"])
+
+    def test_freshest_point_serving_a_complete_crl(self) -> None:
+        held, revoked = self.delta_setup()
+        body = self.points.body
+        assert body is not None
+        self.points.body = lambda url: body(ROOT_URL)
+        verdict = self.verdict(self.pair_of(revoked))
+        self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "unsupported"))
 
     def test_offloaded_verification(self) -> None:
         jobs: list[Callable[[], VerifiedCRL]] = []

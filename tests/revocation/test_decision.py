@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv.revocation.decision import Status, Verdict, decide
+from certsrv.revocation.decision import Revocation, Scope, Status, Verdict, decide
 
 GOOD = Verdict(Status.GOOD, "good", source="ocsp")
 REVOKED = Verdict(Status.REVOKED, "revoked", source="crl")
@@ -52,3 +54,32 @@ class DecideTests(SynchronousTestCase):
             for depth in {d for d, _ in answers}:
                 said = [v for d, v in answers if d == depth]
                 self.assertTrue(any(v.status is Status.GOOD for v in said), answers)
+
+
+class _Source:
+    """A source recording what ``Revocation.plan`` asks it about."""
+
+    def __init__(self, mode: Scope) -> None:
+        self.mode = mode
+
+    def pair(self, cert: object, issuer: object) -> object:
+        return ("pair", cert, issuer)
+
+
+class _ChainSource(_Source):
+    """A source that looks above the issuer (as the CRL files do, for CRL signers)."""
+
+    def pair_in_chain(self, chain: dict[int, object], depth: int) -> object:
+        return ("chain", depth, tuple(chain[d] for d in range(depth + 2, len(chain))))
+
+
+class PlanTests(SynchronousTestCase):
+    """What each source is asked about a chain: the leaf, or every certificate but the top."""
+
+    def test_pairs_and_pairs_in_chain(self) -> None:
+        chain: Any = {0: "leaf", 1: "inter", 2: "root"}
+        plain, above = _Source(Scope.CHAIN), _ChainSource(Scope.LEAF)
+        plan = Revocation([plain, above]).plan(chain)  # type: ignore[list-item]
+        self.assertEqual([(pair, depth) for _, pair, depth in plan], [
+            (("pair", "leaf", "inter"), 0), (("pair", "inter", "root"), 1),
+            (("chain", 0, ("root",)), 0)])
