@@ -112,46 +112,6 @@ DEVIATIONS: dict[str, Deviation] = {
     "4.14.13": Deviation(Reason.CA_AS_CLIENT.value, _CA),
 }
 
-# Cases that fail until the CRL work of issue 11 lands (certsrv/revocation: the crl branch).
-_SAME_NAME = ("the CRL is signed by another key of the same CA name (a self-issued "
-              "certificate or a separate CRL signing key): refused crl_unavailable")
-PENDING: dict[str, str] = {
-    "4.3.10": "the CRL issuer name is encoded differently (UTF8String, not PrintableString) "
-              "from the certificate's issuer: refused crl_unavailable",
-    "4.4.19": _SAME_NAME,
-    "4.5.1": _SAME_NAME,
-    "4.5.4": _SAME_NAME,
-    "4.5.6": _SAME_NAME,
-    "4.6.15": _SAME_NAME,
-    "4.6.17": _SAME_NAME,
-    "4.9.6": _SAME_NAME,
-    "4.11.7": _SAME_NAME,
-    "4.12.7": _SAME_NAME,
-    "4.12.9": _SAME_NAME,
-    "4.13.19": _SAME_NAME,
-    "4.14.4": "distribution-point scoped CRLs: refused crl_unavailable",
-    "4.14.8": "distribution-point scoped CRLs: accepted",
-    "4.14.9": "distribution-point scoped CRLs: accepted",
-    "4.14.18": "onlySomeReasons CRLs: refused crl_unavailable",
-    "4.14.19": "onlySomeReasons CRLs: refused crl_unavailable",
-    "4.14.22": "indirect CRLs: refused crl_unavailable",
-    "4.14.24": "indirect CRLs: refused crl_unavailable",
-    "4.14.25": "indirect CRLs: refused crl_unavailable",
-    "4.14.28": "indirect CRLs (cRLIssuer): refused crl_unavailable",
-    "4.14.29": "indirect CRLs (cRLIssuer): refused crl_unavailable",
-    "4.14.30": "indirect CRLs (cRLIssuer): refused crl_unavailable",
-    "4.14.33": "indirect CRLs (cRLIssuer): refused crl_unavailable",
-    "4.15.4": "delta CRLs are ignored: accepted",
-    "4.15.5": "delta CRLs are ignored: refused revoked",
-}
-
-# Cases refused as they should be, but through an unexpected error certsrv logs (a bug in
-# certsrv/revocation/crlfiles.py, left to the crl branch): the exception type logged.
-LOGGED_ERRORS: dict[str, type[Exception]] = {
-    # cryptography's get_revoked_certificate_by_serial_number refuses a negative serial
-    "4.4.15": ValueError,
-}
-
 CASES: tuple[Case, ...] = (
     # 4.1
     _C("4.1.1", "Valid Signatures Test1", True, ("GoodCACert", "ValidCertificatePathTest1EE"),
@@ -1040,19 +1000,18 @@ def outcome(servers: Servers, case: Case) -> Outcome:
 def summary(results: dict[Case, Outcome]) -> str:
     """The per-section table: cases, expected valid/invalid, certsrv's matches, the rest."""
     rows: list[tuple[str, ...]] = [("section", "cases", "default", "valid", "invalid",
-                                    "match", "deviation", "pending", "other")]
+                                    "match", "deviation", "other")]
     sections: dict[str, list[Case]] = {}
     for case in results:
         sections.setdefault(case.section, []).append(case)
-    totals = [0] * 8
+    totals = [0] * 7
     for section, cases in sorted(sections.items(), key=lambda s: int(s[0].split(".")[1])):
         counts = [len(cases), sum(c.default_settings for c in cases),
                   sum(c.valid for c in cases), sum(not c.valid for c in cases),
                   sum(results[c].accepted == c.valid for c in cases),
                   sum(c.ident in DEVIATIONS for c in cases),
-                  sum(c.ident in PENDING and results[c].accepted != c.valid for c in cases),
                   sum(results[c].accepted != c.valid and c.ident not in DEVIATIONS
-                      and c.ident not in PENDING for c in cases)]
+                      for c in cases)]
         totals = [t + n for t, n in zip(totals, counts, strict=True)]
         rows.append((section, *map(str, counts)))
     rows.append(("total", *map(str, totals)))
@@ -1075,8 +1034,7 @@ def main() -> None:
         results = {case: outcome(servers, case) for case in CASES}
     for case, result in results.items():
         if result.accepted != case.valid:
-            why = DEVIATIONS[case.ident].why if case.ident in DEVIATIONS else PENDING.get(
-                case.ident, "UNEXPECTED")
+            why = DEVIATIONS[case.ident].why if case.ident in DEVIATIONS else "UNEXPECTED"
             print(f"{case.ident:10} {case.name}: expected {'valid' if case.valid else 'invalid'}"
                   f", got {result.verdict} ({why})")
     print(summary(results))

@@ -34,6 +34,7 @@ from certsrv.revocation.crlscope import (
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.revocation.http import BoundedFetcher, usable_url
 from certsrv.x509.certs import describe
+from certsrv.x509.names import canonical_der
 
 __all__ = [
     "CRLAnswer",
@@ -150,7 +151,7 @@ def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
         extensions = crl.extensions
     except ValueError as e:
         raise CRLError(RevocationProblem.MALFORMED, f"{url} does not hold a CRL ({e})") from None
-    if crl_issuer != issuer.subject:
+    if canonical_der(crl_issuer) != canonical_der(issuer.subject):
         raise CRLError(RevocationProblem.WRONG_ISSUER, f"CRL from {url} is issued by "
                                                        f"{crl_issuer.rfc4514_string()!r}, not "
                                                        f"{issuer.subject.rfc4514_string()!r}")
@@ -182,7 +183,7 @@ def _verify_crl(data: bytes, issuer: x509.Certificate, url: str, now: float,
     except ValueError as e:
         raise CRLError(RevocationProblem.MALFORMED,
                        f"CRL from {url} has a malformed entry ({e})") from None
-    revoked = index.revoked.get(crl_issuer.public_bytes(), frozenset())
+    revoked = index.revoked.get(canonical_der(crl_issuer), frozenset())
     return VerifiedCRL(crl, revoked, last_update, next_update, only_user, only_ca, index,
                        delta_point(extensions))
 

@@ -35,6 +35,7 @@ from certsrv.revocation.crlscope import (
 )
 from certsrv.revocation.decision import Scope, Status, Verdict
 from certsrv.x509.certs import read_file
+from certsrv.x509.names import canonical, canonical_der
 
 __all__ = ["CRLFiles", "FileCRL", "Signer", "load_crl", "load_crl_files", "next_update"]
 
@@ -147,7 +148,7 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
             log.warn("{path}: {problem} is not supported; the file is ignored",
                      path=path, problem=problem, reason="crl_ignored")
             continue
-        named = [c for c in known if c.subject == crl.issuer]
+        named = [c for c in known if canonical(c.subject) == canonical(crl.issuer)]
         signed = [c for c in named if _verifies(crl, c) and may_sign_crls(c)]
         if named and not signed:
             refused.append((path, crl, _refusal(crl, named)))
@@ -166,7 +167,8 @@ def load_crl_files(paths: Sequence[str], anchors: Sequence[x509.Certificate],
         except ValueError as e:
             raise ConfigurationError(path, f"CRL has a malformed entry ({e})") from None
     for path, crl, problem in refused:
-        if not any(f.crl.issuer == crl.issuer and not f.index.is_delta for f in loaded):
+        if not any(f.index.issuer == canonical_der(crl.issuer) and not f.index.is_delta
+                   for f in loaded):
             raise ConfigurationError(path, problem)
         log.warn("{path}: {problem}; the file is ignored ({issuer} has another CRL)",
                  path=path, problem=problem, issuer=crl.issuer.rfc4514_string(),
@@ -226,7 +228,7 @@ class CRLFiles:
         self._deltas: dict[int, list[FileCRL]] = {}
         complete = [c for c in self.crls if not c.index.is_delta]
         for crl in sorted(complete, key=lambda c: c.index.this_update, reverse=True):
-            self._by_name.setdefault(crl.crl.issuer.public_bytes(), []).append(crl)
+            self._by_name.setdefault(crl.index.issuer, []).append(crl)
         for base in complete:
             fitting = [d for d in self.crls if delta_fits(base.index, d.index)]
             if fitting:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from certsrv.x509.names import canonical, canonical_der, canonical_general
+
 __all__ = [
     "ALL_REASONS",
     "CertFacts",
@@ -74,7 +76,7 @@ class IndexedCRL:
                 idp = value
             elif isinstance(value, x509.FreshestCRL):
                 freshest = tuple(value)
-        issuer = crl.issuer.public_bytes()
+        issuer = canonical_der(crl.issuer)
         if base is None and (idp is None or not idp.indirect_crl):
             # A complete CRL of one issuer: every entry revokes, whatever its extensions.
             revoked = {issuer: frozenset(entry.serial_number for entry in crl)}
@@ -100,7 +102,7 @@ def _entries(crl: x509.CertificateRevocationList, indirect: bool
              ) -> tuple[dict[bytes, frozenset[int]], dict[bytes, frozenset[int]]]:
     revoked: dict[bytes, set[int]] = {}
     removed: dict[bytes, set[int]] = {}
-    issuers = [crl.issuer.public_bytes()]
+    issuers = [canonical_der(crl.issuer)]
     for entry in crl:
         reason = None
         for extension in entry.extensions:
@@ -109,7 +111,7 @@ def _entries(crl: x509.CertificateRevocationList, indirect: bool
                 reason = value.reason
             elif isinstance(value, x509.CertificateIssuer) and indirect:
                 # Carried forward to the following entries (5.3.3).
-                issuers = [name.public_bytes() for name in
+                issuers = [canonical_der(name) for name in
                            value.get_values_for_type(x509.DirectoryName)]
         into = removed if reason is _REMOVE else revoked
         for issuer in issuers:
@@ -172,13 +174,13 @@ class CertFacts:
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertFacts:
         """Read ``cert``'s issuer, serial number, distribution points and CA flag."""
-        return cls(cert.issuer, cert.issuer.public_bytes(), cert.subject.public_bytes(),
+        return cls(canonical(cert.issuer), canonical_der(cert.issuer), canonical_der(cert.subject),
                    cert.serial_number, _points(cert), is_ca(cert), may_sign_crls(cert))
 
     @property
     def crl_issuers(self) -> list[bytes]:
         """The names (DER) of the CRL issuers its distribution points name."""
-        return [name.value.public_bytes() for point in self.points or ()
+        return [canonical_der(name.value) for point in self.points or ()
                 for name in point.crl_issuer or () if isinstance(name, x509.DirectoryName)]
 
 
@@ -205,9 +207,9 @@ def _full_names(full: Iterable[x509.GeneralName] | None,
                 relative: x509.RelativeDistinguishedName | None,
                 issuer: x509.Name) -> set[x509.GeneralName]:
     if full is not None:
-        return set(full)
+        return {canonical_general(name) for name in full}
     if relative is not None:  # nameRelativeToCRLIssuer: appended to the CRL issuer's name
-        return {x509.DirectoryName(x509.Name([*issuer.rdns, relative]))}
+        return {x509.DirectoryName(canonical(x509.Name([*issuer.rdns, relative])))}
     return set()
 
 
@@ -224,7 +226,7 @@ def interim_reasons(crl: IndexedCRL, cert: CertFacts
             return None
     if idp is None and cert.points is None:
         return ALL_REASONS if crl.issuer == cert.issuer_der else None
-    crl_issuer = crl.crl.issuer
+    crl_issuer = canonical(crl.crl.issuer)
     idp_names = (_full_names(idp.full_name, idp.relative_name, crl_issuer)
                  if idp is not None else set())
     indirect = idp is not None and idp.indirect_crl
@@ -245,9 +247,10 @@ def interim_reasons(crl: IndexedCRL, cert: CertFacts
 def _point_reasons(crl: IndexedCRL, cert: CertFacts, point: x509.DistributionPoint,
                    idp_names: set[x509.GeneralName], indirect: bool
                    ) -> frozenset[x509.ReasonFlags] | None:
-    crl_issuer = crl.crl.issuer
+    crl_issuer = canonical(crl.crl.issuer)
     if point.crl_issuer is not None:
-        named = {n.value for n in point.crl_issuer if isinstance(n, x509.DirectoryName)}
+        named = {canonical(n.value) for n in point.crl_issuer
+                 if isinstance(n, x509.DirectoryName)}
         if not indirect or crl_issuer not in named:
             return None
         point_issuer = crl_issuer
@@ -259,7 +262,8 @@ def _point_reasons(crl: IndexedCRL, cert: CertFacts, point: x509.DistributionPoi
         if point.full_name is not None or point.relative_name is not None:
             wanted = _full_names(point.full_name, point.relative_name, point_issuer)
         else:
-            wanted = {n for n in point.crl_issuer or () if isinstance(n, x509.DirectoryName)}
+            wanted = {canonical_general(n) for n in point.crl_issuer or ()
+                      if isinstance(n, x509.DirectoryName)}
         if wanted.isdisjoint(idp_names):
             return None
     return _reasons(crl.idp, point)
@@ -280,7 +284,7 @@ def delta_fits(base: IndexedCRL, delta: IndexedCRL) -> bool:
     and scope, a base at least as new as the delta's BaseCRLNumber, and a newer delta."""
     if delta.delta_base is None or base.is_delta or base.number is None:
         return False
-    if delta.crl.issuer != base.crl.issuer or delta.idp != base.idp:
+    if delta.issuer != base.issuer or delta.idp != base.idp:
         return False
     return base.number >= delta.delta_base and (delta.number is None
                                                 or delta.number > base.number)
