@@ -129,6 +129,10 @@ class OrphanTests(TestCase):
         self.assertIn(b"is already in use by another process\nsee: twistd certsrv --help", err)
         process.signalProcess("KILL")
         yield child.ended  # once the workers, which share its output pipes, are gone too
+        for _ in range(100):  # a worker may still be finishing its exit (threads joined)
+            if not any(alive(pid) for pid in pids):
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
         self.assertFalse([pid for pid in pids if alive(pid)])
         self.assertEqual(child.text.count("the supervisor is gone; this worker stops"), 2,
                          child.text)
