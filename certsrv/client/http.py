@@ -48,7 +48,11 @@ from service_identity import VerificationError
 from treq.auth import UnknownAuthConfig
 from treq.client import HTTPClient
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import (
     Certificate,
@@ -78,6 +82,13 @@ from certsrv._compat import (
     treq_request_body,
     treq_request_headers,
     treq_scoped_cookiejar,
+)
+from certsrv.client.renew import (
+    DEFAULT_FRACTION,
+    PKCS10_TYPE,
+    AutoRenewal,
+    Renewed,
+    simplereenroll_url,
 )
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
 from certsrv.x509.certs import exposed_mode, read_file
@@ -555,6 +566,11 @@ class ClientTLSPolicy:
         self.trust_root = trust_root
         self._creators: dict[tuple[bytes, int], IOpenSSLClientConnectionCreator] = {}
 
+    def use(self, credentials: ClientCredentials) -> None:
+        """Present ``credentials`` on every connection made from now on."""
+        self.credentials = credentials
+        self._creators = {}
+
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         """Return the TLS connection creator for ``hostname:port``, one per netloc."""
         creator = self._creators.get((hostname, port))
@@ -823,6 +839,7 @@ class _CertsrvHTTPClient(HTTPClient):
         self._max_redirects = max_redirects
         self._timeout = timeout
         self._max_response_size = max_response_size
+        self.renewal: AutoRenewal | None = None
 
     def request(
         self,
@@ -844,6 +861,8 @@ class _CertsrvHTTPClient(HTTPClient):
         _stacklevel: int = 2,  # listed in _compat.TREQ_REQUEST_PARAMETERS
     ) -> defer.Deferred[TreqResponse]:
         """Send a request as treq does, with the differences in the module's docstring."""
+        if self.renewal is not None:
+            self.renewal.poke()  # a renewal due starts in the background
         method_ = method.encode("ascii").upper()
         parsed = _parse_url(url)
         if params:
@@ -940,8 +959,17 @@ def http_client(
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     timeout: float | None = DEFAULT_TIMEOUT,
     max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
+    renew_url: str | None = None,
+    renew_fraction: float = DEFAULT_FRACTION,
+    clock: IReactorTime | None = None,
 ) -> HTTPClient:
-    """Return a treq client that presents ``cert`` and trusts servers issued by ``ca``."""
+    """Return a treq client that presents ``cert`` and trusts servers issued by ``ca``.
+
+    With ``renew_url`` (an EST server, e.g. ``twistd certsrv-pki-service --est``), the
+    client renews its certificate there once less than ``renew_fraction`` of its validity
+    is left by ``clock`` (default: the reactor), replacing the ``cert`` and ``key`` files
+    (see ``certsrv.client.renew``); ``client.renewal`` tells how it went.
+    """
     policy = client_tls_policy(cert, key, ca, intermediates)
     agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
 
@@ -949,9 +977,41 @@ def http_client(
         anonymous = ClientTLSPolicy(None, policy.trust_root)
         return Agent(reactor, contextFactory=anonymous)  # type: ignore[no-any-return]
 
-    return _CertsrvHTTPClient(agent, stranger, reactor, follow_redirects=follow_redirects,
-                              max_redirects=max_redirects, timeout=timeout,
-                              max_response_size=max_response_size)
+    client = _CertsrvHTTPClient(agent, stranger, reactor, follow_redirects=follow_redirects,
+                                max_redirects=max_redirects, timeout=timeout,
+                                max_response_size=max_response_size)
+    if renew_url is not None:
+        client.renewal = _auto_renewal(client, policy, renew_url, cert, key, pool,
+                                       clock or reactor, renew_fraction)
+    return client
+
+
+def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
+                  cert: Source | None, key: Source | None, pool: HTTPConnectionPool | None,
+                  clock: IReactorTime, fraction: float) -> AutoRenewal:
+    """Renewal of the certificate ``client`` presents, at ``url``, into its files."""
+    if cert is None or isinstance(cert, bytes) or isinstance(key, bytes):
+        raise ConfigurationError("<client certificate>", "renewal replaces the certificate "
+                                 "and key files: give them as paths, not bytes")
+    target = simplereenroll_url(url)
+
+    async def post(body: bytes) -> tuple[int, bytes | None, bytes]:
+        response = await client.post(target, data=body,
+                                     headers=Headers({b"content-type": [PKCS10_TYPE]}))
+        retry_after = response.headers.getRawHeaders(b"retry-after")
+        return response.code, retry_after[0] if retry_after else None, await response.content()
+
+    def adopt(renewed: Renewed) -> None:
+        policy.use(ClientCredentials(renewed.certificate, renewed.key, renewed.chain))
+        if pool is not None:
+            pool.closeCachedConnections()  # idle connections still present the old one
+
+    def current() -> x509.Certificate:
+        assert policy.credentials is not None
+        return policy.credentials.certificate
+
+    return AutoRenewal(current=current, post=post, adopt=adopt, cert_path=cert, key_path=key,
+                       clock=clock, fraction=fraction)
 
 
 class HTTPStatusError(CertsrvError):

@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from certsrv.exceptions import PKIError
 from certsrv.pki import (
     _BACKDATE,
+    CertifiablePublicKey,
     CertificateAuthority,
     IssuedCertificate,
     KeyType,
@@ -446,6 +447,57 @@ class PKIStore:
             entry = self._record(name, old.kind, _stem(old.path), issued)
             self._index.save()
         return entry
+
+    def reenroll(
+        self,
+        serial: int,
+        public_key: CertifiablePublicKey,
+        *,
+        validity: datetime.timedelta | None = None,
+        now: datetime.datetime | None = None,
+    ) -> tuple[Entry, x509.Certificate]:
+        """Certify ``public_key`` as the successor of client certificate ``serial`` (EST).
+
+        Same subject, SANs and EKU; the validity of the certificate renewed unless
+        ``validity`` is given. The key stays with the client: ``NAME.pem`` gets the new
+        certificate and the store's ``NAME.key``, which held the old key, is removed.
+        """
+        lifetime = _validity(None, validity) if validity is not None else None
+        with self._locked():
+            self._index.refresh()
+            old = self._index.by_serial.get(serial)
+            if old is None or old.kind is not Kind.CLIENT:
+                raise PKIError(f"{self.path / INDEX}: no client certificate with serial "
+                               f"{serial:X}")
+            current = self._index.current(old.name)
+            assert current is not None  # a name's newest entry is always current
+            archived = self.path / archive_path(old)
+            template = _load_certificate(archived if archived.exists() else self.path / old.path)
+            certificate = self.ca.certify(template, public_key, now=_aware(now),
+                                          validity=lifetime or _lifetime_of(template))
+            key_sha256 = _key_sha256(certificate)
+            self._refuse_compromised(key_sha256, f"the new key of {old.name!r}")
+            stem = _stem(current.path)
+            entry = replace(_new_entry(old.name, Kind.CLIENT, stem, certificate, key_sha256),
+                            key_path=None)
+            pem = certificate.public_bytes(serialization.Encoding.PEM)
+            _write_atomic(self.path / archive_path(entry), pem)
+            _write_atomic(self.path / entry.path, pem)  # the store's CA is a root
+            (self.path / f"{stem}.key").unlink(missing_ok=True)
+            self._index.replace(current, _superseded(current, entry))
+            self._index.add(entry)
+            self._index.save()
+        return entry, certificate
+
+    def entry_of(self, serial: int) -> Entry | None:
+        """The index entry of ``serial``, or None."""
+        self._index.refresh()
+        return self._index.by_serial.get(serial)
+
+    def knows_key(self, key_sha256: str) -> Entry | None:
+        """A certificate in the index certifying the key with this SubjectPublicKeyInfo hash."""
+        self._index.refresh()
+        return next((e for e in self._index.entries if e.key_sha256 == key_sha256), None)
 
     # -- revoking ---------------------------------------------------------------------------
 

@@ -1,0 +1,321 @@
+"""
+EST re-enrollment (RFC 7030) for the development PKI: ``cacerts`` and ``simplereenroll``.
+
+``Enrollment`` decides (no HTTP, no TLS: the tests call it directly); ``est_tree`` serves it
+under ``/.well-known/est/`` behind certsrv's gate: ``cacerts`` is public, ``simplereenroll``
+needs the client certificate being renewed, verified, unexpired and not revoked by the
+index before the request reaches ``Enrollment``. Bodies are base64 DER both ways (RFC 7030
+section 4, RFC 8951).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import datetime
+import enum
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs7
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import http, resource, server
+
+from certsrv.exceptions import PKIError
+from certsrv.pki import CertifiablePublicKey, fingerprint
+from certsrv.pki.store import PKIStore
+from certsrv.web.gate import protect
+from certsrv.web.site import identity_of, refuse
+
+__all__ = [
+    "CERTS_ONLY",
+    "DEFAULT_MAX_RENEWALS",
+    "MAX_CSR_BYTES",
+    "PKCS7_TYPE",
+    "PKCS10_TYPE",
+    "Answer",
+    "Enrollment",
+    "Refusal",
+    "certs_only",
+    "est_tree",
+]
+
+PKCS10_TYPE = b"application/pkcs10"
+PKCS7_TYPE = b"application/pkcs7-mime"
+CERTS_ONLY = PKCS7_TYPE + b"; smime-type=certs-only"
+# A P-256 or RSA-4096 CSR in base64 is 0.5-2 KiB; the site's body limit is this too.
+MAX_CSR_BYTES = 16 * 1024
+DEFAULT_MAX_RENEWALS = 3
+RENEWAL_WINDOW = 3600.0
+_MIN_RSA_BITS = 2048
+_log = Logger(namespace="certsrv.est")
+
+
+class Refusal(enum.Enum):
+    """Why a re-enrollment is refused: (reason code, HTTP status, sentence)."""
+
+    WRONG_CONTENT_TYPE = ("wrong_content_type", http.UNSUPPORTED_MEDIA_TYPE,
+                          "the body must be a base64 PKCS#10 request (application/pkcs10)")
+    BODY_TOO_LARGE = ("body_too_large", http.REQUEST_ENTITY_TOO_LARGE,
+                      f"a certificate request is at most {MAX_CSR_BYTES} bytes")
+    BAD_CSR = ("bad_csr", http.BAD_REQUEST, "the body is not a base64 DER PKCS#10 request")
+    BAD_CSR_SIGNATURE = ("bad_csr_signature", http.BAD_REQUEST,
+                         "the request's signature does not verify with its own key")
+    UNSUPPORTED_KEY = ("unsupported_key", http.BAD_REQUEST,
+                       "the new key must be ECDSA P-256/P-384/P-521, RSA of 2048 bits or "
+                       "more, or Ed25519")
+    SUBJECT_MISMATCH = ("subject_mismatch", http.BAD_REQUEST,
+                        "the request's subject differs from the certificate being renewed")
+    SAN_MISMATCH = ("san_mismatch", http.BAD_REQUEST,
+                    "the request's subjectAltName differs from the certificate being renewed")
+    KEY_REUSED = ("key_reused", http.BAD_REQUEST,
+                  "the request's key is already certified; renewal needs a new key")
+    UNKNOWN_CERTIFICATE = ("unknown_certificate", http.FORBIDDEN,
+                           "the client certificate is not a client certificate in this "
+                           "PKI's index")
+    TOO_MANY_RENEWALS = ("too_many_renewals", 429,
+                         "this certificate was renewed too often in the last hour")
+    NOT_ISSUED = ("not_issued", http.INTERNAL_SERVER_ERROR, "the CA could not issue")
+
+    @property
+    def code(self) -> str:
+        """The stable reason code (in the JSON body and the log event)."""
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the refusal."""
+        return int(self.value[1])
+
+    @property
+    def sentence(self) -> str:
+        """What went wrong, for people."""
+        return self.value[2]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of a re-enrollment: the new certificate, or a refusal (and Retry-After)."""
+
+    certificate: x509.Certificate | None = None
+    refusal: Refusal | None = None
+    detail: str = ""
+    retry_after: int | None = None
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def certs_only(certificates: list[x509.Certificate]) -> bytes:
+    """A base64 (76-column lines) degenerate PKCS#7 SignedData holding ``certificates``."""
+    der = pkcs7.serialize_certificates(certificates, serialization.Encoding.DER)
+    return base64.encodebytes(der)
+
+
+def _key_sha256(public_key: CertificatePublicKeyTypes) -> str:
+    return hashlib.sha256(public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+def _sans(extensions: x509.Extensions) -> frozenset[x509.GeneralName]:
+    try:
+        names = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(names)
+
+
+def _media_type(content_type: bytes | None) -> bytes:
+    return (content_type or b"").split(b";")[0].strip().lower()
+
+
+class Enrollment:
+    """Re-enrolls client certificates of ``store`` (RFC 7030 simplereenroll), at most
+    ``max_renewals`` times per certificate per hour, with the validity of the certificate
+    renewed (or ``validity``)."""
+
+    def __init__(self, store: PKIStore, clock: IReactorTime, *,
+                 max_renewals: int = DEFAULT_MAX_RENEWALS,
+                 validity: datetime.timedelta | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.max_renewals = max_renewals
+        self.validity = validity
+        self._renewals: dict[int, collections.deque[float]] = {}
+
+    def cacerts(self) -> bytes:
+        """The CA certificates (the explicit trust anchor), base64 PKCS#7 certs-only."""
+        return certs_only([self.store.ca.certificate])
+
+    def reenroll(self, current: x509.Certificate, content_type: bytes | None,
+                 body: bytes) -> Answer:
+        """Certify the new key in ``body`` for the holder of ``current``, or say why not."""
+        if _media_type(content_type) != PKCS10_TYPE:
+            return Answer(refusal=Refusal.WRONG_CONTENT_TYPE,
+                          detail=f"Content-Type {_media_type(content_type).decode('latin-1')!r}")
+        if len(body) > MAX_CSR_BYTES:
+            return Answer(refusal=Refusal.BODY_TOO_LARGE, detail=f"{len(body)} bytes")
+        csr = _parse(body)
+        if isinstance(csr, Answer):
+            return csr
+        problem = self._check(current, csr)
+        if problem is not None:
+            return problem
+        return self._issue(current, csr)
+
+    def _check(self, current: x509.Certificate, csr: x509.CertificateSigningRequest
+               ) -> Answer | None:
+        """The first reason to refuse ``csr`` from the holder of ``current``, or None."""
+        public_key = csr.public_key()
+        if not _certifiable(public_key):
+            return Answer(refusal=Refusal.UNSUPPORTED_KEY, detail=type(public_key).__name__)
+        assert isinstance(public_key, CertifiablePublicKey)
+        entry = self.store.entry_of(current.serial_number)
+        if entry is None or entry.fingerprint != fingerprint(current):
+            return Answer(refusal=Refusal.UNKNOWN_CERTIFICATE,
+                          detail=f"serial {current.serial_number:X}")
+        if csr.subject != current.subject:
+            return Answer(refusal=Refusal.SUBJECT_MISMATCH,
+                          detail=f"{csr.subject.rfc4514_string()!r}, not "
+                                 f"{current.subject.rfc4514_string()!r}")
+        if _sans(csr.extensions) != _sans(current.extensions):
+            return Answer(refusal=Refusal.SAN_MISMATCH)
+        key_hash = _key_sha256(public_key)
+        if key_hash == _key_sha256(current.public_key()) or self.store.knows_key(key_hash):
+            return Answer(refusal=Refusal.KEY_REUSED)
+        return self._rate(current.serial_number)
+
+    def _rate(self, serial: int) -> Answer | None:
+        """A refusal with Retry-After if ``serial`` was renewed ``max_renewals`` times within
+        the last hour, else None."""
+        now = self.clock.seconds()
+        recent = self._renewals.get(serial)
+        if recent is None:
+            return None
+        while recent and recent[0] <= now - RENEWAL_WINDOW:
+            recent.popleft()
+        if not recent:
+            del self._renewals[serial]
+            return None
+        if len(recent) < self.max_renewals:
+            return None
+        wait = max(1, math.ceil(recent[0] + RENEWAL_WINDOW - now))
+        return Answer(refusal=Refusal.TOO_MANY_RENEWALS, retry_after=wait,
+                      detail=f"{len(recent)} renewals in the last hour; retry in {wait} s")
+
+    def _issue(self, current: x509.Certificate, csr: x509.CertificateSigningRequest) -> Answer:
+        public_key = csr.public_key()
+        assert isinstance(public_key, CertifiablePublicKey)
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        try:
+            entry, certificate = self.store.reenroll(
+                current.serial_number, public_key, validity=self.validity, now=now)
+        except (PKIError, ValueError, OSError) as e:
+            _log.error("EST re-enrollment of serial {serial:X} failed: {error}",
+                       serial=current.serial_number, error=str(e), reason="not_issued")
+            return Answer(refusal=Refusal.NOT_ISSUED)
+        self._renewals.setdefault(current.serial_number,
+                                  collections.deque()).append(self.clock.seconds())
+        _log.info("EST re-enrollment: issued serial {new} for {subject} (was {old}), "
+                  "valid until {not_after}", new=entry.serial_hex, old=f"{current.serial_number:X}",
+                  subject=current.subject.rfc4514_string(), not_after=entry.not_after.isoformat(),
+                  reason="reenrolled", decision="accepted", name=entry.name)
+        return Answer(certificate=certificate)
+
+
+def _certifiable(public_key: object) -> bool:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return public_key.key_size >= _MIN_RSA_BITS
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return isinstance(public_key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1)
+    return isinstance(public_key, CertifiablePublicKey)
+
+
+def _parse(body: bytes) -> x509.CertificateSigningRequest | Answer:
+    """The CSR in a base64 body (line breaks allowed) with a valid self-signature."""
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+        csr = x509.load_der_x509_csr(der)
+    except (binascii.Error, ValueError) as e:
+        return Answer(refusal=Refusal.BAD_CSR, detail=str(e)[:200])
+    try:
+        signed = csr.is_signature_valid
+    except Exception as e:  # an algorithm cryptography cannot check
+        return Answer(refusal=Refusal.BAD_CSR_SIGNATURE, detail=str(e)[:200])
+    if not signed:
+        return Answer(refusal=Refusal.BAD_CSR_SIGNATURE)
+    return csr
+
+
+def _refused(request: server.Request, answer: Answer, current: x509.Certificate | None) -> bytes:
+    """Log the refusal and answer with its status (and Retry-After)."""
+    refusal = answer.refusal
+    assert refusal is not None
+    _log.warn("EST re-enrollment refused for {subject} (serial {serial}): {sentence}"
+              "{detail}", subject=current.subject.rfc4514_string() if current else None,
+              serial=f"{current.serial_number:X}" if current else None,
+              sentence=refusal.sentence, detail=f" ({answer.detail})" if answer.detail else "",
+              reason=refusal.code, status=refusal.status, decision="rejected",
+              peer=str(request.getClientAddress()))
+    if answer.retry_after is not None:
+        request.setHeader(b"retry-after", str(answer.retry_after).encode())
+    return refuse(request, refusal.code, refusal.sentence, answer.detail, status=refusal.status)
+
+
+class _CACerts(resource.Resource):
+    """``GET /.well-known/est/cacerts``: the CA certificate, for anyone (RFC 7030 4.1)."""
+
+    isLeaf = True
+
+    def __init__(self, enrollment: Enrollment) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._enrollment = enrollment
+
+    def render_GET(self, request: server.Request) -> bytes:
+        """The CA certificate as base64 PKCS#7 certs-only."""
+        request.setHeader(b"content-type", PKCS7_TYPE)
+        request.setHeader(b"content-transfer-encoding", b"base64")
+        return self._enrollment.cacerts()
+
+
+class _SimpleReenroll(resource.Resource):
+    """``POST /.well-known/est/simplereenroll`` (RFC 7030 4.2.2), behind ``protect``."""
+
+    isLeaf = True
+
+    def __init__(self, enrollment: Enrollment) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._enrollment = enrollment
+
+    def render_POST(self, request: server.Request) -> bytes:
+        """The new certificate as base64 PKCS#7 certs-only, or a refusal with its status."""
+        identity = identity_of(request)
+        current = identity.certificate if identity is not None else None
+        if current is None:  # protect() let it through: never without a certificate
+            return refuse(request, "no_certificate", "a client certificate is required")
+        assert request.content is not None
+        body = request.content.read(MAX_CSR_BYTES + 1)
+        answer = self._enrollment.reenroll(current, request.getHeader(b"content-type"), body)
+        if answer.certificate is None:
+            return _refused(request, answer, current)
+        request.setHeader(b"content-type", CERTS_ONLY)
+        request.setHeader(b"content-transfer-encoding", b"base64")
+        return certs_only([answer.certificate])
+
+
+def est_tree(enrollment: Enrollment) -> resource.Resource:
+    """``/.well-known/est/cacerts`` (public) and ``/.well-known/est/simplereenroll``
+    (client certificate required); serve it behind a ``Gate`` that does not require one."""
+    est = resource.Resource()  # type: ignore[no-untyped-call]
+    est.putChild(b"cacerts", _CACerts(enrollment))
+    est.putChild(b"simplereenroll", protect(_SimpleReenroll(enrollment)))
+    well_known = resource.Resource()  # type: ignore[no-untyped-call]
+    well_known.putChild(b"est", est)
+    root = resource.Resource()  # type: ignore[no-untyped-call]
+    root.putChild(b".well-known", well_known)
+    return root
