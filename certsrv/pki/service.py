@@ -24,12 +24,10 @@ from certsrv.pki.responder import OCSPResource, StatusLookup, StatusRecord
 from certsrv.pki.store import CA_CERT, DEFAULT_OCSP_VALIDITY, PKIStore, parse_duration
 from certsrv.revocation.decision import Revocation
 from certsrv.revocation.ocsp import CertStatus, SigningKey
-from certsrv.server.config import ServerConfig
+from certsrv.server.app import protected_site
+from certsrv.server.config import ClientCertMode, ServerConfig
 from certsrv.server.startup import Listener, PluginOptions, check_endpoint, named_coercions
-from certsrv.tls.context import ClientCertMode, Current, ServerTLS, TLSFactory
-from certsrv.web.gate import Gate
 from certsrv.web.limits import LimitedSite, Limits
-from certsrv.web.site import CertsrvSite
 from certsrv.x509.certs import keys_match, load_certificates, load_private_key
 
 __all__ = [
@@ -206,7 +204,7 @@ class Options(PluginOptions):
         self["listen"] = []
         self["est"] = []
         self.clock: IReactorTime | None = None
-        self.est: Current | None = None
+        self.est: Any = None  # the EST listeners' TLS factory
 
     def opt_listen(self, description: str) -> None:
         """Plain-HTTP endpoint to listen on; repeatable (default tcp:8080:interface=127.0.0.1)."""
@@ -239,33 +237,26 @@ class Options(PluginOptions):
         # A ConfigurationError reaches the caller; under twistd it becomes one line, exit 1.
         self["responder"] = load_responder(self["pki"], now)
         if self["est"]:
-            self.est = load_est(self["responder"].store, self.clock)
-
-
-def load_est(store: PKIStore, clock: IReactorTime) -> Current:
-    """The EST listener's TLS configuration: the PKI's server certificate, its CA, client
-    certificates optional (``cacerts`` is public), revocation from the index."""
-    root = store.path
-    config = ServerConfig(cert=str(root / EST_CERT), key=str(root / EST_KEY),
-                          ca=(str(root / CA_CERT),), client_cert=ClientCertMode.OPTIONAL)
-    settings, verifier = config.load(clock, Revocation([IndexSource(store, clock)]))
-    return Current(settings, verifier)
+            enrollment = Enrollment(self["responder"].store, self.clock,
+                                    max_renewals=self["est-max-renewals"],
+                                    validity=self["est-validity"])
+            self.est = make_est_factory(enrollment, self.clock)
 
 
 # A CSR is a few hundred bytes; the EST listener takes no more than one of the largest.
 EST_LIMITS = Limits(max_body_bytes=MAX_CSR_BYTES, max_connections=1_000)
 
 
-def make_est_factory(config: Options) -> TLSFactory:
-    """The EST listeners' TLS factory: ``est_tree`` behind certsrv's gate."""
-    current = config.est
-    assert current is not None
-    responder: Responder = config["responder"]
-    enrollment = Enrollment(responder.store, current.clock,
-                            max_renewals=config["est-max-renewals"],
-                            validity=config["est-validity"])
-    site = CertsrvSite(Gate(est_tree(enrollment)), current, http2=False, limits=EST_LIMITS)
-    return TLSFactory(ServerTLS(current), site)
+def make_est_factory(enrollment: Enrollment, clock: IReactorTime) -> Any:
+    """The EST listeners' TLS factory: ``est_tree`` behind certsrv's gate, with the PKI's
+    server certificate, its CA, client certificates optional (``cacerts`` is public) and
+    revocation decided by the index; a ConfigurationError if a file is unusable."""
+    root = enrollment.store.path
+    config = ServerConfig(cert=str(root / EST_CERT), key=str(root / EST_KEY),
+                          ca=(str(root / CA_CERT),), client_cert=ClientCertMode.OPTIONAL)
+    return protected_site(est_tree(enrollment), config, limits=EST_LIMITS, clock=clock,
+                          require_certificate=False,
+                          revocation=Revocation([IndexSource(enrollment.store, clock)]))
 
 
 class _Announcement(service.Service):
@@ -304,8 +295,6 @@ def makeService(config: Options) -> service.IService:
     _Announcement(config).setServiceParent(parent)
     for description in config["listen"]:
         Listener(PROG, "--listen", description, site).setServiceParent(parent)
-    if config["est"]:
-        factory = make_est_factory(config)
-        for description in config["est"]:
-            Listener(PROG, "--est", description, factory).setServiceParent(parent)
+    for description in config["est"]:
+        Listener(PROG, "--est", description, config.est).setServiceParent(parent)
     return parent

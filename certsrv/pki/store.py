@@ -161,11 +161,13 @@ class PKIStore:
         now: datetime.datetime | None = None,
         ca_common_name: str = "certsrv development CA",
         server_hosts: Sequence[str] = SERVER_HOSTS,
+        client_validity: datetime.timedelta | None = None,
     ) -> PKIStore:
         """Create a PKI in ``path``: CA, server, client and OCSP responder certs, index, CRL."""
         store, _ = cls._init(
             Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
             now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=False,
+            client_validity=client_validity,
         )
         return store
 
@@ -181,11 +183,13 @@ class PKIStore:
         now: datetime.datetime | None = None,
         ca_common_name: str = "certsrv development CA",
         server_hosts: Sequence[str] = SERVER_HOSTS,
+        client_validity: datetime.timedelta | None = None,
     ) -> tuple[PKIStore, bool]:
         """Reuse the complete PKI in ``path``, else create one; the flag says if it was created."""
         return cls._init(
             Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
             now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=True,
+            client_validity=client_validity,
         )
 
     @classmethod
@@ -201,7 +205,9 @@ class PKIStore:
         ca_common_name: str,
         server_hosts: Sequence[str],
         reuse: bool,
+        client_validity: datetime.timedelta | None = None,
     ) -> tuple[PKIStore, bool]:
+        lifetime = _validity(None, client_validity)
         _check_init(root, ocsp_url, crl_url, server_hosts)
         store = cls(root, _config(key_type or KeyType.ECDSA_P256, ocsp_url, crl_url))
         # Decide under the lock: of two concurrent inits, the second sees the first's PKI.
@@ -215,7 +221,7 @@ class PKIStore:
                                "it without --force")
             if force:
                 store._remove_generated()
-            store._create(now, ca_common_name, server_hosts)
+            store._create(now, ca_common_name, server_hosts, lifetime)
         return store, True
 
     @classmethod
@@ -242,7 +248,7 @@ class PKIStore:
         return store
 
     def _create(self, now: datetime.datetime | None, ca_common_name: str,
-                server_hosts: Sequence[str]) -> None:
+                server_hosts: Sequence[str], client_validity: datetime.timedelta) -> None:
         """Write a new CA and its first certificates; the caller holds the lock."""
         root, key_type = self.path, self.key_type
         now = _aware(now)
@@ -262,7 +268,7 @@ class PKIStore:
             ("server", Kind.SERVER, "server",
              ca.issue_server(*server_hosts, key_type=key_type, now=now, validity=validity)),
             ("client", Kind.CLIENT, "client",
-             ca.issue_client("client", key_type=key_type, now=now, validity=validity)),
+             ca.issue_client("client", key_type=key_type, now=now, validity=client_validity)),
             ("ocsp", Kind.OCSP, "ocsp",
              ca.issue_ocsp_responder(key_type=key_type, now=now, validity=validity)),
         ):

@@ -33,7 +33,8 @@ from certsrv.x509.certs import (
     read_file,
 )
 
-__all__ = ["ServerConfig", "load_pins"]
+# ClientCertMode: the type of ServerConfig.client_cert, for callers above the tls layer.
+__all__ = ["ClientCertMode", "ServerConfig", "load_pins"]
 
 _log = Logger(namespace="certsrv.config")
 
