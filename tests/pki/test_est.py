@@ -24,10 +24,8 @@ from certsrv.pki.est import (
     Refusal,
 )
 from certsrv.pki.index import EntryStatus
-from certsrv.pki.indexsource import IndexSource
 from certsrv.pki.service import make_est_factory
 from certsrv.pki.store import PKIStore
-from certsrv.revocation.decision import Status
 from certsrv.testing import client_tls_options
 from tests._support import Exchange, captured_events, clock_at_now, exchange
 
@@ -221,28 +219,6 @@ class ReenrollTests(EnrollmentCase):
     def test_cacerts(self) -> None:
         self.assertEqual(certificates_in(self.enrollment.cacerts()),
                          [self.store.ca.certificate])
-
-
-class IndexSourceTests(EnrollmentCase):
-    """The index as a revocation source."""
-
-    def test_answers_from_the_index_as_it_is_now(self) -> None:
-        source = IndexSource(self.store, self.clock)
-        pair = source.pair(self.client.certificate, self.store.ca.certificate)
-        assert pair is not None
-        self.assertIs(source.lookup_until(pair)[0].status, Status.GOOD)
-        PKIStore.open(self.store.path).revoke("client", now=self.now())
-        verdict, until = source.lookup_until(pair)
-        self.assertIs(verdict.status, Status.REVOKED)
-        self.assertEqual(until, self.clock.seconds())
-
-    def test_unknown_serial_and_other_issuers(self) -> None:
-        source = IndexSource(self.store, self.clock)
-        stray = self.store.ca.issue_client("stray")
-        pair = source.pair(stray.certificate, self.store.ca.certificate)
-        assert pair is not None
-        self.assertIs(source.lookup_until(pair)[0].status, Status.UNKNOWN)
-        self.assertIsNone(source.pair(stray.certificate, stray.certificate))
 
 
 class OverTLSTests(EnrollmentCase):
