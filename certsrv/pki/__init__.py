@@ -4,8 +4,9 @@ The development PKI: a CA, its store and CLI, and its OCSP responder.
 Owns: this module (``CertificateAuthority``, ``IssuedCertificate``, keys, atomic writes),
 ``index`` (the index of issued certificates, ``index.json`` and its OpenSSL mirror),
 ``store`` (the PKI directory: issuing, renewing, revoking), ``cli`` (``certsrv-pki``),
-``responder`` (OCSP answers) and ``service`` (``twistd certsrv-ocsp``). Nothing in the
-server stack imports it.
+``responder`` (OCSP answers), ``est`` (EST re-enrollment), ``indexsource`` (the index as a
+revocation source) and ``service`` (``twistd certsrv-ocsp``, alias ``certsrv-pki-service``).
+Nothing in the server stack imports it.
 May import: ``certsrv.x509``, ``certsrv.revocation``, ``certsrv.web``, ``certsrv.server``.
 
 A small X.509 PKI for development and tests: CAs, client and server certificates, CRLs.
