@@ -69,3 +69,64 @@ class CRLReloadTests(SynchronousTestCase):
         self.assertIn("certificate revoked", result.client_error, "the old CRL stays")
         self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
 
+
+
+class CertificateReloadTests(SynchronousTestCase):
+    """A renewed server certificate and key are picked up without a restart."""
+
+    def test_renewed_pair_in_two_steps(self) -> None:
+        pki = shared_pki()
+        directory = self.mktemp()
+        cert_path = write_pem(directory, "server.pem", pki.server.chain_pem())
+        key_path = write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600)
+        config = ServerConfig(cert=cert_path, key=key_path,
+                              ca=(write_pem(directory, "ca.pem", pki.root.certificate_pem()),))
+        clock = clock_at_now()
+        settings, verifier = config.load(clock)
+        factory = make_server_factory(settings, verifier=verifier)
+        tls: ServerTLS = factory.tls
+        reloader = Reloader(config, tls.current, clock, interval=5)
+        reloader.startService()
+        self.addCleanup(reloader.stopService)
+        renewed = pki.intermediate.issue_server("localhost")
+        # The key is renamed into place first: for one check the pair does not match.
+        write_pem(directory, "server.key", renewed.private_key_pem(), 0o600)
+        os.utime(key_path, ns=(1, 10**18))
+        with captured_events("certsrv.reload") as events:
+            clock.advance(5)
+        self.assertEqual(reloader.reloads, 0)
+        self.assertEqual([e["reason"] for e in events], ["reload_refused"])
+        self.assertEqual(tls.settings.certificate, pki.server.certificate, "the old pair stays")
+        write_pem(directory, "server.pem", renewed.chain_pem())
+        os.utime(cert_path, ns=(1, 10**18))
+        clock.advance(5)
+        self.assertEqual(reloader.reloads, 1)
+        self.assertEqual(tls.settings.certificate, renewed.certificate)
+        self.assertEqual(exchange(factory, client_tls_options(pki, pki.client)).status, 200)
+
+    def test_mismatch_retried_until_it_matches(self) -> None:
+        pki = shared_pki()
+        directory = self.mktemp()
+        cert_path = write_pem(directory, "server.pem", pki.server.chain_pem())
+        key_path = write_pem(directory, "server.key", pki.server.private_key_pem(), 0o600)
+        config = ServerConfig(cert=cert_path, key=key_path,
+                              ca=(write_pem(directory, "ca.pem", pki.root.certificate_pem()),))
+        clock = clock_at_now()
+        settings, verifier = config.load(clock)
+        factory = make_server_factory(settings, verifier=verifier)
+        reloader = Reloader(config, factory.tls.current, clock, interval=5)
+        reloader.startService()
+        self.addCleanup(reloader.stopService)
+        renewed = pki.intermediate.issue_server("localhost")
+        write_pem(directory, "server.pem", renewed.chain_pem())
+        os.utime(cert_path, ns=(1, 10**18))
+        clock.advance(5)
+        clock.advance(5)
+        self.assertEqual(reloader.reloads, 0)
+        # The key arrives with the modification time it had (a coarse clock, a restored
+        # copy): the refused certificate change is what brings the retry.
+        before = os.stat(key_path).st_mtime_ns
+        write_pem(directory, "server.key", renewed.private_key_pem(), 0o600)
+        os.utime(key_path, ns=(before, before))
+        clock.advance(5)
+        self.assertEqual(reloader.reloads, 1)
