@@ -18,18 +18,22 @@ import enum
 import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from certsrv.exceptions import PKIError
 from certsrv.pki import CertifiablePublicKey, fingerprint
+from certsrv.pki.indexsource import Offload, inline
 from certsrv.pki.store import PKIStore
 from certsrv.web.gate import protect
 from certsrv.web.site import identity_of, refuse
@@ -137,58 +141,60 @@ def _media_type(content_type: bytes | None) -> bytes:
 class Enrollment:
     """Re-enrolls client certificates of ``store`` (RFC 7030 simplereenroll), at most
     ``max_renewals`` times per certificate per hour, with the validity of the certificate
-    renewed (or ``validity``)."""
+    renewed (or ``validity``). What needs the disk (the index, issuing) runs in ``offload``
+    (a thread pool in the service); everything else in the caller's thread."""
 
     def __init__(self, store: PKIStore, clock: IReactorTime, *,
                  max_renewals: int = DEFAULT_MAX_RENEWALS,
-                 validity: datetime.timedelta | None = None) -> None:
+                 validity: datetime.timedelta | None = None, offload: Offload = inline) -> None:
         self.store = store
+        self.ca_certificate = store.ca.certificate
         self.clock = clock
         self.max_renewals = max_renewals
         self.validity = validity
+        self.offload = offload
         self._renewals: dict[int, collections.deque[float]] = {}
 
     def cacerts(self) -> bytes:
         """The CA certificates (the explicit trust anchor), base64 PKCS#7 certs-only."""
-        return certs_only([self.store.ca.certificate])
+        return certs_only([self.ca_certificate])
 
     def reenroll(self, current: x509.Certificate, content_type: bytes | None,
-                 body: bytes) -> Answer:
+                 body: bytes) -> defer.Deferred[Answer]:
         """Certify the new key in ``body`` for the holder of ``current``, or say why not."""
-        if _media_type(content_type) != PKCS10_TYPE:
-            return Answer(refusal=Refusal.WRONG_CONTENT_TYPE,
-                          detail=f"Content-Type {_media_type(content_type).decode('latin-1')!r}")
-        if len(body) > MAX_CSR_BYTES:
-            return Answer(refusal=Refusal.BODY_TOO_LARGE, detail=f"{len(body)} bytes")
-        csr = _parse(body)
+        csr = _request(content_type, body)
         if isinstance(csr, Answer):
-            return csr
-        problem = self._check(current, csr)
+            return defer.succeed(csr)
+        problem = _compare(current, csr) or self._rate(current.serial_number)
         if problem is not None:
-            return problem
-        return self._issue(current, csr)
-
-    def _check(self, current: x509.Certificate, csr: x509.CertificateSigningRequest
-               ) -> Answer | None:
-        """The first reason to refuse ``csr`` from the holder of ``current``, or None."""
+            return defer.succeed(problem)
         public_key = csr.public_key()
-        if not _certifiable(public_key):
-            return Answer(refusal=Refusal.UNSUPPORTED_KEY, detail=type(public_key).__name__)
         assert isinstance(public_key, CertifiablePublicKey)
-        entry = self.store.entry_of(current.serial_number)
-        if entry is None or entry.fingerprint != fingerprint(current):
-            return Answer(refusal=Refusal.UNKNOWN_CERTIFICATE,
-                          detail=f"serial {current.serial_number:X}")
-        if csr.subject != current.subject:
-            return Answer(refusal=Refusal.SUBJECT_MISMATCH,
-                          detail=f"{csr.subject.rfc4514_string()!r}, not "
-                                 f"{current.subject.rfc4514_string()!r}")
-        if _sans(csr.extensions) != _sans(current.extensions):
-            return Answer(refusal=Refusal.SAN_MISMATCH)
-        key_hash = _key_sha256(public_key)
-        if key_hash == _key_sha256(current.public_key()) or self.store.knows_key(key_hash):
-            return Answer(refusal=Refusal.KEY_REUSED)
-        return self._rate(current.serial_number)
+        stamp = self.clock.seconds()
+        self._renewals.setdefault(current.serial_number, collections.deque()).append(stamp)
+        now = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
+        path, validity = self.store.path, self.validity
+        issuing = self.offload(lambda: _issue(path, current, public_key, validity, now))
+        return issuing.addCallback(self._issued, current, stamp)
+
+    def _issued(self, answer: Answer, current: x509.Certificate, stamp: float) -> Answer:
+        """Log the new certificate; a refusal gives its renewal back to the hourly count."""
+        new = answer.certificate
+        if new is None:
+            recent = self._renewals.get(current.serial_number)
+            if recent is not None and stamp in recent:
+                recent.remove(stamp)
+            if answer.refusal is Refusal.NOT_ISSUED:
+                _log.error("EST re-enrollment of serial {serial:X} failed: {error}",
+                           serial=current.serial_number, error=answer.detail,
+                           reason="not_issued")
+            return answer
+        _log.info("EST re-enrollment: issued serial {new} for {subject} (was {old}), "
+                  "valid until {not_after}", new=f"{new.serial_number:X}",
+                  old=f"{current.serial_number:X}", subject=current.subject.rfc4514_string(),
+                  not_after=new.not_valid_after_utc.isoformat(), reason="reenrolled",
+                  decision="accepted")
+        return answer
 
     def _rate(self, serial: int) -> Answer | None:
         """A refusal with Retry-After if ``serial`` was renewed ``max_renewals`` times within
@@ -208,24 +214,54 @@ class Enrollment:
         return Answer(refusal=Refusal.TOO_MANY_RENEWALS, retry_after=wait,
                       detail=f"{len(recent)} renewals in the last hour; retry in {wait} s")
 
-    def _issue(self, current: x509.Certificate, csr: x509.CertificateSigningRequest) -> Answer:
-        public_key = csr.public_key()
-        assert isinstance(public_key, CertifiablePublicKey)
-        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
-        try:
-            entry, certificate = self.store.reenroll(
-                current.serial_number, public_key, validity=self.validity, now=now)
-        except (PKIError, ValueError, OSError) as e:
-            _log.error("EST re-enrollment of serial {serial:X} failed: {error}",
-                       serial=current.serial_number, error=str(e), reason="not_issued")
-            return Answer(refusal=Refusal.NOT_ISSUED)
-        self._renewals.setdefault(current.serial_number,
-                                  collections.deque()).append(self.clock.seconds())
-        _log.info("EST re-enrollment: issued serial {new} for {subject} (was {old}), "
-                  "valid until {not_after}", new=entry.serial_hex, old=f"{current.serial_number:X}",
-                  subject=current.subject.rfc4514_string(), not_after=entry.not_after.isoformat(),
-                  reason="reenrolled", decision="accepted", name=entry.name)
-        return Answer(certificate=certificate)
+
+def _request(content_type: bytes | None, body: bytes) -> x509.CertificateSigningRequest | Answer:
+    """The request in ``body``, checked for type, size, signature and key; or a refusal."""
+    if _media_type(content_type) != PKCS10_TYPE:
+        return Answer(refusal=Refusal.WRONG_CONTENT_TYPE,
+                      detail=f"Content-Type {_media_type(content_type).decode('latin-1')!r}")
+    if len(body) > MAX_CSR_BYTES:
+        return Answer(refusal=Refusal.BODY_TOO_LARGE, detail=f"{len(body)} bytes")
+    csr = _parse(body)
+    if isinstance(csr, Answer):
+        return csr
+    public_key = csr.public_key()
+    if not _certifiable(public_key):
+        return Answer(refusal=Refusal.UNSUPPORTED_KEY, detail=type(public_key).__name__)
+    return csr
+
+
+def _compare(current: x509.Certificate, csr: x509.CertificateSigningRequest) -> Answer | None:
+    """A refusal if ``csr`` names other names than ``current`` or keeps its key."""
+    if csr.subject != current.subject:
+        return Answer(refusal=Refusal.SUBJECT_MISMATCH,
+                      detail=f"{csr.subject.rfc4514_string()!r}, not "
+                             f"{current.subject.rfc4514_string()!r}")
+    if _sans(csr.extensions) != _sans(current.extensions):
+        return Answer(refusal=Refusal.SAN_MISMATCH)
+    if _key_sha256(csr.public_key()) == _key_sha256(current.public_key()):
+        return Answer(refusal=Refusal.KEY_REUSED, detail="the current certificate's key")
+    return None
+
+
+def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicKey,
+           validity: datetime.timedelta | None, now: datetime.datetime) -> Answer:
+    """Check ``current`` and the key against the index and issue (blocking: off the reactor)."""
+    try:
+        store = PKIStore.open(path)
+        entry = store.entry_of(current.serial_number)
+        if entry is None or entry.fingerprint != fingerprint(current):
+            return Answer(refusal=Refusal.UNKNOWN_CERTIFICATE,
+                          detail=f"serial {current.serial_number:X}")
+        other = store.knows_key(_key_sha256(public_key))
+        if other is not None:
+            return Answer(refusal=Refusal.KEY_REUSED,
+                          detail=f"the key of certificate {other.serial_hex}")
+        _, certificate = store.reenroll(current.serial_number, public_key, validity=validity,
+                                        now=now)
+    except (PKIError, ValueError, OSError) as e:
+        return Answer(refusal=Refusal.NOT_ISSUED, detail=str(e))
+    return Answer(certificate=certificate)
 
 
 def _certifiable(public_key: object) -> bool:
@@ -252,13 +288,13 @@ def _parse(body: bytes) -> x509.CertificateSigningRequest | Answer:
     return csr
 
 
-def _refused(request: server.Request, answer: Answer, current: x509.Certificate | None) -> bytes:
+def _refused(request: server.Request, answer: Answer, current: x509.Certificate) -> bytes:
     """Log the refusal and answer with its status (and Retry-After)."""
     refusal = answer.refusal
     assert refusal is not None
     _log.warn("EST re-enrollment refused for {subject} (serial {serial}): {sentence}"
-              "{detail}", subject=current.subject.rfc4514_string() if current else None,
-              serial=f"{current.serial_number:X}" if current else None,
+              "{detail}", subject=current.subject.rfc4514_string(),
+              serial=f"{current.serial_number:X}",
               sentence=refusal.sentence, detail=f" ({answer.detail})" if answer.detail else "",
               reason=refusal.code, status=refusal.status, decision="rejected",
               peer=str(request.getClientAddress()))
@@ -292,7 +328,7 @@ class _SimpleReenroll(resource.Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self._enrollment = enrollment
 
-    def render_POST(self, request: server.Request) -> bytes:
+    def render_POST(self, request: server.Request) -> Any:
         """The new certificate as base64 PKCS#7 certs-only, or a refusal with its status."""
         identity = identity_of(request)
         current = identity.certificate if identity is not None else None
@@ -300,12 +336,28 @@ class _SimpleReenroll(resource.Resource):
             return refuse(request, "no_certificate", "a client certificate is required")
         assert request.content is not None
         body = request.content.read(MAX_CSR_BYTES + 1)
-        answer = self._enrollment.reenroll(current, request.getHeader(b"content-type"), body)
-        if answer.certificate is None:
-            return _refused(request, answer, current)
-        request.setHeader(b"content-type", CERTS_ONLY)
-        request.setHeader(b"content-transfer-encoding", b"base64")
-        return certs_only([answer.certificate])
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def reply(answer: Answer) -> None:
+            if not gone:  # else the client went away meanwhile
+                body = _reply(request, answer, current)
+                request.setHeader(b"content-length", b"%d" % len(body))
+                request.write(body)
+                request.finish()
+
+        answering = self._enrollment.reenroll(current, request.getHeader(b"content-type"), body)
+        answering.addCallback(reply).addErrback(
+            lambda failure: None if gone else request.processingFailed(failure))
+        return server.NOT_DONE_YET
+
+
+def _reply(request: server.Request, answer: Answer, current: x509.Certificate) -> bytes:
+    if answer.certificate is None:
+        return _refused(request, answer, current)
+    request.setHeader(b"content-type", CERTS_ONLY)
+    request.setHeader(b"content-transfer-encoding", b"base64")
+    return certs_only([answer.certificate])
 
 
 def est_tree(enrollment: Enrollment) -> resource.Resource:

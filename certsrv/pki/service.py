@@ -4,6 +4,7 @@ answering from its index, and with ``--est``, its EST re-enrollment service over
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.application import service
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -239,7 +242,7 @@ class Options(PluginOptions):
         if self["est"]:
             enrollment = Enrollment(self["responder"].store, self.clock,
                                     max_renewals=self["est-max-renewals"],
-                                    validity=self["est-validity"])
+                                    validity=self["est-validity"], offload=in_thread)
             self.est = make_est_factory(enrollment, self.clock)
 
 
@@ -256,7 +259,16 @@ def make_est_factory(enrollment: Enrollment, clock: IReactorTime) -> Any:
                           ca=(str(root / CA_CERT),), client_cert=ClientCertMode.OPTIONAL)
     return protected_site(est_tree(enrollment), config, limits=EST_LIMITS, clock=clock,
                           require_certificate=False,
-                          revocation=Revocation([IndexSource(enrollment.store, clock)]))
+                          revocation=Revocation([IndexSource(enrollment.store, clock,
+                                                             offload=enrollment.offload)]))
+
+
+def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
+    """Run ``work`` (reading or writing the PKI directory) in the reactor's thread pool."""
+    from twisted.internet import reactor
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(),  # type: ignore[attr-defined,arg-type]
+                                     work)
 
 
 class _Announcement(service.Service):

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.pki import IssuedCertificate
@@ -78,7 +79,8 @@ class EnrollmentCase(SynchronousTestCase):
 
     def reenroll(self, body: bytes, current: x509.Certificate | None = None,
                  content_type: bytes | None = b"application/pkcs10") -> Answer:
-        return self.enrollment.reenroll(current or self.client.certificate, content_type, body)
+        return self.successResultOf(
+            self.enrollment.reenroll(current or self.client.certificate, content_type, body))
 
     def new_csr(self, subject: x509.Name | None = None) -> bytes:
         return csr(ec.generate_private_key(ec.SECP256R1()),
@@ -134,8 +136,8 @@ class ReenrollTests(EnrollmentCase):
 
     def test_validity_option_and_short_lived(self) -> None:
         enrollment = Enrollment(self.store, self.clock, validity=datetime.timedelta(hours=8))
-        answer = enrollment.reenroll(self.client.certificate, b"application/pkcs10",
-                                     self.new_csr())
+        answer = self.successResultOf(enrollment.reenroll(
+            self.client.certificate, b"application/pkcs10", self.new_csr()))
         assert answer.certificate is not None
         end = answer.certificate.not_valid_after_utc
         self.assertEqual(end, self.now().replace(microsecond=0) + datetime.timedelta(hours=8))
@@ -212,9 +214,29 @@ class ReenrollTests(EnrollmentCase):
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
 
     def test_refusals_do_not_count_against_the_limit(self) -> None:
+        server_key = self.issued("server").private_key
         for _ in range(DEFAULT_MAX_RENEWALS + 2):
             self.reenroll(b"junk")
+            # Refused after the index was read: its place in the count is given back.
+            self.reenroll(csr(server_key, self.client.certificate.subject))  # type: ignore[arg-type]
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
+
+    def test_issuing_waits_for_the_offload(self) -> None:
+        pending: list[tuple[defer.Deferred[object], object]] = []
+
+        def later(work: object) -> defer.Deferred[object]:
+            waiting: defer.Deferred[object] = defer.Deferred()
+            pending.append((waiting, work))
+            return waiting
+
+        enrollment = Enrollment(self.store, self.clock, offload=later)
+        answering = enrollment.reenroll(self.client.certificate, b"application/pkcs10",
+                                        self.new_csr())
+        self.assertNoResult(answering)
+        self.assertEqual(self.store.find("client").serial, self.client.certificate.serial_number)
+        waiting, work = pending.pop()
+        waiting.callback(work())  # type: ignore[operator]
+        self.assertIsNotNone(self.successResultOf(answering).certificate)
 
     def test_cacerts(self) -> None:
         self.assertEqual(certificates_in(self.enrollment.cacerts()),
