@@ -51,8 +51,9 @@ class IndexSource:
         self._offload = offload
         self._snapshot: Snapshot | None = None
         self._until = 0.0
-        self._read_at = 0.0  # when the read of the copy in use began
-        self._misses: dict[int, float] = {}  # serials not in the copy: when first asked
+        self._reads = 0  # reads begun so far
+        self._copy = 0  # the number of the read that gave the copy in use
+        self._misses: dict[int, int] = {}  # serials not in a copy: reads begun by then
         self._loading: defer.Deferred[None] | None = None
         self._problem = ""
 
@@ -70,10 +71,10 @@ class IndexSource:
             self._refresh()
             if self._snapshot is None or self.clock.seconds() >= self._until:
                 return None
-        if pair[0] not in self._snapshot and self._read_at < self._missed(pair[0]):
+        if pair[0] not in self._snapshot and self._copy <= self._missed(pair[0]):
             # Perhaps issued since the copy was read: read again before calling it unknown.
             self._refresh()
-            if self._read_at < self._missed(pair[0]):
+            if self._copy <= self._missed(pair[0]):
                 return None
         return self._verdict(pair), self._until
 
@@ -81,10 +82,11 @@ class IndexSource:
         """Read the index again at the next lookup."""
         self._until = 0.0
 
-    def _missed(self, serial: int) -> float:
+    def _missed(self, serial: int) -> int:
+        """How many reads had begun when ``serial`` was first missing from a copy."""
         if len(self._misses) >= 1024:
             self._misses.clear()
-        return self._misses.setdefault(serial, self.clock.seconds())
+        return self._misses.setdefault(serial, self._reads)
 
     def check(self, pair: tuple[int, str]) -> defer.Deferred[Verdict]:
         """The answer from a fresh enough copy, reading one if need be."""
@@ -109,15 +111,18 @@ class IndexSource:
             return
         path = self.path
         started = self.clock.seconds()
+        self._reads += 1
+        number = self._reads
         loading = self._offload(lambda: _read(path))
         self._loading = loading
-        loading.addCallbacks(lambda snapshot: self._loaded(snapshot, started), self._failed)
+        loading.addCallbacks(lambda snapshot: self._loaded(snapshot, started, number),
+                             self._failed)
         if loading.called:  # read inline
             self._loading = None
 
-    def _loaded(self, snapshot: Snapshot, started: float) -> None:
+    def _loaded(self, snapshot: Snapshot, started: float, number: int) -> None:
         self._snapshot, self._until, self._problem = snapshot, started + self.interval, ""
-        self._read_at = started
+        self._copy = number
         self._loading = None
 
     def _failed(self, failure: Failure) -> None:

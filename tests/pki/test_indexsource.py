@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,10 +72,21 @@ class IndexSourceTests(SynchronousTestCase):
         self.assertEqual((verdict.status, verdict.reason), (Status.UNKNOWN, "index_unreadable"))
 
     def test_serial_not_in_the_index_is_unknown(self) -> None:
+        reads: list[object] = []
+
+        def counted(work: Callable[[], object]) -> defer.Deferred[object]:
+            reads.append(work)
+            return defer.maybeDeferred(work)
+
+        source = IndexSource(self.store, self.clock, offload=counted)
         stray = self.store.ca.issue_client("stray").certificate
-        pair = self.source.pair(stray, self.store.ca.certificate)
+        pair = source.pair(stray, self.store.ca.certificate)
         assert pair is not None
-        self.assertIs(self.source.lookup_until(pair)[0].status, Status.UNKNOWN)
+        for _ in range(3):
+            found = source.lookup_until(pair)
+            assert found is not None
+            self.assertIs(found[0].status, Status.UNKNOWN)
+        self.assertEqual(len(reads), 2, "one read for the copy, one more for the miss")
 
     def test_other_issuers_are_not_asked_about(self) -> None:
         self.assertIsNone(self.source.pair(self.client, self.client))
