@@ -19,7 +19,6 @@ retry on a mismatch, or use a combined file.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import os
 import secrets
@@ -30,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -171,7 +171,7 @@ def read_certs_only(body: bytes) -> list[x509.Certificate]:
     try:
         der = base64.b64decode(b"".join(body.split()), validate=True)
         certificates = pkcs7.load_der_pkcs7_certificates(der)
-    except (binascii.Error, ValueError) as e:
+    except Exception as e:  # binascii.Error, ValueError, UnsupportedAlgorithm...
         raise RenewalError(f"the EST answer is not base64 PKCS#7 certs-only ({e})") from None
     if not certificates:
         raise RenewalError("the EST answer holds no certificate")
@@ -183,10 +183,14 @@ def accept(current: x509.Certificate, key: NewKey, certificates: Sequence[x509.C
     """The renewal the EST answer gives, checked: a certificate for ``key`` with the current
     subject and SANs, by the current issuer; RenewalError otherwise."""
     public = _spki(key.public_key())
-    leaf = next((c for c in certificates if _spki(c.public_key()) == public), None)
-    if leaf is None:
-        raise RenewalError("the EST answer holds no certificate for the new key")
-    if leaf.subject != current.subject or _sans(leaf) != _sans(current):
+    try:
+        leaf = next((c for c in certificates if _spki(c.public_key()) == public), None)
+        if leaf is None:
+            raise RenewalError("the EST answer holds no certificate for the new key")
+        same_names = leaf.subject == current.subject and _sans(leaf) == _sans(current)
+    except (ValueError, UnsupportedAlgorithm) as e:  # a certificate cryptography cannot read
+        raise RenewalError(f"the EST answer holds an unreadable certificate ({e})") from None
+    if not same_names:
         raise RenewalError("the new certificate's subject or subjectAltName differs from the "
                            "current one")
     if leaf.issuer != current.issuer:

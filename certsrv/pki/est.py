@@ -11,7 +11,6 @@ section 4, RFC 8951).
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import datetime
 import enum
@@ -273,12 +272,14 @@ def _certifiable(public_key: object) -> bool:
 
 
 def _parse(body: bytes) -> x509.CertificateSigningRequest | Answer:
-    """The CSR in a base64 body (line breaks allowed) with a valid self-signature."""
+    """The CSR in a base64 body (line breaks allowed), readable, with a valid self-signature."""
     try:
         der = base64.b64decode(b"".join(body.split()), validate=True)
         csr = x509.load_der_x509_csr(der)
-    except (binascii.Error, ValueError) as e:
-        return Answer(refusal=Refusal.BAD_CSR, detail=str(e)[:200])
+        # Read now what is compared later: a malformed part is a malformed request.
+        _ = csr.subject, csr.public_key(), _sans(csr.extensions)
+    except Exception as e:  # binascii.Error, ValueError, InvalidVersion, UnsupportedAlgorithm...
+        return Answer(refusal=Refusal.BAD_CSR, detail=f"{type(e).__name__}: {e}"[:200])
     try:
         signed = csr.is_signature_valid
     except Exception as e:  # an algorithm cryptography cannot check

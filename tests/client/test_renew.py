@@ -12,6 +12,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -117,6 +119,41 @@ class AnswerTests(SynchronousTestCase):
             self.assertRaises(RenewalError, accept, self.current, self.key, [certificate])
 
 
+class HostileAnswerTests(SynchronousTestCase):
+    """Whatever the EST server sends, certificates or RenewalError, never another exception."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=4096))
+    def test_arbitrary_answers(self, body: bytes) -> None:
+        for candidate in (body, base64.b64encode(body)):
+            try:
+                certificates = read_certs_only(candidate)
+            except RenewalError:
+                continue
+            self.assertTrue(certificates)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(min_size=1, max_size=16), st.integers(0, 600))
+    def test_damaged_answers(self, junk: bytes, where: int) -> None:
+        ca = _shared_ca()
+        der = base64.b64decode(certs_only([ca.certificate]))
+        where %= len(der)
+        damaged = der[:where] + junk + der[where + len(junk):]
+        try:
+            read_certs_only(base64.b64encode(damaged))
+        except RenewalError:
+            pass
+
+
+_CA: list[CertificateAuthority] = []
+
+
+def _shared_ca() -> CertificateAuthority:
+    if not _CA:
+        _CA.append(CertificateAuthority.create())
+    return _CA[0]
+
+
 class FilesTests(SynchronousTestCase):
     """Replacing the certificate and key files."""
 
@@ -179,7 +216,8 @@ class AutoRenewalTests(SynchronousTestCase):
     def answer(self, body: bytes) -> tuple[int, bytes | None, bytes]:
         if self.answers:
             return self.answers.pop(0)
-        answer = self.enrollment.reenroll(self.in_use, b"application/pkcs10", body)
+        answer = self.successResultOf(
+            self.enrollment.reenroll(self.in_use, b"application/pkcs10", body))
         if answer.certificate is None:
             assert answer.refusal is not None
             return answer.refusal.status, None, answer.refusal.code.encode()

@@ -12,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -28,7 +30,7 @@ from certsrv.pki.index import EntryStatus
 from certsrv.pki.service import make_est_factory
 from certsrv.pki.store import PKIStore
 from certsrv.testing import client_tls_options
-from tests._support import Exchange, captured_events, clock_at_now, exchange
+from tests._support import Exchange, captured_events, clock_at_now, exchange, mutate
 
 _PATH = "/.well-known/est/simplereenroll"
 
@@ -241,6 +243,43 @@ class ReenrollTests(EnrollmentCase):
     def test_cacerts(self) -> None:
         self.assertEqual(certificates_in(self.enrollment.cacerts()),
                          [self.store.ca.certificate])
+
+
+class DrawChoices:
+    """The mutator's choices drawn by hypothesis, so that failures shrink."""
+
+    def __init__(self, data: st.DataObject) -> None:
+        self._data = data
+
+    def integer(self, low: int, high: int) -> int:
+        return self._data.draw(st.integers(low, high))
+
+    def blob(self, max_size: int) -> bytes:
+        return self._data.draw(st.binary(max_size=max_size))
+
+
+class HostileRequestTests(EnrollmentCase):
+    """Whatever the body, an answer: a certificate or a refusal, never an exception."""
+
+    def check(self, body: bytes) -> None:
+        answer = self.reenroll(body)
+        if answer.certificate is None:
+            self.assertIn(answer.refusal, set(Refusal) - {Refusal.NOT_ISSUED})
+        else:
+            self.assertEqual(answer.certificate.subject, self.client.certificate.subject)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=2048))
+    def test_arbitrary_bytes(self, body: bytes) -> None:
+        self.check(body)
+        self.check(base64.b64encode(body))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.data())
+    def test_mutated_requests(self, data: st.DataObject) -> None:
+        if not hasattr(self, "der"):
+            self.der = base64.b64decode(self.new_csr())
+        self.check(base64.encodebytes(mutate(self.der, DrawChoices(data))))
 
 
 class OverTLSTests(EnrollmentCase):
