@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from certsrv.pki import IssuedCertificate
+from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.pki.est import (
     DEFAULT_MAX_RENEWALS,
     MAX_CSR_BYTES,
@@ -357,3 +357,32 @@ class OverTLSTests(EnrollmentCase):
     def test_body_over_the_listener_limit(self) -> None:
         result = self.send(self.client, post(_PATH, b"A" * (MAX_CSR_BYTES + 1)))
         self.assertEqual(result.status, 413)
+
+
+class CertifyTests(SynchronousTestCase):
+    """``CertificateAuthority.certify``: a key the CA did not generate, named as before."""
+
+    def test_copies_the_names_and_usages(self) -> None:
+        ca = CertificateAuthority.create()
+        template = ca.issue(None, uris=["spiffe://example.org/svc"]).certificate
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        new = ca.certify(template, key.public_key())
+        self.assertEqual(new.subject, template.subject)
+        for kind in (x509.SubjectAlternativeName, x509.ExtendedKeyUsage):
+            self.assertEqual(new.extensions.get_extension_for_class(kind),
+                             template.extensions.get_extension_for_class(kind))
+        self.assertTrue(new.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).critical, "critical with an empty subject")
+        self.assertTrue(new.extensions.get_extension_for_class(
+            x509.KeyUsage).value.key_encipherment)
+        new.verify_directly_issued_by(ca.certificate)
+
+    def test_never_outlives_the_ca(self) -> None:
+        start = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+        ca = CertificateAuthority.create(now=start, not_after=start + datetime.timedelta(days=2))
+        template = ca.issue_client("alice", now=start).certificate
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        new = ca.certify(template, key, now=start, validity=datetime.timedelta(days=30))
+        self.assertEqual(new.not_valid_after_utc, ca.certificate.not_valid_after_utc)
+        self.assertRaises(ValueError, ca.certify, template, key,
+                          now=start + datetime.timedelta(days=3))
