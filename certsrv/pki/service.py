@@ -216,11 +216,11 @@ class Options(PluginOptions):
 
     def opt_est(self, description: str) -> None:
         """TCP endpoint to serve EST on over TLS; repeatable (e.g. tcp:8443:interface=127.0.0.1)."""
-        check_endpoint("--est", description)
         if description.split(":", 1)[0] in ("ssl", "tls"):
             raise usage.UsageError(f"--est {description}: give a tcp: endpoint; certsrv adds "
                                    "TLS itself (ssl: endpoints cannot ask for client "
                                    "certificates)")
+        check_endpoint("--est", description)
         self["est"].append(description)
 
     def postOptions(self) -> None:
