@@ -47,7 +47,7 @@ from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from treq.auth import UnknownAuthConfig
 from treq.client import HTTPClient
-from twisted.internet import defer, error
+from twisted.internet import defer, error, threads
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IPushProducer,
@@ -981,14 +981,14 @@ def http_client(
                                 max_redirects=max_redirects, timeout=timeout,
                                 max_response_size=max_response_size)
     if renew_url is not None:
-        client.renewal = _auto_renewal(client, policy, renew_url, cert, key, pool,
+        client.renewal = _auto_renewal(client, policy, renew_url, cert, key, pool, reactor,
                                        clock or reactor, renew_fraction)
     return client
 
 
 def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
                   cert: Source | None, key: Source | None, pool: HTTPConnectionPool | None,
-                  clock: IReactorTime, fraction: float) -> AutoRenewal:
+                  reactor: Any, clock: IReactorTime, fraction: float) -> AutoRenewal:
     """Renewal of the certificate ``client`` presents, at ``url``, into its files."""
     if cert is None or isinstance(cert, bytes) or isinstance(key, bytes):
         raise ConfigurationError("<client certificate>", "renewal replaces the certificate "
@@ -1010,8 +1010,19 @@ def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
         assert policy.credentials is not None
         return policy.credentials.certificate
 
+    def chain() -> tuple[x509.Certificate, ...]:
+        assert policy.credentials is not None
+        return policy.credentials.chain
+
     return AutoRenewal(current=current, post=post, adopt=adopt, cert_path=cert, key_path=key,
-                       clock=clock, fraction=fraction)
+                       clock=clock, fraction=fraction, chain=chain, offload=_in_thread(reactor))
+
+
+def _in_thread(reactor: Any) -> Callable[[Callable[[], None]], defer.Deferred[None]] | None:
+    """Run file writes in ``reactor``'s thread pool, if it has one (test reactors do not)."""
+    if not hasattr(reactor, "getThreadPool"):
+        return None
+    return lambda work: threads.deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
 
 class HTTPStatusError(CertsrvError):

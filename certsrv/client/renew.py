@@ -23,7 +23,7 @@ import datetime
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -219,13 +219,11 @@ def key_pem(key: NewKey) -> bytes:
 
 
 def replace_pair(renewed: Renewed, cert_path: str | os.PathLike[str],
-                 key_path: str | os.PathLike[str] | None = None,
-                 extra_chain: Sequence[x509.Certificate] = ()) -> None:
+                 key_path: str | os.PathLike[str] | None = None) -> None:
     """Replace the certificate file (new certificate, then its chain) and the key file (0600);
     one file holding both when ``key_path`` is None or the same path (see the module)."""
-    chain = list(renewed.chain) or list(extra_chain)
     certificates = b"".join(c.public_bytes(serialization.Encoding.PEM)
-                            for c in (renewed.certificate, *chain))
+                            for c in (renewed.certificate, *renewed.chain))
     cert_file = Path(cert_path)
     if key_path is None or os.path.abspath(key_path) == os.path.abspath(cert_file):
         _rename(_written(cert_file, key_pem(renewed.key) + certificates, private=True), cert_file)
@@ -294,8 +292,15 @@ class AutoRenewal:
     def __init__(self, *, current: Callable[[], x509.Certificate], post: Post,
                  adopt: Callable[[Renewed], None], cert_path: str | os.PathLike[str],
                  key_path: str | os.PathLike[str] | None, clock: IReactorTime,
-                 fraction: float = DEFAULT_FRACTION, retry: float = DEFAULT_RETRY) -> None:
+                 fraction: float = DEFAULT_FRACTION, retry: float = DEFAULT_RETRY,
+                 chain: Callable[[], Sequence[x509.Certificate]] = tuple,
+                 offload: Callable[[Callable[[], None]], Awaitable[None]] | None = None
+                 ) -> None:
+        """``chain``: the intermediates in use, kept when the answer has none; ``offload``
+        writes the files away from the reactor (a thread pool; default: at once)."""
         self._current = current
+        self._chain = chain
+        self._offload = offload
         self._post = post
         self._adopt = adopt
         self.cert_path = cert_path
@@ -339,7 +344,13 @@ class AutoRenewal:
                                f"{body[:300].decode('utf-8', 'replace').strip()}",
                                _seconds(retry_after))
         renewed = accept(current, key, read_certs_only(body))
-        replace_pair(renewed, self.cert_path, self.key_path)
+        if not renewed.chain:
+            renewed = replace(renewed, chain=tuple(self._chain()))
+        cert_path, key_path = self.cert_path, self.key_path
+        if self._offload is None:
+            replace_pair(renewed, cert_path, key_path)
+        else:
+            await self._offload(lambda: replace_pair(renewed, cert_path, key_path))
         self._adopt(renewed)
         return renewed
 

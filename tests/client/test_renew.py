@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -278,6 +279,23 @@ class AutoRenewalTests(SynchronousTestCase):
         self.assertEqual(self.posted, 1)
         waiting.callback((0, None, b""))
         self.assertEqual(self.successResultOf(first), self.successResultOf(second))
+
+    def test_keeps_the_chain_and_writes_through_the_offload(self) -> None:
+        intermediate = CertificateAuthority.create("Some intermediate").certificate
+        writes: list[object] = []
+
+        async def offload(work: Callable[[], None]) -> None:
+            writes.append(work)
+            work()
+
+        renewal = AutoRenewal(current=lambda: self.in_use, post=self.post, adopt=self.adopt,
+                              cert_path=self.cert_path, key_path=self.key_path,
+                              clock=self.clock, chain=lambda: (intermediate,), offload=offload)
+        renewed = self.successResultOf(renewal.renew())
+        self.assertEqual(renewed.chain, (intermediate,))
+        self.assertEqual(len(writes), 1)
+        on_disk = load_client_credentials(self.cert_path, self.key_path)
+        self.assertEqual(on_disk.chain, (intermediate,))
 
     def test_bad_fraction(self) -> None:
         for fraction in (0.0, 1.0, -1.0):
