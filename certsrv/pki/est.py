@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import collections
 import datetime
-import enum
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from certsrv.exceptions import PKIError
+from certsrv.exceptions import EnrollmentReason, PKIError
 from certsrv.pki import CertifiablePublicKey, fingerprint
 from certsrv.pki.indexsource import Offload, inline
 from certsrv.pki.store import PKIStore
@@ -45,7 +44,7 @@ __all__ = [
     "PKCS10_TYPE",
     "Answer",
     "Enrollment",
-    "Refusal",
+    "STATUS",
     "certs_only",
     "est_tree",
 ]
@@ -61,46 +60,21 @@ _MIN_RSA_BITS = 2048
 _log = Logger(namespace="certsrv.est")
 
 
-class Refusal(enum.Enum):
-    """Why a re-enrollment is refused: (reason code, HTTP status, sentence)."""
-
-    WRONG_CONTENT_TYPE = ("wrong_content_type", http.UNSUPPORTED_MEDIA_TYPE,
-                          "the body must be a base64 PKCS#10 request (application/pkcs10)")
-    BODY_TOO_LARGE = ("body_too_large", http.REQUEST_ENTITY_TOO_LARGE,
-                      f"a certificate request is at most {MAX_CSR_BYTES} bytes")
-    BAD_CSR = ("bad_csr", http.BAD_REQUEST, "the body is not a base64 DER PKCS#10 request")
-    BAD_CSR_SIGNATURE = ("bad_csr_signature", http.BAD_REQUEST,
-                         "the request's signature does not verify with its own key")
-    UNSUPPORTED_KEY = ("unsupported_key", http.BAD_REQUEST,
-                       "the new key must be ECDSA P-256/P-384/P-521, RSA of 2048 bits or "
-                       "more, or Ed25519")
-    SUBJECT_MISMATCH = ("subject_mismatch", http.BAD_REQUEST,
-                        "the request's subject differs from the certificate being renewed")
-    SAN_MISMATCH = ("san_mismatch", http.BAD_REQUEST,
-                    "the request's subjectAltName differs from the certificate being renewed")
-    KEY_REUSED = ("key_reused", http.BAD_REQUEST,
-                  "the request's key is already certified; renewal needs a new key")
-    UNKNOWN_CERTIFICATE = ("unknown_certificate", http.FORBIDDEN,
-                           "the client certificate is not a client certificate in this "
-                           "PKI's index")
-    TOO_MANY_RENEWALS = ("too_many_renewals", 429,
-                         "this certificate was renewed too often in the last hour")
-    NOT_ISSUED = ("not_issued", http.INTERNAL_SERVER_ERROR, "the CA could not issue")
-
-    @property
-    def code(self) -> str:
-        """The stable reason code (in the JSON body and the log event)."""
-        return self.value[0]
-
-    @property
-    def status(self) -> int:
-        """The HTTP status of the refusal."""
-        return int(self.value[1])
-
-    @property
-    def sentence(self) -> str:
-        """What went wrong, for people."""
-        return self.value[2]
+# The HTTP status of each refusal: the request's fault (400, 413, 415), the certificate's
+# (403), the hourly limit (429, with Retry-After), the CA's (500).
+STATUS: dict[EnrollmentReason, int] = {
+    EnrollmentReason.WRONG_CONTENT_TYPE: http.UNSUPPORTED_MEDIA_TYPE,
+    EnrollmentReason.BODY_TOO_LARGE: http.REQUEST_ENTITY_TOO_LARGE,
+    EnrollmentReason.BAD_CSR: http.BAD_REQUEST,
+    EnrollmentReason.BAD_CSR_SIGNATURE: http.BAD_REQUEST,
+    EnrollmentReason.UNSUPPORTED_KEY: http.BAD_REQUEST,
+    EnrollmentReason.SUBJECT_MISMATCH: http.BAD_REQUEST,
+    EnrollmentReason.SAN_MISMATCH: http.BAD_REQUEST,
+    EnrollmentReason.KEY_REUSED: http.BAD_REQUEST,
+    EnrollmentReason.UNKNOWN_CERTIFICATE: http.FORBIDDEN,
+    EnrollmentReason.TOO_MANY_RENEWALS: 429,
+    EnrollmentReason.NOT_ISSUED: http.INTERNAL_SERVER_ERROR,
+}
 
 
 @dataclass(frozen=True)
@@ -108,7 +82,7 @@ class Answer:
     """The outcome of a re-enrollment: the new certificate, or a refusal (and Retry-After)."""
 
     certificate: x509.Certificate | None = None
-    refusal: Refusal | None = None
+    refusal: EnrollmentReason | None = None
     detail: str = ""
     retry_after: int | None = None
     headers: dict[bytes, bytes] = field(default_factory=dict)
@@ -183,7 +157,7 @@ class Enrollment:
             recent = self._renewals.get(current.serial_number)
             if recent is not None and stamp in recent:
                 recent.remove(stamp)
-            if answer.refusal is Refusal.NOT_ISSUED:
+            if answer.refusal is EnrollmentReason.NOT_ISSUED:
                 _log.error("EST re-enrollment of serial {serial:X} failed: {error}",
                            serial=current.serial_number, error=answer.detail,
                            reason="not_issued")
@@ -210,36 +184,36 @@ class Enrollment:
         if len(recent) < self.max_renewals:
             return None
         wait = max(1, math.ceil(recent[0] + RENEWAL_WINDOW - now))
-        return Answer(refusal=Refusal.TOO_MANY_RENEWALS, retry_after=wait,
+        return Answer(refusal=EnrollmentReason.TOO_MANY_RENEWALS, retry_after=wait,
                       detail=f"{len(recent)} renewals in the last hour; retry in {wait} s")
 
 
 def _request(content_type: bytes | None, body: bytes) -> x509.CertificateSigningRequest | Answer:
     """The request in ``body``, checked for type, size, signature and key; or a refusal."""
     if _media_type(content_type) != PKCS10_TYPE:
-        return Answer(refusal=Refusal.WRONG_CONTENT_TYPE,
+        return Answer(refusal=EnrollmentReason.WRONG_CONTENT_TYPE,
                       detail=f"Content-Type {_media_type(content_type).decode('latin-1')!r}")
     if len(body) > MAX_CSR_BYTES:
-        return Answer(refusal=Refusal.BODY_TOO_LARGE, detail=f"{len(body)} bytes")
+        return Answer(refusal=EnrollmentReason.BODY_TOO_LARGE, detail=f"{len(body)} bytes")
     csr = _parse(body)
     if isinstance(csr, Answer):
         return csr
     public_key = csr.public_key()
     if not _certifiable(public_key):
-        return Answer(refusal=Refusal.UNSUPPORTED_KEY, detail=type(public_key).__name__)
+        return Answer(refusal=EnrollmentReason.UNSUPPORTED_KEY, detail=type(public_key).__name__)
     return csr
 
 
 def _compare(current: x509.Certificate, csr: x509.CertificateSigningRequest) -> Answer | None:
     """A refusal if ``csr`` names other names than ``current`` or keeps its key."""
     if csr.subject != current.subject:
-        return Answer(refusal=Refusal.SUBJECT_MISMATCH,
+        return Answer(refusal=EnrollmentReason.SUBJECT_MISMATCH,
                       detail=f"{csr.subject.rfc4514_string()!r}, not "
                              f"{current.subject.rfc4514_string()!r}")
     if _sans(csr.extensions) != _sans(current.extensions):
-        return Answer(refusal=Refusal.SAN_MISMATCH)
+        return Answer(refusal=EnrollmentReason.SAN_MISMATCH)
     if _key_sha256(csr.public_key()) == _key_sha256(current.public_key()):
-        return Answer(refusal=Refusal.KEY_REUSED, detail="the current certificate's key")
+        return Answer(refusal=EnrollmentReason.KEY_REUSED, detail="the current certificate's key")
     return None
 
 
@@ -250,16 +224,16 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         store = PKIStore.open(path)
         entry = store.entry_of(current.serial_number)
         if entry is None or entry.fingerprint != fingerprint(current):
-            return Answer(refusal=Refusal.UNKNOWN_CERTIFICATE,
+            return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
                           detail=f"serial {current.serial_number:X}")
         other = store.knows_key(_key_sha256(public_key))
         if other is not None:
-            return Answer(refusal=Refusal.KEY_REUSED,
+            return Answer(refusal=EnrollmentReason.KEY_REUSED,
                           detail=f"the key of certificate {other.serial_hex}")
         _, certificate = store.reenroll(current.serial_number, public_key, validity=validity,
                                         now=now)
     except (PKIError, ValueError, OSError) as e:
-        return Answer(refusal=Refusal.NOT_ISSUED, detail=str(e))
+        return Answer(refusal=EnrollmentReason.NOT_ISSUED, detail=str(e))
     return Answer(certificate=certificate)
 
 
@@ -279,13 +253,13 @@ def _parse(body: bytes) -> x509.CertificateSigningRequest | Answer:
         # Read now what is compared later: a malformed part is a malformed request.
         _ = csr.subject, csr.public_key(), _sans(csr.extensions)
     except Exception as e:  # binascii.Error, ValueError, InvalidVersion, UnsupportedAlgorithm...
-        return Answer(refusal=Refusal.BAD_CSR, detail=f"{type(e).__name__}: {e}"[:200])
+        return Answer(refusal=EnrollmentReason.BAD_CSR, detail=f"{type(e).__name__}: {e}"[:200])
     try:
         signed = csr.is_signature_valid
     except Exception as e:  # an algorithm cryptography cannot check
-        return Answer(refusal=Refusal.BAD_CSR_SIGNATURE, detail=str(e)[:200])
+        return Answer(refusal=EnrollmentReason.BAD_CSR_SIGNATURE, detail=str(e)[:200])
     if not signed:
-        return Answer(refusal=Refusal.BAD_CSR_SIGNATURE)
+        return Answer(refusal=EnrollmentReason.BAD_CSR_SIGNATURE)
     return csr
 
 
@@ -297,11 +271,12 @@ def _refused(request: server.Request, answer: Answer, current: x509.Certificate)
               "{detail}", subject=current.subject.rfc4514_string(),
               serial=f"{current.serial_number:X}",
               sentence=refusal.sentence, detail=f" ({answer.detail})" if answer.detail else "",
-              reason=refusal.code, status=refusal.status, decision="rejected",
+              reason=refusal.value, status=STATUS[refusal], decision="rejected",
               peer=str(request.getClientAddress()))
     if answer.retry_after is not None:
         request.setHeader(b"retry-after", str(answer.retry_after).encode())
-    return refuse(request, refusal.code, refusal.sentence, answer.detail, status=refusal.status)
+    return refuse(request, refusal.value, refusal.sentence, answer.detail,
+                  status=STATUS[refusal])
 
 
 class _CACerts(resource.Resource):

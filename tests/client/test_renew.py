@@ -35,7 +35,7 @@ from certsrv.client.renew import (
 )
 from certsrv.exceptions import ConfigurationError
 from certsrv.pki import CertificateAuthority
-from certsrv.pki.est import Enrollment, certs_only
+from certsrv.pki.est import STATUS, Enrollment, certs_only
 from certsrv.pki.store import PKIStore
 from tests._support import captured_events
 
@@ -221,7 +221,7 @@ class AutoRenewalTests(SynchronousTestCase):
             self.enrollment.reenroll(self.in_use, b"application/pkcs10", body))
         if answer.certificate is None:
             assert answer.refusal is not None
-            return answer.refusal.status, None, answer.refusal.code.encode()
+            return STATUS[answer.refusal], None, answer.refusal.value.encode()
         return 200, None, certs_only([answer.certificate])
 
     def adopt(self, renewed: Renewed) -> None:

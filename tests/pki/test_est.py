@@ -17,14 +17,15 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
+from certsrv.exceptions import EnrollmentReason
 from certsrv.pki import CertificateAuthority, IssuedCertificate
 from certsrv.pki.est import (
     DEFAULT_MAX_RENEWALS,
     MAX_CSR_BYTES,
     RENEWAL_WINDOW,
+    STATUS,
     Answer,
     Enrollment,
-    Refusal,
 )
 from certsrv.pki.index import EntryStatus
 from certsrv.pki.service import make_est_factory
@@ -88,10 +89,10 @@ class EnrollmentCase(SynchronousTestCase):
         return csr(ec.generate_private_key(ec.SECP256R1()),
                    subject or self.client.certificate.subject)
 
-    def assertRefused(self, answer: Answer, refusal: Refusal, status: int) -> None:
+    def assertRefused(self, answer: Answer, refusal: EnrollmentReason, status: int) -> None:
         self.assertIsNone(answer.certificate)
         self.assertIs(answer.refusal, refusal)
-        self.assertEqual(refusal.status, status)
+        self.assertEqual(STATUS[refusal], status)
 
 
 class ReenrollTests(EnrollmentCase):
@@ -155,61 +156,62 @@ class ReenrollTests(EnrollmentCase):
     def test_wrong_content_type(self) -> None:
         for content_type in (b"application/x-www-form-urlencoded", None, b"text/plain"):
             self.assertRefused(self.reenroll(self.new_csr(), content_type=content_type),
-                               Refusal.WRONG_CONTENT_TYPE, 415)
+                               EnrollmentReason.WRONG_CONTENT_TYPE, 415)
         answer = self.reenroll(self.new_csr(), content_type=b"Application/PKCS10; x=1")
         self.assertIsNotNone(answer.certificate, "parameters and case do not matter")
 
     def test_body_too_large(self) -> None:
-        self.assertRefused(self.reenroll(b"A" * (MAX_CSR_BYTES + 1)), Refusal.BODY_TOO_LARGE,
-                           413)
+        self.assertRefused(self.reenroll(b"A" * (MAX_CSR_BYTES + 1)),
+                           EnrollmentReason.BODY_TOO_LARGE, 413)
 
     def test_not_base64_or_not_a_csr(self) -> None:
         for body in (b"not base64!", base64.b64encode(b"\x30\x03\x02\x01\x01"), b"",
                      base64.b64encode(self.client.certificate.public_bytes(
                          serialization.Encoding.DER))):
-            self.assertRefused(self.reenroll(body), Refusal.BAD_CSR, 400)
+            self.assertRefused(self.reenroll(body), EnrollmentReason.BAD_CSR, 400)
 
     def test_bad_signature(self) -> None:
         der = bytearray(base64.b64decode(self.new_csr()))
         der[-1] ^= 0x01
         self.assertRefused(self.reenroll(base64.b64encode(bytes(der))),
-                           Refusal.BAD_CSR_SIGNATURE, 400)
+                           EnrollmentReason.BAD_CSR_SIGNATURE, 400)
 
     def test_subject_differs(self) -> None:
         other = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "admin")])
-        self.assertRefused(self.reenroll(self.new_csr(other)), Refusal.SUBJECT_MISMATCH, 400)
+        self.assertRefused(self.reenroll(self.new_csr(other)), EnrollmentReason.SUBJECT_MISMATCH,
+                           400)
         self.assertEqual(self.store.find("client").serial, self.client.certificate.serial_number)
 
     def test_sans_differ(self) -> None:
         body = csr(ec.generate_private_key(ec.SECP256R1()), self.client.certificate.subject,
                    [x509.DNSName("admin.example.org")])
-        self.assertRefused(self.reenroll(body), Refusal.SAN_MISMATCH, 400)
+        self.assertRefused(self.reenroll(body), EnrollmentReason.SAN_MISMATCH, 400)
 
     def test_current_key_reused(self) -> None:
         body = csr(self.client.private_key, self.client.certificate.subject)  # type: ignore[arg-type]
-        self.assertRefused(self.reenroll(body), Refusal.KEY_REUSED, 400)
+        self.assertRefused(self.reenroll(body), EnrollmentReason.KEY_REUSED, 400)
 
     def test_key_of_another_certificate_reused(self) -> None:
         server = self.issued("server")
         body = csr(server.private_key, self.client.certificate.subject)  # type: ignore[arg-type]
-        self.assertRefused(self.reenroll(body), Refusal.KEY_REUSED, 400)
+        self.assertRefused(self.reenroll(body), EnrollmentReason.KEY_REUSED, 400)
 
     def test_weak_key(self) -> None:
         weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
         self.assertRefused(self.reenroll(csr(weak, self.client.certificate.subject)),
-                           Refusal.UNSUPPORTED_KEY, 400)
+                           EnrollmentReason.UNSUPPORTED_KEY, 400)
 
     def test_certificate_not_in_the_index(self) -> None:
         stray = self.store.ca.issue_client("client")
         answer = self.reenroll(self.new_csr(), stray.certificate)
-        self.assertRefused(answer, Refusal.UNKNOWN_CERTIFICATE, 403)
+        self.assertRefused(answer, EnrollmentReason.UNKNOWN_CERTIFICATE, 403)
 
     def test_too_many_renewals_per_hour(self) -> None:
         for _ in range(DEFAULT_MAX_RENEWALS):
             self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
             self.clock.advance(60)
         answer = self.reenroll(self.new_csr())
-        self.assertRefused(answer, Refusal.TOO_MANY_RENEWALS, 429)
+        self.assertRefused(answer, EnrollmentReason.TOO_MANY_RENEWALS, 429)
         expected = RENEWAL_WINDOW - 60 * DEFAULT_MAX_RENEWALS
         self.assertEqual(answer.retry_after, expected)
         self.clock.advance(expected)
@@ -264,7 +266,7 @@ class HostileRequestTests(EnrollmentCase):
     def check(self, body: bytes) -> None:
         answer = self.reenroll(body)
         if answer.certificate is None:
-            self.assertIn(answer.refusal, set(Refusal) - {Refusal.NOT_ISSUED})
+            self.assertIn(answer.refusal, set(EnrollmentReason) - {EnrollmentReason.NOT_ISSUED})
         else:
             self.assertEqual(answer.certificate.subject, self.client.certificate.subject)
 
