@@ -47,6 +47,7 @@ __all__ = [
     "STATUS",
     "certs_only",
     "est_tree",
+    "read_request",
 ]
 
 PKCS10_TYPE = b"application/pkcs10"
@@ -135,7 +136,7 @@ class Enrollment:
     def reenroll(self, current: x509.Certificate, content_type: bytes | None,
                  body: bytes) -> defer.Deferred[Answer]:
         """Certify the new key in ``body`` for the holder of ``current``, or say why not."""
-        csr = _request(content_type, body)
+        csr = read_request(content_type, body)
         if isinstance(csr, Answer):
             return defer.succeed(csr)
         problem = _compare(current, csr) or self._rate(current.serial_number)
@@ -188,7 +189,8 @@ class Enrollment:
                       detail=f"{len(recent)} renewals in the last hour; retry in {wait} s")
 
 
-def _request(content_type: bytes | None, body: bytes) -> x509.CertificateSigningRequest | Answer:
+def read_request(content_type: bytes | None, body: bytes
+                 ) -> x509.CertificateSigningRequest | Answer:
     """The request in ``body``, checked for type, size, signature and key; or a refusal."""
     if _media_type(content_type) != PKCS10_TYPE:
         return Answer(refusal=EnrollmentReason.WRONG_CONTENT_TYPE,
