@@ -274,6 +274,7 @@ class EnrollmentReason(enum.StrEnum):
     SAN_MISMATCH = "san_mismatch"
     KEY_REUSED = "key_reused"
     UNKNOWN_CERTIFICATE = "unknown_certificate"
+    SUPERSEDED = "superseded"
     TOO_MANY_RENEWALS = "too_many_renewals"
     NOT_ISSUED = "not_issued"
 
@@ -300,6 +301,8 @@ _ENROLLMENT_SENTENCES: dict[EnrollmentReason, str] = {
                                  "new key",
     EnrollmentReason.UNKNOWN_CERTIFICATE: "the client certificate is not a client "
                                           "certificate in this PKI's index",
+    EnrollmentReason.SUPERSEDED: "the PKI has issued a newer certificate of this name with "
+                                 "its own key; renew that one",
     EnrollmentReason.TOO_MANY_RENEWALS: "this certificate was renewed too often in the last "
                                         "hour",
     EnrollmentReason.NOT_ISSUED: "the CA could not issue the certificate",

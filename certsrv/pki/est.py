@@ -73,6 +73,7 @@ STATUS: dict[EnrollmentReason, int] = {
     EnrollmentReason.SAN_MISMATCH: http.BAD_REQUEST,
     EnrollmentReason.KEY_REUSED: http.BAD_REQUEST,
     EnrollmentReason.UNKNOWN_CERTIFICATE: http.FORBIDDEN,
+    EnrollmentReason.SUPERSEDED: http.FORBIDDEN,
     EnrollmentReason.TOO_MANY_RENEWALS: 429,
     EnrollmentReason.NOT_ISSUED: http.INTERNAL_SERVER_ERROR,
 }
@@ -184,7 +185,8 @@ class Enrollment:
             return None
         if len(recent) < self.max_renewals:
             return None
-        wait = max(1, math.ceil(recent[0] + RENEWAL_WINDOW - now))
+        # Rounded first: a float clock would turn 3420.0000001 s into 3421.
+        wait = max(1, math.ceil(round(recent[0] + RENEWAL_WINDOW - now, 3)))
         return Answer(refusal=EnrollmentReason.TOO_MANY_RENEWALS, retry_after=wait,
                       detail=f"{len(recent)} renewals in the last hour; retry in {wait} s")
 
@@ -228,6 +230,12 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         if entry is None or entry.fingerprint != fingerprint(current):
             return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
                           detail=f"serial {current.serial_number:X}")
+        newest = store.find(entry.name)
+        if newest.serial != entry.serial and newest.key_path is not None:
+            # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
+            # (A successor issued over EST is no obstacle: its answer may have been lost.)
+            return Answer(refusal=EnrollmentReason.SUPERSEDED,
+                          detail=f"by serial {newest.serial_hex}")
         other = store.knows_key(_key_sha256(public_key))
         if other is not None:
             return Answer(refusal=EnrollmentReason.KEY_REUSED,

@@ -206,6 +206,17 @@ class ReenrollTests(EnrollmentCase):
         answer = self.reenroll(self.new_csr(), stray.certificate)
         self.assertRefused(answer, EnrollmentReason.UNKNOWN_CERTIFICATE, 403)
 
+    def test_superseded_by_a_renewal_in_the_pki(self) -> None:
+        self.store.renew("client", now=self.now())
+        key_file = self.store.path / "client.key"
+        before = key_file.read_bytes()
+        self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
+        self.assertEqual(key_file.read_bytes(), before, "the PKI's files stay as they were")
+
+    def test_superseded_over_est_may_ask_again(self) -> None:
+        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
+        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "the answer was lost")
+
     def test_too_many_renewals_per_hour(self) -> None:
         for _ in range(DEFAULT_MAX_RENEWALS):
             self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
