@@ -130,8 +130,7 @@ class Options(PluginOptions):
          "::1); add interface=0.0.0.0 to expose it. Same limits as --listen, at most 32 "
          "connections."],
         ["watch-interval", None, 5.0,
-         "Seconds between checks of the --crl, --cert and --key files for changes (0: only "
-         "on SIGHUP).", float],
+         "Seconds between checks of the --crl files for changes (0: only on SIGHUP).", float],
         ["min-tls", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
         ["http2", None, "on", "on: offer HTTP/2 (ALPN h2) besides HTTP/1.1; off: HTTP/1.1 only."],
         ["crl-check", None, "leaf",

@@ -1,5 +1,4 @@
-"""Reloading configuration without a restart: on SIGHUP, and when a CRL file, the server
-certificate or its key changes."""
+"""Reloading configuration without a restart: on SIGHUP, and when a CRL file changes."""
 
 from __future__ import annotations
 
@@ -32,9 +31,7 @@ def _mtime(path: str) -> float | None:
 
 
 class Reloader(service.Service):
-    """Re-reads every file on SIGHUP, and when a CRL file, the certificate or the key changes;
-    a bad file changes nothing. A certificate and key that do not match (caught between the
-    two renames of a renewal) are tried again at the next check until they do.
+    """Re-reads every file on SIGHUP and the CRLs when they change; a bad file changes nothing.
 
     A good reload replaces the configuration in force (``current``: the TLS settings and
     the verifier), which the TLS connection creator and the site both read.
@@ -58,13 +55,13 @@ class Reloader(service.Service):
         self.interval = interval
         self.reactor = reactor
         self.reloads = 0
-        self._seen = self._mtimes()
+        self._seen = self._crl_mtimes()
         self._loop: LoopingCall | None = None
         self._previous_handler: Any = None
 
     def startService(self) -> None:
         super().startService()
-        if self.interval > 0:
+        if self.interval > 0 and self.config.crls:
             self._loop = LoopingCall(self.check_crls)
             self._loop.clock = self.clock
             self._loop.start(self.interval, now=False)
@@ -83,24 +80,15 @@ class Reloader(service.Service):
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
 
-    def _mtimes(self) -> dict[str, float | None]:
-        paths = (*self.config.crls, self.config.cert, self.config.key)
-        return {path: _mtime(path) for path in paths}
+    def _crl_mtimes(self) -> dict[str, float | None]:
+        return {path: _mtime(path) for path in self.config.crls}
 
     def check_crls(self) -> None:
-        """Reload when a CRL file's, the certificate's or the key's modification time changed
-        since the last look; a refused reload of a new certificate or key is tried again."""
-        seen = self._mtimes()
-        if seen == self._seen:
-            return
-        pair = (self.config.cert, self.config.key)
-        renewed = any(seen[path] != self._seen.get(path) for path in pair)
-        reloaded = self.reload("certificate or key file changed" if renewed
-                               else "CRL file changed")
-        if not reloaded:
-            # Remember the CRLs (a bad one waits for its next change), not the pair.
-            seen.update({path: self._seen.get(path) for path in pair})
-        self._seen = seen
+        """Reload when any CRL file's modification time changed since the last look."""
+        seen = self._crl_mtimes()
+        if seen != self._seen:
+            self._seen = seen
+            self.reload("CRL file changed")
 
     def reload(self, why: str) -> bool:
         """Build a new TLS context from the files as they are now; keep the old one on error."""
