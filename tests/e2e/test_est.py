@@ -1,6 +1,6 @@
 """EST over real sockets: ``twistd certsrv-pki-service --est`` with curl and openssl as the
-client, ``certsrv-client renew``, a client renewing itself twice while making requests, and
-a server picking up its own renewed certificate."""
+client, ``certsrv-client renew``, and a client renewing itself twice while making
+requests."""
 
 from __future__ import annotations
 
@@ -266,37 +266,3 @@ class SelfRenewalTests(ESTService):
         on_disk = load_client_credentials(cert, key).certificate
         self.assertEqual(f"{on_disk.serial_number:x}", serials[-1].lower().replace(":", ""))
 
-
-class ServerRenewalTests(TestCase):
-    """A server reading the PKI's files serves its renewed certificate without a restart."""
-
-    async def test_renewed_server_certificate_is_served(self) -> None:
-        _tools()
-        directory = Path(tempfile.mkdtemp())
-        self.addCleanup(shutil.rmtree, directory)
-        pki = directory / "pki"
-        store = PKIStore.init(pki)
-        port = low_port()
-        _, server = spawn(self, twistd_argv(
-            "certsrv", "--cert", str(pki / "server.pem"), "--key", str(pki / "server.key"),
-            "--ca", str(pki / "ca.pem"), "--watch-interval", "0.5",
-            "--listen", f"tcp:{port}:interface=127.0.0.1"))
-        await wait_listening(port, server)
-
-        async def served_serial() -> str:
-            out, err, _ = await run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
-                                     "-CAfile", str(pki / "ca.pem"), "-cert",
-                                     str(pki / "client.pem"), "-key", str(pki / "client.key")],
-                                    stdin=b"")
-            pem, _, _ = await run(["openssl", "x509", "-noout", "-serial"], stdin=out)
-            return pem.decode().strip().removeprefix("serial=")
-
-        first = await served_serial()
-        self.assertEqual(first, store.find("server").serial_hex)
-        renewed = store.renew("server")
-        for _ in range(50):
-            if await served_serial() == renewed.serial_hex:
-                break
-            await task.deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(await served_serial(), renewed.serial_hex, server.text)
-        self.assertIn("certificate or key file changed", server.text)
