@@ -93,8 +93,10 @@ class Renewed:
 
     @property
     def serial(self) -> str:
-        """The new certificate's serial number, upper-case hex."""
-        return f"{self.certificate.serial_number:X}"
+        """The new certificate's serial number as OpenSSL and certsrv-pki show it: upper-case
+        hex, an even number of digits."""
+        digits = f"{self.certificate.serial_number:X}"
+        return digits if len(digits) % 2 == 0 else "0" + digits
 
     @property
     def not_after(self) -> datetime.datetime:

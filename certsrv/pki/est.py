@@ -31,6 +31,7 @@ from twisted.web import http, resource, server
 
 from certsrv.exceptions import EnrollmentReason, PKIError
 from certsrv.pki import CertifiablePublicKey, fingerprint
+from certsrv.pki.index import serial_hex
 from certsrv.pki.indexsource import Offload, inline
 from certsrv.pki.store import PKIStore
 from certsrv.web.gate import protect
@@ -160,13 +161,13 @@ class Enrollment:
             if recent is not None and stamp in recent:
                 recent.remove(stamp)
             if answer.refusal is EnrollmentReason.NOT_ISSUED:
-                _log.error("EST re-enrollment of serial {serial:X} failed: {error}",
-                           serial=current.serial_number, error=answer.detail,
+                _log.error("EST re-enrollment of serial {serial} failed: {error}",
+                           serial=serial_hex(current.serial_number), error=answer.detail,
                            reason="not_issued")
             return answer
         _log.info("EST re-enrollment: issued serial {new} for {subject} (was {old}), "
-                  "valid until {not_after}", new=f"{new.serial_number:X}",
-                  old=f"{current.serial_number:X}", subject=current.subject.rfc4514_string(),
+                  "valid until {not_after}", new=serial_hex(new.serial_number),
+                  old=serial_hex(current.serial_number), subject=current.subject.rfc4514_string(),
                   not_after=new.not_valid_after_utc.isoformat(), reason="reenrolled",
                   decision="accepted")
         return answer
@@ -229,7 +230,7 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         entry = store.entry_of(current.serial_number)
         if entry is None or entry.fingerprint != fingerprint(current):
             return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
-                          detail=f"serial {current.serial_number:X}")
+                          detail=f"serial {serial_hex(current.serial_number)}")
         newest = store.find(entry.name)
         if newest.serial != entry.serial and newest.key_path is not None:
             # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
@@ -279,7 +280,7 @@ def _refused(request: server.Request, answer: Answer, current: x509.Certificate)
     assert refusal is not None
     _log.warn("EST re-enrollment refused for {subject} (serial {serial}): {sentence}"
               "{detail}", subject=current.subject.rfc4514_string(),
-              serial=f"{current.serial_number:X}",
+              serial=serial_hex(current.serial_number),
               sentence=refusal.sentence, detail=f" ({answer.detail})" if answer.detail else "",
               reason=refusal.value, status=STATUS[refusal], decision="rejected",
               peer=str(request.getClientAddress()))

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from certsrv.pki.index import Entry, EntryStatus
+from certsrv.pki.index import Entry, EntryStatus, serial_hex
 from certsrv.pki.store import PKIStore
 from certsrv.revocation.decision import Scope, Status, Verdict
 
@@ -135,8 +135,9 @@ class IndexSource:
         assert self._snapshot is not None
         entry = self._snapshot.get(serial)
         if entry is None:
-            return Verdict(Status.UNKNOWN, "not_in_index", f"serial {serial:X} is not in the "
-                           "PKI index", subject, SOURCE)
+            return Verdict(Status.UNKNOWN, "not_in_index",
+                           f"serial {serial_hex(serial)} is not in the PKI index", subject,
+                           SOURCE)
         now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
         record = entry.revocation_status(now)
         if record.status is EntryStatus.REVOKED:

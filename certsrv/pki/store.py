@@ -60,6 +60,7 @@ from certsrv.pki.index import (
     openssl_subject,
     parse_reason,
     parse_serial,
+    serial_hex,
     validate_name,
 )
 
@@ -474,7 +475,7 @@ class PKIStore:
             old = self._index.by_serial.get(serial)
             if old is None or old.kind is not Kind.CLIENT:
                 raise PKIError(f"{self.path / INDEX}: no client certificate with serial "
-                               f"{serial:X}")
+                               f"{serial_hex(serial)}")
             current = self._index.current(old.name)
             assert current is not None  # a name's newest entry is always current
             archived = self.path / archive_path(old)

@@ -242,7 +242,8 @@ class AutoRenewalTests(SynchronousTestCase):
         on_disk = load_client_credentials(self.cert_path, self.key_path)
         self.assertEqual(on_disk.certificate, self.in_use)
         self.assertEqual([e["reason"] for e in events], ["renewed"])
-        self.assertEqual(events[0]["serial"], f"{self.in_use.serial_number:X}")
+        self.assertEqual(int(events[0]["serial"], 16), self.in_use.serial_number)
+        self.assertEqual(len(events[0]["serial"]) % 2, 0, "as certsrv-pki list shows it")
         self.assertEqual(events[0]["not_after"], self.in_use.not_valid_after_utc.isoformat())
         # The successor is valid 9 hours (the server's choice): not due again for 6.
         self.renewal.poke()
