@@ -18,6 +18,7 @@ __all__ = [
     "CRLError",
     "CertsrvError",
     "ConfigurationError",
+    "EnrollmentReason",
     "ForwardedReason",
     "LimitReason",
     "OCSPError",
@@ -259,6 +260,57 @@ _FORWARDED_SENTENCES: dict[ForwardedReason, str] = {
     ForwardedReason.LEAF_MISMATCH: "the forwarded chain does not start with the forwarded "
                                    "certificate",
     ForwardedReason.AMBIGUOUS: "the forwarded certificate header can be read more than one way",
+}
+
+
+# --- EST: why the development PKI refused a re-enrollment ---------------------------------
+
+
+class EnrollmentReason(enum.StrEnum):
+    """Why the development PKI's EST service refused to re-enroll a client certificate
+    (``certsrv.pki.est``); the values are stable log labels and refusal body codes."""
+
+    WRONG_CONTENT_TYPE = "wrong_content_type"
+    BODY_TOO_LARGE = "body_too_large"
+    BAD_CSR = "bad_csr"
+    BAD_CSR_SIGNATURE = "bad_csr_signature"
+    UNSUPPORTED_KEY = "unsupported_key"
+    SUBJECT_MISMATCH = "subject_mismatch"
+    SAN_MISMATCH = "san_mismatch"
+    KEY_REUSED = "key_reused"
+    UNKNOWN_CERTIFICATE = "unknown_certificate"
+    SUPERSEDED = "superseded"
+    TOO_MANY_RENEWALS = "too_many_renewals"
+    NOT_ISSUED = "not_issued"
+
+    @property
+    def sentence(self) -> str:
+        """A short explanation a person understands."""
+        return _ENROLLMENT_SENTENCES[self]
+
+
+_ENROLLMENT_SENTENCES: dict[EnrollmentReason, str] = {
+    EnrollmentReason.WRONG_CONTENT_TYPE: "the body must be a base64 PKCS#10 request "
+                                         "(application/pkcs10)",
+    EnrollmentReason.BODY_TOO_LARGE: "the certificate request is too large",
+    EnrollmentReason.BAD_CSR: "the body is not a base64 DER PKCS#10 request",
+    EnrollmentReason.BAD_CSR_SIGNATURE: "the request's signature does not verify with its "
+                                        "own key",
+    EnrollmentReason.UNSUPPORTED_KEY: "the new key must be ECDSA P-256/P-384/P-521, RSA of "
+                                      "2048 bits or more, or Ed25519",
+    EnrollmentReason.SUBJECT_MISMATCH: "the request's subject differs from the certificate "
+                                       "being renewed",
+    EnrollmentReason.SAN_MISMATCH: "the request's subjectAltName differs from the "
+                                   "certificate being renewed",
+    EnrollmentReason.KEY_REUSED: "the request's key is already certified; renewal needs a "
+                                 "new key",
+    EnrollmentReason.UNKNOWN_CERTIFICATE: "the client certificate is not a client "
+                                          "certificate in this PKI's index",
+    EnrollmentReason.SUPERSEDED: "the PKI has issued a newer certificate of this name with "
+                                 "its own key; renew that one",
+    EnrollmentReason.TOO_MANY_RENEWALS: "this certificate was renewed too often in the last "
+                                        "hour",
+    EnrollmentReason.NOT_ISSUED: "the CA could not issue the certificate",
 }
 
 

@@ -45,7 +45,8 @@ if str(ROOT) not in sys.path:
 
 TARGET_NAMES = ("ocsp_verify", "ocsp_verify_signed", "ocsp_respond", "forwarded_rfc9440",
                 "forwarded_nginx", "forwarded_xfcc", "policy", "load_certificates",
-                "load_private_key", "load_crl", "verify_crl", "verify_crl_signed")
+                "load_private_key", "load_crl", "verify_crl", "verify_crl_signed", "est_request",
+                "est_answer")
 
 
 @dataclass
@@ -191,6 +192,28 @@ def build_targets(scratch: str) -> dict[str, Target]:
     pem_label = {"load_certificates": "CERTIFICATE", "load_private_key": "PRIVATE KEY",
                  "load_crl": "X509 CRL"}
 
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from certsrv.client.renew import RenewalError, read_certs_only
+    from certsrv.pki.est import PKCS10_TYPE, Answer, certs_only, read_request
+
+    csr_der = (x509.CertificateSigningRequestBuilder().subject_name(bob.certificate.subject)
+               .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+               .public_bytes(serialization.Encoding.DER))
+
+    def est_request(data: bytes) -> None:
+        """A DER request, sent base64 as EST clients do: a request or a refusal, no crash."""
+        result = read_request(PKCS10_TYPE, base64.encodebytes(data))
+        assert isinstance(result, Answer | x509.CertificateSigningRequest), result
+
+    def est_answer(data: bytes) -> None:
+        """A DER PKCS#7 answer, base64 as EST servers send it: certificates or RenewalError."""
+        try:
+            read_certs_only(base64.encodebytes(data))
+        except RenewalError:
+            pass
+
     def with_pem(name: str, ders: tuple[bytes, ...]) -> list[bytes]:
         return [*ders, *(hostile.pem_armour(pem_label[name], d) for d in ders)]
 
@@ -218,6 +241,8 @@ def build_targets(scratch: str) -> dict[str, Target]:
         Target("verify_crl", [f.crl, crl.public_bytes(serialization.Encoding.PEM)],
                hostile.check_verify_crl),
         Target("verify_crl_signed", [crl_tbs], verify_crl_signed),
+        Target("est_request", [csr_der], est_request),
+        Target("est_answer", [base64.b64decode(certs_only([f.ca.certificate]))], est_answer),
     ]
     return {t.name: t for t in targets}
 

@@ -10,6 +10,7 @@ from certsrv.exceptions import (
     CertsrvError,
     ConfigurationError,
     CRLError,
+    EnrollmentReason,
     ForwardedReason,
     LimitReason,
     OCSPError,
@@ -24,7 +25,8 @@ class VocabularyTests(SynchronousTestCase):
     """Every reason code is a lower-case identifier with a sentence of its own."""
 
     def test_every_reason_has_a_sentence(self) -> None:
-        for vocabulary in (Reason, AccessReason, ForwardedReason, LimitReason):
+        for vocabulary in (Reason, AccessReason, ForwardedReason, LimitReason,
+                           EnrollmentReason):
             sentences = set()
             for member in vocabulary:
                 self.assertRegex(member.value, r"^[a-z][a-z0-9_]*$")

@@ -26,6 +26,7 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from certsrv.client import renewcli
 from certsrv.client.http import Explanation, HTTPStatusError, explain, http_client, printable
 from certsrv.exceptions import ConfigurationError
 from certsrv.x509.passphrase import Passphrase
@@ -265,6 +266,9 @@ async def _run(reactor: Any, options: argparse.Namespace, output: _Output) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``certsrv-client`` with ``argv`` (default: sys.argv[1:]); return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["renew"]:  # no URL is "renew": URLs start with https://
+        return renewcli.main(arguments[1:])
     parser = _parser()
     try:
         options = parser.parse_args(argv)

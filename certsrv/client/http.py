@@ -47,8 +47,12 @@ from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from treq.auth import UnknownAuthConfig
 from treq.client import HTTPClient
-from twisted.internet import defer, error
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet import defer, error, threads
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import (
     Certificate,
@@ -78,6 +82,13 @@ from certsrv._compat import (
     treq_request_body,
     treq_request_headers,
     treq_scoped_cookiejar,
+)
+from certsrv.client.renew import (
+    DEFAULT_FRACTION,
+    PKCS10_TYPE,
+    AutoRenewal,
+    Renewed,
+    simplereenroll_url,
 )
 from certsrv.exceptions import CertsrvError, ConfigurationError, Reason
 from certsrv.x509.certs import (
@@ -589,6 +600,11 @@ class ClientTLSPolicy:
         self.trust_root = trust_root
         self._creators: dict[tuple[bytes, int], IOpenSSLClientConnectionCreator] = {}
 
+    def use(self, credentials: ClientCredentials) -> None:
+        """Present ``credentials`` on every connection made from now on."""
+        self.credentials = credentials
+        self._creators = {}
+
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         """Return the TLS connection creator for ``hostname:port``, one per netloc."""
         creator = self._creators.get((hostname, port))
@@ -860,6 +876,7 @@ class _CertsrvHTTPClient(HTTPClient):
         self._max_redirects = max_redirects
         self._timeout = timeout
         self._max_response_size = max_response_size
+        self.renewal: AutoRenewal | None = None
 
     def request(
         self,
@@ -881,6 +898,8 @@ class _CertsrvHTTPClient(HTTPClient):
         _stacklevel: int = 2,  # listed in _compat.TREQ_REQUEST_PARAMETERS
     ) -> defer.Deferred[TreqResponse]:
         """Send a request as treq does, with the differences in the module's docstring."""
+        if self.renewal is not None:
+            self.renewal.poke()  # a renewal due starts in the background
         method_ = method.encode("ascii").upper()
         parsed = _parse_url(url)
         if params:
@@ -978,11 +997,19 @@ def http_client(
     timeout: float | None = DEFAULT_TIMEOUT,
     max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
     passphrase: KeyPassphrase = None,
+    renew_url: str | None = None,
+    renew_fraction: float = DEFAULT_FRACTION,
+    clock: IReactorTime | None = None,
 ) -> HTTPClient:
     """Return a treq client that presents ``cert`` and trusts servers issued by ``ca``.
 
     ``cert`` may be a PKCS#12 file (then ``key`` is None); ``passphrase`` (bytes, or a
-    ``certsrv.x509.passphrase.Passphrase`` naming where to read it) decrypts it or ``key``."""
+    ``certsrv.x509.passphrase.Passphrase`` naming where to read it) decrypts it or ``key``.
+    With ``renew_url`` (an EST server, e.g. ``twistd certsrv-pki-service --est``), the
+    client renews its certificate there once less than ``renew_fraction`` of its validity
+    is left by ``clock`` (default: the reactor), replacing the ``cert`` and ``key`` files
+    (see ``certsrv.client.renew``); ``client.renewal`` tells how it went.
+    """
     policy = client_tls_policy(cert, key, ca, intermediates, passphrase)
     agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
 
@@ -990,9 +1017,62 @@ def http_client(
         anonymous = ClientTLSPolicy(None, policy.trust_root)
         return Agent(reactor, contextFactory=anonymous)  # type: ignore[no-any-return]
 
-    return _CertsrvHTTPClient(agent, stranger, reactor, follow_redirects=follow_redirects,
-                              max_redirects=max_redirects, timeout=timeout,
-                              max_response_size=max_response_size)
+    client = _CertsrvHTTPClient(agent, stranger, reactor, follow_redirects=follow_redirects,
+                                max_redirects=max_redirects, timeout=timeout,
+                                max_response_size=max_response_size)
+    if renew_url is not None:
+        _refuse_protected_renewal(cert, passphrase)
+        client.renewal = _auto_renewal(client, policy, renew_url, cert, key, pool, reactor,
+                                       clock or reactor, renew_fraction)
+    return client
+
+
+def _refuse_protected_renewal(cert: Source | None, passphrase: KeyPassphrase) -> None:
+    """Renewal writes a plain PEM key: never over an encrypted key or a PKCS#12 file."""
+    pkcs12 = isinstance(cert, str | os.PathLike) and is_pkcs12(read_file(cert, "certificate"))
+    if passphrase is not None or pkcs12:
+        raise ConfigurationError(str(cert), "automatic renewal writes the new key as plain "
+                                 "PEM, so it is not offered for an encrypted key or a PKCS#12 "
+                                 "file: renew those with certsrv-pki")
+
+
+def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
+                  cert: Source | None, key: Source | None, pool: HTTPConnectionPool | None,
+                  reactor: Any, clock: IReactorTime, fraction: float) -> AutoRenewal:
+    """Renewal of the certificate ``client`` presents, at ``url``, into its files."""
+    if cert is None or isinstance(cert, bytes) or isinstance(key, bytes):
+        raise ConfigurationError("<client certificate>", "renewal replaces the certificate "
+                                 "and key files: give them as paths, not bytes")
+    target = simplereenroll_url(url)
+
+    async def post(body: bytes) -> tuple[int, bytes | None, bytes]:
+        response = await client.post(target, data=body,
+                                     headers=Headers({b"content-type": [PKCS10_TYPE]}))
+        retry_after = response.headers.getRawHeaders(b"retry-after")
+        return response.code, retry_after[0] if retry_after else None, await response.content()
+
+    def adopt(renewed: Renewed) -> None:
+        policy.use(ClientCredentials(renewed.certificate, renewed.key, renewed.chain))
+        if pool is not None:
+            pool.closeCachedConnections()  # idle connections still present the old one
+
+    def current() -> x509.Certificate:
+        assert policy.credentials is not None
+        return policy.credentials.certificate
+
+    def chain() -> tuple[x509.Certificate, ...]:
+        assert policy.credentials is not None
+        return policy.credentials.chain
+
+    return AutoRenewal(current=current, post=post, adopt=adopt, cert_path=cert, key_path=key,
+                       clock=clock, fraction=fraction, chain=chain, offload=_in_thread(reactor))
+
+
+def _in_thread(reactor: Any) -> Callable[[Callable[[], None]], defer.Deferred[None]] | None:
+    """Run file writes in ``reactor``'s thread pool, if it has one (test reactors do not)."""
+    if not hasattr(reactor, "getThreadPool"):
+        return None
+    return lambda work: threads.deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
 
 class HTTPStatusError(CertsrvError):

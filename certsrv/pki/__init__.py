@@ -4,8 +4,9 @@ The development PKI: a CA, its store and CLI, and its OCSP responder.
 Owns: this module (``CertificateAuthority``, ``IssuedCertificate``, keys, atomic writes),
 ``index`` (the index of issued certificates, ``index.json`` and its OpenSSL mirror),
 ``store`` (the PKI directory: issuing, renewing, revoking), ``cli`` (``certsrv-pki``),
-``responder`` (OCSP answers) and ``service`` (``twistd certsrv-ocsp``). Nothing in the
-server stack imports it.
+``responder`` (OCSP answers), ``est`` (EST re-enrollment), ``indexsource`` (the index as a
+revocation source) and ``service`` (``twistd certsrv-ocsp``, alias ``certsrv-pki-service``).
+Nothing in the server stack imports it.
 May import: ``certsrv.x509``, ``certsrv.revocation``, ``certsrv.web``, ``certsrv.server``.
 
 A small X.509 PKI for development and tests: CAs, client and server certificates, CRLs.
@@ -37,6 +38,7 @@ from certsrv.x509.certs import PrivateKey
 
 __all__ = [
     "DEFAULT_VALIDITY",
+    "CertifiablePublicKey",
     "CertificateAuthority",
     "IssuedCertificate",
     "KeyType",
@@ -54,6 +56,8 @@ __all__ = [
 
 
 DEFAULT_VALIDITY = datetime.timedelta(days=365)
+# The public keys the PKI certifies for a key it did not generate (EST re-enrollment).
+CertifiablePublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 _BACKDATE = datetime.timedelta(minutes=5)
 _CA_VALIDITY = datetime.timedelta(days=3650)
 
@@ -483,6 +487,38 @@ class CertificateAuthority:
         cert = builder.sign(self.private_key, _hash_for(self.private_key))
         return IssuedCertificate(cert, key, self._issued_chain())
 
+    def certify(self, template: x509.Certificate, public_key: CertifiablePublicKey, *,
+                now: datetime.datetime | None = None,
+                validity: datetime.timedelta = DEFAULT_VALIDITY) -> x509.Certificate:
+        """A new certificate for ``public_key`` with ``template``'s subject, SANs and EKU.
+
+        It ends ``validity`` after ``now``, or when this CA's own certificate does if sooner.
+        """
+        start, end = _window(now, None, None, validity)
+        end = min(end, self.certificate.not_valid_after_utc)
+        if end <= start:
+            raise ValueError("the CA certificate expires before the new certificate would start")
+        builder = (
+            x509.CertificateBuilder().subject_name(template.subject)
+            .issuer_name(self.certificate.subject).public_key(public_key)
+            .serial_number(_random_serial()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(_leaf_key_usage(public_key), True)
+        )
+        for kind in (x509.ExtendedKeyUsage, x509.SubjectAlternativeName):
+            try:
+                extension = template.extensions.get_extension_for_class(kind)
+            except x509.ExtensionNotFound:
+                continue
+            builder = builder.add_extension(extension.value, extension.critical)
+        builder = (
+            builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self.private_key.public_key()), False)
+        )
+        return self._revocation_pointers(builder).sign(self.private_key,
+                                                       _hash_for(self.private_key))
+
     def issue_client(self, common_name: str, **kwargs: object) -> IssuedCertificate:
         """Issue a client certificate (EKU clientAuth)."""
         kwargs.setdefault("extended_key_usage", (ExtendedKeyUsageOID.CLIENT_AUTH,))
@@ -591,11 +627,11 @@ def _public_der(public_key: object) -> bytes:
     )
 
 
-def _leaf_key_usage(key: PrivateKey) -> x509.KeyUsage:
+def _leaf_key_usage(key: PrivateKey | CertifiablePublicKey) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
-        key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+        key_encipherment=isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey),
         data_encipherment=False,
         key_agreement=False,
         key_cert_sign=False,

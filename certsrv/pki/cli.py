@@ -161,6 +161,9 @@ def _add_init(add: _AddCommand) -> None:
                       help="key type of the CA and its certificates (default: ecdsa, P-256)")
     init.add_argument("--ocsp-url", help="OCSP responder URL put in issued certificates (AIA)")
     init.add_argument("--crl-url", help="CRL URL put in issued certificates (CDP)")
+    init.add_argument("--validity", type=_duration, metavar="DURATION",
+                      help="validity of client.pem, e.g. 8h for a short-lived certificate "
+                      f"renewed over EST (default: {DEFAULT_DAYS}d)")
     init.add_argument("--force", action="store_true",
                       help="replace an existing PKI (without it, a complete one is reused)")
     init.set_defaults(handler=_init)
@@ -243,6 +246,7 @@ def _init(args: argparse.Namespace, directory: Path) -> int:
         ocsp_url=args.ocsp_url,
         crl_url=args.crl_url,
         force=args.force,
+        client_validity=args.validity,
     )
     if not created:
         print(f"reusing the PKI already in {directory} ({store.key_type.value} keys, "

@@ -1,8 +1,10 @@
-"""``twistd certsrv-ocsp``: the development PKI's OCSP responder, answering from its index."""
+"""``twistd certsrv-ocsp`` (or ``certsrv-pki-service``): the development PKI's OCSP responder,
+answering from its index, and with ``--est``, its EST re-enrollment service over mutual TLS."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,21 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.application import service
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
 from certsrv.exceptions import ConfigurationError, PKIError
+from certsrv.pki.est import DEFAULT_MAX_RENEWALS, MAX_CSR_BYTES, Enrollment, est_tree
+from certsrv.pki.indexsource import IndexSource
 from certsrv.pki.responder import OCSPResource, StatusLookup, StatusRecord
 from certsrv.pki.store import CA_CERT, DEFAULT_OCSP_VALIDITY, PKIStore, parse_duration
+from certsrv.revocation.decision import Revocation
 from certsrv.revocation.ocsp import CertStatus, SigningKey
+from certsrv.server.app import protected_site
+from certsrv.server.config import ClientCertMode, ServerConfig
 from certsrv.server.startup import Listener, PluginOptions, check_endpoint, named_coercions
 from certsrv.web.limits import LimitedSite, Limits
 from certsrv.x509.certs import keys_match, load_certificates, load_private_key
@@ -36,6 +45,7 @@ __all__ = [
     "load_responder",
     "makeService",
     "make_resource",
+    "make_est_factory",
 ]
 
 PROG = "certsrv-ocsp"
@@ -44,6 +54,8 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_VALIDITY = int(DEFAULT_OCSP_VALIDITY.total_seconds())
 RESPONDER_CERT = "ocsp.pem"
 RESPONDER_KEY = "ocsp.key"
+EST_CERT = "server.pem"
+EST_KEY = "server.key"
 
 _SIGNING_KEYS = (
     ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey,
@@ -123,6 +135,14 @@ def index_lookup(store: PKIStore, clock: IReactorTime) -> StatusLookup:
     return status_of
 
 
+def _optional_duration(text: str) -> datetime.timedelta:
+    """Parse --est-validity: a duration such as 8h or 30d."""
+    return parse_duration(text)
+
+
+_optional_duration.coerceDoc = "A duration such as 8h or 30d."  # type: ignore[attr-defined]
+
+
 def _seconds(text: str) -> int:
     """Parse --validity: seconds, or a duration such as 90s, 5m, 1h."""
     return int(parse_duration(text, bare_unit="s").total_seconds())
@@ -148,7 +168,8 @@ class Options(PluginOptions):
 
     prog = PROG
 
-    synopsis = "[--pki DIR] [--listen ENDPOINT]... [--validity DURATION]"
+    synopsis = ("[--pki DIR] [--listen ENDPOINT]... [--validity DURATION] [--est ENDPOINT]... "
+                "[--est-max-renewals N] [--est-validity DURATION]")
     longdesc = (
         "Answer OCSP requests (RFC 6960, POST and GET) about the certificates of a "
         "certsrv-pki directory, at the root path, so that certificates issued after "
@@ -160,7 +181,12 @@ class Options(PluginOptions):
         "answers carry Cache-Control and Expires (RFC 5019). Serials not in the index are "
         "'unknown'. "
         "Restart after `certsrv-pki renew ocsp` or `init --force`. The default --listen is "
-        "loopback only; --listen tcp:8080 serves every interface."
+        "loopback only; --listen tcp:8080 serves every interface. "
+        "With --est tcp:PORT:interface=127.0.0.1, it also serves EST (RFC 7030) over TLS with "
+        "the directory's server.pem: /.well-known/est/cacerts to anyone, and "
+        "/.well-known/est/simplereenroll to a client presenting its current certificate "
+        "(issued by the CA, unexpired, not revoked in index.json), which gets a certificate "
+        "for a new key with the same subject and SANs."
     )
     optParameters: list[list[Any]] = named_coercions([
         ["pki", None, DEFAULT_PKI,
@@ -168,22 +194,41 @@ class Options(PluginOptions):
         ["validity", None, DEFAULT_VALIDITY,
          "From thisUpdate to nextUpdate in each answer: how long servers may keep using it, "
          "so how late they may learn of a revocation.", _seconds],
+        ["est-max-renewals", None, DEFAULT_MAX_RENEWALS,
+         "EST re-enrollments allowed per certificate per hour; more get 429 with "
+         "Retry-After.", int],
+        ["est-validity", None, None,
+         "Validity of certificates EST issues (default: that of the certificate renewed), "
+         "e.g. 8h.", _optional_duration],
     ])
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["est"] = []
         self.clock: IReactorTime | None = None
+        self.est: Any = None  # the EST listeners' TLS factory
 
     def opt_listen(self, description: str) -> None:
         """Plain-HTTP endpoint to listen on; repeatable (default tcp:8080:interface=127.0.0.1)."""
         check_endpoint("--listen", description)
         self["listen"].append(description)
 
+    def opt_est(self, description: str) -> None:
+        """TCP endpoint to serve EST on over TLS; repeatable (e.g. tcp:8443:interface=127.0.0.1)."""
+        if description.split(":", 1)[0] in ("ssl", "tls"):
+            raise usage.UsageError(f"--est {description}: give a tcp: endpoint; certsrv adds "
+                                   "TLS itself (ssl: endpoints cannot ask for client "
+                                   "certificates)")
+        check_endpoint("--est", description)
+        self["est"].append(description)
+
     def postOptions(self) -> None:
         """Check values, then open the PKI and its responder; a problem stops startup."""
         if self["validity"] < 1:
             raise usage.UsageError("--validity must be at least 1 second")
+        if self["est-max-renewals"] < 1:
+            raise usage.UsageError("--est-max-renewals must be at least 1")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if self.clock is None:
@@ -194,6 +239,36 @@ class Options(PluginOptions):
         now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
         # A ConfigurationError reaches the caller; under twistd it becomes one line, exit 1.
         self["responder"] = load_responder(self["pki"], now)
+        if self["est"]:
+            enrollment = Enrollment(self["responder"].store, self.clock,
+                                    max_renewals=self["est-max-renewals"],
+                                    validity=self["est-validity"], offload=in_thread)
+            self.est = make_est_factory(enrollment, self.clock)
+
+
+# A CSR is a few hundred bytes; the EST listener takes no more than one of the largest.
+EST_LIMITS = Limits(max_body_bytes=MAX_CSR_BYTES, max_connections=1_000)
+
+
+def make_est_factory(enrollment: Enrollment, clock: IReactorTime) -> Any:
+    """The EST listeners' TLS factory: ``est_tree`` behind certsrv's gate, with the PKI's
+    server certificate, its CA, client certificates optional (``cacerts`` is public) and
+    revocation decided by the index; a ConfigurationError if a file is unusable."""
+    root = enrollment.store.path
+    config = ServerConfig(cert=str(root / EST_CERT), key=str(root / EST_KEY),
+                          ca=(str(root / CA_CERT),), client_cert=ClientCertMode.OPTIONAL)
+    return protected_site(est_tree(enrollment), config, limits=EST_LIMITS, clock=clock,
+                          require_certificate=False,
+                          revocation=Revocation([IndexSource(enrollment.store, clock,
+                                                             offload=enrollment.offload)]))
+
+
+def in_thread(work: Callable[[], Any]) -> Deferred[Any]:
+    """Run ``work`` (reading or writing the PKI directory) in the reactor's thread pool."""
+    from twisted.internet import reactor
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(),  # type: ignore[attr-defined,arg-type]
+                                     work)
 
 
 class _Announcement(service.Service):
@@ -232,4 +307,6 @@ def makeService(config: Options) -> service.IService:
     _Announcement(config).setServiceParent(parent)
     for description in config["listen"]:
         Listener(PROG, "--listen", description, site).setServiceParent(parent)
+    for description in config["est"]:
+        Listener(PROG, "--est", description, config.est).setServiceParent(parent)
     return parent

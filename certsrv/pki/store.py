@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from certsrv.exceptions import PKIError
 from certsrv.pki import (
     _BACKDATE,
+    CertifiablePublicKey,
     CertificateAuthority,
     IssuedCertificate,
     KeyType,
@@ -61,6 +62,7 @@ from certsrv.pki.index import (
     openssl_subject,
     parse_reason,
     parse_serial,
+    serial_hex,
     validate_name,
 )
 from certsrv.x509.certs import parse_private_key
@@ -164,11 +166,13 @@ class PKIStore:
         now: datetime.datetime | None = None,
         ca_common_name: str = "certsrv development CA",
         server_hosts: Sequence[str] = SERVER_HOSTS,
+        client_validity: datetime.timedelta | None = None,
     ) -> PKIStore:
         """Create a PKI in ``path``: CA, server, client and OCSP responder certs, index, CRL."""
         store, _ = cls._init(
             Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
             now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=False,
+            client_validity=client_validity,
         )
         return store
 
@@ -184,11 +188,13 @@ class PKIStore:
         now: datetime.datetime | None = None,
         ca_common_name: str = "certsrv development CA",
         server_hosts: Sequence[str] = SERVER_HOSTS,
+        client_validity: datetime.timedelta | None = None,
     ) -> tuple[PKIStore, bool]:
         """Reuse the complete PKI in ``path``, else create one; the flag says if it was created."""
         return cls._init(
             Path(path), key_type=key_type, ocsp_url=ocsp_url, crl_url=crl_url, force=force,
             now=now, ca_common_name=ca_common_name, server_hosts=server_hosts, reuse=True,
+            client_validity=client_validity,
         )
 
     @classmethod
@@ -204,7 +210,9 @@ class PKIStore:
         ca_common_name: str,
         server_hosts: Sequence[str],
         reuse: bool,
+        client_validity: datetime.timedelta | None = None,
     ) -> tuple[PKIStore, bool]:
+        lifetime = _validity(None, client_validity)
         _check_init(root, ocsp_url, crl_url, server_hosts)
         store = cls(root, _config(key_type or KeyType.ECDSA_P256, ocsp_url, crl_url))
         # Decide under the lock: of two concurrent inits, the second sees the first's PKI.
@@ -218,7 +226,7 @@ class PKIStore:
                                "it without --force")
             if force:
                 store._remove_generated()
-            store._create(now, ca_common_name, server_hosts)
+            store._create(now, ca_common_name, server_hosts, lifetime)
         return store, True
 
     @classmethod
@@ -245,7 +253,7 @@ class PKIStore:
         return store
 
     def _create(self, now: datetime.datetime | None, ca_common_name: str,
-                server_hosts: Sequence[str]) -> None:
+                server_hosts: Sequence[str], client_validity: datetime.timedelta) -> None:
         """Write a new CA and its first certificates; the caller holds the lock."""
         root, key_type = self.path, self.key_type
         now = _aware(now)
@@ -265,7 +273,7 @@ class PKIStore:
             ("server", Kind.SERVER, "server",
              ca.issue_server(*server_hosts, key_type=key_type, now=now, validity=validity)),
             ("client", Kind.CLIENT, "client",
-             ca.issue_client("client", key_type=key_type, now=now, validity=validity)),
+             ca.issue_client("client", key_type=key_type, now=now, validity=client_validity)),
             ("ocsp", Kind.OCSP, "ocsp",
              ca.issue_ocsp_responder(key_type=key_type, now=now, validity=validity)),
         ):
@@ -499,6 +507,56 @@ class PKIStore:
         if key is not None:
             _write_atomic(Path(key), encrypted_key_pem(private, secret), private=True)
         return entry
+    def reenroll(
+        self,
+        serial: int,
+        public_key: CertifiablePublicKey,
+        *,
+        validity: datetime.timedelta | None = None,
+        now: datetime.datetime | None = None,
+    ) -> tuple[Entry, x509.Certificate]:
+        """Certify ``public_key`` as the successor of client certificate ``serial`` (EST).
+
+        Same subject, SANs and EKU; the validity of the certificate renewed unless
+        ``validity`` is given. The key stays with the client: ``NAME.pem`` gets the new
+        certificate and the store's ``NAME.key``, which held the old key, is removed.
+        """
+        lifetime = _validity(None, validity) if validity is not None else None
+        with self._locked():
+            self._index.refresh()
+            old = self._index.by_serial.get(serial)
+            if old is None or old.kind is not Kind.CLIENT:
+                raise PKIError(f"{self.path / INDEX}: no client certificate with serial "
+                               f"{serial_hex(serial)}")
+            current = self._index.current(old.name)
+            assert current is not None  # a name's newest entry is always current
+            archived = self.path / archive_path(old)
+            template = _load_certificate(archived if archived.exists() else self.path / old.path)
+            certificate = self.ca.certify(template, public_key, now=_aware(now),
+                                          validity=lifetime or _lifetime_of(template))
+            key_sha256 = _key_sha256(certificate)
+            self._refuse_compromised(key_sha256, f"the new key of {old.name!r}")
+            stem = _stem(current.path)
+            entry = replace(_new_entry(old.name, Kind.CLIENT, stem, certificate, key_sha256),
+                            key_path=None)
+            pem = certificate.public_bytes(serialization.Encoding.PEM)
+            _write_atomic(self.path / archive_path(entry), pem)
+            _write_atomic(self.path / entry.path, pem)  # the store's CA is a root
+            (self.path / f"{stem}.key").unlink(missing_ok=True)
+            self._index.replace(current, _superseded(current, entry))
+            self._index.add(entry)
+            self._index.save()
+        return entry, certificate
+
+    def entry_of(self, serial: int) -> Entry | None:
+        """The index entry of ``serial``, or None."""
+        self._index.refresh()
+        return self._index.by_serial.get(serial)
+
+    def knows_key(self, key_sha256: str) -> Entry | None:
+        """A certificate in the index certifying the key with this SubjectPublicKeyInfo hash."""
+        self._index.refresh()
+        return next((e for e in self._index.entries if e.key_sha256 == key_sha256), None)
 
     # -- revoking ---------------------------------------------------------------------------
 

@@ -25,10 +25,13 @@ __all__ = ["build_site", "revocation_for"]
 
 def build_site(current: Current | ClientVerifier, *, app: resource.IResource | None = None,
                http2: bool = True, limits: Limits | None = None,
-               forwarded: Forwarding | None = None) -> CertsrvSite:
+               forwarded: Forwarding | None = None,
+               require_certificate: bool = True) -> CertsrvSite:
     """A site serving ``app`` (default: ``/secure``) behind the gate, reading the
-    configuration in force from ``current`` (shared with its ``ServerTLS``)."""
-    gate = Gate(app, require_identity=True) if app is not None else Gate(root_resource())
+    configuration in force from ``current`` (shared with its ``ServerTLS``); without
+    ``require_certificate``, ``app`` decides where one is needed (``certsrv.protect``)."""
+    gate = (Gate(app, require_identity=require_certificate) if app is not None
+            else Gate(root_resource()))
     return CertsrvSite(gate, current, http2=http2, limits=limits, forwarded=forwarded)
 
 

@@ -32,7 +32,8 @@ from certsrv.x509.certs import (
 from certsrv.x509.passphrase import Passphrase
 from certsrv.x509.policies import PolicySettings
 
-__all__ = ["DEFAULT_KEY", "ServerConfig", "load_pins"]
+# ClientCertMode: the type of ServerConfig.client_cert, for callers above the tls layer.
+__all__ = ["DEFAULT_KEY", "ClientCertMode", "ServerConfig", "load_pins"]
 
 DEFAULT_KEY = "certs/server.key"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import os
 import subprocess
@@ -261,3 +262,23 @@ class SafeAtRestTests(_PKITestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertNotEqual(self.openssl("pkey", "-in", str(key), "-passin", "pass:wrong",
                                          "-noout").returncode, 0)
+class ShortLivedTests(_PKITestCase):
+    """``init --validity`` and ``issue-client --validity`` take hours."""
+
+    def test_init_and_issue_for_hours(self) -> None:
+        directory = self.mktemp()
+        self.assertEqual(self.run_cli("init", directory, "--validity", "8h")[0], 0)
+        self.assertEqual(self.run_cli("--dir", directory, "issue-client", "alice",
+                                      "--validity", "2h")[0], 0)
+        store = PKIStore.open(directory)
+        lifetimes = {e.name: e.not_after - e.not_before for e in store.entries()}
+        backdate = datetime.timedelta(minutes=5)
+        self.assertEqual(lifetimes["client"], datetime.timedelta(hours=8) + backdate)
+        self.assertEqual(lifetimes["alice"], datetime.timedelta(hours=2) + backdate)
+        self.assertEqual(lifetimes["server"], datetime.timedelta(days=365) + backdate)
+
+    def test_bad_validity_changes_nothing(self) -> None:
+        directory = self.mktemp()
+        code, _, err = self.run_cli("init", directory, "--validity", "8x")
+        self.assertEqual(code, 2, err)
+        self.assertFalse(os.path.exists(os.path.join(directory, "ca.pem")))

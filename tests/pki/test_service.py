@@ -47,6 +47,7 @@ from certsrv.revocation.ocsp import (
     new_nonce,
     verify_response,
 )
+from certsrv.tls.context import TLSFactory
 from tests._support import DAY, clock_at_now, utcnow
 
 OPENSSL = shutil.which("openssl")
@@ -161,6 +162,29 @@ class OptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, parse,
                                       ["--pki", self.dir, "--validity", text])
             self.assertTrue(str(error).endswith(f"invalid duration {text!r}: {problem}"), error)
+
+    def test_est_alias_and_options(self) -> None:
+        """``certsrv-pki-service`` is the same plugin; --est adds a TLS listener."""
+        import twisted.plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIs(makers["certsrv-pki-service"].makeService, _ocsptap.makeService)
+        options = parse(["--pki", self.dir, "--listen", "tcp:0:interface=127.0.0.1",
+                         "--est", "tcp:0:interface=127.0.0.1", "--est-max-renewals", "5",
+                         "--est-validity", "8h"])
+        service = cast(MultiService, _ocsptap.makeService(options))
+        est = [child for child in service if getattr(child, "option", None) == "--est"]
+        self.assertEqual(len(est), 1)
+        self.assertIsInstance(est[0].factory, TLSFactory)
+
+    def test_bad_est_values(self) -> None:
+        """An ssl: endpoint (it cannot ask for client certificates), no renewals at all."""
+        error = self.assertRaises(usage.UsageError, parse,
+                                  ["--pki", self.dir, "--est", "ssl:0:privateKey=x.key"])
+        self.assertIn("give a tcp: endpoint", str(error))
+        for argv in (["--est-max-renewals", "0"], ["--est-validity", "8"],
+                     ["--est", "tcp"]):
+            self.assertRaises(usage.UsageError, parse, ["--pki", self.dir, *argv])
 
     def test_no_such_directory(self) -> None:
         """A directory that does not exist is named, with how to make one."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web import static
+from twisted.web import resource, static
 
 import certsrv
+from certsrv.revocation.decision import Revocation, Scope, Status, Verdict
 from certsrv.server.config import ServerConfig
 from certsrv.tls.context import ClientCertMode
 from certsrv.web.site import Limits
@@ -83,3 +86,41 @@ class ProtectedSiteConfigTests(SynchronousTestCase):
             certsrv.protected_site(self.app, self.config(verify_depth=99), clock=clock_at_now())
         self.assertEqual(caught.exception.source, "--verify-depth")
 
+
+    def test_certificate_optional_where_the_app_says(self) -> None:
+        root = resource.Resource()
+        root.putChild(b"public", static.Data(b"public\n", "text/plain"))
+        root.putChild(b"private", certsrv.protect(self.app))
+        factory = certsrv.protected_site(
+            root, self.config(client_cert=ClientCertMode.OPTIONAL), clock=clock_at_now(),
+            require_certificate=False)
+        anonymous = client_tls_options(self.pki, None)
+        self.assertEqual(exchange(factory, anonymous, request_bytes("/public")).body,
+                         b"public\n")
+        self.assertEqual(exchange(factory, anonymous, request_bytes("/private")).status, 403)
+        self.assertEqual(exchange(factory, client_tls_options(self.pki, self.pki.client),
+                                  request_bytes("/private")).status, 200)
+
+    def test_revocation_sources_given(self) -> None:
+        revoked = Revocation([_RevokeEverything()])
+        factory = certsrv.protected_site(self.app, self.config(), clock=clock_at_now(),
+                                         revocation=revoked)
+        result = exchange(factory, client_tls_options(self.pki, self.pki.client),
+                          request_bytes("/"))
+        self.assertIsNone(result.status)
+        self.assertIn("certificate revoked", result.client_error)
+
+
+class _RevokeEverything:
+    """A revocation source that says every client certificate is revoked."""
+
+    mode = Scope.LEAF
+
+    def pair(self, cert: x509.Certificate, issuer: x509.Certificate) -> int:
+        return cert.serial_number
+
+    def lookup_until(self, pair: int) -> tuple[Verdict, float]:
+        return Verdict(Status.REVOKED, "revoked", "by the test", "", "test"), float("inf")
+
+    def check(self, pair: int) -> defer.Deferred[Verdict]:
+        return defer.succeed(self.lookup_until(pair)[0])

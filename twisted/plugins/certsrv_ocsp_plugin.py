@@ -8,3 +8,11 @@ certsrv_ocsp = ServiceMaker(
     "An OCSP responder answering from a certsrv-pki directory's index, over plain HTTP.",
     "certsrv-ocsp",
 )
+
+# The same service under a name for both of its jobs: OCSP, and EST with --est.
+certsrv_pki_service = ServiceMaker(
+    "certsrv-pki-service",
+    "certsrv.pki.service",
+    "The development PKI's services: OCSP over plain HTTP, EST re-enrollment over mutual TLS.",
+    "certsrv-pki-service",
+)
