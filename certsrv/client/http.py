@@ -1029,7 +1029,8 @@ def http_client(
 
 def _refuse_protected_renewal(cert: Source | None, passphrase: KeyPassphrase) -> None:
     """Renewal writes a plain PEM key: never over an encrypted key or a PKCS#12 file."""
-    pkcs12 = isinstance(cert, str | os.PathLike) and is_pkcs12(read_file(os.fspath(cert), "certificate"))
+    pkcs12 = isinstance(cert, str | os.PathLike) and is_pkcs12(
+        read_file(os.fspath(cert), "certificate"))
     if passphrase is not None or pkcs12:
         raise ConfigurationError(str(cert), "automatic renewal writes the new key as plain "
                                  "PEM, so it is not offered for an encrypted key or a PKCS#12 "

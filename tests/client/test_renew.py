@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
@@ -313,6 +315,28 @@ class HTTPClientTests(SynchronousTestCase):
         pem = issued.chain_pem() + issued.private_key_pem()
         self.assertRaises(ConfigurationError, http_client, Clock(), cert=pem, key=None,
                           ca=None, renew_url="https://127.0.0.1:8443")
+
+    def test_refused_for_encrypted_keys_and_pkcs12(self) -> None:
+        """Renewal writes a plain PEM key: never in place of an encrypted key or a PKCS#12."""
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory)
+        issued = CertificateAuthority.create().issue_client("alice")
+        key = issued.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret passphrase"))
+        (directory / "c.pem").write_bytes(issued.chain_pem())
+        (directory / "c.key").write_bytes(key)
+        (directory / "c.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+            b"alice", issued.private_key, issued.certificate, None,  # type: ignore[arg-type]
+            serialization.NoEncryption()))
+        for cert, key_path, passphrase in ((directory / "c.pem", directory / "c.key",
+                                            b"secret passphrase"),
+                                           (directory / "c.p12", None, None)):
+            error = self.assertRaises(ConfigurationError, http_client, Clock(), cert=cert,
+                                      key=key_path, ca=None, passphrase=passphrase,
+                                      renew_url="https://127.0.0.1:8443")
+            self.assertIn("automatic renewal writes the new key as plain PEM", str(error))
+        self.assertEqual((directory / "c.key").read_bytes(), key, "nothing written")
 
     def test_no_renewal_without_a_url(self) -> None:
         directory = Path(tempfile.mkdtemp())
