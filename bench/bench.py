@@ -44,6 +44,9 @@ sys.path.insert(0, str(REPO))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = 0, 1
 NGINX = "nginx"
+UVICORN = "uvicorn"
+BARE = "bare"  # bench/bare_twisted.py: twisted.web doing mTLS with no checks
+PEERS = (NGINX, UVICORN, BARE)
 BASELINE = "certsrv"
 
 
@@ -716,6 +719,71 @@ http {{
 """
 
 
+class Uvicorn(Server):
+    """uvicorn (uvloop + httptools) serving bench/uvicorn_app.py with a required client
+    certificate (``--ssl-cert-reqs 2``): what a Python user would otherwise pick."""
+
+    kind = "uvicorn"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "uvicorn_app:app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--ssl-certfile", str(self.pki.server_cert),
+                "--ssl-keyfile", str(self.pki.server_key),
+                "--ssl-ca-certs", str(self.pki.ca), "--ssl-cert-reqs", "2",
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                "--log-level", "warning", "--timeout-keep-alive", "600",
+                "--backlog", "2048"]
+
+
+class BareTwisted(Server):
+    """bench/bare_twisted.py: twisted.web's HTTP/1.1 over Twisted's TLS with OpenSSL's own
+    client-certificate verification and nothing else (the floor under certsrv)."""
+
+    kind = "bare"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(HERE / "bare_twisted.py"), str(self.port),
+                str(self.pki.ca), str(self.pki.server_cert), str(self.pki.server_key)]
+
+
+def peer_available(name: str) -> str | None:
+    """Why the peer ``name`` cannot run here (None: it can)."""
+    if name == NGINX:
+        return None if which("nginx") else ("nginx is not installed: the nginx columns are "
+                                            "skipped (bench/run installs nginx-light)")
+    if name == UVICORN:
+        try:
+            import httptools  # noqa: F401
+            import uvicorn  # noqa: F401
+            import uvloop  # noqa: F401
+        except ImportError:
+            return ("uvicorn[standard] is not installed in $PYTHON: the uvicorn columns are "
+                    "skipped (pip install -r bench/requirements.txt)")
+    return None
+
+
+def policy_file(directory: Path, pki: PKI, rules: int) -> Path:
+    """A ``--policy`` file of ``rules`` rules whose last one admits the bench client to
+    /secure by its subject CN; the others cover other paths, so every request is matched
+    against all of them (the first rule that matches decides)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    client = x509.load_pem_x509_certificate(pki.client_cert.read_bytes())
+    cn = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    text = []
+    for n in range(1, rules):
+        text.append(f'[[rule]]\nname = "other-{n}"\npath = "/other/{n}"\n'
+                    f'methods = ["GET", "POST"]\n[rule.allow]\n'
+                    f'subject = {{ CN = "someone-{n}", O = "Elsewhere" }}\n')
+    text.append(f'[[rule]]\nname = "secure"\npath = "/secure"\nmethods = ["GET"]\n'
+                f'[rule.allow]\nsubject = {{ CN = {json.dumps(str(cn))} }}\n')
+    path = directory / f"policy-{rules}.toml"
+    path.write_text("\n".join(text))
+    return path
+
+
 class OCSPResponder(Server):
     """``twistd certsrv-ocsp`` serving the CertsrvPKI's directory, for the whole run."""
 
@@ -1165,7 +1233,7 @@ def summarize(values: list[float]) -> dict[str, float] | None:
 
 def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    certsrv_configs = [c for c in configs if c != NGINX]
+    certsrv_configs = [c for c in configs if c not in PEERS]
     for key, _label, extract in METRICS:
         if extract is None:
             continue
@@ -1180,7 +1248,7 @@ def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str,
         # Ratios are taken round by round (each certsrv run against the nginx run of the
         # same round), then summarised.
         for c in certsrv_configs:
-            for other in ([NGINX] if NGINX in configs else []) + (
+            for other in [p for p in PEERS if p in configs] + (
                     [BASELINE] if c != BASELINE and BASELINE in configs else []):
                 ratios = [a / b for a, b in zip(per_round[c], per_round[other], strict=True)
                           if a is not None and b]
@@ -1213,12 +1281,13 @@ def _cell(s: dict[str, float] | None) -> str:
 
 
 def render_table(summary: dict[str, Any], configs: list[str]) -> str:
-    certsrv_configs = [c for c in configs if c != NGINX]
+    certsrv_configs = [c for c in configs if c not in PEERS]
     columns: list[str] = list(configs)
+    # The baseline against every peer; each variant against the bare floor and the baseline.
     for c in certsrv_configs:
-        if NGINX in configs:
-            columns.append(f"{c}/{NGINX}")
-    for c in certsrv_configs:
+        for peer in PEERS if c == BASELINE else (BARE,):
+            if peer in configs:
+                columns.append(f"{c}/{peer}")
         if c != BASELINE and BASELINE in configs:
             columns.append(f"{c}/{BASELINE}")
     rows: list[list[str]] = [["metric", *columns]]
@@ -1246,6 +1315,44 @@ def render_table(summary: dict[str, Any], configs: list[str]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# (metric key, what, numerator config or None for the baseline, peer, at least)
+TARGETS: list[tuple[str, str, str | None, str, float]] = [
+    ("ab_per_cpu", "handshakes", None, BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", None, BARE, 0.95),
+    ("ab_per_cpu", "handshakes", "policy", BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", "policy", BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", None, UVICORN, 1.0),
+    ("ka64_per_cpu", "keep-alive", None, NGINX, 0.4),
+    ("ab_per_cpu", "handshakes", None, NGINX, 0.75),
+]
+
+
+def target_lines(summary: dict[str, Any], configs: list[str]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured median ratio and whether it is met."""
+    lines = []
+    for key, what, num, peer, least in TARGETS:
+        column = BASELINE if num is None else next(
+            (c for c in configs if c.startswith(num) and c not in PEERS), None)
+        if column is None or peer not in configs:
+            continue
+        ratio = (summary.get(key, {}).get(f"{column}/{peer}") or {}).get("median")
+        if ratio is None:
+            continue
+        verdict = "met" if ratio >= least else "NOT met"
+        test = "ab -c16" if key.startswith("ab") else "64 conns"
+        lines.append({"metric": key, "column": column, "peer": peer, "ratio": ratio,
+                      "target": least, "met": ratio >= least,
+                      "text": f"{what:<10} ({test:<8}) {column}/{peer}: {ratio:.2f} "
+                              f"(target >= {least:.2f}): {verdict}"})
+    idle = (summary.get("idle_per_conn", {}).get(BASELINE) or {}).get("median")
+    if idle is not None:
+        lines.append({"metric": "idle_per_conn", "column": BASELINE, "value": idle,
+                      "target": 48, "met": idle <= 48,
+                      "text": f"idle memory {BASELINE}: {idle:.1f} KiB per connection "
+                              f"(target <= 48): {'met' if idle <= 48 else 'NOT met'}"})
+    return lines
 
 
 def artefact_warnings(rounds: list[dict[str, Any]]) -> list[str]:
@@ -1314,7 +1421,7 @@ def versions() -> dict[str, Any]:
     except OSError:
         pass
     info["cpus"] = os.cpu_count()
-    for mod in ("twisted", "OpenSSL", "cryptography"):
+    for mod in ("twisted", "OpenSSL", "cryptography", "uvicorn", "uvloop", "httptools", "h2"):
         try:
             m = __import__(mod)
             info[mod] = getattr(m, "__version__", None)
@@ -1386,6 +1493,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "repository), e.g. an export of one commit: git archive REV | tar -x "
                         "-C DIR")
     p.add_argument("--no-nginx", action="store_true", help="do not run nginx")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="the peers to run, comma-separated, of nginx, uvicorn, bare (default: "
+                        "all three; --no-nginx leaves nginx out)")
+    p.add_argument("--policy-rules", type=int, default=10,
+                   help="add a certsrv column 'policyN' with a --policy of N rules (the last "
+                        "one admitting the bench client); default 10, 0: no such column")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--max-requests", type=int, default=5_000_000,
                    help="upper bound on requests per test (ab -n, keepalive.c)")
@@ -1413,15 +1526,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args.baseline_name, args.baseline_args = (
         name_args("--baseline", args.baseline) if args.baseline else (BASELINE, []))
-    if args.baseline_name == NGINX:
-        p.error("--baseline name 'nginx' is taken")
+    if args.baseline_name in PEERS:
+        p.error(f"--baseline name {args.baseline_name!r} is taken")
     variants: dict[str, list[str]] = {}
     for v in args.variant:
         name, extra = name_args("--variant", v)
-        if name in (args.baseline_name, NGINX) or name in variants:
+        if name in (args.baseline_name, *PEERS) or name in variants:
             p.error(f"--variant name {name!r} is taken")
         variants[name] = extra
     args.variants = variants
+    args.peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    for peer in args.peers:
+        if peer not in PEERS:
+            p.error(f"--peers: unknown peer {peer!r} (known: {', '.join(PEERS)})")
+    if args.no_nginx and NGINX in args.peers:
+        args.peers.remove(NGINX)
+    if args.policy_rules < 0:
+        p.error("--policy-rules must be 0 or more")
+    if args.policy_rules:
+        name = f"policy{args.policy_rules}"
+        if name in variants or name == args.baseline_name:
+            p.error(f"--policy-rules makes a column {name!r}, which is taken")
+        variants[name] = []  # its --policy FILE is added once the PKI exists
     if args.ocsp_burst is None:
         args.ocsp_burst = 1000 if args.ocsp_responder else 0
     if args.ocsp_burst and not args.ocsp_responder:
@@ -1667,22 +1793,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(f"RLIMIT_NOFILE is {nofile}: lowering idle connections to fit")
         args.idle_conns = max(0, nofile - 200)
 
-    nginx_ok = not args.no_nginx and which("nginx") is not None
     notes: list[str] = []
-    if not args.no_nginx and not nginx_ok:
-        notes.append("nginx is not installed: the nginx columns are skipped "
-                     "(bench/run installs nginx-light)")
+    peers = []
+    for peer in args.peers:
+        why_not = peer_available(peer)
+        if why_not:
+            notes.append(why_not)
+        else:
+            peers.append(peer)
     for tool in ("openssl", "ab", "curl"):
         if not which(tool):
             notes.append(f"{tool} not found: the tests that need it are skipped")
     for n in notes:
         note(n)
 
-    configs = [BASELINE, *args.variants]
-    if nginx_ok:
-        configs.append(NGINX)
+    configs = [BASELINE, *args.variants, *peers]
     base_args = shlex.split(args.certsrv_args)
-    column_args = {c: certsrv_args(args, c) for c in configs if c != NGINX}
+    column_args = {c: certsrv_args(args, c) for c in configs if c not in PEERS}
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or HERE / "results" / f"result-{stamp}.json"
@@ -1724,12 +1851,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             pki = PKI(work, args.key_type)
         document["settings"]["keys"] = pki.description
+        if args.policy_rules:
+            rules = policy_file(work, pki, args.policy_rules)
+            column_args[f"policy{args.policy_rules}"] += ["--policy", str(rules)]
         keepalive = build_keepalive(work)
         bench = Bench(args, pki, keepalive, responder)
 
         def server_for(config: str) -> Server:
             if config == NGINX:
                 return Nginx(NGINX, work, pki, nofile)
+            if config == UVICORN:
+                return Uvicorn(UVICORN, work, pki)
+            if config == BARE:
+                return BareTwisted(BARE, work, pki)
             return Certsrv(config, work, pki, column_args[config], args.certsrv_path)
 
         for rnd in range(1, args.rounds + 1):
@@ -1785,6 +1919,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"PKI: {pki.description.get('made_by')}; responder: twistd certsrv-ocsp")
     print()
     print(render_table(summary, configs))
+    targets = target_lines(summary, configs)
+    document["targets"] = targets
+    out.write_text(json.dumps(document, indent=2))
+    if targets:
+        print("\ntargets (issue 13; median ratios per server CPU-second):")
+        for line in targets:
+            print(f"  {line['text']}")
     for n in notes:
         print(f"note: {n}")
     for w in warnings:
