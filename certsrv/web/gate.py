@@ -340,11 +340,19 @@ def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
                   peer=str(request.getClientAddress()))
 
 
+_ACCESS_TEXT = "{method} {path}: {verdict} by {rule} for {client}"
+
+
 def _record_access(request: server.Request, observer: Observer, decision: Decision,
                    identity: ClientIdentity | None) -> None:
-    """Log an access decision and report it."""
+    """Log an access decision and report it. With ``--access-log off`` a request let through
+    is still an event, but without text (the text log skips it), like an accepted handshake
+    under ``--log-accepted off``: otherwise it would be an access log line per request."""
+    text: str | None = _ACCESS_TEXT
+    if decision.allowed and not getattr(request.site, "access_log", True):
+        text = None
     _access_log.info(
-        "{method} {path}: {verdict} by {rule} for {client}",
+        text,
         method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
         verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
         client=identity.subject if identity else "anonymous (no certificate)",
