@@ -139,7 +139,7 @@ def verify_error_text(errno: int) -> str:
 
 # -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
 
-# The private methods of BufferingTLSTransport that certsrv.tls.context._TLSProtocol overrides.
+# The private methods of TLSMemoryBIOProtocol that certsrv.tls.context._TLSProtocol overrides.
 TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished",)
 
 

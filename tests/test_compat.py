@@ -124,15 +124,15 @@ class OverrideTests(_CompatTestCase):
                          "certsrv/_compat.py does not list: rename them, or list and check them")
 
     def test_tls_transport(self) -> None:
-        from twisted.protocols.tls import BufferingTLSTransport
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
 
         from certsrv.tls.context import _TLSProtocol
 
         factory = TLSMemoryBIOFactory(CertificateOptions(), False, protocol.Factory())
-        instance = BufferingTLSTransport(factory, protocol.Protocol())
-        self.check(_TLSProtocol, BufferingTLSTransport, instance,
+        instance = TLSMemoryBIOProtocol(factory, protocol.Protocol())
+        self.check(_TLSProtocol, TLSMemoryBIOProtocol, instance,
                    _compat.TLS_TRANSPORT_OVERRIDES, "Twisted")
-        shutdown = inspect.signature(BufferingTLSTransport._tlsShutdownFinished)
+        shutdown = inspect.signature(TLSMemoryBIOProtocol._tlsShutdownFinished)
         self.need(list(shutdown.parameters) == ["self", "reason"],
                   "the signature of TLSMemoryBIOProtocol._tlsShutdownFinished", "Twisted",
                   "certsrv.tls.context._TLSProtocol overrides it")

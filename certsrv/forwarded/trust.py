@@ -79,7 +79,6 @@ def forwarding(format: str | None, header: str | None, proxies: Sequence[str],
 def strip_forwarded_headers(request: server.Request, forwarded: Forwarding | None) -> None:
     """Remove every forwarded-certificate header, so the app never sees a spoofed one."""
     names = forwarded.config.strip_headers if forwarded is not None else ALL_FORWARDED_HEADERS
-    headers = request.requestHeaders
+    remove = request.requestHeaders.removeHeader
     for name in names:
-        if headers.hasHeader(name):
-            headers.removeHeader(name)
+        remove(name)  # absent: nothing happens

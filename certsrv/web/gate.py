@@ -69,7 +69,6 @@ class Gate(resource.Resource):
         """Check, then hand the request to the wrapped tree (now or once the status is known):
         the request's view, its client (forwarded or not, re-verified after a reload), the
         access rules, then the certificate's validity and revocation status."""
-        request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
         site = request.site
         if not isinstance(site, CertsrvSite):
             return _misconfigured(request, site)
@@ -312,6 +311,7 @@ def _revocation_verdict(revocation: Revocation, client: ConnectionState, now: fl
 
 
 def _misconfigured(request: server.Request, site: object) -> bytes:
+    request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
     _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
                "see client certificates, so it refuses every request",
                site=type(site).__name__, reason=AccessReason.MISCONFIGURED.value)
