@@ -316,9 +316,11 @@ def wait_for_quiet(server_pid: int | None, what: str, threshold: float = 0.10) -
 class Meter:
     """Server CPU, load-generator CPU and everybody else's CPU over one measured window."""
 
-    def __init__(self, server_pid: int, generator_pid: int | None = None) -> None:
+    def __init__(self, server_pid: int, generator_pid: int | None = None,
+                 generator_tree: bool = False) -> None:
         self.server_pid = server_pid
         self.generator_pid = generator_pid
+        self.generator_tree = generator_tree  # the generator has worker processes
 
     def _sample(self) -> dict[str, Any]:
         server_user, server_system = cpu_times(self.server_pid)
@@ -326,12 +328,14 @@ class Meter:
         exclude = {os.getpid(), *tree}
         if self.generator_pid:
             exclude.add(self.generator_pid)
+            if self.generator_tree:
+                exclude.update(process_tree(self.generator_pid))
         other_user, other_kernel = other_cpu_seconds(exclude)
         return {
             "t": time.monotonic(),
             "server_user": server_user,
             "server": server_user + server_system,
-            "generator": (cpu_seconds(self.generator_pid, tree=False)
+            "generator": (cpu_seconds(self.generator_pid, tree=self.generator_tree)
                           if self.generator_pid else children_cpu()),
             "other_user": other_user,
             "other_kernel": other_kernel,
@@ -525,6 +529,7 @@ def build_keepalive(directory: Path) -> Path | None:
 
 class Server:
     kind = ""
+    speaks_h2 = True  # offers h2 through ALPN (the HTTP/2 test runs against it)
 
     def __init__(self, name: str, work: Path, pki: PKI) -> None:
         self.name = name
@@ -702,7 +707,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_client_certificate {ca};
@@ -724,6 +729,7 @@ class Uvicorn(Server):
     certificate (``--ssl-cert-reqs 2``): what a Python user would otherwise pick."""
 
     kind = "uvicorn"
+    speaks_h2 = False  # not with httptools
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "uvicorn_app:app",
@@ -980,6 +986,47 @@ class Bench:
                  "connections while they were held")
         return result
 
+    # -- HTTP/2: bench/h2load.py
+
+    def h2_load(self, server: Server, duration: int) -> dict[str, Any]:
+        """HTTP/2 requests over 8 connections (2 generator processes x 4), 16 streams in
+        flight on each, every connection with the client certificate."""
+        cmd = pin(LOAD_CORE) + [
+            sys.executable, str(HERE / "h2load.py"), "--port", str(server.port),
+            "--ca", str(self.pki.ca), "--cert", str(self.pki.client_cert),
+            "--key", str(self.pki.client_key), "--procs", "2", "--conns", "4",
+            "--streams", "16", "--duration", str(duration)]
+        err_path = self.pki.ca.parent / "h2load.stderr"
+        with open(err_path, "wb") as err:
+            proc = spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        try:
+            reader = LineReader(proc)
+            ready = reader.readline(150, "the HTTP/2 connections to be ready")
+            meter = Meter(server.pid, proc.pid, generator_tree=True)
+            meter.start()
+            assert proc.stdin is not None
+            proc.stdin.write(b"GO\n")
+            proc.stdin.flush()
+            line = reader.readline(duration + 150, "the HTTP/2 result")
+            cpu = meter.stop()
+            proc.wait(30)
+        except BenchError as e:
+            raise BenchError(f"{server.name}: h2load: {e}\n"
+                             f"{err_path.read_text(errors='replace')[-1000:]}") from None
+        finally:
+            stop_process(proc)
+        result: dict[str, Any] = json.loads(line)
+        result.update(cpu)
+        result["ready_line"] = ready
+        n = result["responses_200"]
+        result["rate"] = result["rps"]
+        result["per_server_cpu_s"] = n / cpu["server_cpu_s"] if cpu["server_cpu_s"] else None
+        result["ok"] = result["non200"] == 0 and result["errors"] == 0
+        if not result["ok"]:
+            note(f"{server.name}: HTTP/2: {result['non200']} non-200 responses, "
+                 f"{result['errors']} connection errors")
+        return result
+
     # -- openssl s_time
 
     def s_time(self, server: Server, duration: int) -> dict[str, Any]:
@@ -1103,6 +1150,12 @@ class Bench:
                 for conns in (1, 64):
                     run(f"keepalive_{conns}", f"keep-alive x{conns}, {a.duration}s",
                         functools.partial(self.keepalive_load, server, conns, a.duration))
+            if a.http2 and server.speaks_h2:
+                try:
+                    run("h2", f"HTTP/2 8 conns x 16 streams, {a.duration}s",
+                        lambda: self.h2_load(server, a.duration))
+                except BenchError as e:  # e.g. a column with --http2 off
+                    note(f"{server.name}: no HTTP/2 figure: {str(e)[:300]}")
             results["peak_rss_kib"] = memory_kib(server.pid, "VmHWM")
             results["final_rss_kib"] = memory_kib(server.pid, "VmRSS")
             results["processes"] = len(process_tree(server.pid))
@@ -1187,11 +1240,13 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_per_cpu", "full handshakes/CPU-s, ab -c16", _get("ab", "per_server_cpu_s")),
     ("ka1_per_cpu", "keep-alive req/CPU-s, 1 conn", _get("keepalive_1", "per_server_cpu_s")),
     ("ka64_per_cpu", "keep-alive req/CPU-s, 64 conns", _get("keepalive_64", "per_server_cpu_s")),
+    ("h2_per_cpu", "HTTP/2 req/CPU-s, 8 conns x16", _get("h2", "per_server_cpu_s")),
     ("", "throughput (per wall-clock second)", None),
     ("s_time_rate", "full handshakes/s, s_time", _get("s_time", "rate")),
     ("ab_rate", "full handshakes/s, ab -c16", _get("ab", "rate")),
     ("ka1_rate", "keep-alive req/s, 1 conn", _get("keepalive_1", "rate")),
     ("ka64_rate", "keep-alive req/s, 64 conns", _get("keepalive_64", "rate")),
+    ("h2_rate", "HTTP/2 req/s, 8 conns x16", _get("h2", "rate")),
     ("", "latency (ms)", None),
     ("ka1_p50", "keep-alive 1 conn p50", _get("keepalive_1", "p50_ms")),
     ("ka1_p99", "keep-alive 1 conn p99", _get("keepalive_1", "p99_ms")),
@@ -1202,6 +1257,7 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_srv", "during ab -c16", _pct(_get("ab", "server_cpu_share"))),
     ("ka1_srv", "during keep-alive 1 conn", _pct(_get("keepalive_1", "server_cpu_share"))),
     ("ka64_srv", "during keep-alive 64 conns", _pct(_get("keepalive_64", "server_cpu_share"))),
+    ("h2_srv", "during HTTP/2", _pct(_get("h2", "server_cpu_share"))),
     ("ab_sys", "  kernel share of it, ab -c16", _pct(_ratio("ab", "server_system_s",
                                                              "server_cpu_s"))),
     ("ka64_sys", "  kernel share of it, 64 conns", _pct(_ratio("keepalive_64", "server_system_s",
@@ -1213,6 +1269,7 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_gen", "ab -c16", _pct(_get("ab", "generator_cpu_share"))),
     ("ka1_gen", "keepalive.c 1 conn", _pct(_get("keepalive_1", "generator_cpu_share"))),
     ("ka64_gen", "keepalive.c 64 conns", _pct(_get("keepalive_64", "generator_cpu_share"))),
+    ("h2_gen", "h2load.py (2 processes)", _pct(_get("h2", "generator_cpu_share"))),
     ("", "memory", None),
     ("baseline_rss", "RSS after warm-up (MiB)", _kib_to_mib(_get("baseline_rss_kib"))),
     ("peak_rss", "peak RSS, VmHWM (MiB)", _kib_to_mib(_get("peak_rss_kib"))),
@@ -1496,6 +1553,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peers", default=",".join(PEERS),
                    help="the peers to run, comma-separated, of nginx, uvicorn, bare (default: "
                         "all three; --no-nginx leaves nginx out)")
+    p.add_argument("--no-http2", dest="http2", action="store_false",
+                   help="skip the HTTP/2 test (bench/h2load.py)")
     p.add_argument("--policy-rules", type=int, default=10,
                    help="add a certsrv column 'policyN' with a --policy of N rules (the last "
                         "one admitting the bench client); default 10, 0: no such column")

@@ -228,7 +228,8 @@ class LimitedHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._header_bytes = self._header_lines = 0
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         self._phase = "body" if self.length != 0 else None
         if self.length is not None and self.length > self.limits.max_body_bytes:
             # Refused before the body (and before any 100 Continue).
@@ -239,7 +240,8 @@ class LimitedHTTPChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._refused:
             return
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         self._phase = None
         super().allContentReceived()
 
