@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv._compat import X509_V_OK, set_store_purpose_client, verify_error_text
-from certsrv.access.policy import Claims, Policy
+from certsrv.access.policy import Claims, Decision, Policy
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 from certsrv.revocation.decision import Plan, Revocation, Status, Verdict
 from certsrv.tls.observer import NULL_OBSERVER, Observer
@@ -156,8 +156,8 @@ class _Parsed:
 class ConnectionState:
     """What verification learnt about one client: of a TLS connection, or forwarded."""
 
-    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
-                 "rejection", "revocation", "revocation_memo", "verifier", "warnings")
+    __slots__ = ("access_memo", "chain", "chain_not_after", "claims", "identity", "leaf",
+                 "pinned", "rejection", "revocation", "revocation_memo", "verifier", "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
@@ -165,6 +165,8 @@ class ConnectionState:
         self.revocation: Plan = ()
         self.revocation_memo: tuple[Verdict, float] | None = None
         self.claims: Claims | None = None
+        # The access decision of the last request: (policy, method, path, decision).
+        self.access_memo: tuple[Policy, bytes, bytes, Decision] | None = None
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
@@ -226,6 +228,7 @@ class ClientVerifier:
         # Per verifier (so per CA set and configuration): certificates by DER, identities.
         self._parsed: dict[bytes, _Parsed] = {}
         self._identities: dict[tuple[x509.Certificate, float | None], ClientIdentity] = {}
+        self._plans: dict[tuple[tuple[int, x509.Certificate], ...], Plan] = {}
 
     def attach(self, settings: TLSSettings) -> None:
         """Remember the TLS settings this verifier serves with (their CAs and depth)."""
@@ -319,7 +322,15 @@ class ClientVerifier:
         # Only cached answers: the handshake cannot wait for a responder. An undecided
         # status is decided by the gate before the first request reaches the application.
         assert self.revocation is not None
-        plan = state.revocation = self.revocation.plan(state.chain)
+        # What to ask depends only on the chain (and this verifier's sources).
+        key = tuple(state.chain.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.revocation.plan(state.chain)
+            if len(self._plans) >= _MEMO_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        state.revocation = plan
         if not plan:
             return None
         verdict, until = self.revocation.lookup_until(plan)

@@ -223,12 +223,20 @@ class Gate(resource.Resource):
                 client: ConnectionState | None, segments: Segments) -> Decision:
         """The ``--policy`` rules' decision for the request, logged and reported."""
         identity = client.identity if client is not None else None
-        claims = None
-        if client is not None and identity is not None:
-            if client.claims is None:
-                client.claims = Claims(identity)
-            claims = client.claims
-        decision = access.decide(request.path, request.method, claims, segments)
+        method, path = request.method, request.path
+        memo = client.access_memo if client is not None else None
+        if memo is not None and memo[0] is access and memo[1] == method and memo[2] == path:
+            # The same request again on this connection (same certificate, same policy).
+            decision = memo[3]
+        else:
+            claims = None
+            if client is not None and identity is not None:
+                if client.claims is None:
+                    client.claims = Claims(identity)
+                claims = client.claims
+            decision = access.decide(path, method, claims, segments)
+            if client is not None:
+                client.access_memo = (access, method, path, decision)
         _record_access(request, observer, decision, identity)
         return decision
 
