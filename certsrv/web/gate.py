@@ -85,9 +85,10 @@ class Gate(resource.Resource):
             return segments
         verifier = site.verifier  # the one in force: a reload replaces it
         client = self._client(request, site, verifier)
-        if isinstance(client, bytes):
-            return client
-        if isinstance(client, defer.Deferred):
+        if client is not None and not isinstance(client, ConnectionState):
+            # (Deferred is an ABC: a plain class is tested first, as it is the usual case.)
+            if isinstance(client, bytes):
+                return client
             return self._render_when(request, client)
         if client is not None and client.identity is not None and client.verifier is not verifier:
             refusal = self._reverify(request, observer, client, verifier)
