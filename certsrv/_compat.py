@@ -10,7 +10,7 @@ listed here (``*_OVERRIDES``) and the tests check them against the installed ver
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView
 from http.cookiejar import CookieJar
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "http2_stream_connection",
     "http2_stream_request",
     "http2_write_control_data",
+    "header_names",
     "http_channel",
     "http_negotiated_protocol",
     "raise_listen_errors",
@@ -170,6 +171,13 @@ HTTP2_CONNECTION_OVERRIDES = (
     "_requestAborted",
     "_requestDone",
 )
+
+
+def header_names(headers: Any) -> KeysView[bytes]:
+    """The names present in a twisted.web ``Headers``, as it keeps them (the names
+    ``getAllRawHeaders`` yields): a view of its private dict, so asking costs no call."""
+    names: KeysView[bytes] = headers._rawHeaders.keys()
+    return names
 
 
 def http_channel(protocol: Any) -> Any:

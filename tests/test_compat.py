@@ -378,6 +378,17 @@ class TwistedHTTPTests(_CompatTestCase):
         self.assertIs(_compat.http_channel(channel), inner)
         self.assertIsNone(_compat.http_negotiated_protocol(channel))
 
+    def test_header_names(self) -> None:
+        from twisted.web.http_headers import Headers
+
+        headers = Headers({b"x-forwarded-client-cert": [b"a"], b"Host": [b"b"]})
+        self.need(isinstance(getattr(headers, "_rawHeaders", None), dict),
+                  "Headers._rawHeaders", "Twisted", "header_names")
+        names = _compat.header_names(headers)
+        self.assertEqual(set(names), {n for n, _ in headers.getAllRawHeaders()})
+        headers.removeHeader(b"host")
+        self.assertEqual(set(names), {b"X-Forwarded-Client-Cert"})
+
     def test_switch_does_what_twisted_does(self) -> None:
         """Twisted's own switch sets the same attributes on the new channel as ours."""
         source = _compat.GenericHTTPChannelProtocol.dataReceived
