@@ -495,6 +495,7 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
     limited_site: LimitedSite
     _drain_grace: float | None = None
     _grace_call: IDelayedCall | None = None
+    _settled_channel: Any = None
 
     @classmethod
     def build(cls, site: LimitedSite) -> LimitedChannel:
@@ -547,10 +548,16 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        settled = self._settled_channel
+        if settled is not None:  # the protocol is settled: straight to its channel
+            settled.dataReceived(data)
+            return
         if (http_negotiated_protocol(self) is None and
                 getattr(http_channel(self).transport, "negotiatedProtocol", None) == b"h2"):
             self._switch_to_h2()
         super().dataReceived(data)
+        if http_negotiated_protocol(self) is not None:
+            self._settled_channel = http_channel(self)
 
     def _switch_to_h2(self) -> None:
         # Twisted's own switch, with our H2 connection class (see _compat.switch_to_http2).
