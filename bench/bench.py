@@ -44,6 +44,9 @@ sys.path.insert(0, str(REPO))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = 0, 1
 NGINX = "nginx"
+UVICORN = "uvicorn"
+BARE = "bare"  # bench/bare_twisted.py: twisted.web doing mTLS with no checks
+PEERS = (NGINX, UVICORN, BARE)
 BASELINE = "certsrv"
 
 
@@ -313,9 +316,11 @@ def wait_for_quiet(server_pid: int | None, what: str, threshold: float = 0.10) -
 class Meter:
     """Server CPU, load-generator CPU and everybody else's CPU over one measured window."""
 
-    def __init__(self, server_pid: int, generator_pid: int | None = None) -> None:
+    def __init__(self, server_pid: int, generator_pid: int | None = None,
+                 generator_tree: bool = False) -> None:
         self.server_pid = server_pid
         self.generator_pid = generator_pid
+        self.generator_tree = generator_tree  # the generator has worker processes
 
     def _sample(self) -> dict[str, Any]:
         server_user, server_system = cpu_times(self.server_pid)
@@ -323,12 +328,14 @@ class Meter:
         exclude = {os.getpid(), *tree}
         if self.generator_pid:
             exclude.add(self.generator_pid)
+            if self.generator_tree:
+                exclude.update(process_tree(self.generator_pid))
         other_user, other_kernel = other_cpu_seconds(exclude)
         return {
             "t": time.monotonic(),
             "server_user": server_user,
             "server": server_user + server_system,
-            "generator": (cpu_seconds(self.generator_pid, tree=False)
+            "generator": (cpu_seconds(self.generator_pid, tree=self.generator_tree)
                           if self.generator_pid else children_cpu()),
             "other_user": other_user,
             "other_kernel": other_kernel,
@@ -522,6 +529,7 @@ def build_keepalive(directory: Path) -> Path | None:
 
 class Server:
     kind = ""
+    speaks_h2 = True  # offers h2 through ALPN (the HTTP/2 test runs against it)
 
     def __init__(self, name: str, work: Path, pki: PKI) -> None:
         self.name = name
@@ -699,7 +707,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_client_certificate {ca};
@@ -714,6 +722,72 @@ http {{
     }}
 }}
 """
+
+
+class Uvicorn(Server):
+    """uvicorn (uvloop + httptools) serving bench/uvicorn_app.py with a required client
+    certificate (``--ssl-cert-reqs 2``): what a Python user would otherwise pick."""
+
+    kind = "uvicorn"
+    speaks_h2 = False  # not with httptools
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "uvicorn_app:app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--ssl-certfile", str(self.pki.server_cert),
+                "--ssl-keyfile", str(self.pki.server_key),
+                "--ssl-ca-certs", str(self.pki.ca), "--ssl-cert-reqs", "2",
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                "--log-level", "warning", "--timeout-keep-alive", "600",
+                "--backlog", "2048"]
+
+
+class BareTwisted(Server):
+    """bench/bare_twisted.py: twisted.web's HTTP/1.1 over Twisted's TLS with OpenSSL's own
+    client-certificate verification and nothing else (the floor under certsrv)."""
+
+    kind = "bare"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(HERE / "bare_twisted.py"), str(self.port),
+                str(self.pki.ca), str(self.pki.server_cert), str(self.pki.server_key)]
+
+
+def peer_available(name: str) -> str | None:
+    """Why the peer ``name`` cannot run here (None: it can)."""
+    if name == NGINX:
+        return None if which("nginx") else ("nginx is not installed: the nginx columns are "
+                                            "skipped (bench/run installs nginx-light)")
+    if name == UVICORN:
+        try:
+            import httptools  # noqa: F401
+            import uvicorn  # noqa: F401
+            import uvloop  # noqa: F401
+        except ImportError:
+            return ("uvicorn[standard] is not installed in $PYTHON: the uvicorn columns are "
+                    "skipped (pip install -r bench/requirements.txt)")
+    return None
+
+
+def policy_file(directory: Path, pki: PKI, rules: int) -> Path:
+    """A ``--policy`` file of ``rules`` rules whose last one admits the bench client to
+    /secure by its subject CN; the others cover other paths, so every request is matched
+    against all of them (the first rule that matches decides)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    client = x509.load_pem_x509_certificate(pki.client_cert.read_bytes())
+    cn = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    text = []
+    for n in range(1, rules):
+        text.append(f'[[rule]]\nname = "other-{n}"\npath = "/other/{n}"\n'
+                    f'methods = ["GET", "POST"]\n[rule.allow]\n'
+                    f'subject = {{ CN = "someone-{n}", O = "Elsewhere" }}\n')
+    text.append(f'[[rule]]\nname = "secure"\npath = "/secure"\nmethods = ["GET"]\n'
+                f'[rule.allow]\nsubject = {{ CN = {json.dumps(str(cn))} }}\n')
+    path = directory / f"policy-{rules}.toml"
+    path.write_text("\n".join(text))
+    return path
 
 
 class OCSPResponder(Server):
@@ -912,6 +986,47 @@ class Bench:
                  "connections while they were held")
         return result
 
+    # -- HTTP/2: bench/h2load.py
+
+    def h2_load(self, server: Server, duration: int) -> dict[str, Any]:
+        """HTTP/2 requests over 8 connections (2 generator processes x 4), 16 streams in
+        flight on each, every connection with the client certificate."""
+        cmd = pin(LOAD_CORE) + [
+            sys.executable, str(HERE / "h2load.py"), "--port", str(server.port),
+            "--ca", str(self.pki.ca), "--cert", str(self.pki.client_cert),
+            "--key", str(self.pki.client_key), "--procs", "2", "--conns", "4",
+            "--streams", "16", "--duration", str(duration)]
+        err_path = self.pki.ca.parent / "h2load.stderr"
+        with open(err_path, "wb") as err:
+            proc = spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        try:
+            reader = LineReader(proc)
+            ready = reader.readline(150, "the HTTP/2 connections to be ready")
+            meter = Meter(server.pid, proc.pid, generator_tree=True)
+            meter.start()
+            assert proc.stdin is not None
+            proc.stdin.write(b"GO\n")
+            proc.stdin.flush()
+            line = reader.readline(duration + 150, "the HTTP/2 result")
+            cpu = meter.stop()
+            proc.wait(30)
+        except BenchError as e:
+            raise BenchError(f"{server.name}: h2load: {e}\n"
+                             f"{err_path.read_text(errors='replace')[-1000:]}") from None
+        finally:
+            stop_process(proc)
+        result: dict[str, Any] = json.loads(line)
+        result.update(cpu)
+        result["ready_line"] = ready
+        n = result["responses_200"]
+        result["rate"] = result["rps"]
+        result["per_server_cpu_s"] = n / cpu["server_cpu_s"] if cpu["server_cpu_s"] else None
+        result["ok"] = result["non200"] == 0 and result["errors"] == 0
+        if not result["ok"]:
+            note(f"{server.name}: HTTP/2: {result['non200']} non-200 responses, "
+                 f"{result['errors']} connection errors")
+        return result
+
     # -- openssl s_time
 
     def s_time(self, server: Server, duration: int) -> dict[str, Any]:
@@ -1035,6 +1150,12 @@ class Bench:
                 for conns in (1, 64):
                     run(f"keepalive_{conns}", f"keep-alive x{conns}, {a.duration}s",
                         functools.partial(self.keepalive_load, server, conns, a.duration))
+            if a.http2 and server.speaks_h2:
+                try:
+                    run("h2", f"HTTP/2 8 conns x 16 streams, {a.duration}s",
+                        lambda: self.h2_load(server, a.duration))
+                except BenchError as e:  # e.g. a column with --http2 off
+                    note(f"{server.name}: no HTTP/2 figure: {str(e)[:300]}")
             results["peak_rss_kib"] = memory_kib(server.pid, "VmHWM")
             results["final_rss_kib"] = memory_kib(server.pid, "VmRSS")
             results["processes"] = len(process_tree(server.pid))
@@ -1119,11 +1240,13 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_per_cpu", "full handshakes/CPU-s, ab -c16", _get("ab", "per_server_cpu_s")),
     ("ka1_per_cpu", "keep-alive req/CPU-s, 1 conn", _get("keepalive_1", "per_server_cpu_s")),
     ("ka64_per_cpu", "keep-alive req/CPU-s, 64 conns", _get("keepalive_64", "per_server_cpu_s")),
+    ("h2_per_cpu", "HTTP/2 req/CPU-s, 8 conns x16", _get("h2", "per_server_cpu_s")),
     ("", "throughput (per wall-clock second)", None),
     ("s_time_rate", "full handshakes/s, s_time", _get("s_time", "rate")),
     ("ab_rate", "full handshakes/s, ab -c16", _get("ab", "rate")),
     ("ka1_rate", "keep-alive req/s, 1 conn", _get("keepalive_1", "rate")),
     ("ka64_rate", "keep-alive req/s, 64 conns", _get("keepalive_64", "rate")),
+    ("h2_rate", "HTTP/2 req/s, 8 conns x16", _get("h2", "rate")),
     ("", "latency (ms)", None),
     ("ka1_p50", "keep-alive 1 conn p50", _get("keepalive_1", "p50_ms")),
     ("ka1_p99", "keep-alive 1 conn p99", _get("keepalive_1", "p99_ms")),
@@ -1134,6 +1257,7 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_srv", "during ab -c16", _pct(_get("ab", "server_cpu_share"))),
     ("ka1_srv", "during keep-alive 1 conn", _pct(_get("keepalive_1", "server_cpu_share"))),
     ("ka64_srv", "during keep-alive 64 conns", _pct(_get("keepalive_64", "server_cpu_share"))),
+    ("h2_srv", "during HTTP/2", _pct(_get("h2", "server_cpu_share"))),
     ("ab_sys", "  kernel share of it, ab -c16", _pct(_ratio("ab", "server_system_s",
                                                              "server_cpu_s"))),
     ("ka64_sys", "  kernel share of it, 64 conns", _pct(_ratio("keepalive_64", "server_system_s",
@@ -1145,6 +1269,7 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float | None] | None]] 
     ("ab_gen", "ab -c16", _pct(_get("ab", "generator_cpu_share"))),
     ("ka1_gen", "keepalive.c 1 conn", _pct(_get("keepalive_1", "generator_cpu_share"))),
     ("ka64_gen", "keepalive.c 64 conns", _pct(_get("keepalive_64", "generator_cpu_share"))),
+    ("h2_gen", "h2load.py (2 processes)", _pct(_get("h2", "generator_cpu_share"))),
     ("", "memory", None),
     ("baseline_rss", "RSS after warm-up (MiB)", _kib_to_mib(_get("baseline_rss_kib"))),
     ("peak_rss", "peak RSS, VmHWM (MiB)", _kib_to_mib(_get("peak_rss_kib"))),
@@ -1165,7 +1290,7 @@ def summarize(values: list[float]) -> dict[str, float] | None:
 
 def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    certsrv_configs = [c for c in configs if c != NGINX]
+    certsrv_configs = [c for c in configs if c not in PEERS]
     for key, _label, extract in METRICS:
         if extract is None:
             continue
@@ -1180,7 +1305,7 @@ def build_summary(rounds: list[dict[str, Any]], configs: list[str]) -> dict[str,
         # Ratios are taken round by round (each certsrv run against the nginx run of the
         # same round), then summarised.
         for c in certsrv_configs:
-            for other in ([NGINX] if NGINX in configs else []) + (
+            for other in [p for p in PEERS if p in configs] + (
                     [BASELINE] if c != BASELINE and BASELINE in configs else []):
                 ratios = [a / b for a, b in zip(per_round[c], per_round[other], strict=True)
                           if a is not None and b]
@@ -1213,12 +1338,13 @@ def _cell(s: dict[str, float] | None) -> str:
 
 
 def render_table(summary: dict[str, Any], configs: list[str]) -> str:
-    certsrv_configs = [c for c in configs if c != NGINX]
+    certsrv_configs = [c for c in configs if c not in PEERS]
     columns: list[str] = list(configs)
+    # The baseline against every peer; each variant against the bare floor and the baseline.
     for c in certsrv_configs:
-        if NGINX in configs:
-            columns.append(f"{c}/{NGINX}")
-    for c in certsrv_configs:
+        for peer in PEERS if c == BASELINE else (BARE,):
+            if peer in configs:
+                columns.append(f"{c}/{peer}")
         if c != BASELINE and BASELINE in configs:
             columns.append(f"{c}/{BASELINE}")
     rows: list[list[str]] = [["metric", *columns]]
@@ -1246,6 +1372,44 @@ def render_table(summary: dict[str, Any], configs: list[str]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# (metric key, what, numerator config or None for the baseline, peer, at least)
+TARGETS: list[tuple[str, str, str | None, str, float]] = [
+    ("ab_per_cpu", "handshakes", None, BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", None, BARE, 0.95),
+    ("ab_per_cpu", "handshakes", "policy", BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", "policy", BARE, 0.95),
+    ("ka64_per_cpu", "keep-alive", None, UVICORN, 1.0),
+    ("ka64_per_cpu", "keep-alive", None, NGINX, 0.4),
+    ("ab_per_cpu", "handshakes", None, NGINX, 0.75),
+]
+
+
+def target_lines(summary: dict[str, Any], configs: list[str]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured median ratio and whether it is met."""
+    lines = []
+    for key, what, num, peer, least in TARGETS:
+        column = BASELINE if num is None else next(
+            (c for c in configs if c.startswith(num) and c not in PEERS), None)
+        if column is None or peer not in configs:
+            continue
+        ratio = (summary.get(key, {}).get(f"{column}/{peer}") or {}).get("median")
+        if ratio is None:
+            continue
+        verdict = "met" if ratio >= least else "NOT met"
+        test = "ab -c16" if key.startswith("ab") else "64 conns"
+        lines.append({"metric": key, "column": column, "peer": peer, "ratio": ratio,
+                      "target": least, "met": ratio >= least,
+                      "text": f"{what:<10} ({test:<8}) {column}/{peer}: {ratio:.2f} "
+                              f"(target >= {least:.2f}): {verdict}"})
+    idle = (summary.get("idle_per_conn", {}).get(BASELINE) or {}).get("median")
+    if idle is not None:
+        lines.append({"metric": "idle_per_conn", "column": BASELINE, "value": idle,
+                      "target": 48, "met": idle <= 48,
+                      "text": f"idle memory {BASELINE}: {idle:.1f} KiB per connection "
+                              f"(target <= 48): {'met' if idle <= 48 else 'NOT met'}"})
+    return lines
 
 
 def artefact_warnings(rounds: list[dict[str, Any]]) -> list[str]:
@@ -1314,7 +1478,7 @@ def versions() -> dict[str, Any]:
     except OSError:
         pass
     info["cpus"] = os.cpu_count()
-    for mod in ("twisted", "OpenSSL", "cryptography"):
+    for mod in ("twisted", "OpenSSL", "cryptography", "uvicorn", "uvloop", "httptools", "h2"):
         try:
             m = __import__(mod)
             info[mod] = getattr(m, "__version__", None)
@@ -1386,6 +1550,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "repository), e.g. an export of one commit: git archive REV | tar -x "
                         "-C DIR")
     p.add_argument("--no-nginx", action="store_true", help="do not run nginx")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="the peers to run, comma-separated, of nginx, uvicorn, bare (default: "
+                        "all three; --no-nginx leaves nginx out)")
+    p.add_argument("--no-http2", dest="http2", action="store_false",
+                   help="skip the HTTP/2 test (bench/h2load.py)")
+    p.add_argument("--policy-rules", type=int, default=10,
+                   help="add a certsrv column 'policyN' with a --policy of N rules (the last "
+                        "one admitting the bench client); default 10, 0: no such column")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--max-requests", type=int, default=5_000_000,
                    help="upper bound on requests per test (ab -n, keepalive.c)")
@@ -1413,15 +1585,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args.baseline_name, args.baseline_args = (
         name_args("--baseline", args.baseline) if args.baseline else (BASELINE, []))
-    if args.baseline_name == NGINX:
-        p.error("--baseline name 'nginx' is taken")
+    if args.baseline_name in PEERS:
+        p.error(f"--baseline name {args.baseline_name!r} is taken")
     variants: dict[str, list[str]] = {}
     for v in args.variant:
         name, extra = name_args("--variant", v)
-        if name in (args.baseline_name, NGINX) or name in variants:
+        if name in (args.baseline_name, *PEERS) or name in variants:
             p.error(f"--variant name {name!r} is taken")
         variants[name] = extra
     args.variants = variants
+    args.peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    for peer in args.peers:
+        if peer not in PEERS:
+            p.error(f"--peers: unknown peer {peer!r} (known: {', '.join(PEERS)})")
+    if args.no_nginx and NGINX in args.peers:
+        args.peers.remove(NGINX)
+    if args.policy_rules < 0:
+        p.error("--policy-rules must be 0 or more")
+    if args.policy_rules:
+        name = f"policy{args.policy_rules}"
+        if name in variants or name == args.baseline_name:
+            p.error(f"--policy-rules makes a column {name!r}, which is taken")
+        variants[name] = []  # its --policy FILE is added once the PKI exists
     if args.ocsp_burst is None:
         args.ocsp_burst = 1000 if args.ocsp_responder else 0
     if args.ocsp_burst and not args.ocsp_responder:
@@ -1667,22 +1852,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(f"RLIMIT_NOFILE is {nofile}: lowering idle connections to fit")
         args.idle_conns = max(0, nofile - 200)
 
-    nginx_ok = not args.no_nginx and which("nginx") is not None
     notes: list[str] = []
-    if not args.no_nginx and not nginx_ok:
-        notes.append("nginx is not installed: the nginx columns are skipped "
-                     "(bench/run installs nginx-light)")
+    peers = []
+    for peer in args.peers:
+        why_not = peer_available(peer)
+        if why_not:
+            notes.append(why_not)
+        else:
+            peers.append(peer)
     for tool in ("openssl", "ab", "curl"):
         if not which(tool):
             notes.append(f"{tool} not found: the tests that need it are skipped")
     for n in notes:
         note(n)
 
-    configs = [BASELINE, *args.variants]
-    if nginx_ok:
-        configs.append(NGINX)
+    configs = [BASELINE, *args.variants, *peers]
     base_args = shlex.split(args.certsrv_args)
-    column_args = {c: certsrv_args(args, c) for c in configs if c != NGINX}
+    column_args = {c: certsrv_args(args, c) for c in configs if c not in PEERS}
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or HERE / "results" / f"result-{stamp}.json"
@@ -1724,12 +1910,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             pki = PKI(work, args.key_type)
         document["settings"]["keys"] = pki.description
+        if args.policy_rules:
+            rules = policy_file(work, pki, args.policy_rules)
+            column_args[f"policy{args.policy_rules}"] += ["--policy", str(rules)]
         keepalive = build_keepalive(work)
         bench = Bench(args, pki, keepalive, responder)
 
         def server_for(config: str) -> Server:
             if config == NGINX:
                 return Nginx(NGINX, work, pki, nofile)
+            if config == UVICORN:
+                return Uvicorn(UVICORN, work, pki)
+            if config == BARE:
+                return BareTwisted(BARE, work, pki)
             return Certsrv(config, work, pki, column_args[config], args.certsrv_path)
 
         for rnd in range(1, args.rounds + 1):
@@ -1785,6 +1978,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"PKI: {pki.description.get('made_by')}; responder: twistd certsrv-ocsp")
     print()
     print(render_table(summary, configs))
+    targets = target_lines(summary, configs)
+    document["targets"] = targets
+    out.write_text(json.dumps(document, indent=2))
+    if targets:
+        print("\ntargets (issue 13; median ratios per server CPU-second):")
+        for line in targets:
+            print(f"  {line['text']}")
     for n in notes:
         print(f"note: {n}")
     for w in warnings:

@@ -10,7 +10,7 @@ listed here (``*_OVERRIDES``) and the tests check them against the installed ver
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView
 from http.cookiejar import CookieJar
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "http2_stream_connection",
     "http2_stream_request",
     "http2_write_control_data",
+    "header_names",
     "http_channel",
     "http_negotiated_protocol",
     "proxy_header_read",
@@ -143,7 +144,7 @@ def verify_error_text(errno: int) -> str:
 
 # -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
 
-# The private methods of BufferingTLSTransport that certsrv.tls.context._TLSProtocol overrides.
+# The private methods of TLSMemoryBIOProtocol that certsrv.tls.context._TLSProtocol overrides.
 TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished",)
 
 
@@ -174,6 +175,13 @@ HTTP2_CONNECTION_OVERRIDES = (
     "_requestAborted",
     "_requestDone",
 )
+
+
+def header_names(headers: Any) -> KeysView[bytes]:
+    """The names present in a twisted.web ``Headers``, as it keeps them (the names
+    ``getAllRawHeaders`` yields): a view of its private dict, so asking costs no call."""
+    names: KeysView[bytes] = headers._rawHeaders.keys()
+    return names
 
 
 def http_channel(protocol: Any) -> Any:

@@ -124,15 +124,15 @@ class OverrideTests(_CompatTestCase):
                          "certsrv/_compat.py does not list: rename them, or list and check them")
 
     def test_tls_transport(self) -> None:
-        from twisted.protocols.tls import BufferingTLSTransport
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
 
         from certsrv.tls.context import _TLSProtocol
 
         factory = TLSMemoryBIOFactory(CertificateOptions(), False, protocol.Factory())
-        instance = BufferingTLSTransport(factory, protocol.Protocol())
-        self.check(_TLSProtocol, BufferingTLSTransport, instance,
+        instance = TLSMemoryBIOProtocol(factory, protocol.Protocol())
+        self.check(_TLSProtocol, TLSMemoryBIOProtocol, instance,
                    _compat.TLS_TRANSPORT_OVERRIDES, "Twisted")
-        shutdown = inspect.signature(BufferingTLSTransport._tlsShutdownFinished)
+        shutdown = inspect.signature(TLSMemoryBIOProtocol._tlsShutdownFinished)
         self.need(list(shutdown.parameters) == ["self", "reason"],
                   "the signature of TLSMemoryBIOProtocol._tlsShutdownFinished", "Twisted",
                   "certsrv.tls.context._TLSProtocol overrides it")
@@ -436,6 +436,17 @@ class TwistedHTTPTests(_CompatTestCase):
                   "http_negotiated_protocol")
         self.assertIs(_compat.http_channel(channel), inner)
         self.assertIsNone(_compat.http_negotiated_protocol(channel))
+
+    def test_header_names(self) -> None:
+        from twisted.web.http_headers import Headers
+
+        headers = Headers({b"x-forwarded-client-cert": [b"a"], b"Host": [b"b"]})
+        self.need(isinstance(getattr(headers, "_rawHeaders", None), dict),
+                  "Headers._rawHeaders", "Twisted", "header_names")
+        names = _compat.header_names(headers)
+        self.assertEqual(set(names), {n for n, _ in headers.getAllRawHeaders()})
+        headers.removeHeader(b"host")
+        self.assertEqual(set(names), {b"X-Forwarded-Client-Cert"})
 
     def test_switch_does_what_twisted_does(self) -> None:
         """Twisted's own switch sets the same attributes on the new channel as ours."""

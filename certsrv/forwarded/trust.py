@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http_headers import Headers
 
+from certsrv._compat import header_names
 from certsrv.exceptions import ConfigurationError
 from certsrv.forwarded.headers import (
     ALL_FORWARDED_HEADERS,
@@ -76,10 +78,23 @@ def forwarding(format: str | None, header: str | None, proxies: Sequence[str],
                       pins)
 
 
+_stored_names: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _as_stored(names: frozenset[bytes]) -> frozenset[bytes]:
+    """``names`` as twisted.web's Headers store them (its canonical case), computed once."""
+    stored = _stored_names.get(names)
+    if stored is None:
+        headers = Headers({name: [b""] for name in names})
+        stored = _stored_names[names] = frozenset(n for n, _ in headers.getAllRawHeaders())
+    return stored
+
+
 def strip_forwarded_headers(request: server.Request, forwarded: Forwarding | None) -> None:
     """Remove every forwarded-certificate header, so the app never sees a spoofed one."""
     names = forwarded.config.strip_headers if forwarded is not None else ALL_FORWARDED_HEADERS
     headers = request.requestHeaders
+    if _as_stored(names).isdisjoint(header_names(headers)):
+        return  # the usual case: none of them (one set operation, no lookups)
     for name in names:
-        if headers.hasHeader(name):
-            headers.removeHeader(name)
+        headers.removeHeader(name)

@@ -135,8 +135,9 @@ class Options(PluginOptions):
         # Internal (the supervisor gives it to its workers), so not listed by --help.
         ["worker-index", None, None, "(internal) this process is worker number N.", int],
         ["access-log", None, "on",
-         "on: one combined-format access log line per request; off: none (decisions are "
-         "still logged as events)."],
+         "on: one combined-format access log line per request, and a certsrv.policy line "
+         "for each request --policy lets through; off: neither (both are still emitted as "
+         "events; refusals are always written)."],
         ["log-accepted", None, "on",
          "on: a log line for every accepted client certificate; off: the accepted event is "
          "still emitted (metrics count it) but not written as text. Rejections are always "

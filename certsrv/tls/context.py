@@ -20,7 +20,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -192,8 +192,16 @@ class ServerTLS:
         return SSL.Connection(context, None)
 
 
-class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
-    """Twisted's TLS transport, carrying what certsrv learnt about the connection's client."""
+class _TLSProtocol(TLSMemoryBIOProtocol):  # type: ignore[misc]
+    """Twisted's TLS transport, carrying what certsrv learnt about the connection's client.
+
+    Small writes are gathered into one TLS write, as Twisted's ``BufferingTLSTransport``
+    does, but those made while received bytes are processed (the responses to the requests
+    in them) go out once that is done: one flush per batch, and no timer per response. Only
+    writes made at other times (a response that waited) are flushed at the next reactor turn.
+    """
+
+    _BATCH_BYTES = 64_000
 
     def __init__(self, factory: TLSMemoryBIOFactory, wrapped: IProtocol, *args: Any,
                  **kwargs: Any) -> None:
@@ -204,6 +212,44 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         self._host: IAddress | None = None
         self._linger: IDelayedCall | None = None
         self._closing = False
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._receiving = False
+        self._out_call: IDelayedCall | None = None
+
+    def write(self, data: bytes) -> None:
+        """Gather ``data``; sent after the received bytes are processed, or next turn."""
+        if self._closing:
+            return
+        self._out.append(bytes(data))
+        self._out_bytes += len(data)
+        if self._out_bytes > self._BATCH_BYTES:
+            self._send_out()
+        elif not self._receiving and self._out_call is None:
+            clock = cast("TLSFactory", self.factory).tls.clock
+            self._out_call = clock.callLater(0, self._send_later)
+
+    def writeSequence(self, data: Any) -> None:
+        """Gather the concatenated ``data``."""
+        self.write(b"".join(data))
+
+    def _send_later(self) -> None:
+        self._out_call = None
+        self._send_out()
+
+    def _send_out(self) -> None:
+        """Hand what was gathered to TLS as one write."""
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._out_bytes = 0
+            super().write(data)
+
+    def loseConnection(self) -> None:
+        """Send what was gathered, then close."""
+        self._send_out()
+        super().loseConnection()
 
     # An override of a private method: listed in _compat.TLS_TRANSPORT_OVERRIDES.
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
@@ -222,15 +268,29 @@ class _TLSProtocol(BufferingTLSTransport):  # type: ignore[misc]
         transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        """Feed TLS, unless the handshake was refused: then the bytes are dropped."""
-        if self._linger is None:
+        """Feed TLS, unless the handshake was refused: then the bytes are dropped. What the
+        application writes meanwhile is sent once, at the end."""
+        if self._linger is not None:
+            return
+        if self._receiving:  # re-entered (a test's loopback): the outer call sends
             super().dataReceived(data)
+            return
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
+        self._send_out()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """The connection is gone; stop waiting for it to close."""
+        """The connection is gone; stop waiting for it to close, drop what was unsent."""
+        self._send_out()
         self._closing = True
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
+        if self._out_call is not None and self._out_call.active():
+            self._out_call.cancel()
+        self._out_call = None
         super().connectionLost(reason)
 
     def getHost(self) -> IAddress:

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from certsrv._compat import X509_V_OK, set_store_purpose_client, verify_error_text
-from certsrv.access.policy import Claims, Policy
+from certsrv.access.policy import Claims, Decision, Policy
 from certsrv.exceptions import ConfigurationError, Reason, RejectedCertificate
 from certsrv.revocation.decision import Plan, Revocation, Status, Verdict
 from certsrv.tls.observer import NULL_OBSERVER, Observer
@@ -141,11 +141,32 @@ def parse_pin(text: str, source: str = "--pin") -> str:
     return pin
 
 
+# Certificates (and identities) a verifier remembers before it starts afresh: bounds the
+# memory a stream of distinct client certificates can take.
+_MEMO_SIZE = 4096
+
+
+class _Parsed:
+    """A certificate the handshake met, parsed once per verifier (its DER is the key): what
+    depends only on the certificate, not on the clock or the connection."""
+
+    __slots__ = ("cert", "leaf_problem", "not_after", "not_before")
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.cert = cert
+        self.not_before = cert.not_valid_before_utc.timestamp()
+        self.not_after = cert.not_valid_after_utc.timestamp()
+        # The end-entity checks' outcome once asked (False: not yet): None (they pass) or
+        # the refusal's reason and detail (a RejectedCertificate is per connection).
+        self.leaf_problem: tuple[Reason, str] | None | bool = False
+
+
 class ConnectionState:
     """What verification learnt about one client: of a TLS connection, or forwarded."""
 
-    __slots__ = ("chain", "chain_not_after", "claims", "identity", "leaf", "pinned",
-                 "policies", "rejection", "revocation", "revocation_memo", "verifier", "warnings")
+    __slots__ = ("access_memo", "chain", "chain_not_after", "claims", "identity", "leaf",
+                 "pinned", "policies", "rejection", "revocation", "revocation_memo", "verifier",
+                 "warnings")
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
@@ -153,6 +174,8 @@ class ConnectionState:
         self.revocation: Plan = ()
         self.revocation_memo: tuple[Verdict, float] | None = None
         self.claims: Claims | None = None
+        # The access decision of the last request: (policy, method, path, decision).
+        self.access_memo: tuple[Policy, bytes, bytes, Decision] | None = None
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False
@@ -214,6 +237,11 @@ class ClientVerifier:
         self.revocation = revocation
         self._store: crypto.X509Store | None = None
         self.settings = settings
+        # Per verifier (so per CA set and configuration): certificates by DER, identities.
+        self._parsed: dict[bytes, _Parsed] = {}
+        self._identities: dict[tuple[x509.Certificate, float | None, frozenset[str]],
+                               ClientIdentity] = {}
+        self._plans: dict[tuple[tuple[int, x509.Certificate], ...], Plan] = {}
 
     def attach(self, settings: TLSSettings) -> None:
         """Remember the TLS settings this verifier serves with (their CAs and depth)."""
@@ -238,13 +266,15 @@ class ClientVerifier:
         """One step of chain verification, as OpenSSL reports it: X509_V_OK to go on, or the
         X509_V_ERR_* code (and so the TLS alert) of the refusal recorded in ``state``."""
         state.verifier = self
+        parsed: _Parsed | None = None
         if isinstance(cert, crypto.X509):
             try:
-                cert = cert.to_cryptography()
+                parsed = self._parse(cert)
             except Exception as e:  # OpenSSL accepted what cryptography cannot load
                 return self._refuse(state, RejectedCertificate(
                     Reason.MALFORMED, f"certificate cannot be parsed ({e.__class__.__name__})",
                     None, depth))
+            cert = parsed.cert
         if not ok:
             if errno == DEPTH_ZERO_SELF_SIGNED and depth == 0:
                 return self._self_signed(state, cert)
@@ -255,11 +285,15 @@ class ClientVerifier:
         if settings is not None and depth > settings.verify_depth + 1:
             return self._refuse(state, RejectedCertificate(
                 Reason.CHAIN_TOO_LONG, "longer than --verify-depth", cert, depth))
-        rejection = self.check_leaf(cert) if depth == 0 else self.check_time(cert)
+        if parsed is None:
+            parsed = _Parsed(cert)
+        rejection = self._leaf_rejection(parsed) if depth == 0 else None
+        if rejection is None:
+            rejection = self._time_rejection(cert, parsed.not_before, parsed.not_after)
         if rejection is not None:
             rejection.depth = depth
             return self._refuse(state, rejection)
-        not_after = cert.not_valid_after_utc.timestamp()
+        not_after = parsed.not_after
         if state.chain_not_after is None or not_after < state.chain_not_after:
             state.chain_not_after = not_after
         state.chain[depth] = cert
@@ -274,6 +308,27 @@ class ClientVerifier:
                 return self._refuse(state, rejection)
         state.leaf = cert
         return X509_V_OK
+
+    def _parse(self, cert: crypto.X509) -> _Parsed:
+        """``cert`` as cryptography's certificate, parsed once while this verifier is in force."""
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        parsed = self._parsed.get(der)
+        if parsed is None:
+            parsed = _Parsed(x509.load_der_x509_certificate(der))
+            if len(self._parsed) >= _MEMO_SIZE:
+                self._parsed.clear()
+            self._parsed[der] = parsed
+        return parsed
+
+    def _leaf_rejection(self, parsed: _Parsed) -> RejectedCertificate | None:
+        problem = parsed.leaf_problem
+        if problem is False:
+            rejection = self._leaf_checks(parsed.cert)
+            problem = parsed.leaf_problem = (
+                None if rejection is None else (rejection.reason, rejection.detail))
+        if not isinstance(problem, tuple):
+            return None
+        return RejectedCertificate(problem[0], problem[1], parsed.cert)
 
     def _refuse(self, state: ConnectionState, rejection: RejectedCertificate) -> int:
         state.reject(rejection)
@@ -298,7 +353,15 @@ class ClientVerifier:
         # Only cached answers: the handshake cannot wait for a responder. An undecided
         # status is decided by the gate before the first request reaches the application.
         assert self.revocation is not None
-        plan = state.revocation = self.revocation.plan(state.chain)
+        # What to ask depends only on the chain (and this verifier's sources).
+        key = tuple(state.chain.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.revocation.plan(state.chain)
+            if len(self._plans) >= _MEMO_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        state.revocation = plan
         if not plan:
             return None
         verdict, until = self.revocation.lookup_until(plan)
@@ -387,6 +450,10 @@ class ClientVerifier:
 
     def check_leaf(self, cert: x509.Certificate) -> RejectedCertificate | None:
         """The end-entity checks OpenSSL leaves to us: usage, CA flag, time by our clock."""
+        return self._leaf_checks(cert) or self.check_time(cert)
+
+    def _leaf_checks(self, cert: x509.Certificate) -> RejectedCertificate | None:
+        """The end-entity checks that depend only on the certificate: usage, CA flag."""
         problem = unreadable(cert)
         if problem is not None:
             return RejectedCertificate(Reason.MALFORMED, problem, cert)
@@ -414,21 +481,35 @@ class ClientVerifier:
             if x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
                 return RejectedCertificate(Reason.BAD_KEY_USAGE,
                                            "extendedKeyUsage lacks clientAuth", cert)
-        return self.check_time(cert)
+        return None
 
     def check_time(self, cert: x509.Certificate) -> RejectedCertificate | None:
         """Whether ``cert`` is inside its validity period by the injected clock."""
+        return self._time_rejection(cert, cert.not_valid_before_utc.timestamp(),
+                                    cert.not_valid_after_utc.timestamp())
+
+    def _time_rejection(self, cert: x509.Certificate, not_before: float, not_after: float
+                        ) -> RejectedCertificate | None:
         now = self.clock.seconds()
-        if now < cert.not_valid_before_utc.timestamp():
+        if now < not_before:
             return RejectedCertificate(Reason.NOT_YET_VALID, "by the server clock", cert)
-        if now > cert.not_valid_after_utc.timestamp():
+        if now > not_after:
             return RejectedCertificate(Reason.EXPIRED, "by the server clock", cert)
         return None
 
     def _complete(self, state: ConnectionState) -> None:
-        assert state.leaf is not None
-        state.identity = ClientIdentity.from_certificate(state.leaf, state.chain_not_after,
-                                                         state.policies)
+        leaf = state.leaf
+        assert leaf is not None
+        # The valid policies belong to the chain, not the leaf: part of the key.
+        key = (leaf, state.chain_not_after, state.policies)
+        identity = self._identities.get(key)
+        if identity is None:
+            identity = ClientIdentity.from_certificate(leaf, state.chain_not_after,
+                                                       state.policies)
+            if len(self._identities) >= _MEMO_SIZE:
+                self._identities.clear()
+            self._identities[key] = identity
+        state.identity = identity
 
     def handshake_completed(self, state: ConnectionState, peer: IAddress | None,
                             observer: Observer = NULL_OBSERVER) -> None:

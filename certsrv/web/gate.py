@@ -69,7 +69,6 @@ class Gate(resource.Resource):
         """Check, then hand the request to the wrapped tree (now or once the status is known):
         the request's view, its client (forwarded or not, re-verified after a reload), the
         access rules, then the certificate's validity and revocation status."""
-        request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
         site = request.site
         if not isinstance(site, CertsrvSite):
             return _misconfigured(request, site)
@@ -86,9 +85,10 @@ class Gate(resource.Resource):
             return segments
         verifier = site.verifier  # the one in force: a reload replaces it
         client = self._client(request, site, verifier)
-        if isinstance(client, bytes):
-            return client
-        if isinstance(client, defer.Deferred):
+        if client is not None and not isinstance(client, ConnectionState):
+            # (Deferred is an ABC: a plain class is tested first, as it is the usual case.)
+            if isinstance(client, bytes):
+                return client
             return self._render_when(request, client)
         if client is not None and client.identity is not None and client.verifier is not verifier:
             refusal = self._reverify(request, observer, client, verifier)
@@ -224,12 +224,20 @@ class Gate(resource.Resource):
                 client: ConnectionState | None, segments: Segments) -> Decision:
         """The ``--policy`` rules' decision for the request, logged and reported."""
         identity = client.identity if client is not None else None
-        claims = None
-        if client is not None and identity is not None:
-            if client.claims is None:
-                client.claims = Claims(identity)
-            claims = client.claims
-        decision = access.decide(request.path, request.method, claims, segments)
+        method, path = request.method, request.path
+        memo = client.access_memo if client is not None else None
+        if memo is not None and memo[0] is access and memo[1] == method and memo[2] == path:
+            # The same request again on this connection (same certificate, same policy).
+            decision = memo[3]
+        else:
+            claims = None
+            if client is not None and identity is not None:
+                if client.claims is None:
+                    client.claims = Claims(identity)
+                claims = client.claims
+            decision = access.decide(path, method, claims, segments)
+            if client is not None:
+                client.access_memo = (access, method, path, decision)
         _record_access(request, observer, decision, identity)
         return decision
 
@@ -312,6 +320,7 @@ def _revocation_verdict(revocation: Revocation, client: ConnectionState, now: fl
 
 
 def _misconfigured(request: server.Request, site: object) -> bytes:
+    request.setHeader(b"server", b"certsrv")  # not Twisted's name and version
     _log.error("a certsrv gate is served by {site}, not by a certsrv site: it cannot "
                "see client certificates, so it refuses every request",
                site=type(site).__name__, reason=AccessReason.MISCONFIGURED.value)
@@ -340,11 +349,19 @@ def _warn_admitted(request: server.Request, client: ConnectionState) -> None:
                   peer=str(request.getClientAddress()))
 
 
+_ACCESS_TEXT = "{method} {path}: {verdict} by {rule} for {client}"
+
+
 def _record_access(request: server.Request, observer: Observer, decision: Decision,
                    identity: ClientIdentity | None) -> None:
-    """Log an access decision and report it."""
+    """Log an access decision and report it. With ``--access-log off`` a request let through
+    is still an event, but without text (the text log skips it), like an accepted handshake
+    under ``--log-accepted off``: otherwise it would be an access log line per request."""
+    text: str | None = _ACCESS_TEXT
+    if decision.allowed and not getattr(request.site, "access_log", True):
+        text = None
     _access_log.info(
-        "{method} {path}: {verdict} by {rule} for {client}",
+        text,
         method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
         verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
         client=identity.subject if identity else "anonymous (no certificate)",

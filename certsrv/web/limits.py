@@ -115,11 +115,6 @@ class LimitedRequest(server.Request):
             return
         super().handleContentChunk(data)
 
-    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
-        if value == server.version and name in (b"Server", "Server"):
-            value = SERVER_NAME  # not Twisted's name and version
-        super().setHeader(name, value)
-
     def process(self) -> None:
         if not self._too_large:
             super().process()
@@ -152,6 +147,9 @@ class LimitedHTTPChannel(HTTPChannel):
         self.MAX_LENGTH = limits.max_header_bytes
         self._header_bytes = 0
         self._header_lines = 0
+        # Read on every line: plain attributes, not lookups through ``limits``.
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_lines = limits.max_headers + 1  # the request line, then the fields
         self._phase: str | None = None  # "headers" or "body" while a request arrives
         self._deadline: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
@@ -201,7 +199,7 @@ class LimitedHTTPChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
-        if line.endswith(b"\r"):
+        if line[-1:] == b"\r":
             line = line[:-1]
         if b"\r" in line:
             # RFC 9112 2.2: a bare CR is invalid; another server could read it as a break.
@@ -209,16 +207,16 @@ class LimitedHTTPChannel(HTTPChannel):
                          "bare CR in the request line or a header field")
             return
         self._header_bytes += len(line)
-        if line and line[:1] not in b" \t":
+        if line[:1] not in b" \t":  # not for b"" (the end of the head): b"" is in anything
             self._header_lines += 1  # the request line, then one per header field
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger "
                          f"than {self.limits.max_header_bytes} bytes")
-        elif self._header_lines > self.limits.max_headers + 1:
+        elif self._header_lines > self._max_header_lines:
             self._refuse(431, LimitReason.TOO_MANY_HEADERS,
                          f"more than {self.limits.max_headers} header fields")
         else:
-            super().lineReceived(line)
+            HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger than "
@@ -230,7 +228,8 @@ class LimitedHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._header_bytes = self._header_lines = 0
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         self._phase = "body" if self.length != 0 else None
         if self.length is not None and self.length > self.limits.max_body_bytes:
             # Refused before the body (and before any 100 Continue).
@@ -241,7 +240,8 @@ class LimitedHTTPChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._refused:
             return
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         self._phase = None
         super().allContentReceived()
 
@@ -495,6 +495,7 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
     limited_site: LimitedSite
     _drain_grace: float | None = None
     _grace_call: IDelayedCall | None = None
+    _settled_channel: Any = None
 
     @classmethod
     def build(cls, site: LimitedSite) -> LimitedChannel:
@@ -547,10 +548,16 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        settled = self._settled_channel
+        if settled is not None:  # the protocol is settled: straight to its channel
+            settled.dataReceived(data)
+            return
         if (http_negotiated_protocol(self) is None and
                 getattr(http_channel(self).transport, "negotiatedProtocol", None) == b"h2"):
             self._switch_to_h2()
         super().dataReceived(data)
+        if http_negotiated_protocol(self) is not None:
+            self._settled_channel = http_channel(self)
 
     def _switch_to_h2(self) -> None:
         # Twisted's own switch, with our H2 connection class (see _compat.switch_to_http2).
@@ -633,6 +640,12 @@ class LimitedSite(server.Site):
                           reason=LimitReason.MAX_CONNECTIONS.value)
             return None
         return super().buildProtocol(addr)
+
+    def getResourceFor(self, request: server.Request) -> resource.IResource:
+        """The resource for ``request``, which answers as certsrv (Twisted's ``process`` has
+        just named its own name and version in the Server header: replaced once, here)."""
+        request.responseHeaders.setRawHeaders(b"server", [SERVER_NAME])
+        return super().getResourceFor(request)
 
     def getContentFile(self, length: int | None) -> IO[bytes]:
         """Request bodies stay in memory (within ``max_body_bytes``), never in a file."""

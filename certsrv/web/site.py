@@ -38,7 +38,7 @@ def connection_state(request: IRequest) -> ConnectionState | None:
     if transport is None:
         # HTTP/2 streams have no transport; their connection does (twisted/twisted#9270).
         transport = getattr(http2_stream_connection(channel), "transport", None)
-    return _state_of_transport(transport)
+    return getattr(transport, "certsrv_state", None)
 
 
 _FORWARDED = "_certsrv_forwarded_identity"

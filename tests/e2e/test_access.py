@@ -119,6 +119,37 @@ class PolicyTests(SynchronousTestCase):
         self.check("operator", "/other", 403, "no_rule", None)
         self.check(None, "/", 403, "no_rule", None)
 
+    def test_keepalive_decides_every_request(self) -> None:
+        """On one connection every request is decided and logged, per path, and a reloaded
+        policy decides the next request."""
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol
+
+        def request(path: str) -> bytes:
+            return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+
+        http = HTTPClientProtocol(request("/admin"))
+        with captured_events("certsrv.policy") as events:
+            client, _, pump = open_in_memory(
+                self.factory, client_tls_options(self.pki, _certs()["alice"]), http)
+            for path in ("/admin", "/health", "/admin"):
+                client.write(request(path))
+                pump.flush()
+        self.assertEqual([(e["path"], e["policy_allowed"]) for e in events],
+                         [("/admin", False), ("/admin", False), ("/health", True),
+                          ("/admin", False)])
+        self.assertEqual(http.received.count(b"HTTP/1.1 403"), 3)
+        write_pem(self.files.dir, "policy.toml", policy_text("alice").encode())
+        self.assertTrue(self.reloader.reload("SIGHUP"))
+        http.received = b""
+        with captured_events("certsrv.policy") as events:
+            client.write(request("/admin"))
+            pump.flush()
+        self.assertEqual([e["policy_allowed"] for e in events], [True])
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200"), http.received)
+        client.loseConnection()
+        pump.flush()
+
     def test_ambiguous_path(self) -> None:
         self.check("operator", "/health/../admin", 400, "bad_path", None)
 

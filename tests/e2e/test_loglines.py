@@ -123,3 +123,19 @@ class AccessLineTests(SynchronousTestCase):
             "GET /health: allowed by health for CN=alice",
         ])
         self.assertIsNone(events[0]["subject"])
+
+    def test_access_log_off(self) -> None:
+        """With --access-log off a request let through is an event without text (no line per
+        request); a denied one is still written."""
+        files = _Files(self.mktemp())
+        policy = write_pem(files.dir, "policy.toml", policy_text("operator").encode())
+        parsed = options(files.argv("--client-cert", "optional", "--policy", policy,
+                                    "--access-log", "off", "--app", "tests._support.policy_app"))
+        factory, _ = pieces(_tap.makeService(parsed))
+        pki = shared_pki()
+        with captured_events("certsrv.policy") as events:
+            exchange(factory, client_tls_options(pki, pki.client), request_bytes("/health"))
+            exchange(factory, client_tls_options(pki, pki.client), request_bytes("/admin"))
+        self.assertEqual([e["policy_allowed"] for e in events], [True, False])
+        self.assertIsNone(events[0]["log_format"])
+        self.assertEqual(formatEvent(events[1]), "GET /admin: denied by admin for CN=alice")

@@ -32,3 +32,8 @@ class ForwardingTests(SynchronousTestCase):
         strip_forwarded_headers(request, None)  # off: every known header goes
         self.assertEqual([name for name, _ in request.requestHeaders.getAllRawHeaders()],
                          [b"Accept"])
+        for spelling in (b"x-ssl-client-cert", b"CLIENT-CERT"):  # any case, one alone
+            request.requestHeaders.setRawHeaders(spelling, [b"x"])
+            strip_forwarded_headers(request, None)
+            self.assertEqual([n for n, _ in request.requestHeaders.getAllRawHeaders()],
+                             [b"Accept"])

@@ -30,3 +30,37 @@ class CurrentTests(SynchronousTestCase):
         self.assertIs(tls.settings, settings)
         self.assertIs(newer.settings, settings)
 
+
+
+class BatchTests(SynchronousTestCase):
+    """The responses to what one read brought leave at the end of that read, together, with
+    no timer; a write at any other time waits for the next reactor turn, gathered."""
+
+    def test_pipelined_responses_without_a_reactor_turn(self) -> None:
+        from certsrv.testing import open_in_memory
+        from certsrv.web.site import Limits
+        from tests._support import HTTPClientProtocol, client_tls_options, make_server_factory
+
+        pki = shared_pki()
+        clock = clock_at_now()
+        factory = make_server_factory(pki.settings(), clock=clock,
+                                      limits=Limits(idle_timeout=10**9))
+        keepalive = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        http = HTTPClientProtocol(keepalive)
+        client, server, pump = open_in_memory(factory, client_tls_options(pki, pki.client), http)
+        self.assertEqual(http.received.count(b"HTTP/1.1 200"), 1)
+        http.received = b""
+        timers = len(clock.getDelayedCalls())
+        client.write(keepalive * 2)
+        clock.advance(0)  # the client's TLS transport gathers its writes for a turn
+        pump.flush(advanceClock=False)
+        self.assertEqual(http.received.count(b"HTTP/1.1 200"), 2, http.received)
+        self.assertEqual(len(clock.getDelayedCalls()), timers)
+        server.write(b"a")
+        server.write(b"b")
+        pump.flush(advanceClock=False)
+        self.assertFalse(http.received.endswith(b"ab"))
+        pump.flush()
+        self.assertTrue(http.received.endswith(b"ab"), http.received)
+        client.loseConnection()
+        pump.flush()

@@ -260,12 +260,55 @@ class ClockTests(_Base):
         pump.flush()
 
 
+class MemoTests(_Base):
+    """What a verifier remembers of a certificate across handshakes is only what does not
+    depend on the clock or the connection."""
+
+    def test_time_judged_again_on_the_next_handshake(self) -> None:
+        clock = clock_at_now()
+        verifier = ClientVerifier(clock)
+        factory = make_server_factory(self.pki.settings(), verifier=verifier)
+        first = exchange(factory, client_tls_options(self.pki, self.pki.client))
+        self.assertEqual(first.status, 200)
+        clock.advance(400 * 86400)  # past the client certificate's validity
+        with captured_events() as events:
+            second = exchange(factory, client_tls_options(self.pki, self.pki.client))
+        self.assertRejected(second, events, Reason.EXPIRED, "alert")
+
+    def test_leaf_refusal_each_time_with_its_own_depth(self) -> None:
+        verifier = ClientVerifier(clock_at_now())
+        factory = make_server_factory(self.pki.settings(), verifier=verifier)
+        cert = self.pki.client_cert("server_auth_only")
+        for _ in range(2):
+            with captured_events() as events:
+                result = exchange(factory, client_tls_options(self.pki, cert))
+            self.assertRejected(result, events, Reason.BAD_KEY_USAGE, "alert")
+            [event] = [e for e in events if e.get("decision") == "rejected"]
+            self.assertEqual(event["depth"], 0)
+
+    def test_identity_shared_by_connections(self) -> None:
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol
+
+        verifier = ClientVerifier(clock_at_now())
+        factory = make_server_factory(self.pki.settings(), verifier=verifier)
+        states = []
+        for _ in range(2):
+            http = HTTPClientProtocol(request_bytes("/secure"))
+            _, server, pump = open_in_memory(
+                factory, client_tls_options(self.pki, self.pki.client), http)
+            self.assertTrue(http.received.startswith(b"HTTP/1.1 200"), http.received)
+            states.append(server.certsrv_state)
+        self.assertIsNot(states[0], states[1])
+        self.assertIs(states[0].identity, states[1].identity)
+
+
 class RobustnessTests(_Base):
     """A bug in the verifier fails the handshake cleanly instead of escaping into the reactor."""
 
     def test_exception_in_verifier(self) -> None:
         class Broken(ClientVerifier):
-            def check_leaf(self, cert: x509.Certificate) -> None:  # type: ignore[override]
+            def _leaf_checks(self, cert: x509.Certificate) -> None:  # type: ignore[override]
                 raise RuntimeError("boom")
 
         result, events = self.run_exchange(self.pki.client, verifier=Broken(clock_at_now()))

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
 from certsrv.testing import open_in_memory
-from certsrv.web.limits import Limits
+from certsrv.web.limits import LimitedSite, Limits
 from tests._h2client import H2Client, connect_h2, h2_options
 from tests._servers import Peer
 from tests._support import (
@@ -203,6 +203,27 @@ class RequestLimitTests(SynchronousTestCase):
                        + framing + b"\r\n" + payload)
             result = self.run_request(request, Limits(), app=_BodyType())
             self.assertEqual((result.status, result.body), (200, b"BytesIO 500000"))
+
+
+class ServerNameTests(SynchronousTestCase):
+    """Every limited site answers as certsrv, not as Twisted's name and version."""
+
+    def test_plain_resource(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        root = resource.Resource()
+        root.putChild(b"x", _BodyType())
+        site = LimitedSite(root, reactor=task.Clock())
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+                             b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n")
+        received = transport.value()
+        self.assertEqual(received.count(b"\r\nServer: certsrv\r\n"), 2)
+        self.assertNotIn(b"Twisted", received)
+        channel.connectionLost(None)  # type: ignore[arg-type]
 
 
 class RequestTimeoutTests(SynchronousTestCase):
