@@ -213,9 +213,10 @@ class _ProxyHeaderClient(Peer):
         self.header, self.options, self.request = header, options, request
 
     def connectionMade(self) -> None:
-        self.transport.write(self.header)
-        self.transport.startTLS(self.options)
-        self.transport.write(self.request)
+        transport: Any = self.transport
+        transport.write(self.header)
+        transport.startTLS(self.options)
+        transport.write(self.request)
 
 
 class WorkersTests(TestCase):

@@ -109,7 +109,8 @@ class ProxyHeaderTests(SynchronousTestCase):
             build = inner.buildProtocol
             inner.buildProtocol = lambda addr: build(addr) if limit else None  # type: ignore
         observer = _Observer()
-        factory = ProxyHeaderFactory(inner, "haproxy:tcp:8443", lambda: observer,  # type: ignore[arg-type]
+        factory = ProxyHeaderFactory(inner, "haproxy:tcp:8443",  # type: ignore[arg-type]
+                                     lambda: observer,  # type: ignore[arg-type,return-value]
                                      proxy_senders(senders or []))
         peer = IPv4Address("TCP", peer_host, 40000)
         wrapper = factory.buildProtocol(peer)
