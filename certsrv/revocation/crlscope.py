@@ -282,12 +282,13 @@ def _reasons(idp: x509.IssuingDistributionPoint | None,
 def delta_fits(base: IndexedCRL, delta: IndexedCRL) -> bool:
     """Whether ``delta`` updates the complete CRL ``base`` (5.2.4, 6.3.3 (c)): the same issuer
     and scope, a base at least as new as the delta's BaseCRLNumber, and a newer delta."""
-    if delta.delta_base is None or base.is_delta or base.number is None:
+    # A delta without a CRL number (5.2.3 demands one) cannot be shown newer than the base:
+    # an old one would lift the holds of every later base (removeFromCRL).
+    if delta.delta_base is None or delta.number is None or base.is_delta or base.number is None:
         return False
     if delta.issuer != base.issuer or delta.idp != base.idp:
         return False
-    return base.number >= delta.delta_base and (delta.number is None
-                                                or delta.number > base.number)
+    return base.number >= delta.delta_base and delta.number > base.number
 
 
 def listing(crl: IndexedCRL, delta: IndexedCRL | None, cert: CertFacts) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from certsrv._compat import ProxyProtocolWrapper, ProxyWrappingFactory, proxy_header_read
-from certsrv.exceptions import LimitReason
+from certsrv.exceptions import ConfigurationError, LimitReason
+from certsrv.forwarded.headers import TrustedProxies
 from certsrv.tls.observer import Observer
 from certsrv.tls.verify import peer_text
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_free",
     "loopback_by_default",
     "parse_tcp",
+    "proxy_senders",
     "split_description",
     "split_proxy",
 ]
@@ -162,20 +164,43 @@ class _ProxyHeaderProtocol(ProxyProtocolWrapper):  # type: ignore[misc]
             self.factory.refused(self.getPeer(), data)  # no header: the TCP peer
 
 
+def proxy_senders(cidrs: Sequence[str]) -> TrustedProxies | None:
+    """The ``--proxy-protocol-from`` networks (None: any peer may send a PROXY header)."""
+    if not cidrs:
+        return None
+    try:
+        return TrustedProxies(cidrs)
+    except ConfigurationError as e:
+        raise usage.UsageError(f"--proxy-protocol-from: {e.problem}") from None
+
+
 class ProxyHeaderFactory(ProxyWrappingFactory):  # type: ignore[misc]
     """A ``haproxy:`` listener's factory: each connection begins with a PROXY header (v1 or
-    v2) naming the client, whose address certsrv then sees; one without is closed and logged."""
+    v2) naming the client, whose address certsrv then sees; one without is closed and logged,
+    and so is one from a TCP peer outside ``senders`` (the balancers), when given."""
 
     protocol = _ProxyHeaderProtocol  # type: ignore[assignment]
 
     def __init__(self, wrapped: IProtocolFactory, listener: str,
-                 observer: Callable[[], Observer]) -> None:
+                 observer: Callable[[], Observer], senders: TrustedProxies | None = None
+                 ) -> None:
         super().__init__(wrapped)
         self.listener = listener
         self.observer = observer
+        self.senders = senders
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        """A new connection, unless the wrapped factory refuses it (its --max-connections)."""
+        """A new connection, unless its peer may not send a PROXY header (it could claim any
+        address) or the wrapped factory refuses it (its --max-connections)."""
+        host = getattr(addr, "host", None)
+        if self.senders is not None and not (isinstance(host, str)
+                                             and self.senders.contains(host)):
+            _log.warn("closed a connection from {peer} on --listen {listener}: only "
+                      "--proxy-protocol-from addresses may send a PROXY protocol header",
+                      peer=peer_text(addr), listener=self.listener,
+                      reason=LimitReason.BAD_PROXY_HEADER.value)
+            self.observer().rejected(LimitReason.BAD_PROXY_HEADER.value)
+            return None
         wrapped = self.wrappedFactory.buildProtocol(addr)
         return None if wrapped is None else _ProxyHeaderProtocol(self, wrapped)  # type: ignore[arg-type]
 

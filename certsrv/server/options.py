@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.python import usage
 from twisted.web import resource
 
+from certsrv.forwarded.headers import TrustedProxies
 from certsrv.forwarded.trust import Forwarding, forwarding
 from certsrv.revocation.crlfetch import CRLFetchSettings
 from certsrv.revocation.decision import Revocation, Scope
@@ -28,6 +29,7 @@ from certsrv.server.endpoints import (
     check_free,
     loopback_by_default,
     parse_tcp,
+    proxy_senders,
     split_proxy,
 )
 from certsrv.server.lifecycle import Drainer, ExpiryWatch, Lingering
@@ -219,6 +221,7 @@ class Options(PluginOptions):
         self["policy-oid"] = []
         self["trusted-proxy"] = []
         self["trusted-proxy-cert"] = []
+        self["proxy-protocol-from"] = []
         self["app-path"] = []
         self.clock: IReactorTime | None = None
         self.log_tag: WorkerTag | None = None
@@ -275,6 +278,11 @@ class Options(PluginOptions):
         """SHA-256 of a certificate a trusted proxy must authenticate with (repeatable)."""
         self["trusted-proxy-cert"].append(fingerprint)
 
+    def opt_proxy_protocol_from(self, cidr: str) -> None:
+        """A balancer's address or CIDR: only these peers may open a haproxy: --listen
+        connection (its PROXY header names the client); repeatable, default any peer."""
+        self["proxy-protocol-from"].append(cidr)
+
     def opt_pin(self, fingerprint: str) -> None:
         """Pin a self-signed client certificate by SHA-256 fingerprint (hex; repeatable)."""
         self["pin"].append(fingerprint)
@@ -286,6 +294,7 @@ class Options(PluginOptions):
     files: Snapshot
     limits: Limits
     forwarded: Forwarding | None
+    proxy_senders: TrustedProxies | None
     app: resource.IResource | None
     workers: int
     addresses: list[TCPAddress]
@@ -318,11 +327,28 @@ class Options(PluginOptions):
         self.config = self._settle_passphrase(self.config)
         self.forwarded = forwarding(self["forwarded-cert"], self["forwarded-cert-header"],
                                     self["trusted-proxy"], self["trusted-proxy-cert"])
+        self._check_proxy_senders()
         for directory in reversed(self["app-path"]):
             if directory in sys.path:
                 sys.path.remove(directory)
             sys.path.insert(0, directory)
         self.app = load_app(self["app"]) if self["app"] is not None else None
+
+    def _check_proxy_senders(self) -> None:
+        """--proxy-protocol-from needs a haproxy: listener; a --trusted-proxy judged by a
+        PROXY header needs it (or --trusted-proxy-cert): a peer could claim its address."""
+        self.proxy_senders = proxy_senders(self["proxy-protocol-from"])
+        proxied = any(split_proxy(d)[0] for d in self["listen"])
+        if self.proxy_senders is not None and not proxied:
+            raise usage.UsageError("--proxy-protocol-from has no effect without a haproxy: "
+                                   "--listen")
+        forwarded = self.forwarded
+        if proxied and forwarded is not None and self.proxy_senders is None \
+                and not forwarded.proxy_certificates:
+            raise usage.UsageError(
+                "--trusted-proxy on a haproxy: --listen trusts the address a PROXY header "
+                "claims, and any peer reaching that port can send one: give "
+                "--proxy-protocol-from (the balancers' addresses) or --trusted-proxy-cert")
 
     def _check_values(self) -> None:
         """The choices of TLS and revocation options, and the limits' positive values."""
@@ -499,7 +525,8 @@ def makeService(config: Options) -> service.IService:
         proxied, endpoint = split_proxy(description)
         factory: IProtocolFactory = TLSFactory(tls, site)
         if proxied:
-            factory = ProxyHeaderFactory(factory, description, lambda: site.observer)
+            factory = ProxyHeaderFactory(factory, description, lambda: site.observer,
+                                         config.proxy_senders)
         if index is None:
             # Listener: an address in use stops startup with one line, no traceback.
             Listener("certsrv", "--listen", description, factory,

@@ -8,13 +8,14 @@ import re
 import signal
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests._servers import (
     HEALTH,
     FrontNode,
     HAProxyFront,
+    Peer,
     low_port,
     run,
     spawn,
@@ -23,7 +24,15 @@ from tests._servers import (
     twistd_argv,
     wait_listening,
 )
-from tests._support import Files, client_cert_header, proxy_certs, shared_pki, write_pem
+from tests._support import (
+    Files,
+    client_cert_header,
+    client_tls_options,
+    proxy_certs,
+    request_bytes,
+    shared_pki,
+    write_pem,
+)
 
 # The clients' own addresses: HAProxy connects to the nodes from 127.0.0.1.
 CLIENT = "127.0.0.2"
@@ -41,7 +50,8 @@ def served(node: FrontNode, client: str = "") -> int:
 class HAProxyTests(HAProxyFront):
     """Two nodes behind HAProxy; ``--trusted-proxy`` names the client's address, not HAProxy's."""
 
-    NODE_ARGS = ("--forwarded-cert", "rfc9440", "--trusted-proxy", f"{TRUSTED}/32")
+    FORWARDING = ("--forwarded-cert", "rfc9440", "--trusted-proxy", f"{TRUSTED}/32")
+    NODE_ARGS = (*FORWARDING, "--proxy-protocol-from", "127.0.0.1/32")  # HAProxy's address
 
     async def status_and_json(self, *extra: str, cert: Any = None) -> tuple[int, Any]:
         out, err, code = await self.curl(self.port, cert or self.pki.client, *extra)
@@ -86,7 +96,7 @@ class HAProxyTests(HAProxyFront):
     def test_no_certificate_refused_as_directly(self) -> Any:
         """Without a certificate, openssl and curl see the same TLS alert through HAProxy as
         from certsrv directly, and the node logs the client's address."""
-        direct = self.certsrv(*self.NODE_ARGS)
+        direct = self.certsrv(*self.FORWARDING)
         for version in ("-tls1_3", "-tls1_2"):
             seen = []
             for port in (self.port, direct):
@@ -128,6 +138,33 @@ class HAProxyTests(HAProxyFront):
                       b" 2.0", metrics)
 
     @defer.inlineCallbacks
+    def test_spoofed_proxy_header_refused(self) -> Any:
+        """A client reaching a node directly (from 127.0.0.2, not HAProxy's 127.0.0.1) with
+        its own PROXY header claiming the --trusted-proxy address, and someone else's
+        certificate in Client-Cert, is closed before its header is read: only
+        --proxy-protocol-from peers may send one."""
+        node = self.nodes[0]
+        certs = proxy_certs()
+        name, value = client_cert_header(certs["user"])
+        request = request_bytes(accept="application/json").replace(
+            b"\r\n\r\n", b"\r\n" + name + b": " + value + b"\r\n\r\n")
+        spoofer = _ProxyHeaderClient(
+            f"PROXY TCP4 {TRUSTED} 127.0.0.1 40000 {node.port}\r\n".encode(),
+            client_tls_options(shared_pki(), certs["proxy"]), request)
+        yield endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", node.port, bindAddress=(CLIENT, 0)), spoofer)
+        received = yield spoofer.done
+        self.assertEqual(received, b"")
+        for _ in range(100):  # the node's log line arrives through a pipe
+            if "only --proxy-protocol-from" in node.text:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertRegex(node.text, rf"closed a connection from {re.escape(CLIENT)}:\d+ on "
+                                    "--listen haproxy:tcp:.*: only --proxy-protocol-from "
+                                    "addresses may send a PROXY protocol header")
+        self.assertNotIn("carol", node.text)
+
+    @defer.inlineCallbacks
     def test_rolling_restart_of_one_node(self) -> Any:
         """SIGTERM a node under steady load: /healthz turns 503 at once, HAProxy takes it out
         while it still serves, it drains and exits 0, starts again and gets traffic back;
@@ -166,6 +203,20 @@ class HAProxyTests(HAProxyFront):
         self.assertGreater(len(results), 20)
         self.assertGreater(served(node), before, "no traffic returned to the restarted node")
         self.assertIn("stopping in 2.0 s: /healthz answers 503", old.text)
+
+
+class _ProxyHeaderClient(Peer):
+    """Sends its own PROXY ``header``, then TLS with ``options``, then ``request``."""
+
+    def __init__(self, header: bytes, options: Any, request: bytes) -> None:
+        super().__init__()
+        self.header, self.options, self.request = header, options, request
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.write(self.header)
+        transport.startTLS(self.options)
+        transport.write(self.request)
 
 
 class WorkersTests(TestCase):

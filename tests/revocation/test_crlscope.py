@@ -172,6 +172,26 @@ class DeltaTests(SynchronousTestCase):
         self.assertFalse(delta_fits(IndexedCRL.index(ca().scoped_crl(number=6, delta_of=5)),
                                     IndexedCRL.index(ca().scoped_crl(number=7, delta_of=5))))
 
+    def test_delta_without_number_fits_no_base(self) -> None:
+        """A delta CRL without a CRL number cannot be shown newer than a base: an old one
+        (on disk, or replayed at a freshestCRL URL) would lift a later base's hold."""
+        held = client(serial=21)
+        base = IndexedCRL.index(ca().scoped_crl([(held.serial, R.certificate_hold, None)],
+                                                number=3))
+        now = datetime.datetime.now(datetime.UTC)
+        entry = (x509.RevokedCertificateBuilder().serial_number(held.serial)
+                 .revocation_date(now).add_extension(x509.CRLReason(R.remove_from_crl), False)
+                 .build())
+        unnumbered = (x509.CertificateRevocationListBuilder()
+                      .issuer_name(ca().certificate.subject).last_update(now)
+                      .next_update(now + datetime.timedelta(days=1))
+                      .add_extension(x509.DeltaCRLIndicator(1), True)
+                      .add_revoked_certificate(entry).sign(ca().private_key, hashes.SHA256()))
+        delta = IndexedCRL.index(unnumbered)
+        self.assertTrue(delta.is_delta)
+        self.assertFalse(delta_fits(base, delta))
+        self.assertTrue(listing(base, None, held))
+
     def test_remove_from_crl_lifts_a_hold_and_the_delta_revokes(self) -> None:
         held, fresh, kept = client(serial=11), client(serial=12), client(serial=13)
         base = IndexedCRL.index(ca().scoped_crl(

@@ -18,6 +18,7 @@ from certsrv.server.endpoints import (
     check_free,
     loopback_by_default,
     parse_tcp,
+    proxy_senders,
     split_proxy,
 )
 from certsrv.server.workers import worker_argv
@@ -99,15 +100,19 @@ class ProxyHeaderTests(SynchronousTestCase):
 
     V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 8443\r\n"
 
-    def connect(self, limit: int | None = None) -> tuple[Any, Any, _Observer, StringTransport]:
-        """A connection to a ProxyHeaderFactory (``limit``: most connections it takes)."""
+    def connect(self, limit: int | None = None, senders: list[str] | None = None,
+                peer_host: str = "127.0.0.1") -> tuple[Any, Any, _Observer, StringTransport]:
+        """A connection from ``peer_host`` to a ProxyHeaderFactory (``limit``: most
+        connections it takes; ``senders``: its --proxy-protocol-from)."""
         inner = protocol.Factory.forProtocol(_Recorder)
         if limit is not None:
             build = inner.buildProtocol
             inner.buildProtocol = lambda addr: build(addr) if limit else None  # type: ignore
         observer = _Observer()
-        factory = ProxyHeaderFactory(inner, "haproxy:tcp:8443", lambda: observer)  # type: ignore[arg-type]
-        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        factory = ProxyHeaderFactory(inner, "haproxy:tcp:8443",  # type: ignore[arg-type]
+                                     lambda: observer,  # type: ignore[arg-type,return-value]
+                                     proxy_senders(senders or []))
+        peer = IPv4Address("TCP", peer_host, 40000)
         wrapper = factory.buildProtocol(peer)
         transport = StringTransport(peerAddress=peer)
         if wrapper is not None:
@@ -155,3 +160,29 @@ class ProxyHeaderTests(SynchronousTestCase):
     def test_refused_by_the_wrapped_factory(self) -> None:
         wrapper, *_ = self.connect(limit=0)
         self.assertIsNone(wrapper)
+
+    def test_header_from_an_allowed_sender(self) -> None:
+        """With --proxy-protocol-from, a balancer's connection reads its header as before."""
+        wrapper, _, observer, _ = self.connect(senders=["10.0.0.0/24", "127.0.0.1"])
+        wrapper.dataReceived(self.V1 + b"\x16")
+        self.assertEqual(wrapper.getPeer().host, "192.0.2.7")
+        self.assertEqual(observer.rejections, [])
+
+    def test_header_from_another_peer_refused(self) -> None:
+        """A peer outside --proxy-protocol-from could claim any address (a --trusted-proxy's):
+        its connection is closed before a byte is read, logged and counted."""
+        with captured_events("certsrv.limits") as events:
+            wrapper, _, observer, _ = self.connect(senders=["10.0.0.5"], peer_host="10.0.0.6")
+        self.assertIsNone(wrapper)
+        self.assertEqual(observer.rejections, ["bad_proxy_header"])
+        [event] = events
+        self.assertEqual((event["reason"], event["peer"]), ("bad_proxy_header", "10.0.0.6:40000"))
+        self.assertIn("only --proxy-protocol-from addresses", event["log_format"])
+
+    def test_senders_checked(self) -> None:
+        self.assertIsNone(proxy_senders([]))
+        with self.assertRaises(usage.UsageError) as caught:
+            proxy_senders(["10.0.0.1/8"])
+        self.assertEqual(str(caught.exception),
+                         "--proxy-protocol-from: '10.0.0.1/8' has host bits set; did you mean "
+                         "10.0.0.0/8?")

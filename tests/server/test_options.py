@@ -112,6 +112,32 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual([(a.interface, a.port) for a in workers.addresses],
                          [("127.0.0.1", 8443)])
 
+    def test_proxy_protocol_from(self) -> None:
+        """--proxy-protocol-from limits who may open a haproxy: listener's connections; a
+        --trusted-proxy judged by a PROXY header needs it or --trusted-proxy-cert."""
+        from certsrv.server.endpoints import ProxyHeaderFactory
+
+        listen = ("--listen", "haproxy:tcp:0:interface=127.0.0.1")
+        forward = ("--forwarded-cert", "rfc9440", "--trusted-proxy", "10.0.0.9")
+        options = parse(self.files.argv(*listen, *forward, "--proxy-protocol-from", "10.0.0.0/24"))
+        [listener] = [child for child in _tap.makeService(options)
+                      if type(child).__name__ == "Listener"]
+        factory = listener.factory  # type: ignore[attr-defined]
+        self.assertIsInstance(factory, ProxyHeaderFactory)
+        self.assertTrue(factory.senders.contains("10.0.0.200"))
+        self.assertFalse(factory.senders.contains("10.0.1.1"))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse(self.files.argv(*listen, *forward))
+        self.assertIn("give --proxy-protocol-from (the balancers' addresses) or "
+                      "--trusted-proxy-cert", str(caught.exception))
+        pinned = parse(self.files.argv(*listen, *forward, "--trusted-proxy-cert", "ab" * 32))
+        self.assertIsNone(pinned.proxy_senders)
+        with self.assertRaises(usage.UsageError) as caught:
+            parse(self.files.argv("--proxy-protocol-from", "10.0.0.1"))
+        self.assertIn("has no effect without a haproxy: --listen", str(caught.exception))
+        self.assertRaises(usage.UsageError, parse,
+                          self.files.argv(*listen, "--proxy-protocol-from", "nope"))
+
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
                                         "--min-tls", "1.3", "--http2", "off"))

@@ -200,6 +200,29 @@ class PolicyMappingsTests(SynchronousTestCase):
             return
         self.assertEqual(_der(pairs), data)
 
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True)
+    @given(st.lists(st.tuples(_OIDS, _OIDS), min_size=1, max_size=3),
+           st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255)),
+                    min_size=1, max_size=3))
+    def test_mutated_encodings(self, pairs: list[tuple[str, str]],
+                               edits: list[tuple[int, int, int]]) -> None:
+        """Near-valid DER (bytes changed, added, removed): accepted only as the one DER
+        encoding of what it decodes to (no BER lengths, padded arcs or trailing bytes)."""
+        data = bytearray(_der(pairs))
+        for kind, where, value in edits:
+            at = where % (len(data) + 1)
+            if kind == 0 and at < len(data):
+                data[at] = value
+            elif kind == 1:
+                data.insert(at, value)
+            elif at < len(data):
+                del data[at]
+        try:
+            decoded = parse_policy_mappings(bytes(data))
+        except ValueError:
+            return
+        self.assertEqual(_der(decoded), bytes(data))
+
     def test_malformed(self) -> None:
         good = _der([(P1, P2)])
         for data in (b"", good + b"\0", b"\x30\x00", good[:-1], b"\x31" + good[1:],
