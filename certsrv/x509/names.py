@@ -1,7 +1,9 @@
-"""Distinguished names compared as RFC 5280 §7.1 asks: case and insignificant spaces ignored."""
+"""Distinguished names compared as RFC 5280 §7.1 asks: ASCII case and spaces ignored."""
 
 from __future__ import annotations
 
+import re
+import string
 from functools import lru_cache
 from typing import Any
 
@@ -10,9 +12,15 @@ from cryptography import x509
 __all__ = ["canonical", "canonical_der", "canonical_general"]
 
 
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
+_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _value(text: str) -> str:
-    # RFC 4518's insignificant-space handling and case folding, as OpenSSL's canonical form.
-    return " ".join(text.split()).lower()
+    # OpenSSL's canonical form (x509_name_canon): ASCII spaces collapsed and trimmed, ASCII
+    # letters lower-cased. Unicode folding would match more than OpenSSL's chain building
+    # does (the Kelvin sign as "k"), letting two CAs' names collide.
+    return _SPACES.sub(" ", text).strip(" \t\n\r\f\v").translate(_LOWER)
 
 
 def _attribute(attribute: x509.NameAttribute[Any]) -> x509.NameAttribute[Any]:
