@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import resource
 
@@ -63,6 +64,8 @@ from certsrv.x509.passphrase import Passphrase
 from certsrv.x509.policies import ANY_POLICY, PolicySettings, check_oid
 
 __all__ = ["Options", "makeService"]
+
+_log = Logger(namespace="certsrv.options")
 
 _PASSPHRASE_HINT = "give --key-passphrase-env NAME or --key-passphrase-file PATH"
 
@@ -349,6 +352,11 @@ class Options(PluginOptions):
                 "--trusted-proxy on a haproxy: --listen trusts the address a PROXY header "
                 "claims, and any peer reaching that port can send one: give "
                 "--proxy-protocol-from (the balancers' addresses) or --trusted-proxy-cert")
+        if proxied and self.proxy_senders is None:
+            _log.warn("a haproxy: --listen without --proxy-protocol-from takes the client "
+                      "address from any peer's PROXY header: anyone who reaches the port can "
+                      "put any address in the logs; give --proxy-protocol-from (the "
+                      "balancers' addresses)", reason="proxy_sender_unrestricted")
 
     def _check_values(self) -> None:
         """The choices of TLS and revocation options, and the limits' positive values."""

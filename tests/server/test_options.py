@@ -138,6 +138,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse,
                           self.files.argv(*listen, "--proxy-protocol-from", "nope"))
 
+    def test_unrestricted_proxy_header_warns(self) -> None:
+        """A haproxy: listener open to any sender of PROXY headers is allowed, with a warning."""
+        from tests._support import captured_events
+
+        listen = ("--listen", "haproxy:tcp:0:interface=127.0.0.1")
+        with captured_events("certsrv.options") as events:
+            parse(self.files.argv(*listen))
+        self.assertEqual([e["reason"] for e in events], ["proxy_sender_unrestricted"])
+        with captured_events("certsrv.options") as events:
+            parse(self.files.argv(*listen, "--proxy-protocol-from", "127.0.0.1"))
+            parse(self.files.argv())
+        self.assertEqual(events, [])
+
     def test_values(self) -> None:
         options = parse(self.files.argv("--client-cert", "optional", "--verify-depth", "2",
                                         "--min-tls", "1.3", "--http2", "off"))
