@@ -520,6 +520,14 @@ PKITS_PATH_FAILURES = frozenset({"4.5.8"})  # signed by a key without keyCertSig
 # client chains, the CRL is kept and never applies).
 PKITS_LOAD_REFUSED = frozenset({"4.4.4"})
 PKITS_TIME = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC).timestamp()
+_YEAR = datetime.timedelta(days=365)
+
+
+def _pkits_clock() -> Clock:
+    """A clock inside the PKITS certificates' validity (2010 to 2030)."""
+    clock = Clock()
+    clock.advance(PKITS_TIME)
+    return clock
 
 
 def _pkits(kind: str, name: str) -> str:
@@ -563,9 +571,7 @@ def pkits_verdict(leaf: str, others: Sequence[str], crls: Sequence[str],
     with captured_events("certsrv.test"):
         loaded = load_crl_files(paths, [anchor], certs if configured else [], PKITS_TIME,
                                 Logger("certsrv.test"))
-    clock = Clock()
-    clock.advance(PKITS_TIME)
-    revocation = Revocation([CRLFiles(loaded, mode, clock)])
+    revocation = Revocation([CRLFiles(loaded, mode, _pkits_clock())])
     verdict, _ = revocation.lookup_until(revocation.plan(
         _path(_pkits_cert(leaf), certs, anchor)))
     assert verdict is not None
@@ -646,8 +652,13 @@ class PKITSHandshakeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pki = shared_pki()
         self.dir = self.mktemp()
-        self.cert = write_pem(self.dir, "server.pem", self.pki.server.chain_pem())
-        self.key = write_pem(self.dir, "server.key", self.pki.server.private_key_pem(), 0o600)
+        # The PKITS certificates expire at the end of 2030: the server's clock is fixed
+        # inside their validity, and the server's own certificate valid then.
+        start = datetime.datetime.fromtimestamp(PKITS_TIME, datetime.UTC) - _YEAR
+        server = CertificateFactory.wrap(self.pki.root).server(not_before=start,
+                                                                not_after=start + 10 * _YEAR)
+        self.cert = write_pem(self.dir, "server.pem", server.chain_pem())
+        self.key = write_pem(self.dir, "server.key", server.private_key_pem(), 0o600)
 
     def handshake(self, number: str) -> tuple[int | None, list[Any]]:
         _, _, leaf, others, crls = next(c for c in PKITS_CRL_CASES if c[0] == number)
@@ -662,7 +673,7 @@ class PKITSHandshakeTests(SynchronousTestCase):
         with open(_pkits("pkcs12", f"{leaf}.p12"), "rb") as f:
             key, cert, _ = pkcs12.load_key_and_certificates(f.read(), b"password")
         assert key is not None and cert is not None
-        settings, verifier = config.load(clock_at_now())
+        settings, verifier = config.load(_pkits_clock())
         with captured_events() as events:
             result = exchange(make_server_factory(settings, verifier=verifier),
                               client_tls_options(self.pki, IssuedCertificate(cert, key)))
