@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from certsrv.exceptions import EnrollmentReason, PKIError
+from certsrv.exceptions import EnrollmentReason, EnrollmentRefused, PKIError
 from certsrv.pki import CertifiablePublicKey, fingerprint
 from certsrv.pki.index import serial_hex
 from certsrv.pki.indexsource import Offload, inline
@@ -75,6 +75,7 @@ STATUS: dict[EnrollmentReason, int] = {
     EnrollmentReason.KEY_REUSED: http.BAD_REQUEST,
     EnrollmentReason.UNKNOWN_CERTIFICATE: http.FORBIDDEN,
     EnrollmentReason.SUPERSEDED: http.FORBIDDEN,
+    EnrollmentReason.REVOKED: http.FORBIDDEN,
     EnrollmentReason.TOO_MANY_RENEWALS: 429,
     EnrollmentReason.NOT_ISSUED: http.INTERNAL_SERVER_ERROR,
 }
@@ -243,6 +244,8 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
                           detail=f"the key of certificate {other.serial_hex}")
         _, certificate = store.reenroll(current.serial_number, public_key, validity=validity,
                                         now=now)
+    except EnrollmentRefused as e:
+        return Answer(refusal=e.reason, detail=e.detail)
     except (PKIError, ValueError, OSError) as e:
         return Answer(refusal=EnrollmentReason.NOT_ISSUED, detail=str(e))
     return Answer(certificate=certificate)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from certsrv.exceptions import PKIError
+from certsrv.exceptions import EnrollmentReason, EnrollmentRefused, PKIError
 from certsrv.pki import (
     _BACKDATE,
     CertifiablePublicKey,
@@ -530,6 +530,7 @@ class PKIStore:
                                f"{serial_hex(serial)}")
             current = self._index.current(old.name)
             assert current is not None  # a name's newest entry is always current
+            self._refuse_revoked_line(old)
             archived = self.path / archive_path(old)
             template = _load_certificate(archived if archived.exists() else self.path / old.path)
             certificate = self.ca.certify(template, public_key, now=_aware(now),
@@ -547,6 +548,20 @@ class PKIStore:
             self._index.add(entry)
             self._index.save()
         return entry, certificate
+
+    def _refuse_revoked_line(self, entry: Entry) -> None:
+        """Raise EnrollmentRefused if ``entry`` or a later certificate of its name is revoked:
+        revoking a name's newest certificate must also stop its predecessors from renewing."""
+        seen: set[int] = set()
+        successor: Entry | None = entry
+        while successor is not None and successor.serial not in seen:
+            if successor.status is EntryStatus.REVOKED:
+                later = "" if successor is entry else f", issued after {entry.serial_hex}"
+                raise EnrollmentRefused(EnrollmentReason.REVOKED,
+                                        f"serial {successor.serial_hex}{later}")
+            seen.add(successor.serial)
+            following = successor.superseded_by
+            successor = self._index.by_serial.get(following) if following is not None else None
 
     def entry_of(self, serial: int) -> Entry | None:
         """The index entry of ``serial``, or None."""

@@ -217,6 +217,23 @@ class ReenrollTests(EnrollmentCase):
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "the answer was lost")
 
+    def test_revoked_certificate_refused_while_the_gate_still_admits_it(self) -> None:
+        # The gate's copy of the index may be a second old: the issuing step reads it anew.
+        self.store.revoke("client", "keyCompromise", now=self.now())
+        answer = self.reenroll(self.new_csr())
+        self.assertRefused(answer, EnrollmentReason.REVOKED, 403)
+        self.assertEqual(self.store.find("client").serial, self.client.certificate.serial_number)
+
+    def test_predecessor_of_a_revoked_certificate_refused(self) -> None:
+        first = self.reenroll(self.new_csr()).certificate
+        assert first is not None
+        self.store.revoke("client", "keyCompromise", now=self.now())  # revokes ``first``
+        answer = self.reenroll(self.new_csr())  # the superseded, unexpired original
+        self.assertRefused(answer, EnrollmentReason.REVOKED, 403)
+        self.assertIn(f"{first.serial_number:X}", answer.detail.upper())
+        self.assertEqual(self.store.find("client").serial, first.serial_number)
+        self.assertRefused(self.reenroll(self.new_csr(), first), EnrollmentReason.REVOKED, 403)
+
     def test_too_many_renewals_per_hour(self) -> None:
         for _ in range(DEFAULT_MAX_RENEWALS):
             self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
