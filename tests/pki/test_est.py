@@ -245,6 +245,20 @@ class ReenrollTests(EnrollmentCase):
         self.clock.advance(expected)
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
 
+    def test_renewing_the_renewals_counts_against_the_same_limit(self) -> None:
+        current = self.client.certificate
+        for _ in range(DEFAULT_MAX_RENEWALS):
+            new = self.reenroll(self.new_csr(), current).certificate
+            assert new is not None
+            current = new
+        self.assertRefused(self.reenroll(self.new_csr(), current),
+                           EnrollmentReason.TOO_MANY_RENEWALS, 429)
+        self.assertEqual(self.store.find("client").serial, current.serial_number)
+        other = self.store.issue_client("alice", now=self.now())
+        alice = x509.load_pem_x509_certificate((self.store.path / other.path).read_bytes())
+        self.assertIsNotNone(self.reenroll(self.new_csr(alice.subject), alice).certificate,
+                             "another name has a count of its own")
+
     def test_refusals_do_not_count_against_the_limit(self) -> None:
         server_key = self.issued("server").private_key
         for _ in range(DEFAULT_MAX_RENEWALS + 2):
