@@ -534,7 +534,7 @@ class PKIStore:
             archived = self.path / archive_path(old)
             template = _load_certificate(archived if archived.exists() else self.path / old.path)
             certificate = self.ca.certify(template, public_key, now=_aware(now),
-                                          validity=lifetime or _lifetime_of(template))
+                                          validity=lifetime or _exact_lifetime(template))
             key_sha256 = _key_sha256(certificate)
             self._refuse_compromised(key_sha256, f"the new key of {old.name!r}")
             stem = _stem(current.path)
@@ -958,6 +958,15 @@ def _lifetime_of(certificate: x509.Certificate) -> datetime.timedelta:
     if lifetime >= datetime.timedelta(days=1):
         return datetime.timedelta(days=round(lifetime / datetime.timedelta(days=1)))
     return datetime.timedelta(seconds=max(1, round(lifetime.total_seconds())))
+
+
+def _exact_lifetime(certificate: x509.Certificate) -> datetime.timedelta:
+    """The validity ``certificate`` was issued with, to the second and never rounded up (a
+    36-hour certificate renewed as two days would grow with each renewal's rounding)."""
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    if lifetime > _BACKDATE:
+        lifetime -= _BACKDATE
+    return datetime.timedelta(seconds=max(1, int(lifetime.total_seconds())))
 
 
 def _check_client_dns(host: str) -> None:

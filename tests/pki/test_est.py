@@ -145,6 +145,17 @@ class ReenrollTests(EnrollmentCase):
         end = answer.certificate.not_valid_after_utc
         self.assertEqual(end, self.now().replace(microsecond=0) + datetime.timedelta(hours=8))
 
+    def test_lifetime_is_never_rounded_up(self) -> None:
+        entry = self.store.issue_client("brief", validity=datetime.timedelta(hours=36),
+                                        now=self.now())
+        current = x509.load_pem_x509_certificate((self.store.path / entry.path).read_bytes())
+        for _ in range(2):
+            new = self.reenroll(self.new_csr(current.subject), current).certificate
+            assert new is not None
+            self.assertEqual(new.not_valid_after_utc,
+                             self.now().replace(microsecond=0) + datetime.timedelta(hours=36))
+            current = new
+
     def test_renewed_twice_from_the_successor(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         first = self.reenroll(csr(key, self.client.certificate.subject)).certificate
