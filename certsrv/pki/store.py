@@ -531,6 +531,7 @@ class PKIStore:
             current = self._index.current(old.name)
             assert current is not None  # a name's newest entry is always current
             self._refuse_revoked_line(old)
+            replaced = self._replaced_successor(old, current, _aware(now))
             archived = self.path / archive_path(old)
             template = _load_certificate(archived if archived.exists() else self.path / old.path)
             certificate = self.ca.certify(template, public_key, now=_aware(now),
@@ -544,18 +545,40 @@ class PKIStore:
             _write_atomic(self.path / archive_path(entry), pem)
             _write_atomic(self.path / entry.path, pem)  # the store's CA is a root
             (self.path / f"{stem}.key").unlink(missing_ok=True)
-            self._index.replace(current, _superseded(current, entry))
+            self._index.replace(current, _superseded(replaced or current, entry))
             self._index.add(entry)
-            self._index.save()
+            if replaced is not None:
+                self._write_crl(now, DEFAULT_CRL_DAYS)  # also saves the index
+            else:
+                self._index.save()
         return entry, certificate
 
+    def _replaced_successor(self, old: Entry, current: Entry, now: datetime.datetime
+                            ) -> Entry | None:
+        """None if ``old`` is its name's current certificate. Else that current certificate,
+        revoked (superseded), if it is ``old``'s successor (or follows it through successors
+        so replaced): its answer was lost, or another holder of ``old``'s key asks; either
+        way one successor stays valid, never two. EnrollmentRefused if a valid certificate
+        came between."""
+        if current.serial == old.serial:
+            return None
+        between = self._index.by_serial.get(old.superseded_by or 0)
+        while between is not None and between.serial != current.serial:
+            if not _replaced(between):
+                raise EnrollmentRefused(EnrollmentReason.SUPERSEDED,
+                                        f"serial {old.serial_hex} was renewed as "
+                                        f"{between.serial_hex}, itself renewed since")
+            between = self._index.by_serial.get(between.superseded_by or 0)
+        return _revoked(current, _revocation_time(now), x509.ReasonFlags.superseded)
+
     def _refuse_revoked_line(self, entry: Entry) -> None:
-        """Raise EnrollmentRefused if ``entry`` or a later certificate of its name is revoked:
-        revoking a name's newest certificate must also stop its predecessors from renewing."""
+        """Raise EnrollmentRefused if ``entry`` or a later certificate of its name is revoked
+        (but for successors replaced after a lost answer): revoking a name's newest
+        certificate must also stop its predecessors from renewing."""
         seen: set[int] = set()
         successor: Entry | None = entry
         while successor is not None and successor.serial not in seen:
-            if successor.status is EntryStatus.REVOKED:
+            if successor.status is EntryStatus.REVOKED and not _replaced(successor):
                 later = "" if successor is entry else f", issued after {entry.serial_hex}"
                 raise EnrollmentRefused(EnrollmentReason.REVOKED,
                                         f"serial {successor.serial_hex}{later}")
@@ -765,6 +788,13 @@ def _superseded(previous: Entry, successor: Entry) -> Entry:
               else EntryStatus.SUPERSEDED)
     return replace(previous, status=status, superseded_by=successor.serial,
                    path=archive_path(previous), key_path=None)
+
+
+def _replaced(entry: Entry) -> bool:
+    """Whether ``entry`` was revoked as superseded and has a successor: a re-enrollment's
+    answer that was asked for again (see PKIStore.reenroll)."""
+    return (entry.status is EntryStatus.REVOKED and entry.superseded_by is not None
+            and entry.revocation_reason is x509.ReasonFlags.superseded)
 
 
 def _revocation_time(when: datetime.datetime | None) -> datetime.datetime:

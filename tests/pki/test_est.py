@@ -225,8 +225,28 @@ class ReenrollTests(EnrollmentCase):
         self.assertEqual(key_file.read_bytes(), before, "the PKI's files stay as they were")
 
     def test_superseded_over_est_may_ask_again(self) -> None:
-        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
-        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "the answer was lost")
+        lost = self.reenroll(self.new_csr()).certificate
+        assert lost is not None
+        again = self.reenroll(self.new_csr()).certificate
+        self.assertIsNotNone(again, "the answer was lost")
+        # One valid successor, never two: the one whose answer was lost is revoked.
+        replaced = self.store.entry_of(lost.serial_number)
+        assert replaced is not None
+        self.assertEqual((replaced.status, replaced.revocation_reason),
+                         (EntryStatus.REVOKED, x509.ReasonFlags.superseded))
+        crl = x509.load_pem_x509_crl((self.store.path / "crl.pem").read_bytes())
+        self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(lost.serial_number))
+        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "lost twice")
+
+    def test_superseded_by_a_successor_in_use_refused(self) -> None:
+        received = self.reenroll(self.new_csr()).certificate
+        assert received is not None
+        newest = self.reenroll(self.new_csr(), received).certificate  # it was received
+        assert newest is not None
+        answer = self.reenroll(self.new_csr())  # the original again: a fork
+        self.assertRefused(answer, EnrollmentReason.SUPERSEDED, 403)
+        self.assertEqual(self.store.find("client").serial, newest.serial_number)
+        self.assertEqual(self.store.find("client").status, EntryStatus.VALID)
 
     def test_revoked_certificate_refused_while_the_gate_still_admits_it(self) -> None:
         # The gate's copy of the index may be a second old: the issuing step reads it anew.
