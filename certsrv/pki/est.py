@@ -242,12 +242,6 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         if entry is None or entry.fingerprint != fingerprint(current):
             return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
                           detail=f"serial {serial_hex(current.serial_number)}")
-        newest = store.find(entry.name)
-        if newest.serial != entry.serial and newest.key_path is not None:
-            # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
-            # (A successor issued over EST is no obstacle: its answer may have been lost.)
-            return Answer(refusal=EnrollmentReason.SUPERSEDED,
-                          detail=f"by serial {newest.serial_hex}")
         other = store.knows_key(_key_sha256(public_key))
         if other is not None:
             return Answer(refusal=EnrollmentReason.KEY_REUSED,

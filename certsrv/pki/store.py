@@ -562,6 +562,9 @@ class PKIStore:
         came between."""
         if current.serial == old.serial:
             return None
+        if current.key_path is not None:
+            # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
+            raise EnrollmentRefused(EnrollmentReason.SUPERSEDED, f"by serial {current.serial_hex}")
         between = self._index.by_serial.get(old.superseded_by or 0)
         while between is not None and between.serial != current.serial:
             if not _replaced(between):

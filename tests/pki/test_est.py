@@ -224,6 +224,21 @@ class ReenrollTests(EnrollmentCase):
         self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
         self.assertEqual(key_file.read_bytes(), before, "the PKI's files stay as they were")
 
+    def test_renewal_in_the_pki_while_the_request_is_checked(self) -> None:
+        # `certsrv-pki renew` between the checks and the issuing: decided under the PKI lock.
+        renewed: list[int] = []
+        knows_key = PKIStore.knows_key
+
+        def renew_meanwhile(store: PKIStore, key_sha256: str) -> object:
+            renewed.append(PKIStore.open(store.path).renew("client", now=self.now()).serial)
+            return knows_key(store, key_sha256)
+
+        self.patch(PKIStore, "knows_key", renew_meanwhile)
+        self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
+        self.assertTrue((self.store.path / "client.key").exists(), "the renewal's key stays")
+        self.assertEqual(self.store.find("client").serial, renewed[0])
+        self.assertEqual(self.store.find("client").status, EntryStatus.VALID)
+
     def test_superseded_over_est_may_ask_again(self) -> None:
         lost = self.reenroll(self.new_csr()).certificate
         assert lost is not None
