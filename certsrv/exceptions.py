@@ -19,6 +19,7 @@ __all__ = [
     "CertsrvError",
     "ConfigurationError",
     "EnrollmentReason",
+    "EnrollmentRefused",
     "ForwardedReason",
     "LimitReason",
     "OCSPError",
@@ -280,6 +281,7 @@ class EnrollmentReason(enum.StrEnum):
     KEY_REUSED = "key_reused"
     UNKNOWN_CERTIFICATE = "unknown_certificate"
     SUPERSEDED = "superseded"
+    REVOKED = "revoked"
     TOO_MANY_RENEWALS = "too_many_renewals"
     NOT_ISSUED = "not_issued"
 
@@ -308,10 +310,24 @@ _ENROLLMENT_SENTENCES: dict[EnrollmentReason, str] = {
                                           "certificate in this PKI's index",
     EnrollmentReason.SUPERSEDED: "the PKI has issued a newer certificate of this name with "
                                  "its own key; renew that one",
+    EnrollmentReason.REVOKED: "this certificate, or one issued after it for the same name, "
+                              "is revoked",
     EnrollmentReason.TOO_MANY_RENEWALS: "this certificate was renewed too often in the last "
                                         "hour",
     EnrollmentReason.NOT_ISSUED: "the CA could not issue the certificate",
 }
+
+
+class EnrollmentRefused(PKIError):
+    """The PKI refuses a re-enrollment for ``reason``; ``detail`` says which certificate."""
+
+    def __init__(self, reason: EnrollmentReason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason.sentence} ({self.detail})"
 
 
 # --- Limits: why a listener refused a connection or a request for what it would cost ------

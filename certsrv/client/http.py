@@ -388,12 +388,21 @@ def load_ca_certificates(ca: Source) -> list[x509.Certificate]:
     return _certificates(name, data, "CA certificate")
 
 
+def _ca_certificates(ca: Source | Sequence[x509.Certificate] | None
+                     ) -> Sequence[x509.Certificate]:
+    """The certificates of ``ca``: loaded from a source, or as given; none for None."""
+    if ca is None:
+        return ()
+    if isinstance(ca, Sequence) and not isinstance(ca, (str, bytes)):
+        return ca
+    return load_ca_certificates(ca)
+
+
 def _trust_root(ca: Source | Sequence[x509.Certificate] | None) -> IOpenSSLTrustRoot:
     """Turn CA certificates into a Twisted trust root; None means the platform's CAs."""
     if ca is None:
         return platformTrust()  # type: ignore[no-untyped-call,no-any-return]
-    certificates = ca if isinstance(ca, Sequence) and not isinstance(ca, (str, bytes)) else (
-        load_ca_certificates(ca))
+    certificates = _ca_certificates(ca)
     anchors = [Certificate(crypto.X509.from_cryptography(c))  # type: ignore[no-untyped-call]
                for c in certificates]
     return trustRootFromCertificates(anchors)  # type: ignore[no-untyped-call,no-any-return]
@@ -1023,7 +1032,7 @@ def http_client(
     if renew_url is not None:
         _refuse_protected_renewal(cert, passphrase)
         client.renewal = _auto_renewal(client, policy, renew_url, cert, key, pool, reactor,
-                                       clock or reactor, renew_fraction)
+                                       clock or reactor, renew_fraction, _ca_certificates(ca))
     return client
 
 
@@ -1039,7 +1048,8 @@ def _refuse_protected_renewal(cert: Source | None, passphrase: KeyPassphrase) ->
 
 def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
                   cert: Source | None, key: Source | None, pool: HTTPConnectionPool | None,
-                  reactor: Any, clock: IReactorTime, fraction: float) -> AutoRenewal:
+                  reactor: Any, clock: IReactorTime, fraction: float,
+                  issuers: Sequence[x509.Certificate]) -> AutoRenewal:
     """Renewal of the certificate ``client`` presents, at ``url``, into its files."""
     if cert is None or isinstance(cert, bytes) or isinstance(key, bytes):
         raise ConfigurationError("<client certificate>", "renewal replaces the certificate "
@@ -1066,7 +1076,8 @@ def _auto_renewal(client: _CertsrvHTTPClient, policy: ClientTLSPolicy, url: str,
         return policy.credentials.chain
 
     return AutoRenewal(current=current, post=post, adopt=adopt, cert_path=cert, key_path=key,
-                       clock=clock, fraction=fraction, chain=chain, offload=_in_thread(reactor))
+                       clock=clock, fraction=fraction, chain=chain, offload=_in_thread(reactor),
+                       issuers=issuers)
 
 
 def _in_thread(reactor: Any) -> Callable[[Callable[[], None]], defer.Deferred[None]] | None:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from certsrv.exceptions import CertsrvError
 
 __all__ = [
+    "CLOCK_SKEW",
     "DEFAULT_FRACTION",
     "DEFAULT_RETRY",
     "AutoRenewal",
@@ -66,6 +67,8 @@ PKCS10_TYPE = b"application/pkcs10"
 _MAX_RESPONSE = 256 * 1024
 # Seconds before trying again after a failed renewal (unless the server says Retry-After).
 DEFAULT_RETRY = 60.0
+# How far in the future a new certificate may start (the EST server's clock may be ahead).
+CLOCK_SKEW = 300.0
 _log = Logger(namespace="certsrv.client")
 
 NewKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -180,10 +183,12 @@ def read_certs_only(body: bytes) -> list[x509.Certificate]:
     return certificates
 
 
-def accept(current: x509.Certificate, key: NewKey, certificates: Sequence[x509.Certificate]
-           ) -> Renewed:
+def accept(current: x509.Certificate, key: NewKey, certificates: Sequence[x509.Certificate],
+           now: float, issuers: Sequence[x509.Certificate] = ()) -> Renewed:
     """The renewal the EST answer gives, checked: a certificate for ``key`` with the current
-    subject and SANs, by the current issuer; RenewalError otherwise."""
+    subject and SANs, valid at ``now``, by the current issuer (its signature checked with the
+    key that signed the current certificate, if that certificate is in ``issuers`` or the
+    answer); RenewalError otherwise: the files in use are then left as they are."""
     public = _spki(key.public_key())
     try:
         leaf = next((c for c in certificates if _spki(c.public_key()) == public), None)
@@ -197,8 +202,41 @@ def accept(current: x509.Certificate, key: NewKey, certificates: Sequence[x509.C
                            "current one")
     if leaf.issuer != current.issuer:
         raise RenewalError("the new certificate has another issuer than the current one")
+    _check_validity(leaf, now)
+    _check_signature(leaf, current, [*certificates, *issuers])
     chain = tuple(c for c in certificates if c is not leaf)
     return Renewed(leaf, chain, key)
+
+
+def _check_validity(leaf: x509.Certificate, now: float) -> None:
+    """RenewalError unless ``leaf`` is valid at ``now`` (within the allowed clock skew)."""
+    if leaf.not_valid_after_utc.timestamp() <= now:
+        raise RenewalError("the new certificate expired on "
+                           f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+    if leaf.not_valid_before_utc.timestamp() > now + CLOCK_SKEW:
+        raise RenewalError(f"the new certificate is not valid before "
+                           f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _check_signature(leaf: x509.Certificate, current: x509.Certificate,
+                     candidates: Sequence[x509.Certificate]) -> None:
+    """RenewalError unless ``leaf`` is signed by the certificate among ``candidates`` that
+    signed ``current`` (none known: nothing to check it with)."""
+    for issuer in candidates:
+        if issuer.subject != current.issuer or not _signed_by(current, issuer):
+            continue
+        if not _signed_by(leaf, issuer):
+            raise RenewalError("the new certificate's signature does not verify with the key "
+                               "of the CA that issued the current one")
+        return
+
+
+def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _spki(public_key: Any) -> bytes:
@@ -296,14 +334,17 @@ class AutoRenewal:
                  key_path: str | os.PathLike[str] | None, clock: IReactorTime,
                  fraction: float = DEFAULT_FRACTION, retry: float = DEFAULT_RETRY,
                  chain: Callable[[], Sequence[x509.Certificate]] = tuple,
-                 offload: Callable[[Callable[[], None]], Awaitable[None]] | None = None
-                 ) -> None:
+                 offload: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+                 issuers: Sequence[x509.Certificate] = ()) -> None:
         """``chain``: the intermediates in use, kept when the answer has none; ``offload``
-        writes the files away from the reactor (a thread pool; default: at once)."""
+        writes the files away from the reactor (a thread pool; default: at once);
+        ``issuers``: CA certificates that may have issued the client's (its trusted CAs), to
+        check the new certificate's signature with."""
         self._current = current
         self._chain = chain
         self._offload = offload
         self._post = post
+        self.issuers = tuple(issuers)
         self._adopt = adopt
         self.cert_path = cert_path
         self.key_path = key_path
@@ -345,7 +386,8 @@ class AutoRenewal:
             raise RenewalError(f"the EST server answered {status}: "
                                f"{body[:300].decode('utf-8', 'replace').strip()}",
                                _seconds(retry_after))
-        renewed = accept(current, key, read_certs_only(body))
+        renewed = accept(current, key, read_certs_only(body), self.clock.seconds(),
+                         (*self._chain(), *self.issuers))
         if not renewed.chain:
             renewed = replace(renewed, chain=tuple(self._chain()))
         cert_path, key_path = self.cert_path, self.key_path

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from certsrv.exceptions import EnrollmentReason, PKIError
+from certsrv.exceptions import EnrollmentReason, EnrollmentRefused, PKIError
 from certsrv.pki import CertifiablePublicKey, fingerprint
 from certsrv.pki.index import serial_hex
 from certsrv.pki.indexsource import Offload, inline
@@ -75,6 +75,7 @@ STATUS: dict[EnrollmentReason, int] = {
     EnrollmentReason.KEY_REUSED: http.BAD_REQUEST,
     EnrollmentReason.UNKNOWN_CERTIFICATE: http.FORBIDDEN,
     EnrollmentReason.SUPERSEDED: http.FORBIDDEN,
+    EnrollmentReason.REVOKED: http.FORBIDDEN,
     EnrollmentReason.TOO_MANY_RENEWALS: 429,
     EnrollmentReason.NOT_ISSUED: http.INTERNAL_SERVER_ERROR,
 }
@@ -110,13 +111,21 @@ def _sans(extensions: x509.Extensions) -> frozenset[x509.GeneralName]:
     return frozenset(names)
 
 
+_Names = tuple[x509.Name, frozenset[x509.GeneralName]]
+
+
+def _names(certificate: x509.Certificate) -> _Names:
+    """What every renewal of ``certificate`` keeps: its subject and SANs."""
+    return certificate.subject, _sans(certificate.extensions)
+
+
 def _media_type(content_type: bytes | None) -> bytes:
     return (content_type or b"").split(b";")[0].strip().lower()
 
 
 class Enrollment:
     """Re-enrolls client certificates of ``store`` (RFC 7030 simplereenroll), at most
-    ``max_renewals`` times per certificate per hour, with the validity of the certificate
+    ``max_renewals`` times per subject and SANs per hour, with the validity of the certificate
     renewed (or ``validity``). What needs the disk (the index, issuing) runs in ``offload``
     (a thread pool in the service); everything else in the caller's thread."""
 
@@ -129,7 +138,9 @@ class Enrollment:
         self.max_renewals = max_renewals
         self.validity = validity
         self.offload = offload
-        self._renewals: dict[int, collections.deque[float]] = {}
+        # Counted by name, not by serial: each successor's fresh count would let a client
+        # renew its renewals without end.
+        self._renewals: dict[_Names, collections.deque[float]] = {}
 
     def cacerts(self) -> bytes:
         """The CA certificates (the explicit trust anchor), base64 PKCS#7 certs-only."""
@@ -141,13 +152,13 @@ class Enrollment:
         csr = read_request(content_type, body)
         if isinstance(csr, Answer):
             return defer.succeed(csr)
-        problem = _compare(current, csr) or self._rate(current.serial_number)
+        problem = _compare(current, csr) or self._rate(_names(current))
         if problem is not None:
             return defer.succeed(problem)
         public_key = csr.public_key()
         assert isinstance(public_key, CertifiablePublicKey)
         stamp = self.clock.seconds()
-        self._renewals.setdefault(current.serial_number, collections.deque()).append(stamp)
+        self._renewals.setdefault(_names(current), collections.deque()).append(stamp)
         now = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
         path, validity = self.store.path, self.validity
         issuing = self.offload(lambda: _issue(path, current, public_key, validity, now))
@@ -157,7 +168,7 @@ class Enrollment:
         """Log the new certificate; a refusal gives its renewal back to the hourly count."""
         new = answer.certificate
         if new is None:
-            recent = self._renewals.get(current.serial_number)
+            recent = self._renewals.get(_names(current))
             if recent is not None and stamp in recent:
                 recent.remove(stamp)
             if answer.refusal is EnrollmentReason.NOT_ISSUED:
@@ -172,17 +183,17 @@ class Enrollment:
                   decision="accepted")
         return answer
 
-    def _rate(self, serial: int) -> Answer | None:
-        """A refusal with Retry-After if ``serial`` was renewed ``max_renewals`` times within
+    def _rate(self, names: _Names) -> Answer | None:
+        """A refusal with Retry-After if ``names`` were renewed ``max_renewals`` times within
         the last hour, else None."""
         now = self.clock.seconds()
-        recent = self._renewals.get(serial)
+        recent = self._renewals.get(names)
         if recent is None:
             return None
         while recent and recent[0] <= now - RENEWAL_WINDOW:
             recent.popleft()
         if not recent:
-            del self._renewals[serial]
+            del self._renewals[names]
             return None
         if len(recent) < self.max_renewals:
             return None
@@ -231,18 +242,14 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         if entry is None or entry.fingerprint != fingerprint(current):
             return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
                           detail=f"serial {serial_hex(current.serial_number)}")
-        newest = store.find(entry.name)
-        if newest.serial != entry.serial and newest.key_path is not None:
-            # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
-            # (A successor issued over EST is no obstacle: its answer may have been lost.)
-            return Answer(refusal=EnrollmentReason.SUPERSEDED,
-                          detail=f"by serial {newest.serial_hex}")
         other = store.knows_key(_key_sha256(public_key))
         if other is not None:
             return Answer(refusal=EnrollmentReason.KEY_REUSED,
                           detail=f"the key of certificate {other.serial_hex}")
         _, certificate = store.reenroll(current.serial_number, public_key, validity=validity,
                                         now=now)
+    except EnrollmentRefused as e:
+        return Answer(refusal=e.reason, detail=e.detail)
     except (PKIError, ValueError, OSError) as e:
         return Answer(refusal=EnrollmentReason.NOT_ISSUED, detail=str(e))
     return Answer(certificate=certificate)

@@ -195,7 +195,7 @@ class Options(PluginOptions):
          "From thisUpdate to nextUpdate in each answer: how long servers may keep using it, "
          "so how late they may learn of a revocation.", _seconds],
         ["est-max-renewals", None, DEFAULT_MAX_RENEWALS,
-         "EST re-enrollments allowed per certificate per hour; more get 429 with "
+         "EST re-enrollments allowed per subject and SANs per hour; more get 429 with "
          "Retry-After.", int],
         ["est-validity", None, None,
          "Validity of certificates EST issues (default: that of the certificate renewed), "

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from certsrv.exceptions import PKIError
+from certsrv.exceptions import EnrollmentReason, EnrollmentRefused, PKIError
 from certsrv.pki import (
     _BACKDATE,
     CertifiablePublicKey,
@@ -530,10 +530,12 @@ class PKIStore:
                                f"{serial_hex(serial)}")
             current = self._index.current(old.name)
             assert current is not None  # a name's newest entry is always current
+            self._refuse_revoked_line(old)
+            replaced = self._replaced_successor(old, current, _aware(now))
             archived = self.path / archive_path(old)
             template = _load_certificate(archived if archived.exists() else self.path / old.path)
             certificate = self.ca.certify(template, public_key, now=_aware(now),
-                                          validity=lifetime or _lifetime_of(template))
+                                          validity=lifetime or _exact_lifetime(template))
             key_sha256 = _key_sha256(certificate)
             self._refuse_compromised(key_sha256, f"the new key of {old.name!r}")
             stem = _stem(current.path)
@@ -543,10 +545,49 @@ class PKIStore:
             _write_atomic(self.path / archive_path(entry), pem)
             _write_atomic(self.path / entry.path, pem)  # the store's CA is a root
             (self.path / f"{stem}.key").unlink(missing_ok=True)
-            self._index.replace(current, _superseded(current, entry))
+            self._index.replace(current, _superseded(replaced or current, entry))
             self._index.add(entry)
-            self._index.save()
+            if replaced is not None:
+                self._write_crl(now, DEFAULT_CRL_DAYS)  # also saves the index
+            else:
+                self._index.save()
         return entry, certificate
+
+    def _replaced_successor(self, old: Entry, current: Entry, now: datetime.datetime
+                            ) -> Entry | None:
+        """None if ``old`` is its name's current certificate. Else that current certificate,
+        revoked (superseded), if it is ``old``'s successor (or follows it through successors
+        so replaced): its answer was lost, or another holder of ``old``'s key asks; either
+        way one successor stays valid, never two. EnrollmentRefused if a valid certificate
+        came between."""
+        if current.serial == old.serial:
+            return None
+        if current.key_path is not None:
+            # Renewed by hand in the PKI, whose files hold the successor's key: leave them be.
+            raise EnrollmentRefused(EnrollmentReason.SUPERSEDED, f"by serial {current.serial_hex}")
+        between = self._index.by_serial.get(old.superseded_by or 0)
+        while between is not None and between.serial != current.serial:
+            if not _replaced(between):
+                raise EnrollmentRefused(EnrollmentReason.SUPERSEDED,
+                                        f"serial {old.serial_hex} was renewed as "
+                                        f"{between.serial_hex}, itself renewed since")
+            between = self._index.by_serial.get(between.superseded_by or 0)
+        return _revoked(current, _revocation_time(now), x509.ReasonFlags.superseded)
+
+    def _refuse_revoked_line(self, entry: Entry) -> None:
+        """Raise EnrollmentRefused if ``entry`` or a later certificate of its name is revoked
+        (but for successors replaced after a lost answer): revoking a name's newest
+        certificate must also stop its predecessors from renewing."""
+        seen: set[int] = set()
+        successor: Entry | None = entry
+        while successor is not None and successor.serial not in seen:
+            if successor.status is EntryStatus.REVOKED and not _replaced(successor):
+                later = "" if successor is entry else f", issued after {entry.serial_hex}"
+                raise EnrollmentRefused(EnrollmentReason.REVOKED,
+                                        f"serial {successor.serial_hex}{later}")
+            seen.add(successor.serial)
+            following = successor.superseded_by
+            successor = self._index.by_serial.get(following) if following is not None else None
 
     def entry_of(self, serial: int) -> Entry | None:
         """The index entry of ``serial``, or None."""
@@ -752,6 +793,13 @@ def _superseded(previous: Entry, successor: Entry) -> Entry:
                    path=archive_path(previous), key_path=None)
 
 
+def _replaced(entry: Entry) -> bool:
+    """Whether ``entry`` was revoked as superseded and has a successor: a re-enrollment's
+    answer that was asked for again (see PKIStore.reenroll)."""
+    return (entry.status is EntryStatus.REVOKED and entry.superseded_by is not None
+            and entry.revocation_reason is x509.ReasonFlags.superseded)
+
+
 def _revocation_time(when: datetime.datetime | None) -> datetime.datetime:
     """``when`` (default now) to the second; ValueError from 2050 on."""
     revoked_at = _aware(when).replace(microsecond=0)
@@ -943,6 +991,15 @@ def _lifetime_of(certificate: x509.Certificate) -> datetime.timedelta:
     if lifetime >= datetime.timedelta(days=1):
         return datetime.timedelta(days=round(lifetime / datetime.timedelta(days=1)))
     return datetime.timedelta(seconds=max(1, round(lifetime.total_seconds())))
+
+
+def _exact_lifetime(certificate: x509.Certificate) -> datetime.timedelta:
+    """The validity ``certificate`` was issued with, to the second and never rounded up (a
+    36-hour certificate renewed as two days would grow with each renewal's rounding)."""
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    if lifetime > _BACKDATE:
+        lifetime -= _BACKDATE
+    return datetime.timedelta(seconds=max(1, int(lifetime.total_seconds())))
 
 
 def _check_client_dns(host: str) -> None:

@@ -103,10 +103,12 @@ class AnswerTests(SynchronousTestCase):
         self.ca = CertificateAuthority.create()
         self.current = self.ca.issue_client("alice").certificate
         self.key = ec.generate_private_key(ec.SECP256R1())
+        self.now = datetime.datetime.now(datetime.UTC).timestamp()
 
     def test_the_certificate_for_the_new_key(self) -> None:
         new = self.ca.certify(self.current, self.key.public_key())
-        renewed = accept(self.current, self.key, read_certs_only(certs_only([new])))
+        renewed = accept(self.current, self.key, read_certs_only(certs_only([new])),
+                         self.now, [self.ca.certificate])
         self.assertEqual(renewed.certificate, new)
         self.assertNotIn("PRIVATE", repr(renewed))
 
@@ -119,7 +121,29 @@ class AnswerTests(SynchronousTestCase):
         other_issuer = CertificateAuthority.create("Other").certify(self.current,
                                                                     self.key.public_key())
         for certificate in (other_key, other_subject, other_issuer):
-            self.assertRaises(RenewalError, accept, self.current, self.key, [certificate])
+            self.assertRaises(RenewalError, accept, self.current, self.key, [certificate],
+                              self.now)
+
+    def test_signed_by_another_key_with_the_issuer_name(self) -> None:
+        # A hostile EST server's CA named like the real one: the names all match.
+        rogue = CertificateAuthority.create("certsrv development CA")
+        self.assertEqual(rogue.certificate.subject, self.ca.certificate.subject)
+        forged = rogue.certify(self.current, self.key.public_key())
+        with self.assertRaises(RenewalError) as caught:
+            accept(self.current, self.key, [forged], self.now, [self.ca.certificate])
+        self.assertIn("signature", str(caught.exception))
+        # A rogue issuer certificate sent along is no issuer of the current certificate.
+        self.assertRaises(RenewalError, accept, self.current, self.key,
+                          [forged, rogue.certificate], self.now, [self.ca.certificate])
+
+    def test_expired_or_not_yet_valid(self) -> None:
+        day = datetime.timedelta(days=1)
+        start = datetime.datetime.fromtimestamp(self.now, datetime.UTC)
+        for now, message in ((start - 2 * day, "expired"), (start + 2 * day, "not valid before")):
+            new = self.ca.certify(self.current, self.key.public_key(), now=now, validity=day)
+            with self.assertRaises(RenewalError) as caught:
+                accept(self.current, self.key, [new], self.now, [self.ca.certificate])
+            self.assertIn(message, str(caught.exception))
 
 
 class HostileAnswerTests(SynchronousTestCase):
@@ -201,6 +225,7 @@ class AutoRenewalTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(datetime.datetime.now(datetime.UTC).timestamp())
         store = PKIStore.init(self.directory / "pki")
+        self.ca = store.ca.certificate
         self.cert_path, self.key_path = self.directory / "c.pem", self.directory / "c.key"
         shutil.copy(self.directory / "pki" / "client.pem", self.cert_path)
         shutil.copy(self.directory / "pki" / "client.key", self.key_path)
@@ -266,6 +291,20 @@ class AutoRenewalTests(SynchronousTestCase):
         self.clock.advance(1)
         self.renewal.poke()
         self.assertEqual((self.posted, self.renewal.renewals), (2, 1))
+
+    def test_a_forged_answer_leaves_the_files(self) -> None:
+        rogue = CertificateAuthority.create("certsrv development CA")
+        before = self.cert_path.read_bytes(), self.key_path.read_bytes()
+
+        async def hostile(body: bytes) -> tuple[int, bytes | None, bytes]:
+            key = _csr_of(body).public_key()
+            return 200, None, certs_only([rogue.certify(self.in_use, key)])  # type: ignore[arg-type]
+
+        renewal = AutoRenewal(current=lambda: self.in_use, post=hostile, adopt=self.adopt,
+                              cert_path=self.cert_path, key_path=self.key_path,
+                              clock=self.clock, issuers=[self.ca])
+        self.failureResultOf(renewal.renew(), RenewalError)
+        self.assertEqual((self.cert_path.read_bytes(), self.key_path.read_bytes()), before)
 
     def test_renewals_under_way_are_joined(self) -> None:
         waiting: defer.Deferred[tuple[int, bytes | None, bytes]] = defer.Deferred()

@@ -145,6 +145,17 @@ class ReenrollTests(EnrollmentCase):
         end = answer.certificate.not_valid_after_utc
         self.assertEqual(end, self.now().replace(microsecond=0) + datetime.timedelta(hours=8))
 
+    def test_lifetime_is_never_rounded_up(self) -> None:
+        entry = self.store.issue_client("brief", validity=datetime.timedelta(hours=36),
+                                        now=self.now())
+        current = x509.load_pem_x509_certificate((self.store.path / entry.path).read_bytes())
+        for _ in range(2):
+            new = self.reenroll(self.new_csr(current.subject), current).certificate
+            assert new is not None
+            self.assertEqual(new.not_valid_after_utc,
+                             self.now().replace(microsecond=0) + datetime.timedelta(hours=36))
+            current = new
+
     def test_renewed_twice_from_the_successor(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         first = self.reenroll(csr(key, self.client.certificate.subject)).certificate
@@ -213,9 +224,61 @@ class ReenrollTests(EnrollmentCase):
         self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
         self.assertEqual(key_file.read_bytes(), before, "the PKI's files stay as they were")
 
+    def test_renewal_in_the_pki_while_the_request_is_checked(self) -> None:
+        # `certsrv-pki renew` between the checks and the issuing: decided under the PKI lock.
+        renewed: list[int] = []
+        knows_key = PKIStore.knows_key
+
+        def renew_meanwhile(store: PKIStore, key_sha256: str) -> object:
+            renewed.append(PKIStore.open(store.path).renew("client", now=self.now()).serial)
+            return knows_key(store, key_sha256)
+
+        self.patch(PKIStore, "knows_key", renew_meanwhile)
+        self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
+        self.assertTrue((self.store.path / "client.key").exists(), "the renewal's key stays")
+        self.assertEqual(self.store.find("client").serial, renewed[0])
+        self.assertEqual(self.store.find("client").status, EntryStatus.VALID)
+
     def test_superseded_over_est_may_ask_again(self) -> None:
-        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
-        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "the answer was lost")
+        lost = self.reenroll(self.new_csr()).certificate
+        assert lost is not None
+        again = self.reenroll(self.new_csr()).certificate
+        self.assertIsNotNone(again, "the answer was lost")
+        # One valid successor, never two: the one whose answer was lost is revoked.
+        replaced = self.store.entry_of(lost.serial_number)
+        assert replaced is not None
+        self.assertEqual((replaced.status, replaced.revocation_reason),
+                         (EntryStatus.REVOKED, x509.ReasonFlags.superseded))
+        crl = x509.load_pem_x509_crl((self.store.path / "crl.pem").read_bytes())
+        self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(lost.serial_number))
+        self.assertIsNotNone(self.reenroll(self.new_csr()).certificate, "lost twice")
+
+    def test_superseded_by_a_successor_in_use_refused(self) -> None:
+        received = self.reenroll(self.new_csr()).certificate
+        assert received is not None
+        newest = self.reenroll(self.new_csr(), received).certificate  # it was received
+        assert newest is not None
+        answer = self.reenroll(self.new_csr())  # the original again: a fork
+        self.assertRefused(answer, EnrollmentReason.SUPERSEDED, 403)
+        self.assertEqual(self.store.find("client").serial, newest.serial_number)
+        self.assertEqual(self.store.find("client").status, EntryStatus.VALID)
+
+    def test_revoked_certificate_refused_while_the_gate_still_admits_it(self) -> None:
+        # The gate's copy of the index may be a second old: the issuing step reads it anew.
+        self.store.revoke("client", "keyCompromise", now=self.now())
+        answer = self.reenroll(self.new_csr())
+        self.assertRefused(answer, EnrollmentReason.REVOKED, 403)
+        self.assertEqual(self.store.find("client").serial, self.client.certificate.serial_number)
+
+    def test_predecessor_of_a_revoked_certificate_refused(self) -> None:
+        first = self.reenroll(self.new_csr()).certificate
+        assert first is not None
+        self.store.revoke("client", "keyCompromise", now=self.now())  # revokes ``first``
+        answer = self.reenroll(self.new_csr())  # the superseded, unexpired original
+        self.assertRefused(answer, EnrollmentReason.REVOKED, 403)
+        self.assertIn(f"{first.serial_number:X}", answer.detail.upper())
+        self.assertEqual(self.store.find("client").serial, first.serial_number)
+        self.assertRefused(self.reenroll(self.new_csr(), first), EnrollmentReason.REVOKED, 403)
 
     def test_too_many_renewals_per_hour(self) -> None:
         for _ in range(DEFAULT_MAX_RENEWALS):
@@ -227,6 +290,20 @@ class ReenrollTests(EnrollmentCase):
         self.assertEqual(answer.retry_after, expected)
         self.clock.advance(expected)
         self.assertIsNotNone(self.reenroll(self.new_csr()).certificate)
+
+    def test_renewing_the_renewals_counts_against_the_same_limit(self) -> None:
+        current = self.client.certificate
+        for _ in range(DEFAULT_MAX_RENEWALS):
+            new = self.reenroll(self.new_csr(), current).certificate
+            assert new is not None
+            current = new
+        self.assertRefused(self.reenroll(self.new_csr(), current),
+                           EnrollmentReason.TOO_MANY_RENEWALS, 429)
+        self.assertEqual(self.store.find("client").serial, current.serial_number)
+        other = self.store.issue_client("alice", now=self.now())
+        alice = x509.load_pem_x509_certificate((self.store.path / other.path).read_bytes())
+        self.assertIsNotNone(self.reenroll(self.new_csr(alice.subject), alice).certificate,
+                             "another name has a count of its own")
 
     def test_refusals_do_not_count_against_the_limit(self) -> None:
         server_key = self.issued("server").private_key
