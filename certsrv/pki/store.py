@@ -612,8 +612,10 @@ class PKIStore:
     ) -> Entry:
         """Revoke a certificate at ``when`` (default now) and rewrite ``crl.pem``.
 
-        keyCompromise revokes every certificate of the same public key too (see same_key),
-        and marks the key so that it is never certified again.
+        By name, every earlier certificate of the name still valid (superseded by a renewal)
+        is revoked too; by serial, that one certificate. keyCompromise revokes every
+        certificate of the same public key too (see same_key), and marks the key so that it
+        is never certified again.
         """
         reason = parse_reason(reason)
         revoked_at = _revocation_time(when if when is not None else now)
@@ -622,7 +624,10 @@ class PKIStore:
             self._index.refresh()
             old = self._index.find(name_or_serial)
             self._refuse_revoked(old, reason)
-            for target in self._revoked_with(old, reason):
+            targets = self._revoked_with(old, reason)
+            if isinstance(name_or_serial, str) and self._index.current(name_or_serial) is old:
+                targets += self._valid_predecessors(old, revoked_at)
+            for target in targets:
                 if target.revocation_reason is not x509.ReasonFlags.key_compromise:
                     self._index.replace(target, _revoked(target, revoked_at, reason))
             self._write_crl(now, crl_days)  # also saves the index
@@ -649,6 +654,13 @@ class PKIStore:
                 f"{self.path / INDEX}: certificate {entry.name!r} (serial {entry.serial_hex}) "
                 f"was already revoked at {_iso(entry.revoked_at)}"
             )
+
+    def _valid_predecessors(self, entry: Entry, at: datetime.datetime) -> list[Entry]:
+        """The earlier certificates of ``entry``'s name still valid at ``at``: superseded,
+        but their keys are still with whoever held them (a renewal does not revoke)."""
+        return [other for other in self._index.entries
+                if other.name == entry.name and other is not entry
+                and other.status is EntryStatus.SUPERSEDED and other.not_after > at]
 
     def _revoked_with(self, entry: Entry, reason: x509.ReasonFlags) -> list[Entry]:
         """``entry``, and for keyCompromise every other certificate of its key."""

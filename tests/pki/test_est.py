@@ -273,12 +273,20 @@ class ReenrollTests(EnrollmentCase):
     def test_predecessor_of_a_revoked_certificate_refused(self) -> None:
         first = self.reenroll(self.new_csr()).certificate
         assert first is not None
-        self.store.revoke("client", "keyCompromise", now=self.now())  # revokes ``first``
+        self.store.revoke(first.serial_number, "keyCompromise", now=self.now())  # ``first`` only
         answer = self.reenroll(self.new_csr())  # the superseded, unexpired original
         self.assertRefused(answer, EnrollmentReason.REVOKED, 403)
         self.assertIn(f"{first.serial_number:X}", answer.detail.upper())
         self.assertEqual(self.store.find("client").serial, first.serial_number)
         self.assertRefused(self.reenroll(self.new_csr(), first), EnrollmentReason.REVOKED, 403)
+
+    def test_revoking_the_name_revokes_the_superseded_original(self) -> None:
+        """``revoke NAME``: a renewal's predecessor, still unexpired, is revoked with it."""
+        first = self.reenroll(self.new_csr()).certificate
+        assert first is not None
+        self.store.revoke("client", "cessationOfOperation", now=self.now())
+        for serial in (self.client.certificate.serial_number, first.serial_number):
+            self.assertEqual(self.store.find(serial).status, EntryStatus.REVOKED)
 
     def test_too_many_renewals_per_hour(self) -> None:
         for _ in range(DEFAULT_MAX_RENEWALS):

@@ -1151,12 +1151,21 @@ class KeyCompromiseTests(_CLIProcessCase):
                            f"{self.first.serial_hex}) was already revoked at "
                            f"{first_revoked_at:%Y-%m-%dT%H:%M:%SZ}")
 
-    def test_other_reasons_revoke_one_certificate(self) -> None:
-        """Any other reason revokes the named certificate only."""
-        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
-                                "cessationOfOperation"))
+    def test_other_reasons_by_serial_revoke_one_certificate(self) -> None:
+        """Any other reason, by serial: that certificate only."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", self.second.serial_hex,
+                                "--reason", "cessationOfOperation"))
         self.assertEqual(set(_crl_text(self, self.dir)), {self.second.serial_hex})
         self.assertEqual(self.store.find(self.first.serial).status, EntryStatus.SUPERSEDED)
+
+    def test_by_name_revokes_the_valid_predecessors(self) -> None:
+        """By name, whatever the reason: the current certificate and every superseded one
+        still valid, whose key its holder may still have."""
+        self.assertSucceeds(cli("--dir", str(self.dir), "revoke", "client", "--reason",
+                                "cessationOfOperation"))
+        self.assertEqual(set(_crl_text(self, self.dir)),
+                         {self.first.serial_hex, self.second.serial_hex})
+        self.assertEqual(self.store.find(self.first.serial).status, EntryStatus.REVOKED)
 
     def test_index_without_key_hashes(self) -> None:
         """An index written before key hashes existed: the certificates' files are read."""
