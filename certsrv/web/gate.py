@@ -114,8 +114,17 @@ class Gate(resource.Resource):
             refusal = self._reverify(request, observer, client, verifier)
             if refusal is not None:
                 return refusal
-        if verifier.access is not None:
-            decision = self._decide(request, observer, verifier.access, client, segments)
+        access = verifier.access
+        if access is not None:
+            memo = client.access_memo if client is not None else None
+            if (memo is not None and memo[0] is access and memo[1] == request.method
+                    and memo[2] == request.path):
+                # The same request again on this connection (same certificate, same policy):
+                # the same decision, and the same event (emitted, and counted, again).
+                decision = memo[3]
+                _emit_access(request, observer, decision, memo[4])
+            else:
+                decision = self._decide(request, observer, access, client, segments)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
             if decision.reason is AccessReason.PUBLIC:
@@ -246,21 +255,16 @@ class Gate(resource.Resource):
         """The ``--policy`` rules' decision for the request, logged and reported."""
         identity = client.identity if client is not None else None
         method, path = request.method, request.path
-        memo = client.access_memo if client is not None else None
-        if memo is not None and memo[0] is access and memo[1] == method and memo[2] == path:
-            # The same request again on this connection (same certificate, same policy): the
-            # same decision, and the same event (emitted, and counted, again).
-            decision, fields = memo[3], memo[4]
-        else:
-            claims = None
-            if client is not None and identity is not None:
-                if client.claims is None:
-                    client.claims = Claims(identity)
-                claims = client.claims
-            decision = access.decide(path, method, claims, segments)
-            fields = _access_fields(request, decision, identity)
-            if client is not None:
-                client.access_memo = (access, method, path, decision, fields)
+        claims = None
+        if client is not None and identity is not None:
+            if client.claims is None:
+                client.claims = Claims(identity)
+            claims = client.claims
+        decision = access.decide(path, method, claims, segments)
+        fields = _access_fields(request, decision, identity)
+        if client is not None:
+            # Remembered for the same request again on this connection (see render).
+            client.access_memo = (access, method, path, decision, fields)
         _emit_access(request, observer, decision, fields)
         return decision
 
@@ -391,7 +395,10 @@ def _access_fields(request: server.Request, decision: Decision,
         verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
         client=identity.subject if identity else "anonymous (no certificate)",
         subject=identity.subject if identity else None,
-        sha256=identity.sha256 if identity else None, **decision.log_fields())
+        sha256=identity.sha256 if identity else None, **decision.log_fields(),
+        # What Logger.info adds but the format and the time (see _emit_access).
+        log_logger=_access_log, log_level=LogLevel.info, log_namespace=_access_log.namespace,
+        log_source=_access_log.source)
 
 
 def _emit_access(request: server.Request, observer: Observer, decision: Decision,
@@ -410,9 +417,7 @@ def _emit_access(request: server.Request, observer: Observer, decision: Decision
         peer = str(request.getClientAddress())
         setattr(channel, _PEER, peer)
     # Logger.info's event, built here: its check of the level costs more than the rest.
-    event = dict(fields, peer=peer, log_logger=_access_log, log_level=LogLevel.info,
-                 log_namespace=_access_log.namespace, log_source=_access_log.source,
-                 log_format=text, log_time=time.time())
+    event = dict(fields, peer=peer, log_format=text, log_time=time.time())
     _access_log.observer(event)
     observer.access_decided(decision.reason.value)
 
