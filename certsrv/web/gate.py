@@ -51,6 +51,7 @@ _GATED = "_certsrv_gated"
 # On a request's channel: (method, path, segments) of the last request whose view passed.
 _VIEW = "_certsrv_view"
 _PEER = "_certsrv_peer"  # on a request's channel: the text of its peer's address
+_PUBLIC = AccessReason.PUBLIC  # read per request: a module global, not an Enum lookup
 # The revocation decision on a trusted proxy's own certificate, learnt while the request waited.
 _PEER_VERDICT = "_certsrv_peer_verdict"
 _access_log = Logger(namespace="certsrv.policy")
@@ -127,7 +128,7 @@ class Gate(resource.Resource):
                 decision = self._decide(request, observer, access, client, segments)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
-            if decision.reason is AccessReason.PUBLIC:
+            if decision.reason is _PUBLIC:
                 return self._forward(request)
         identity = client.identity if client is not None else None
         if client is None or identity is None:
@@ -419,7 +420,7 @@ def _emit_access(request: server.Request, observer: Observer, decision: Decision
     # Logger.info's event, built here: its check of the level costs more than the rest.
     event = dict(fields, peer=peer, log_format=text, log_time=time.time())
     _access_log.observer(event)
-    observer.access_decided(decision.reason.value)
+    observer.access_decided(fields["policy_reason"])  # decision.reason.value, made once
 
 
 def protect(app: resource.IResource) -> resource.IResource:
