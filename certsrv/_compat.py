@@ -184,6 +184,12 @@ def header_names(headers: Any) -> KeysView[bytes]:
     return names
 
 
+def line_buffered(protocol: Any) -> bytes:
+    """What a LineReceiver holds of a line not yet complete (its private buffer)."""
+    buffered: bytes = protocol._buffer
+    return buffered
+
+
 def http_channel(protocol: Any) -> Any:
     """The channel a GenericHTTPChannelProtocol speaks through: HTTPChannel or H2Connection."""
     return protocol._channel

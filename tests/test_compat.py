@@ -448,6 +448,21 @@ class TwistedHTTPTests(_CompatTestCase):
         headers.removeHeader(b"host")
         self.assertEqual(set(names), {b"X-Forwarded-Client-Cert"})
 
+    def test_line_buffered(self) -> None:
+        from twisted.protocols.basic import LineReceiver
+
+        class Lines(LineReceiver):
+            def lineReceived(self, line: bytes) -> None:
+                pass
+
+        lines = Lines()
+        self.need(getattr(lines, "_buffer", None) == b"", "LineReceiver._buffer", "Twisted",
+                  "line_buffered")
+        lines.dataReceived(b"complete\r\nhalf a li")
+        self.assertEqual(_compat.line_buffered(lines), b"half a li")
+        lines.dataReceived(b"ne\r\n")
+        self.assertEqual(_compat.line_buffered(lines), b"")
+
     def test_switch_does_what_twisted_does(self) -> None:
         """Twisted's own switch sets the same attributes on the new channel as ours."""
         source = _compat.GenericHTTPChannelProtocol.dataReceived

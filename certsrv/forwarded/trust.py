@@ -94,7 +94,8 @@ def strip_forwarded_headers(request: server.Request, forwarded: Forwarding | Non
     """Remove every forwarded-certificate header, so the app never sees a spoofed one."""
     names = forwarded.config.strip_headers if forwarded is not None else ALL_FORWARDED_HEADERS
     headers = request.requestHeaders
-    if _as_stored(names).isdisjoint(header_names(headers)):
+    stored = _stored_names.get(names) or _as_stored(names)
+    if stored.isdisjoint(header_names(headers)):
         return  # the usual case: none of them (one set operation, no lookups)
     for name in names:
         headers.removeHeader(name)

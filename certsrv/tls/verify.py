@@ -174,8 +174,9 @@ class ConnectionState:
         self.revocation: Plan = ()
         self.revocation_memo: tuple[Verdict, float] | None = None
         self.claims: Claims | None = None
-        # The access decision of the last request: (policy, method, path, decision).
-        self.access_memo: tuple[Policy, bytes, bytes, Decision] | None = None
+        # The access decision of the last request and its log event's fields:
+        # (policy, method, path, decision, fields).
+        self.access_memo: tuple[Policy, bytes, bytes, Decision, dict[str, Any]] | None = None
         self.leaf: x509.Certificate | None = None
         self.chain_not_after: float | None = None
         self.pinned = False

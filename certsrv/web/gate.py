@@ -12,11 +12,12 @@ dispatches it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
@@ -47,6 +48,10 @@ __all__ = ["Gate", "protect"]
 
 _log = Logger(namespace="certsrv.tls")
 _GATED = "_certsrv_gated"
+# On a request's channel: (method, path, segments) of the last request whose view passed.
+_VIEW = "_certsrv_view"
+_PEER = "_certsrv_peer"  # on a request's channel: the text of its peer's address
+_PUBLIC = AccessReason.PUBLIC  # read per request: a module global, not an Enum lookup
 # The revocation decision on a trusted proxy's own certificate, learnt while the request waited.
 _PEER_VERDICT = "_certsrv_peer_verdict"
 _access_log = Logger(namespace="certsrv.policy")
@@ -80,11 +85,27 @@ class Gate(resource.Resource):
             return self._forward(request)
         setattr(request, _GATED, True)
         observer = site.observer
-        segments = self._view(request, observer)
-        if isinstance(segments, bytes):
-            return segments
-        verifier = site.verifier  # the one in force: a reload replaces it
-        client = self._client(request, site, verifier)
+        # The view of the request last let through on this connection, if this is it again.
+        view = getattr(request.channel, _VIEW, None)
+        if view is not None and view[0] == request.method and view[1] == request.path:
+            segments: Segments = view[2]
+        else:
+            viewed = self._view(request, observer)
+            if isinstance(viewed, bytes):
+                return viewed
+            segments = viewed
+        verifier = site.current.verifier  # the one in force: a reload replaces it
+        client: ConnectionState | None | bytes | defer.Deferred[Verdict]
+        if site.forwarded is None:
+            # No proxy may forward: the connection's own client (connection_state, inline
+            # for HTTP/1.1; an HTTP/2 stream has no transport), and no forwarded headers.
+            client = getattr(getattr(request.channel, "transport", None), "certsrv_state",
+                                  None)
+            if client is None:
+                client = connection_state(request)
+            strip_forwarded_headers(request, None)
+        else:
+            client = self._client(request, site, verifier)
         if client is not None and not isinstance(client, ConnectionState):
             # (Deferred is an ABC: a plain class is tested first, as it is the usual case.)
             if isinstance(client, bytes):
@@ -94,11 +115,20 @@ class Gate(resource.Resource):
             refusal = self._reverify(request, observer, client, verifier)
             if refusal is not None:
                 return refusal
-        if verifier.access is not None:
-            decision = self._decide(request, observer, verifier.access, client, segments)
+        access = verifier.access
+        if access is not None:
+            memo = client.access_memo if client is not None else None
+            if (memo is not None and memo[0] is access and memo[1] == request.method
+                    and memo[2] == request.path):
+                # The same request again on this connection (same certificate, same policy):
+                # the same decision, and the same event (emitted, and counted, again).
+                decision = memo[3]
+                _emit_access(request, observer, decision, memo[4])
+            else:
+                decision = self._decide(request, observer, access, client, segments)
             if not decision.allowed:
                 return refuse(request, decision.reason.value, decision.message)
-            if decision.reason is AccessReason.PUBLIC:
+            if decision.reason is _PUBLIC:
                 return self._forward(request)
         identity = client.identity if client is not None else None
         if client is None or identity is None:
@@ -118,6 +148,7 @@ class Gate(resource.Resource):
                                    tuple((request.prepath or []) + (request.postpath or [])))
             reason = AccessReason.BAD_PATH
         if segments is not None:
+            setattr(request.channel, _VIEW, (request.method, request.path, segments))
             return segments
         state = connection_state(request)
         _record_access(request, observer, Decision(False, None, reason),
@@ -225,20 +256,17 @@ class Gate(resource.Resource):
         """The ``--policy`` rules' decision for the request, logged and reported."""
         identity = client.identity if client is not None else None
         method, path = request.method, request.path
-        memo = client.access_memo if client is not None else None
-        if memo is not None and memo[0] is access and memo[1] == method and memo[2] == path:
-            # The same request again on this connection (same certificate, same policy).
-            decision = memo[3]
-        else:
-            claims = None
-            if client is not None and identity is not None:
-                if client.claims is None:
-                    client.claims = Claims(identity)
-                claims = client.claims
-            decision = access.decide(path, method, claims, segments)
-            if client is not None:
-                client.access_memo = (access, method, path, decision)
-        _record_access(request, observer, decision, identity)
+        claims = None
+        if client is not None and identity is not None:
+            if client.claims is None:
+                client.claims = Claims(identity)
+            claims = client.claims
+        decision = access.decide(path, method, claims, segments)
+        fields = _access_fields(request, decision, identity)
+        if client is not None:
+            # Remembered for the same request again on this connection (see render).
+            client.access_memo = (access, method, path, decision, fields)
+        _emit_access(request, observer, decision, fields)
         return decision
 
     def _admit(self, request: server.Request, observer: Observer, verifier: ClientVerifier,
@@ -253,7 +281,8 @@ class Gate(resource.Resource):
                               "by the server clock")
         revocation = verifier.revocation
         if revocation is None or not client.revocation:
-            return self._forward(request)
+            # _forward, inline (the usual way through).
+            return resource.getChildForRequest(self.wrapped, request).render(request)
         verdict, remembered = _revocation_verdict(revocation, client, now)
         if verdict is None:
             return self._await(request, observer, verifier, revocation, client.revocation,
@@ -354,21 +383,44 @@ _ACCESS_TEXT = "{method} {path}: {verdict} by {rule} for {client}"
 
 def _record_access(request: server.Request, observer: Observer, decision: Decision,
                    identity: ClientIdentity | None) -> None:
-    """Log an access decision and report it. With ``--access-log off`` a request let through
-    is still an event, but without text (the text log skips it), like an accepted handshake
-    under ``--log-accepted off``: otherwise it would be an access log line per request."""
-    text: str | None = _ACCESS_TEXT
-    if decision.allowed and not getattr(request.site, "access_log", True):
-        text = None
-    _access_log.info(
-        text,
+    """Log an access decision and report it."""
+    _emit_access(request, observer, decision, _access_fields(request, decision, identity))
+
+
+def _access_fields(request: server.Request, decision: Decision,
+                   identity: ClientIdentity | None) -> dict[str, Any]:
+    """The fields of the event of an access decision on ``request`` but its ``peer`` (a
+    connection's memo keeps them; a forwarded client's state is shared by connections)."""
+    return dict(
         method=request.method.decode("latin-1"), path=request.path[:200].decode("latin-1"),
         verdict="allowed" if decision.allowed else "denied", rule=decision.rule or "no rule",
         client=identity.subject if identity else "anonymous (no certificate)",
         subject=identity.subject if identity else None,
-        sha256=identity.sha256 if identity else None,
-        peer=str(request.getClientAddress()), **decision.log_fields())
-    observer.access_decided(decision.reason.value)
+        sha256=identity.sha256 if identity else None, **decision.log_fields(),
+        # What Logger.info adds but the format and the time (see _emit_access).
+        log_logger=_access_log, log_level=LogLevel.info, log_namespace=_access_log.namespace,
+        log_source=_access_log.source)
+
+
+def _emit_access(request: server.Request, observer: Observer, decision: Decision,
+                 fields: dict[str, Any]) -> None:
+    """Emit the event of an access decision and report it. With ``--access-log off`` a
+    request let through is still an event, but without text (the text log skips it), like
+    an accepted handshake under ``--log-accepted off``: otherwise it would be an access log
+    line per request."""
+    text: str | None = _ACCESS_TEXT
+    if decision.allowed and not getattr(request.site, "access_log", True):
+        text = None
+    # The peer's text, once per connection (an HTTP/2 stream: per request).
+    channel = request.channel
+    peer = getattr(channel, _PEER, None)
+    if peer is None:
+        peer = str(request.getClientAddress())
+        setattr(channel, _PEER, peer)
+    # Logger.info's event, built here: its check of the level costs more than the rest.
+    event = dict(fields, peer=peer, log_format=text, log_time=time.time())
+    _access_log.observer(event)
+    observer.access_decided(fields["policy_reason"])  # decision.reason.value, made once
 
 
 def protect(app: resource.IResource) -> resource.IResource:

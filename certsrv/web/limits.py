@@ -17,6 +17,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 from twisted.web.http import HTTPChannel
@@ -30,6 +31,7 @@ from certsrv._compat import (
     http2_write_control_data,
     http_channel,
     http_negotiated_protocol,
+    line_buffered,
     switch_to_http2,
 )
 from certsrv.exceptions import LimitReason
@@ -94,7 +96,7 @@ class LimitedRequest(server.Request):
         return site.limits
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.limits.max_body_bytes:
+        if length and length > self.limits.max_body_bytes:
             self._too_large = True
             length = 0
         super().gotLength(length)
@@ -154,8 +156,13 @@ class LimitedHTTPChannel(HTTPChannel):
         self._deadline: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
         self._refused = False
+        self._unchecked = False  # a whole head is being parsed without per-line checks
+        # HTTPChannel's own lineReceived, bound once (see dataReceived).
+        self._parse_line = partial(HTTPChannel.lineReceived, self)
         self._draining = False
-        self.answered = False  # a request has been answered: idle now means kept alive
+        # A request has been received whole (and is answered once no longer in ``requests``):
+        # idle now means kept alive.
+        self.answered = False
 
     @property
     def idle(self) -> bool:
@@ -179,16 +186,29 @@ class LimitedHTTPChannel(HTTPChannel):
             return False
         return bool(super().checkPersistence(request, version))
 
-    def requestDone(self, request: Any) -> None:
-        self.answered = True
-        super().requestDone(request)
-
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
         if self.line_mode and self._phase is None and data:
             self._phase = "headers"
-        super().dataReceived(data)
+            if not line_buffered(self):
+                # A request head arriving whole, within the limits, with CRLF line ends and
+                # no other CR or LF, is parsed by twisted.web without the per-line checks
+                # (which could refuse nothing in it), split at CRLF; allHeadersReceived puts
+                # them back for whatever follows. Not a head that starts with a blank line
+                # (twisted.web skips one).
+                end = data.find(b"\r\n\r\n") + 4
+                if end >= 4 and data[:2] != b"\r\n":
+                    lines = data.count(b"\r\n", 0, end)  # request line, fields, blank line
+                    if (data.count(b"\r", 0, end) == lines == data.count(b"\n", 0, end)
+                            and end - 2 * lines <= self._max_header_bytes
+                            and lines - 1 <= self._max_header_lines):
+                        self._unchecked = True
+                        self.delimiter = b"\r\n"
+                        self.lineReceived = self._parse_line  # type: ignore[method-assign]
+        # HTTPChannel.dataReceived, without its frame.
+        self.resetTimeout()
+        LineReceiver.dataReceived(self, data)
         # Armed only for a request still incomplete after the data that began its phase, so
         # a request arriving whole costs no timer.
         if self._phase is not None and self._deadline is None and not self._refused:
@@ -227,6 +247,9 @@ class LimitedHTTPChannel(HTTPChannel):
             super().rawDataReceived(data)
 
     def allHeadersReceived(self) -> None:
+        if self._unchecked:
+            self._unchecked = False
+            del self.delimiter, self.lineReceived
         self._header_bytes = self._header_lines = 0
         if self._deadline is not None:
             self._cancel_deadline()
@@ -243,6 +266,8 @@ class LimitedHTTPChannel(HTTPChannel):
         if self._deadline is not None:
             self._cancel_deadline()
         self._phase = None
+        # Answered from here on as far as idleness goes: until it is, it is in ``requests``.
+        self.answered = True
         super().allContentReceived()
 
     def refuse_body(self) -> None:
@@ -645,7 +670,10 @@ class LimitedSite(server.Site):
         """The resource for ``request``, which answers as certsrv (Twisted's ``process`` has
         just named its own name and version in the Server header: replaced once, here)."""
         request.responseHeaders.setRawHeaders(b"server", [SERVER_NAME])
-        return super().getResourceFor(request)
+        # server.Site.getResourceFor, without its frame.
+        request.site = self
+        request.sitepath = list(request.prepath or ())  # type: ignore[attr-defined]
+        return resource.getChildForRequest(self.resource, request)
 
     def getContentFile(self, length: int | None) -> IO[bytes]:
         """Request bodies stay in memory (within ``max_body_bytes``), never in a file."""

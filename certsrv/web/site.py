@@ -42,6 +42,8 @@ def connection_state(request: IRequest) -> ConnectionState | None:
 
 
 _FORWARDED = "_certsrv_forwarded_identity"
+# On a request's channel: (identity, /secure's text body for it).
+_SECURE_TEXT = "_certsrv_secure_text"
 
 
 def set_forwarded_identity(request: IRequest, identity: ClientIdentity | None) -> None:
@@ -59,7 +61,11 @@ def identity_of(request: IRequest) -> ClientIdentity | None:
     forwarded = getattr(request, _FORWARDED, request)
     if forwarded is not request:
         return forwarded  # type: ignore[return-value]
-    state = connection_state(request)
+    # connection_state, inline for HTTP/1.1 (an HTTP/2 stream has no transport).
+    channel = getattr(request, "channel", None)
+    state = getattr(getattr(channel, "transport", None), "certsrv_state", None)
+    if state is None:
+        state = connection_state(request)
     return state.identity if state is not None else None
 
 
@@ -121,11 +127,13 @@ class _Request(LimitedRequest):
     def _uncount(self) -> None:
         site, self._counted = self._counted, None
         if site is not None:
-            site.request_done(None)
+            site.inflight -= 1
 
     def finish(self) -> None:
-        super().finish()
-        self._uncount()
+        server.Request.finish(self)
+        site, self._counted = self._counted, None  # _uncount, inline (once per request)
+        if site is not None:
+            site.inflight -= 1
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -137,7 +145,10 @@ class _Request(LimitedRequest):
         # directly rather than through notifyFinish, which costs a Deferred per request.
         site.inflight += 1
         self._counted = site
-        super().process()
+        if self._too_large:
+            LimitedRequest.process(self)
+        else:
+            server.Request.process(self)
 
 
 class CertsrvSite(LimitedSite):
@@ -168,10 +179,6 @@ class CertsrvSite(LimitedSite):
         """The client verifier in force (``current.verifier``): a reload replaces it."""
         return self.current.verifier
 
-    def request_done(self, result: object) -> None:
-        """One request finished (or its client went away)."""
-        self.inflight -= 1
-
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         """Report the answered request; the access log line stays Twisted's."""
         self.observer.request_finished(request.code)
@@ -195,8 +202,20 @@ class SecureResource(resource.Resource):
         identity = identity_of(request)
         if identity is None:
             return forbidden(request, Reason.NO_CERTIFICATE)
-        return _body(request, identity.as_json,
-                     f"Client certificate accepted\nsubject: {identity.subject}\n")
+        if b"application/json" in (request.getHeader(b"accept") or b""):
+            return _body(request, identity.as_json, "")
+        # The text body, made once per connection and identity (what _body does for text).
+        channel = request.channel
+        memo = getattr(channel, _SECURE_TEXT, None)
+        if memo is None or memo[0] is not identity:
+            memo = (identity, f"Client certificate accepted\nsubject: {identity.subject}\n"
+                    .encode())
+            setattr(channel, _SECURE_TEXT, memo)
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"cache-control", [b"no-store"])
+        headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        body: bytes = memo[1]
+        return body
 
     render_HEAD = render_GET
 

@@ -154,6 +154,41 @@ class RequestLimitTests(SynchronousTestCase):
         self.assertEqual(self.run_request(request, Limits(max_header_bytes=2048)).status, 431)
         self.assertEqual(self.run_request(request, Limits(max_header_bytes=4096)).status, 200)
 
+    def test_whole_heads_at_the_limits(self) -> None:
+        """A head arriving whole is held to the limits to the byte and the field: 100 header
+        bytes and 3 fields admit exactly this one, and one byte or one field more is 431."""
+        head = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX: "
+        # Counted as the server does: the request line and field lines, without CRLFs.
+        size = len(head) - 6
+        request = head + b"a" * (100 - size) + b"\r\n\r\n"
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=100)).status, 200)
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=99)).status, 431)
+        self.assertEqual(self.run_request(request, Limits(max_headers=3)).status, 200)
+        self.assertEqual(self.run_request(request, Limits(max_headers=2)).status, 431)
+
+    def test_pipelined_after_a_whole_head(self) -> None:
+        """The request after one whose head arrived whole, in the same read, is checked line
+        by line again: over the limit, it is refused."""
+        first = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        headers = b"".join(b"X-%d: y\r\n" % i for i in range(11))
+        second = b"GET /secure HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n"
+        received = self.run_request(first + second, Limits(max_headers=11)).client.received
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:40])
+        self.assertIn(b"accepted\nsubject: CN=alice\nHTTP/1.1 431 ", received)
+        # A bare CR in the second head: 400, though the first head had none.
+        second = b"GET /secure HTTP/1.1\r\nHost: localhost\r\nX: a\rb\r\n\r\n"
+        received = self.run_request(first + second, Limits()).client.received
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:40])
+        self.assertIn(b"accepted\nsubject: CN=alice\nHTTP/1.1 400 ", received)
+
+    def test_bare_lf_in_a_whole_head(self) -> None:
+        """A head with a bare LF among CRLFs is split at every LF, as any head is."""
+        request = (b"GET /secure HTTP/1.1\r\nHost: localhost\nConnection: close\r\n"
+                   b"X-Big: " + b"a" * 3000 + b"\r\n\r\n")
+        self.assertEqual(self.run_request(request, Limits(max_header_bytes=2048)).status, 431)
+        request = b"GET /secure HTTP/1.1\r\nHost: localhost\nConnection: close\r\n\r\n"
+        self.assertEqual(self.run_request(request, Limits()).status, 200)
+
     def test_line_longer_than_the_limit(self) -> None:
         """A single line over the limit, not even ended, is refused as it grows."""
         request = b"GET /" + b"a" * 70_000  # no CRLF
