@@ -242,10 +242,6 @@ def _issue(path: Path, current: x509.Certificate, public_key: CertifiablePublicK
         if entry is None or entry.fingerprint != fingerprint(current):
             return Answer(refusal=EnrollmentReason.UNKNOWN_CERTIFICATE,
                           detail=f"serial {serial_hex(current.serial_number)}")
-        other = store.knows_key(_key_sha256(public_key))
-        if other is not None:
-            return Answer(refusal=EnrollmentReason.KEY_REUSED,
-                          detail=f"the key of certificate {other.serial_hex}")
         _, certificate = store.reenroll(current.serial_number, public_key, validity=validity,
                                         now=now)
     except EnrollmentRefused as e:

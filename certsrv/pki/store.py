@@ -538,6 +538,7 @@ class PKIStore:
                                           validity=lifetime or _exact_lifetime(template))
             key_sha256 = _key_sha256(certificate)
             self._refuse_compromised(key_sha256, f"the new key of {old.name!r}")
+            self._refuse_known_key(key_sha256)
             stem = _stem(current.path)
             entry = replace(_new_entry(old.name, Kind.CLIENT, stem, certificate, key_sha256),
                             key_path=None)
@@ -594,10 +595,13 @@ class PKIStore:
         self._index.refresh()
         return self._index.by_serial.get(serial)
 
-    def knows_key(self, key_sha256: str) -> Entry | None:
-        """A certificate in the index certifying the key with this SubjectPublicKeyInfo hash."""
-        self._index.refresh()
-        return next((e for e in self._index.entries if e.key_sha256 == key_sha256), None)
+    def _refuse_known_key(self, key_sha256: str) -> None:
+        """Raise EnrollmentRefused if a certificate in the index already certifies this key
+        (under the PKI lock: two requests for one new key cannot both be issued)."""
+        other = next((e for e in self._index.entries if self._key_hash(e) == key_sha256), None)
+        if other is not None:
+            raise EnrollmentRefused(EnrollmentReason.KEY_REUSED,
+                                    f"the key of certificate {other.serial_hex}")
 
     # -- revoking ---------------------------------------------------------------------------
 

@@ -207,6 +207,16 @@ class ReenrollTests(EnrollmentCase):
         body = csr(server.private_key, self.client.certificate.subject)  # type: ignore[arg-type]
         self.assertRefused(self.reenroll(body), EnrollmentReason.KEY_REUSED, 400)
 
+    def test_one_new_key_is_certified_once(self) -> None:
+        """The same new key twice (e.g. two requests racing): decided under the PKI lock."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        first = self.reenroll(csr(key, self.client.certificate.subject)).certificate
+        assert first is not None
+        # The original asks again (its answer "lost"), with the key its successor holds.
+        answer = self.reenroll(csr(key, self.client.certificate.subject))
+        self.assertRefused(answer, EnrollmentReason.KEY_REUSED, 400)
+        self.assertIn(f"{first.serial_number:X}", answer.detail.upper())
+
     def test_weak_key(self) -> None:
         weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
         self.assertRefused(self.reenroll(csr(weak, self.client.certificate.subject)),
@@ -227,13 +237,13 @@ class ReenrollTests(EnrollmentCase):
     def test_renewal_in_the_pki_while_the_request_is_checked(self) -> None:
         # `certsrv-pki renew` between the checks and the issuing: decided under the PKI lock.
         renewed: list[int] = []
-        knows_key = PKIStore.knows_key
+        entry_of = PKIStore.entry_of
 
-        def renew_meanwhile(store: PKIStore, key_sha256: str) -> object:
+        def renew_meanwhile(store: PKIStore, serial: int) -> object:
             renewed.append(PKIStore.open(store.path).renew("client", now=self.now()).serial)
-            return knows_key(store, key_sha256)
+            return entry_of(store, serial)
 
-        self.patch(PKIStore, "knows_key", renew_meanwhile)
+        self.patch(PKIStore, "entry_of", renew_meanwhile)
         self.assertRefused(self.reenroll(self.new_csr()), EnrollmentReason.SUPERSEDED, 403)
         self.assertTrue((self.store.path / "client.key").exists(), "the renewal's key stays")
         self.assertEqual(self.store.find("client").serial, renewed[0])
