@@ -184,10 +184,10 @@ def header_names(headers: Any) -> KeysView[bytes]:
     return names
 
 
-def line_buffered(protocol: Any) -> bytes:
-    """What a LineReceiver holds of a line not yet complete (its private buffer)."""
-    buffered: bytes = protocol._buffer
-    return buffered
+def network_producer(channel: Any) -> Any:
+    """The transport's producer an HTTPChannel pauses and resumes to stop and resume reading
+    (``HTTPChannel._networkProducer``, set by its ``connectionMade``)."""
+    return channel._networkProducer
 
 
 def http_channel(protocol: Any) -> Any:

@@ -149,13 +149,14 @@ class OverrideTests(_CompatTestCase):
                       "certsrv.web.limits.LimitedH2Connection overrides it")
 
     def test_http_channels(self) -> None:
-        from certsrv.web.limits import LimitedChannel, LimitedHTTPChannel
+        from certsrv.web.http11 import HTTP11Channel
+        from certsrv.web.limits import LimitedChannel
         from certsrv.web.site import _Channel
 
         generic = _compat.GenericHTTPChannelProtocol
         for cls in (LimitedChannel, _Channel):
             self.check(cls, generic, generic(http.HTTPChannel()), (), "Twisted")
-        self.check(LimitedHTTPChannel, http.HTTPChannel, http.HTTPChannel(), (), "Twisted")
+        self.check(HTTP11Channel, http.HTTPChannel, http.HTTPChannel(), (), "Twisted")
 
     def test_requests(self) -> None:
         from twisted.web import resource, server
@@ -448,20 +449,14 @@ class TwistedHTTPTests(_CompatTestCase):
         headers.removeHeader(b"host")
         self.assertEqual(set(names), {b"X-Forwarded-Client-Cert"})
 
-    def test_line_buffered(self) -> None:
-        from twisted.protocols.basic import LineReceiver
-
-        class Lines(LineReceiver):
-            def lineReceived(self, line: bytes) -> None:
-                pass
-
-        lines = Lines()
-        self.need(getattr(lines, "_buffer", None) == b"", "LineReceiver._buffer", "Twisted",
-                  "line_buffered")
-        lines.dataReceived(b"complete\r\nhalf a li")
-        self.assertEqual(_compat.line_buffered(lines), b"half a li")
-        lines.dataReceived(b"ne\r\n")
-        self.assertEqual(_compat.line_buffered(lines), b"")
+    def test_network_producer(self) -> None:
+        channel = http.HTTPChannel()
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.need(getattr(channel, "_networkProducer", None) is not None,
+                  "HTTPChannel._networkProducer", "Twisted", "network_producer")
+        _compat.network_producer(channel).pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
 
     def test_switch_does_what_twisted_does(self) -> None:
         """Twisted's own switch sets the same attributes on the new channel as ours."""

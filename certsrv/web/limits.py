@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
 
@@ -17,10 +16,8 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
-from twisted.web.http import HTTPChannel
 
 from certsrv._compat import (
     GenericHTTPChannelProtocol,
@@ -31,56 +28,18 @@ from certsrv._compat import (
     http2_write_control_data,
     http_channel,
     http_negotiated_protocol,
-    line_buffered,
     switch_to_http2,
 )
 from certsrv.exceptions import LimitReason
 from certsrv.tls.observer import NULL_OBSERVER, Observer
+from certsrv.web.bounds import SERVER_NAME, Limits, log_refusal, response_text
+from certsrv.web.http11 import HTTP11Channel
 
 __all__ = ["SERVER_NAME", "LimitedChannel", "LimitedRequest", "LimitedSite", "Limits"]
 
-SERVER_NAME = b"certsrv"
 # The largest HTTP/2 stream id: a GOAWAY naming it refuses nothing already sent.
 _ANY_STREAM = 2**31 - 1
 _log = Logger(namespace="certsrv.limits")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one peer may cost the server; the values of the limit options."""
-
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    header_timeout: float = 20.0
-    body_timeout: float = 60.0
-    max_connections: int = 10_000
-    max_header_bytes: int = 16_384
-    max_headers: int = 100
-    max_body_bytes: int = 1_048_576
-    max_streams: int = 100
-
-    @property
-    def hpack_bound(self) -> int:
-        """The HTTP/2 header-list size (RFC 7541 counting) of the largest admissible request."""
-        # HPACK counts 32 bytes per field besides name and value, and pseudo-headers add a few
-        # fields. Larger blocks are refused while decoding (GOAWAY ENHANCE_YOUR_CALM); smaller
-        # ones that still break the limits get 431 on their stream.
-        return self.max_header_bytes + 32 * (self.max_headers + 8)
-
-
-def _response_text(status: int, message: str) -> bytes:
-    return f"{http.RESPONSES.get(status, b'Error').decode()}: {message}\n".encode()
-
-
-def _log_refusal(channel: Any, peer: IAddress | None, status: int, reason: LimitReason,
-                 message: str) -> None:
-    """Log a refused request, and report it to the observer of the channel's site."""
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    _log.info("refused a request from {peer} with {status}: {message}",
-              peer=f"{host}:{port}" if host is not None else str(peer), status=status,
-              message=message, reason=reason.value)
-    observer: Observer = getattr(getattr(channel, "site", None), "observer", NULL_OBSERVER)
-    observer.request_refused(reason.value)
 
 
 class LimitedRequest(server.Request):
@@ -126,194 +85,11 @@ class LimitedRequest(server.Request):
         self.setHeader(b"server", SERVER_NAME)
         self.setHeader(b"connection", b"close")
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        self.write(_response_text(413, self._body_message()))
+        self.write(response_text(413, self._body_message()))
         self.finish()
 
     def _body_message(self) -> str:
         return f"request body larger than {self.limits.max_body_bytes} bytes"
-
-
-class LimitedHTTPChannel(HTTPChannel):
-    """HTTP/1.1 under limits: header count and bytes (431), body (413), deadlines (408)."""
-
-    # RFC 9112 2.2: a recipient may take a bare LF as a line terminator and ignore a
-    # preceding CR (nginx and Apache do; TLS test suites send "GET / HTTP/1.0\n\n").
-    delimiter = b"\n"
-
-    def __init__(self, limits: Limits) -> None:
-        super().__init__()
-        self.limits = limits
-        # Twisted's own checks stay as a backstop; ours fire first and answer 431.
-        self.maxHeaders = limits.max_headers
-        self.totalHeadersSize = limits.max_header_bytes
-        self.MAX_LENGTH = limits.max_header_bytes
-        self._header_bytes = 0
-        self._header_lines = 0
-        # Read on every line: plain attributes, not lookups through ``limits``.
-        self._max_header_bytes = limits.max_header_bytes
-        self._max_header_lines = limits.max_headers + 1  # the request line, then the fields
-        self._phase: str | None = None  # "headers" or "body" while a request arrives
-        self._deadline: IDelayedCall | None = None
-        self._abort: IDelayedCall | None = None
-        self._refused = False
-        self._unchecked = False  # a whole head is being parsed without per-line checks
-        # HTTPChannel's own lineReceived, bound once (see dataReceived).
-        self._parse_line = partial(HTTPChannel.lineReceived, self)
-        self._draining = False
-        # A request has been received whole (and is answered once no longer in ``requests``):
-        # idle now means kept alive.
-        self.answered = False
-
-    @property
-    def idle(self) -> bool:
-        """No request in progress, not even a part of one."""
-        return not self.requests and self._phase is None
-
-    def drain(self) -> None:
-        """Close the connection gracefully: at once when kept alive idle, else once answered."""
-        self._draining = True
-        for request in self.requests:
-            if not request.startedWriting:
-                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        if self.requests and not self.line_mode:
-            self.persistent = False  # its headers are in: closed once it is answered
-        elif self.idle and self.answered:
-            self.loseConnection()
-
-    def checkPersistence(self, request: Any, version: bytes) -> bool:
-        if self._draining:
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-            return False
-        return bool(super().checkPersistence(request, version))
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._refused:
-            return
-        if self.line_mode and self._phase is None and data:
-            self._phase = "headers"
-            if not line_buffered(self):
-                # A request head arriving whole, within the limits, with CRLF line ends and
-                # no other CR or LF, is parsed by twisted.web without the per-line checks
-                # (which could refuse nothing in it), split at CRLF; allHeadersReceived puts
-                # them back for whatever follows. Not a head that starts with a blank line
-                # (twisted.web skips one).
-                end = data.find(b"\r\n\r\n") + 4
-                if end >= 4 and data[:2] != b"\r\n":
-                    lines = data.count(b"\r\n", 0, end)  # request line, fields, blank line
-                    if (data.count(b"\r", 0, end) == lines == data.count(b"\n", 0, end)
-                            and end - 2 * lines <= self._max_header_bytes
-                            and lines - 1 <= self._max_header_lines):
-                        self._unchecked = True
-                        self.delimiter = b"\r\n"
-                        self.lineReceived = self._parse_line  # type: ignore[method-assign]
-        # HTTPChannel.dataReceived, without its frame.
-        self.resetTimeout()
-        LineReceiver.dataReceived(self, data)
-        # Armed only for a request still incomplete after the data that began its phase, so
-        # a request arriving whole costs no timer.
-        if self._phase is not None and self._deadline is None and not self._refused:
-            timeout = (self.limits.header_timeout if self._phase == "headers"
-                       else self.limits.body_timeout)
-            self._deadline = self.callLater(timeout, partial(self._expired, self._phase))
-
-    def lineReceived(self, line: bytes) -> None:
-        if self._refused:
-            return
-        if line[-1:] == b"\r":
-            line = line[:-1]
-        if b"\r" in line:
-            # RFC 9112 2.2: a bare CR is invalid; another server could read it as a break.
-            self._refuse(400, LimitReason.BAD_REQUEST,
-                         "bare CR in the request line or a header field")
-            return
-        self._header_bytes += len(line)
-        if line[:1] not in b" \t":  # not for b"" (the end of the head): b"" is in anything
-            self._header_lines += 1  # the request line, then one per header field
-        if self._header_bytes > self._max_header_bytes:
-            self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger "
-                         f"than {self.limits.max_header_bytes} bytes")
-        elif self._header_lines > self._max_header_lines:
-            self._refuse(431, LimitReason.TOO_MANY_HEADERS,
-                         f"more than {self.limits.max_headers} header fields")
-        else:
-            HTTPChannel.lineReceived(self, line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._refuse(431, LimitReason.HEADERS_TOO_LARGE, "request line and headers larger than "
-                     f"{self.limits.max_header_bytes} bytes")
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if not self._refused:
-            super().rawDataReceived(data)
-
-    def allHeadersReceived(self) -> None:
-        if self._unchecked:
-            self._unchecked = False
-            del self.delimiter, self.lineReceived
-        self._header_bytes = self._header_lines = 0
-        if self._deadline is not None:
-            self._cancel_deadline()
-        self._phase = "body" if self.length != 0 else None
-        if self.length is not None and self.length > self.limits.max_body_bytes:
-            # Refused before the body (and before any 100 Continue).
-            self.refuse_body()
-            return
-        super().allHeadersReceived()
-
-    def allContentReceived(self) -> None:
-        if self._refused:
-            return
-        if self._deadline is not None:
-            self._cancel_deadline()
-        self._phase = None
-        # Answered from here on as far as idleness goes: until it is, it is in ``requests``.
-        self.answered = True
-        super().allContentReceived()
-
-    def refuse_body(self) -> None:
-        """The body of the request being received is over the limit: answer 413 and close."""
-        self._refuse(413, LimitReason.BODY_TOO_LARGE,
-                     f"request body larger than {self.limits.max_body_bytes} bytes")
-
-    def _expired(self, phase: str) -> None:
-        self._deadline = None
-        seconds = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
-        self._refuse(408, LimitReason.REQUEST_TIMEOUT,
-                     f"request {phase} not received within {seconds} s")
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _refuse(self, status: int, reason: LimitReason, message: str) -> None:
-        if self._refused or self.transport is None:
-            return
-        self._refused = True
-        self._cancel_deadline()
-        _log_refusal(self, self.transport.getPeer(), status, reason, message)
-        body = _response_text(status, message)
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nConnection: close\r\nServer: %s\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, http.RESPONSES.get(status, b"Error"), SERVER_NAME, len(body), body))
-        self.loseConnection()
-
-    def loseConnection(self) -> None:
-        """Close once what is written is sent; a peer that never completes the close (TLS
-        close_notify, or reading at all) is cut off after ``abortTimeout`` seconds."""
-        super().loseConnection()
-        transport: Any = self.transport
-        if self._abort is None and transport is not None:
-            self._abort = self.callLater(self.abortTimeout, transport.abortConnection)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_deadline()
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        self._abort = None
-        super().connectionLost(reason)
 
 
 class LimitedH2Connection(H2Connection):
@@ -469,8 +245,8 @@ class LimitedH2Connection(H2Connection):
 
     def _refuse(self, stream_id: int, status: int, reason: LimitReason, message: str) -> None:
         """Answer ``status`` on the stream and forget it; what the peer still sends is dropped."""
-        _log_refusal(self, self.getPeer(), status, reason, message)
-        body = _response_text(status, message)
+        log_refusal(self, self.getPeer(), status, reason, message)
+        body = response_text(status, message)
         try:
             fits = self.conn.local_flow_control_window(stream_id) >= len(body)
             headers = [(b":status", b"%d" % status), (b"server", SERVER_NAME),
@@ -525,7 +301,7 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
     @classmethod
     def build(cls, site: LimitedSite) -> LimitedChannel:
         """A channel for one new connection to ``site``."""
-        channel = cls(LimitedHTTPChannel(site.limits))
+        channel = cls(HTTP11Channel(site.limits))
         channel.limited_site = site
         return channel
 
@@ -555,7 +331,7 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
         inner = http_channel(self)
         if isinstance(inner, LimitedH2Connection):
             inner.drain(grace)
-        elif isinstance(inner, LimitedHTTPChannel):
+        elif isinstance(inner, HTTP11Channel):
             inner.drain()
             if inner.idle and not inner.answered:
                 self._grace_call = inner.callLater(grace, self._grace_over)
@@ -563,7 +339,7 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
     def _grace_over(self) -> None:
         self._grace_call = None
         inner = http_channel(self)
-        if isinstance(inner, LimitedHTTPChannel) and inner.idle:
+        if isinstance(inner, HTTP11Channel) and inner.idle:
             inner.loseConnection()
 
     def abort(self) -> None:

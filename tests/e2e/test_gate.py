@@ -386,6 +386,12 @@ class RequestViewPropertyTests(SynchronousTestCase):
               events: list[dict[str, Any]]) -> None:
         """The decision logged, the status answered, and what the app received agree."""
         decided = [e for e in events if "policy_reason" in e]
+        if status == 501:
+            # HTTP/1.1: a method llhttp does not know (methods are case-sensitive) is refused
+            # by the parser, before any policy or application.
+            self.assertNotIn(method, ("GET", "POST", "DELETE"))
+            self.assertEqual((RECEIVED, decided), ([], []), target)
+            return
         self.assertEqual(len(decided), 1, (target, status))
         if status == 400:
             self.assertEqual(RECEIVED, [], target)
@@ -810,9 +816,9 @@ class ClosedConnectionTests(_Served):
 
     @defer.inlineCallbacks
     def test_peer_that_never_closes_is_cut_off(self) -> Any:
-        from certsrv.web.limits import LimitedHTTPChannel
+        from certsrv.web.http11 import HTTP11Channel
 
-        self.patch(LimitedHTTPChannel, "abortTimeout", 0.5)
+        self.patch(HTTP11Channel, "abortTimeout", 0.5)
         factory, _ = pieces(_tap.makeService(options(self.files.argv(), reactor)))
         listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(listening.stopListening)
