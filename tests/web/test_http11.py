@@ -50,13 +50,11 @@ class _Record(resource.Resource):
 
 def _connect(root: resource.Resource, limits: Limits | None = None,
              clock: task.Clock | None = None) -> tuple[Any, StringTransport]:
-    site = LimitedSite(root, limits=limits or Limits())
-    if clock is not None:
-        site.reactor = clock  # type: ignore[assignment]
-        site.callLater = clock.callLater  # type: ignore[attr-defined]
+    """A connection to a site serving ``root``, its timers on ``clock`` (a new one if None)."""
+    clock = clock or task.Clock()
+    site = LimitedSite(root, limits=limits or Limits(), reactor=clock)
     channel = site.buildProtocol(None)
-    if clock is not None:
-        channel.callLater = clock.callLater
+    channel.callLater = clock.callLater
     transport = StringTransport()
     channel.makeConnection(transport)
     return channel, transport
@@ -319,6 +317,7 @@ def _cut(data: bytes, points: list[int]) -> list[bytes]:
 def _twisted_sees(data: list[bytes]) -> list[Any]:
     root = _Record()
     channel = http.HTTPChannel()
+    channel.callLater = task.Clock().callLater  # type: ignore[method-assign]
     channel.requestFactory = server.Request  # type: ignore[assignment]
     channel.site = server.Site(root)  # type: ignore[attr-defined]
     channel.makeConnection(StringTransport())
