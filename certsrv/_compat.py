@@ -23,10 +23,12 @@ from treq.client import (
     _scoped_cookiejar_from_dict,
 )
 from treq.response import _Response
+from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.web._http2 import H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.resource import _IEncodingResource
 
 __all__ = [
     "HTTP2_CONNECTION_OVERRIDES",
@@ -51,14 +53,18 @@ __all__ = [
     "header_names",
     "http_channel",
     "http_negotiated_protocol",
+    "preset_response_headers",
     "proxy_header_read",
+    "network_producer",
     "raise_listen_errors",
+    "send_now",
     "set_groups",
     "set_store_purpose_client",
     "set_verify",
     "switch_to_http2",
     "tls_finish_without_closing",
     "tls_handshake_done",
+    "tls_pending_output",
     "treq_agent",
     "treq_cookiejar",
     "treq_merge_cookies",
@@ -66,6 +72,7 @@ __all__ = [
     "treq_request_body",
     "treq_request_headers",
     "treq_scoped_cookiejar",
+    "use_resource_encoder",
     "verify_error_text",
 ]
 
@@ -145,7 +152,7 @@ def verify_error_text(errno: int) -> str:
 # -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
 
 # The private methods of TLSMemoryBIOProtocol that certsrv.tls.context._TLSProtocol overrides.
-TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished",)
+TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished", "_flushSendBIO")
 
 
 def tls_handshake_done(protocol: Any) -> bool:
@@ -160,6 +167,31 @@ def tls_finish_without_closing(protocol: Any, reason: Any) -> None:
         protocol._reason = reason
     protocol._lostTLSConnection = True
     protocol._flushSendBIO()
+
+
+def tls_pending_output(protocol: Any) -> bytes:
+    """What OpenSSL has for the peer (up to 32 KiB, as Twisted's ``_flushSendBIO`` takes it);
+    b"" when nothing."""
+    try:
+        data: bytes = protocol._tlsConnection.bio_read(2**15)
+    except SSL.WantReadError:
+        return b""
+    return data
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a TCP transport, sending at once what the socket takes when nothing
+    else waits to be sent (no EPOLLOUT registration and wake-up for it); the rest, and any
+    other transport, through ``write``."""
+    if (isinstance(transport, tcp.Connection) and not transport.dataBuffer
+            and not transport._tempDataLen and transport.connected
+            and not transport._writeDisconnected and not transport.disconnecting):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int) and sent > 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)  # queued: also where an error found by writeSomeData is handled
 
 
 # -- Twisted: HTTP/1.1 and HTTP/2 (twisted.web.http, twisted.web._http2) --------------------
@@ -182,6 +214,23 @@ def header_names(headers: Any) -> KeysView[bytes]:
     ``getAllRawHeaders`` yields): a view of its private dict, so asking costs no call."""
     names: KeysView[bytes] = headers._rawHeaders.keys()
     return names
+
+
+def preset_response_headers(headers: Any, server: bytes, date: bytes) -> None:
+    """Set a fresh response's Server and Date fields as ``setHeader`` would, in one step
+    (``Headers._rawHeaders``, keyed by the canonical names ``setRawHeaders`` makes)."""
+    raw: dict[bytes, list[bytes]] = headers._rawHeaders
+    raw[b"Server"] = [server]
+    raw[b"Date"] = [date]
+
+
+def use_resource_encoder(request: Any, found: Any) -> None:
+    """What twisted.web's ``Request.process`` does with a resource that encodes its
+    responses (``resource._IEncodingResource``): keep its encoder on the request."""
+    if _IEncodingResource.providedBy(found):
+        encoder = found.getEncoder(request)
+        if encoder is not None:
+            request._encoder = encoder
 
 
 def network_producer(channel: Any) -> Any:

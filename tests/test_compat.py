@@ -17,6 +17,7 @@ import importlib.metadata
 import inspect
 import pathlib
 import signal
+import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from http.cookiejar import CookieJar
@@ -369,6 +370,62 @@ class TwistedTLSTests(_CompatTestCase):
         self.assertIs(server._reason, reason)
 
 
+    def test_pending_output(self) -> None:
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        user = "tls_pending_output, from certsrv.tls.context._TLSProtocol._flushSendBIO"
+        steps = set(TLSMemoryBIOProtocol._flushSendBIO.__code__.co_names)
+        for name in ("_tlsConnection", "bio_read", "write"):
+            self.need(name in steps, f"TLSMemoryBIOProtocol._flushSendBIO's use of {name}",
+                      "Twisted", user)
+        server, _, pump = _tls_pair(greet=False)
+        pump.flush()
+        self.assertEqual(_compat.tls_pending_output(server), b"")  # all sent already
+        server.getHandle().send(b"x")  # a record for the peer, left in the BIO
+        self.assertGreater(len(_compat.tls_pending_output(server)), 1)
+        self.assertEqual(_compat.tls_pending_output(server), b"")
+
+
+class SendNowTests(_CompatTestCase):
+    """send_now: a TCP transport's private buffer state, and writeSomeData."""
+
+    def connection(self) -> tuple[Any, socket.socket]:
+        from twisted.internet import reactor, tcp
+
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self.addCleanup(theirs.close)
+        self.addCleanup(ours.close)
+        connection = tcp.Connection(ours, protocol.Protocol(), reactor)
+        connection.connected = 1
+        self.addCleanup(connection.stopWriting)
+        for name in ("dataBuffer", "_tempDataLen", "_writeDisconnected", "disconnecting"):
+            self.need(hasattr(connection, name), f"tcp.Connection.{name}", "Twisted",
+                      "send_now")
+        return connection, theirs
+
+    def test_sent_at_once(self) -> None:
+        from twisted.internet import reactor
+
+        connection, peer = self.connection()
+        _compat.send_now(connection, b"hello")
+        self.assertEqual(peer.recv(100), b"hello")
+        self.assertNotIn(connection, reactor.getWriters())
+
+    def test_rest_queued(self) -> None:
+        """What the socket does not take waits in the transport, in order."""
+        from twisted.internet import reactor
+
+        connection, peer = self.connection()
+        big = bytes(range(256)) * 40_000
+        _compat.send_now(connection, big)
+        self.assertIn(connection, reactor.getWriters())
+        _compat.send_now(connection, b"after")  # queued behind, not sent before
+        self.assertGreater(connection._tempDataLen, 0)
+        received = peer.recv(1 << 20)
+        self.assertEqual(received, big[:len(received)])
+
+
 # -- Twisted: the PROXY protocol ---------------------------------------------------------------
 
 
@@ -448,6 +505,40 @@ class TwistedHTTPTests(_CompatTestCase):
         self.assertEqual(set(names), {n for n, _ in headers.getAllRawHeaders()})
         headers.removeHeader(b"host")
         self.assertEqual(set(names), {b"X-Forwarded-Client-Cert"})
+
+    def test_preset_response_headers(self) -> None:
+        headers = Headers()
+        self.need(isinstance(getattr(headers, "_rawHeaders", None), dict),
+                  "Headers._rawHeaders", "Twisted", "preset_response_headers")
+        _compat.preset_response_headers(headers, b"certsrv", b"Sun, 29 Nov 2026 00:00:00 GMT")
+        expected = Headers()
+        expected.setRawHeaders(b"server", [b"certsrv"])
+        expected.setRawHeaders(b"date", [b"Sun, 29 Nov 2026 00:00:00 GMT"])
+        self.need(list(headers.getAllRawHeaders()) == list(expected.getAllRawHeaders()),
+                  "the canonical names Headers keeps (b'Server', b'Date')", "Twisted",
+                  "preset_response_headers")
+        headers.setRawHeaders(b"SERVER", [b"other"])
+        self.assertEqual(headers.getRawHeaders(b"server"), [b"other"])
+
+    def test_use_resource_encoder(self) -> None:
+        from twisted.web import resource, server
+
+        user = "use_resource_encoder, from certsrv.web.limits.LimitedRequest.process_lean"
+        steps = set(server.Request.process.__code__.co_names)
+        for name in ("_IEncodingResource", "getEncoder", "_encoder"):
+            self.need(name in steps, f"twisted.web's Request.process's use of {name}",
+                      "Twisted", user)
+        channel = http.HTTPChannel()
+        channel.site = server.Site(resource.Resource())
+        channel.makeConnection(StringTransport())
+        request = server.Request(channel)
+        request.requestHeaders.setRawHeaders(b"accept-encoding", [b"gzip"])
+        wrapped = resource.EncodingResourceWrapper(resource.Resource(),
+                                                   [server.GzipEncoderFactory()])
+        _compat.use_resource_encoder(request, resource.Resource())
+        self.assertIsNone(request._encoder)
+        _compat.use_resource_encoder(request, wrapped)
+        self.need(request._encoder is not None, "Request._encoder", "Twisted", user)
 
     def test_network_producer(self) -> None:
         channel = http.HTTPChannel()

@@ -25,10 +25,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certsrv._compat import (
+    send_now,
     set_groups,
     set_verify,
     tls_finish_without_closing,
     tls_handshake_done,
+    tls_pending_output,
 )
 from certsrv.exceptions import ConfigurationError
 from certsrv.tls.verify import ClientVerifier, ConnectionState, fill_store
@@ -266,6 +268,12 @@ class _TLSProtocol(TLSMemoryBIOProtocol):  # type: ignore[misc]
         clock = cast("TLSFactory", self.factory).tls.clock
         self._linger = clock.callLater(LINGER, transport.loseConnection)
         transport.loseWriteConnection()
+
+    # An override of a private method: listed in _compat.TLS_TRANSPORT_OVERRIDES.
+    def _flushSendBIO(self) -> None:
+        data = tls_pending_output(self)
+        if data and self.transport is not None:
+            send_now(self.transport, data)
 
     def dataReceived(self, data: bytes) -> None:
         """Feed TLS, unless the handshake was refused: then the bytes are dropped. What the

@@ -13,6 +13,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
 from certsrv._compat import network_producer
 from certsrv.exceptions import LimitReason
@@ -99,6 +100,7 @@ class HTTP11Channel(HTTPChannel):
         self._phase: str | None = None  # "headers" or "body" while a request arrives
         self._deadline: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
+        self._peer: Any = None
         # A request has been received whole: idle from then on means kept alive.
         self.answered = False
 
@@ -356,6 +358,24 @@ class HTTP11Channel(HTTPChannel):
             if self._paused:
                 self._paused = False
                 network_producer(self).resumeProducing()
+
+    def getPeer(self) -> Any:
+        """The peer's address, asked of the transport once (each request asks for it)."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """The status line and fields, as twisted.web writes them, in one write."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        lines = [b"%s %s %s\r\n" % (version, code, reason)]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))  # type: ignore[union-attr]
 
     # -- persistence, deadlines, refusals --------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from functools import partial
 from typing import IO, Any
+from urllib.parse import unquote_to_bytes as unquote
 
 import h2.errors
 import h2.events
@@ -28,7 +29,9 @@ from certsrv._compat import (
     http2_write_control_data,
     http_channel,
     http_negotiated_protocol,
+    preset_response_headers,
     switch_to_http2,
+    use_resource_encoder,
 )
 from certsrv.exceptions import LimitReason
 from certsrv.tls.observer import NULL_OBSERVER, Observer
@@ -77,9 +80,30 @@ class LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
-        if not self._too_large:
-            super().process()
+        if self._too_large:
+            self._refuse_too_large()
+        else:
+            self.process_lean()
+
+    def process_lean(self) -> None:
+        """twisted.web's ``Request.process``, the Server and Date fields set in one step (the
+        date made once a second) rather than by two ``setHeader`` calls and a re-set."""
+        site: LimitedSite = self.channel.site  # type: ignore[attr-defined]
+        self.site = site
+        preset_response_headers(self.responseHeaders, SERVER_NAME, _http_date(site.reactor))
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            server.Request.process(self)  # twisted.web's own answer to OPTIONS *
             return
+        try:
+            found = site.getResourceFor(self)
+            use_resource_encoder(self, found)
+            self.render(found)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def _refuse_too_large(self) -> None:
         self.site = self.channel.site  # type: ignore[attr-defined]
         self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
         self.setHeader(b"server", SERVER_NAME)
@@ -369,6 +393,18 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
             connection.drain(self._drain_grace)
 
 
+_date: list[Any] = [None, b""]
+
+
+def _http_date(clock: Any) -> bytes:
+    """The Date field for now on ``clock``, made once a second."""
+    second = int(clock.seconds())
+    if _date[0] != second:
+        _date[:] = [second, http.datetimeToString(second)]
+    date: bytes = _date[1]
+    return date
+
+
 def _build_channel(site: LimitedSite) -> LimitedChannel:
     return site.channel_class.build(site)
 
@@ -443,9 +479,7 @@ class LimitedSite(server.Site):
         return super().buildProtocol(addr)
 
     def getResourceFor(self, request: server.Request) -> resource.IResource:
-        """The resource for ``request``, which answers as certsrv (Twisted's ``process`` has
-        just named its own name and version in the Server header: replaced once, here)."""
-        request.responseHeaders.setRawHeaders(b"server", [SERVER_NAME])
+        """The resource for ``request``."""
         # server.Site.getResourceFor, without its frame.
         request.site = self
         request.sitepath = list(request.prepath or ())  # type: ignore[attr-defined]

@@ -148,7 +148,7 @@ class _Request(LimitedRequest):
         if self._too_large:
             LimitedRequest.process(self)
         else:
-            server.Request.process(self)
+            self.process_lean()
 
 
 class CertsrvSite(LimitedSite):

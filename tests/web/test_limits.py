@@ -512,3 +512,56 @@ class H2LimitTests(TestCase):
         await client.when(lambda: client.closed or client.terminated is not None)
         self.assertTrue(client.closed or client.terminated == _NO_ERROR)
 
+
+
+class LeanProcessTests(SynchronousTestCase):
+    """LimitedRequest.process_lean answers as twisted.web's ``process`` does, as certsrv."""
+
+    def answer(self, root: resource.Resource, head: bytes, when: float = 0.0) -> bytes:
+        from twisted.internet.testing import StringTransport
+
+        clock = task.Clock()
+        clock.advance(when)
+        site = LimitedSite(root, reactor=clock)
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(head)
+        value: bytes = transport.value()
+        return value
+
+    def test_server_and_date_once(self) -> None:
+        received = self.answer(_Text(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1_795_000_000)
+        head = received.split(b"\r\n\r\n")[0].lower()
+        self.assertEqual(head.count(b"\r\nserver: "), 1)
+        self.assertIn(b"\r\nserver: certsrv\r\n", head)
+        # The date of the site's clock (RFC 9110 5.6.7), not of the machine's.
+        self.assertIn(b"\r\ndate: wed, 18 nov 2026 11:06:40 gmt\r\n", head)
+
+    def test_options_star(self) -> None:
+        received = self.answer(_Text(), b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), received)
+
+    def test_encoding_resource(self) -> None:
+        import zlib
+
+        root = resource.EncodingResourceWrapper(_Text(), [server.GzipEncoderFactory()])
+        received = self.answer(root, b"GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n"
+                                     b"Connection: close\r\n\r\n")
+        head, _, body = received.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Encoding: gzip", head)
+        chunks, data = [], body
+        while True:  # the chunked body, decoded
+            size, _, data = data.partition(b"\r\n")
+            if int(size, 16) == 0:
+                break
+            chunks.append(data[:int(size, 16)])
+            data = data[int(size, 16) + 2:]
+        self.assertEqual(zlib.decompress(b"".join(chunks), 16 + zlib.MAX_WBITS), b"text\n")
+
+
+class _Text(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        return b"text\n"
