@@ -15,6 +15,7 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorTime,
 )
 from twisted.internet.protocol import connectionDone
@@ -92,6 +93,24 @@ def _set_groups(ctx: SSL.Context) -> None:
                   groups=_GROUPS.decode(), error=str(e))
 
 
+class NoApplicationProtocol(SSL.Error):
+    """ALPN found no protocol in common with the client (RFC 7301 3.2)."""
+
+
+def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    """The first of the site's protocols the client offers; http/1.0 (answered as HTTP/1.x,
+    as nginx does) for a client offering that alone; else the no_application_protocol alert
+    (raised here, OpenSSL sends it), not Twisted's internal_error."""
+    protocol: Any = connection.get_app_data()
+    site = IProtocolNegotiationFactory(protocol.factory.wrappedFactory, None)
+    ours = list(site.acceptableProtocols()) if site is not None else [b"http/1.1"]
+    for name in (*ours, b"http/1.0"):
+        if name in offered:
+            return name
+    raise NoApplicationProtocol("no application protocol in common: the client offered "
+                                + ", ".join(repr(p) for p in offered))
+
+
 def build_context(settings: TLSSettings, verifier: ClientVerifier) -> SSL.Context:
     """A fresh, fully configured server context; never mutated after the first connection."""
     options = CertificateOptions(
@@ -106,6 +125,7 @@ def build_context(settings: TLSSettings, verifier: ClientVerifier) -> SSL.Contex
     )
     ctx = options.getContext()
     ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    ctx.set_alpn_select_callback(_select_alpn)
     _set_groups(ctx)
     mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
     if settings.client_cert is ClientCertMode.REQUIRE:

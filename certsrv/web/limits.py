@@ -377,9 +377,13 @@ class LimitedChannel(GenericHTTPChannelProtocol):  # type: ignore[misc]
         if settled is not None:  # the protocol is settled: straight to its channel
             settled.dataReceived(data)
             return
-        if (http_negotiated_protocol(self) is None and
-                getattr(http_channel(self).transport, "negotiatedProtocol", None) == b"h2"):
+        negotiated = getattr(http_channel(self).transport, "negotiatedProtocol", None)
+        if http_negotiated_protocol(self) is None and negotiated == b"h2":
             self._switch_to_h2()
+        elif negotiated == b"http/1.0":  # HTTP/1.x, which Twisted's own switch does not take
+            self._settled_channel = http_channel(self)
+            self._settled_channel.dataReceived(data)
+            return
         super().dataReceived(data)
         if http_negotiated_protocol(self) is not None:
             self._settled_channel = http_channel(self)

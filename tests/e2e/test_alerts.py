@@ -132,6 +132,25 @@ class RefusalAlertTests(_Certsrv):
     """Each refusal of certsrv's own reaches s_client and curl as its own alert."""
 
     @defer.inlineCallbacks
+    def test_no_application_protocol(self) -> Any:
+        """RFC 7301 3.2: no ALPN protocol in common is no_application_protocol (not Twisted's
+        internal_error); a client offering http/1.0 alone is served, as nginx serves it."""
+        port = self.certsrv()
+        with captured_events() as events:
+            out, err, _ = yield self.s_client(port, self.pki.client, "-alpn", "foo,h3")
+        text = (out + err).decode(errors="replace")
+        self.assertIn("alert no application protocol", text)
+        self.assertNotIn("HTTP/1.1", text)
+        rejected = [e for e in events if e.get("decision") == "rejected"]
+        self.assertEqual([e["reason"] for e in rejected], ["handshake_failed"])
+        self.assertIn("no application protocol in common: the client offered b'foo', b'h3'",
+                      rejected[0]["detail"])
+        out, err, code = yield self.curl(port, self.pki.client, "--http1.0", "-i")
+        self.assertTrue(out.startswith(b"HTTP/1.0 200 OK\r\n"), out + err)
+        out, err, code = yield self.curl(port, self.pki.client, "--http1.1", "-i")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out + err)
+
+    @defer.inlineCallbacks
     def test_revoked_by_crl_file(self) -> Any:
         revoked = self.pki.root.issue_client("crl-revoked")
         port = self.certsrv("--crl", self.crl("revoked.crl", revoked))
