@@ -15,6 +15,8 @@ from http.cookiejar import CookieJar
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 from treq._types import _NOTHING
 from treq.client import (
     HTTPClient,
@@ -26,6 +28,8 @@ from treq.response import _Response
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import _IEncodingResource
@@ -63,6 +67,7 @@ __all__ = [
     "set_verify",
     "switch_to_http2",
     "tls_finish_without_closing",
+    "tls_flush_receive",
     "tls_handshake_done",
     "tls_pending_output",
     "treq_agent",
@@ -152,7 +157,7 @@ def verify_error_text(errno: int) -> str:
 # -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
 
 # The private methods of TLSMemoryBIOProtocol that certsrv.tls.context._TLSProtocol overrides.
-TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished", "_flushSendBIO")
+TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished", "_flushSendBIO", "_flushReceiveBIO")
 
 
 def tls_handshake_done(protocol: Any) -> bool:
@@ -171,12 +176,43 @@ def tls_finish_without_closing(protocol: Any, reason: Any) -> None:
 
 def tls_pending_output(protocol: Any) -> bytes:
     """What OpenSSL has for the peer (up to 32 KiB, as Twisted's ``_flushSendBIO`` takes it);
-    b"" when nothing."""
-    try:
-        data: bytes = protocol._tlsConnection.bio_read(2**15)
-    except SSL.WantReadError:
+    b"" when nothing, asked without the WantReadError an empty read raises."""
+    connection = protocol._tlsConnection
+    if not _bio_pending(connection._from_ssl):
         return b""
+    data: bytes = connection.bio_read(2**15)
     return data
+
+
+def tls_flush_receive(protocol: Any) -> None:
+    """Twisted's ``TLSMemoryBIOProtocol._flushReceiveBIO``, asking OpenSSL for plaintext only
+    while it holds input not yet read (Twisted's loop ends on a WantReadError: an exception
+    per read)."""
+    connection = protocol._tlsConnection
+    received = connection._into_ssl
+    while not protocol._lostTLSConnection:
+        if not connection.pending() and not _bio_pending(received):
+            break
+        try:
+            data = connection.recv(2**15)
+        except SSL.WantReadError:
+            break
+        except SSL.ZeroReturnError:
+            protocol._shutdownTLS()
+            protocol._tlsShutdownFinished(None)
+        except SSL.Error:
+            protocol._tlsShutdownFinished(Failure())
+        else:
+            if not protocol._aborted:
+                ProtocolWrapper.dataReceived(protocol, data)
+    protocol._flushSendBIO()
+
+
+def _bio_pending(bio: Any) -> int:
+    """The bytes a memory BIO holds (BIO_get_mem_data, the only length query pyOpenSSL's
+    bindings have)."""
+    pending: int = _lib.BIO_get_mem_data(bio, _ffi.NULL)
+    return pending
 
 
 def send_now(transport: Any, data: bytes) -> None:

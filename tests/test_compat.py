@@ -30,7 +30,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.internet.testing import StringTransport
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
@@ -313,9 +313,15 @@ class OpenSSLTests(_CompatTestCase):
 # -- Twisted: the TLS transport ---------------------------------------------------------------
 
 
-def _tls_pair(greet: bool = True) -> tuple[Any, Any, Any]:
+class _FlushReceive(TLSMemoryBIOProtocol):
+    def _flushReceiveBIO(self) -> None:
+        _compat.tls_flush_receive(self)
+
+
+def _tls_pair(greet: bool = True, flush_receive: bool = False) -> tuple[Any, Any, Any]:
     """A server and a client TLS protocol connected in memory, and the pump between them
-    (``greet``: the handshake has run)."""
+    (``greet``: the handshake has run; ``flush_receive``: the server reads with
+    ``tls_flush_receive``)."""
     ca, server_cert, _ = _pki()
     server_options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(server_cert.private_key),
@@ -325,6 +331,8 @@ def _tls_pair(greet: bool = True) -> tuple[Any, Any, Any]:
     trust = Certificate(crypto.X509.from_cryptography(ca.certificate))
     server = TLSMemoryBIOFactory(server_options, False,
                                  protocol.Factory.forProtocol(protocol.Protocol))
+    if flush_receive:
+        server.protocol = _FlushReceive
     client = TLSMemoryBIOFactory(optionsForClientTLS("localhost", trust), True,
                                  protocol.Factory.forProtocol(protocol.Protocol))
     return connectedServerAndClient(lambda: server.buildProtocol(None),
@@ -384,6 +392,40 @@ class TwistedTLSTests(_CompatTestCase):
         server.getHandle().send(b"x")  # a record for the peer, left in the BIO
         self.assertGreater(len(_compat.tls_pending_output(server)), 1)
         self.assertEqual(_compat.tls_pending_output(server), b"")
+
+
+    def test_flush_receive(self) -> None:
+        """tls_flush_receive mirrors Twisted's loop, and delivers every record it holds."""
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        user = "tls_flush_receive, from certsrv.tls.context._TLSProtocol._flushReceiveBIO"
+        steps = set(TLSMemoryBIOProtocol._flushReceiveBIO.__code__.co_names)
+        for name in ("_lostTLSConnection", "_tlsConnection", "recv", "WantReadError",
+                     "ZeroReturnError", "_shutdownTLS", "_tlsShutdownFinished", "_aborted",
+                     "dataReceived", "_flushSendBIO"):
+            self.need(name in steps, f"TLSMemoryBIOProtocol._flushReceiveBIO's use of {name}",
+                      "Twisted", user)
+        server, client, pump = _tls_pair(flush_receive=True)
+        self.need(hasattr(server.getHandle(), "_into_ssl"), "SSL.Connection._into_ssl",
+                  "pyOpenSSL", user)
+        received: list[bytes] = []
+        server.wrappedProtocol.dataReceived = received.append
+        data = b"a" * 40_000 + b"b"  # four records, arriving in one read
+        sent = 0
+        while sent < len(data):  # partial writes: a record per send
+            sent += client.getHandle().send(data[sent:sent + 40_000])
+        while chunk := _compat.tls_pending_output(client):
+            client.transport.write(chunk)
+        pump.flush()
+        self.assertEqual(b"".join(received), b"a" * 40_000 + b"b")
+        self.assertGreater(len(received), 2)
+
+    def test_bio_pending(self) -> None:
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        self.need(_compat._bio_pending(connection._into_ssl) == 0, "BIO_get_mem_data",
+                  "pyOpenSSL (cryptography's bindings)", "tls_flush_receive")
+        connection.bio_write(b"12345")
+        self.assertEqual(_compat._bio_pending(connection._into_ssl), 5)
 
 
 class SendNowTests(_CompatTestCase):

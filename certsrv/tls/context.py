@@ -30,6 +30,7 @@ from certsrv._compat import (
     set_groups,
     set_verify,
     tls_finish_without_closing,
+    tls_flush_receive,
     tls_handshake_done,
     tls_pending_output,
 )
@@ -289,7 +290,10 @@ class _TLSProtocol(TLSMemoryBIOProtocol):  # type: ignore[misc]
         self._linger = clock.callLater(LINGER, transport.loseConnection)
         transport.loseWriteConnection()
 
-    # An override of a private method: listed in _compat.TLS_TRANSPORT_OVERRIDES.
+    # Overrides of private methods: listed in _compat.TLS_TRANSPORT_OVERRIDES.
+    def _flushReceiveBIO(self) -> None:
+        tls_flush_receive(self)
+
     def _flushSendBIO(self) -> None:
         data = tls_pending_output(self)
         if data and self.transport is not None:
