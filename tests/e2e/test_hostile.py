@@ -490,11 +490,14 @@ class LiveServerTests(SynchronousTestCase):
         self.assertEqual([e["decision"] for e in outcome.events], ["accepted"])
 
     def test_malformed_http_examples(self) -> None:
-        """Each of these gets a 4xx, or the connection closed, but never a 5xx or an error."""
+        """Each of these gets a 4xx (505 for an HTTP version other than 1.x), or the
+        connection closed, but never another 5xx or an error."""
         for request in _MALFORMED_REQUESTS:
             outcome = self.connect(self.pki.client, request)
             self.assertClean(outcome)
-            if outcome.status is not None:
+            if outcome.status == 505:
+                self.assertRegex(request.split(b"\r\n")[0], rb" HTTP/[02-9]", request)
+            elif outcome.status is not None:
                 self.assertTrue(400 <= outcome.status < 500, (request, outcome.status))
 
     # - client certificates with odd contents -
