@@ -93,7 +93,8 @@ class HTTP11Channel(HTTPChannel):
         self._after_cr = False
         self._handling = False
         self._advancing = False
-        self._paused = False
+        self._paused = False  # reading stopped until the queue is answered
+        self._write_blocked = False  # reading stopped until the transport's buffer drains
         self._stopped = False  # no further request is read (refused, or not persistent)
         self._refused = False
         self._draining = False
@@ -114,7 +115,8 @@ class HTTP11Channel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
             return
-        self.resetTimeout()
+        if self._parsing is not None or data.strip(b"\r\n"):
+            self.resetTimeout()  # not for empty lines between requests (llhttp skips them)
         try:
             if data.count(b"\n") != data.count(b"\r\n"):
                 self._feed_bare_lf(data)
@@ -194,7 +196,8 @@ class HTTP11Channel(HTTPChannel):
         self._head_bytes += len(name) + 2 + len(value)
         if value and value[-1] in b" \t":
             value = value.rstrip(b" \t")  # llhttp strips leading whitespace only
-        message.fields.append((name, value))
+        if not message.head_done:  # a trailer field is counted, then discarded (as by Twisted)
+            message.fields.append((name, value))
         if len(message.fields) > self._max_headers:
             self._refuse_in_turn(431, LimitReason.TOO_MANY_HEADERS,
                                  f"more than {self.limits.max_headers} header fields")
@@ -202,6 +205,8 @@ class HTTP11Channel(HTTPChannel):
         if self._head_bytes > self._max_header_bytes:
             self._too_large()
             raise _Stop()
+        if message.head_done:
+            return
         size = len(name)
         if size == 10 and name.lower() == b"connection":
             if b"close" in _tokens(value):
@@ -250,11 +255,18 @@ class HTTP11Channel(HTTPChannel):
         else:
             self._enqueue(message)
 
+    def on_chunk_header(self) -> None:
+        # Until data follows, this may be the last chunk, whose trailer fields llhttp buffers
+        # as it does a head's: the backstop counts them (the head's fields are counted too).
+        self._in_head = True
+        self._head_raw = 0
+
     def on_body(self, data: bytes) -> None:
         message = self._parsing
         assert message is not None
         if self._stopped:
             raise _Stop()
+        self._in_head = False
         if message.remaining is not None:
             message.remaining -= len(data)
         if message.request is not None:
@@ -273,6 +285,7 @@ class HTTP11Channel(HTTPChannel):
             raise _Stop()
         self._parsing = None
         self._phase = None
+        self._in_head = False
         self._cancel_deadline()
         message.complete = True
         if not message.persistent:
@@ -357,7 +370,18 @@ class HTTP11Channel(HTTPChannel):
             self._queued_bytes = 0
             if self._paused:
                 self._paused = False
-                network_producer(self).resumeProducing()
+                if not self._write_blocked:
+                    network_producer(self).resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self._write_blocked = True  # the transport's buffer is full: reading stops too
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._write_blocked = False
+        super().resumeProducing()
+        if self._paused:
+            network_producer(self).pauseProducing()  # reading still waits for the queue
 
     def getPeer(self) -> Any:
         """The peer's address, asked of the transport once (each request asks for it)."""
@@ -397,9 +421,10 @@ class HTTP11Channel(HTTPChannel):
             self.loseConnection()
 
     def timeoutConnection(self) -> None:
-        if self.requests or self._queue:
+        if not self.idle:
             # Idle means no request: one being answered keeps the connection (one timer
-            # per connection, re-armed here, rather than one per request).
+            # per connection, re-armed here, rather than one per request), one arriving
+            # has its own deadline.
             self.setTimeout(self.timeOut)
             return
         super().timeoutConnection()
@@ -428,6 +453,11 @@ class HTTP11Channel(HTTPChannel):
     def _expired(self, phase: str) -> None:
         self._deadline = None
         seconds = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
+        if self._handling or self._queue:
+            # An earlier request is still answered (and reading may be paused for it): the
+            # refusal would go out before its answer, so this request gets more time.
+            self._deadline = self.callLater(seconds, partial(self._expired, phase))
+            return
         self._refuse(408, LimitReason.REQUEST_TIMEOUT,
                      f"request {phase} not received within {seconds} s")
 
@@ -457,6 +487,8 @@ class HTTP11Channel(HTTPChannel):
         """Close once what is written is sent; a peer that never completes the close (TLS
         close_notify, or reading at all) is cut off after ``abortTimeout`` seconds."""
         self._stopped = True
+        self._phase = None
+        self._cancel_deadline()  # nothing is written after the close
         super().loseConnection()
         transport: Any = self.transport
         if self._abort is None and transport is not None:

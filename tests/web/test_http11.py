@@ -183,6 +183,41 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(_statuses(transport.value()), [200, 200, 400])
         self.assertTrue(transport.disconnecting)
 
+    def test_trailer_fields_are_not_headers(self) -> None:
+        """Trailer fields are discarded, whether the request waited in the queue or not."""
+        chunked = (b"POST /1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"1\r\na\r\n0\r\nX-SSL-Client-Cert: forged\r\nHost: other\r\n"
+                   b"Connection: close\r\n\r\n")
+        for hold in (False, True):
+            root = _Record(hold=hold)
+            channel, transport = _connect(root)
+            channel.dataReceived(b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n" + chunked)
+            while hold and len(root.held) < 2:
+                root.held[-1].finish()
+            self.assertEqual(root.seen[1][3], [(b"host", b"h"), (b"transfer-encoding", b"chunked")])
+            self.assertEqual(root.seen[1][4], b"a")
+            self.assertFalse(transport.disconnecting)
+
+    def test_transport_flow_control_keeps_the_queue_bound(self) -> None:
+        """The transport's buffer draining does not resume reading past the queue bound, nor
+        the queue being answered while the transport's buffer is full."""
+        root = _Record(hold=True)
+        channel, transport = _connect(root)
+        channel.dataReceived(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i
+                                      for i in range(40)))
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.pauseProducing()  # the transport's buffer fills, then drains
+        transport.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.pauseProducing()
+        while len(root.held) < 40:
+            root.held[-1].finish()
+        root.held[-1].finish()
+        self.assertEqual(transport.producerState, "paused")  # the queue is answered
+        transport.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(_statuses(transport.value()), [200] * 40)
+
     def test_queued_body_over_the_limit(self) -> None:
         root = _Record(hold=True)
         channel, transport = _connect(root, Limits(max_body_bytes=10))
@@ -259,6 +294,26 @@ class RefusalTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+    def test_trailer_never_ending(self) -> None:
+        """A trailer field that never ends is refused like a head's, at the backstop; a large
+        chunk of data is not a trailer."""
+        limits = Limits(max_header_bytes=1024)
+        channel, transport = _connect(_Record(), limits)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                             b"\r\n1\r\na\r\n0\r\nX: ")
+        for _ in range(100):
+            channel.dataReceived(b"a" * 1000)
+        self.assertEqual(_statuses(transport.value()), [431])
+        self.assertTrue(transport.disconnecting)
+        channel, transport = _connect(_Record(), limits)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                             b"\r\n30d40\r\n")
+        for _ in range(200):
+            channel.dataReceived(b"a" * 1000)
+        channel.dataReceived(b"\r\n0\r\nX: 1\r\n\r\n")
+        self.assertEqual(_statuses(transport.value()), [200])
+
+
 class TimeoutTests(SynchronousTestCase):
     """The idle timeout counts from the last answer, not while a request is answered."""
 
@@ -271,6 +326,33 @@ class TimeoutTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         root.held[0].finish()
         clock.pump([5] * 4)
+        self.assertTrue(transport.disconnecting)
+
+
+    def test_deadline_waits_for_earlier_answer(self) -> None:
+        """A pipelined request incomplete past its deadline is refused after the answer
+        before it, never inside it."""
+        clock = task.Clock()
+        root = _Record(hold=True)
+        channel, transport = _connect(root, Limits(header_timeout=20), clock)
+        channel.dataReceived(b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\nGET /1 HTTP/1.1\r\nHo")
+        clock.advance(45)
+        self.assertEqual(_statuses(transport.value()), [200])
+        self.assertFalse(transport.disconnecting)
+        root.held[0].finish()
+        self.assertTrue(transport.value().endswith(b"\r\n0\r\n\r\n"))
+        clock.advance(20)
+        self.assertEqual(_statuses(transport.value()), [200, 408])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(root.seen), 1)
+
+    def test_empty_lines_do_not_keep_alive(self) -> None:
+        clock = task.Clock()
+        channel, transport = _connect(_Record(), Limits(idle_timeout=10), clock)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        for _ in range(3):
+            clock.advance(4)
+            channel.dataReceived(b"\r\n")
         self.assertTrue(transport.disconnecting)
 
 
