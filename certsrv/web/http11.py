@@ -250,9 +250,11 @@ class HTTP11Channel(HTTPChannel):
         message.remaining = message.length or None
         self._phase = "body" if message.length != 0 else None
         self._cancel_deadline()
-        if not self.requests and not self._queue:
+        if not self.requests and not self._queue and not self._write_blocked:
             self._open(message)
         else:
+            # Behind another, or while the peer does not read its answers: waits its turn
+            # (so a read of many small requests cannot heap up answers nobody takes).
             self._enqueue(message)
 
     def on_chunk_header(self) -> None:
@@ -355,7 +357,8 @@ class HTTP11Channel(HTTPChannel):
             return  # a request dispatched below finished at once: the loop goes on
         self._advancing = True
         try:
-            while self._queue and not self.requests and not self._refused:
+            while (self._queue and not self.requests and not self._refused
+                   and not self._write_blocked):
                 message = self._queue.popleft()
                 self._queued_bytes -= message.body_bytes
                 if message.refusal is not None:
@@ -382,6 +385,8 @@ class HTTP11Channel(HTTPChannel):
         super().resumeProducing()
         if self._paused:
             network_producer(self).pauseProducing()  # reading still waits for the queue
+        if not self.requests and self.transport is not None:
+            self._advance()  # requests queued while the peer was not reading
 
     def getPeer(self) -> Any:
         """The peer's address, asked of the transport once (each request asks for it)."""

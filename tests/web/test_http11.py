@@ -170,6 +170,20 @@ class PipeliningTests(SynchronousTestCase):
         root.held[-1].finish()
         self.assertEqual(_statuses(transport.value()), [200] * 60)
 
+    def test_not_answered_while_the_peer_does_not_read(self) -> None:
+        """Requests arriving while the transport's buffer is full wait, unanswered, until it
+        drains: a read of many small requests cannot heap up answers nobody takes."""
+        root = _Record()
+        channel, transport = _connect(root)
+        channel.dataReceived(b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n")
+        transport.producer.pauseProducing()  # as TCP does when its buffer is full
+        channel.dataReceived(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i
+                                      for i in range(1, 6)))
+        self.assertEqual([s[1] for s in root.seen], [b"/0"])
+        transport.producer.resumeProducing()
+        self.assertEqual([s[1] for s in root.seen], [b"/%d" % i for i in range(6)])
+        self.assertEqual(_statuses(transport.value()), [200] * 6)
+
     def test_refusal_waits_for_earlier_answers(self) -> None:
         """A malformed request after a held one is refused after it is answered."""
         root = _Record(hold=True)
@@ -210,12 +224,14 @@ class PipeliningTests(SynchronousTestCase):
         transport.producer.resumeProducing()
         self.assertEqual(transport.producerState, "paused")
         transport.producer.pauseProducing()
+        root.held[-1].finish()
+        self.assertEqual(len(root.held), 1)  # the next waits for the buffer to drain
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()
         while len(root.held) < 40:
             root.held[-1].finish()
         root.held[-1].finish()
-        self.assertEqual(transport.producerState, "paused")  # the queue is answered
-        transport.producer.resumeProducing()
-        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.producerState, "producing")  # the queue is answered
         self.assertEqual(_statuses(transport.value()), [200] * 40)
 
     def test_queued_body_over_the_limit(self) -> None:
