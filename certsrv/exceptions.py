@@ -357,7 +357,9 @@ _LIMIT_SENTENCES: dict[LimitReason, str] = {
                                    "--handshake-timeout",
     LimitReason.REQUEST_TIMEOUT: "the request's headers or body did not arrive within "
                                  "--header-timeout or --body-timeout",
-    LimitReason.BAD_REQUEST: "the request line or a header field contains a bare CR",
+    LimitReason.BAD_REQUEST: "the request is not valid HTTP/1.1 (a bare CR, a malformed line, "
+                             "field or length, a method, transfer coding or version not "
+                             "served)",
     LimitReason.HEADERS_TOO_LARGE: "the request line and headers are larger than "
                                    "--max-header-bytes",
     LimitReason.TOO_MANY_HEADERS: "the request has more header fields than --max-headers",

@@ -243,6 +243,8 @@ class ClientVerifier:
         self._identities: dict[tuple[x509.Certificate, float | None, frozenset[str]],
                                ClientIdentity] = {}
         self._plans: dict[tuple[tuple[int, x509.Certificate], ...], Plan] = {}
+        self._policy_outcomes: dict[tuple[x509.Certificate, ...],
+                                    frozenset[str] | PolicyRefusal] = {}
 
     def attach(self, settings: TLSSettings) -> None:
         """Remember the TLS settings this verifier serves with (their CAs and depth)."""
@@ -341,8 +343,15 @@ class ClientVerifier:
         # carry. Not OpenSSL's policy checking: with CRLs it checks their issuers' paths too,
         # and refuses valid chains.
         depths = sorted(state.chain, reverse=True)
-        path = [state.chain[0]] if state.pinned else [state.chain[d] for d in depths[1:]]
-        outcome = valid_policies(path, self.policies)
+        path = ((state.chain[0],) if state.pinned
+                else tuple(state.chain[d] for d in depths[1:]))
+        # The outcome depends only on the path (and this verifier's settings).
+        outcome = self._policy_outcomes.get(path)
+        if outcome is None:
+            outcome = valid_policies(path, self.policies)
+            if len(self._policy_outcomes) >= _MEMO_SIZE:
+                self._policy_outcomes.clear()
+            self._policy_outcomes[path] = outcome
         if isinstance(outcome, PolicyRefusal):
             reason = Reason.INVALID_POLICY if outcome.invalid else Reason.NO_ACCEPTABLE_POLICY
             return RejectedCertificate(reason, outcome.detail, state.chain.get(outcome.depth),
