@@ -392,6 +392,10 @@ class TwistedTLSTests(_CompatTestCase):
         server.getHandle().send(b"x")  # a record for the peer, left in the BIO
         self.assertGreater(len(_compat.tls_pending_output(server)), 1)
         self.assertEqual(_compat.tls_pending_output(server), b"")
+        for _ in range(3):  # records beyond Twisted's 32 KiB read: all taken at once
+            server.getHandle().send(b"x" * 2**14)
+        self.assertGreater(len(_compat.tls_pending_output(server)), 3 * 2**14)
+        self.assertEqual(_compat.tls_pending_output(server), b"")
 
 
     def test_flush_receive(self) -> None:
