@@ -68,6 +68,27 @@ class BatchTests(SynchronousTestCase):
         pump.flush()
 
 
+class CloseNotifyTests(SynchronousTestCase):
+    """A client's close_notify ends what it sends, not what it is owed."""
+
+    def test_answer_to_a_request_read_with_the_close_notify(self) -> None:
+        """A request and the client's close_notify in one read (TLS half-close, as Go's
+        CloseWrite does): the answer goes out before the server's own close_notify."""
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol, client_tls_options, make_server_factory
+
+        pki = shared_pki()
+        clock = clock_at_now()
+        factory = make_server_factory(pki.settings(), clock=clock)
+        http = HTTPClientProtocol(b"")
+        client, _, pump = open_in_memory(factory, client_tls_options(pki, pki.client), http)
+        client.write(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        client.loseConnection()  # the request, then close_notify: one read for the server
+        pump.flush()
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200 OK\r\n"), http.received)
+        self.assertIn(b"CN=alice", http.received)
+
+
 def _named_roots(count: int) -> tuple[Any, ...]:
     """``count`` self-signed CA certificates with long names (one key: only names count)."""
     import datetime
