@@ -157,7 +157,8 @@ def verify_error_text(errno: int) -> str:
 # -- Twisted: the TLS transport (twisted.protocols.tls) -------------------------------------
 
 # The private methods of TLSMemoryBIOProtocol that certsrv.tls.context._TLSProtocol overrides.
-TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished", "_flushSendBIO", "_flushReceiveBIO")
+TLS_TRANSPORT_OVERRIDES = ("_tlsShutdownFinished", "_shutdownTLS", "_flushSendBIO",
+                           "_flushReceiveBIO")
 
 
 def tls_handshake_done(protocol: Any) -> bool:
@@ -175,12 +176,15 @@ def tls_finish_without_closing(protocol: Any, reason: Any) -> None:
 
 
 def tls_pending_output(protocol: Any) -> bytes:
-    """What OpenSSL has for the peer (up to 32 KiB, as Twisted's ``_flushSendBIO`` takes it);
-    b"" when nothing, asked without the WantReadError an empty read raises."""
+    """All OpenSSL has for the peer; b"" when nothing, asked without the WantReadError an
+    empty read raises. (Twisted's ``_flushSendBIO`` takes 32 KiB: a larger handshake flight,
+    such as a CertificateRequest naming many CAs, would wait for the client, which waits
+    for it.)"""
     connection = protocol._tlsConnection
-    if not _bio_pending(connection._from_ssl):
+    pending = _bio_pending(connection._from_ssl)
+    if not pending:
         return b""
-    data: bytes = connection.bio_read(2**15)
+    data: bytes = connection.bio_read(pending)
     return data
 
 

@@ -335,8 +335,10 @@ def _tls_pair(greet: bool = True, flush_receive: bool = False) -> tuple[Any, Any
         server.protocol = _FlushReceive
     client = TLSMemoryBIOFactory(optionsForClientTLS("localhost", trust), True,
                                  protocol.Factory.forProtocol(protocol.Protocol))
-    return connectedServerAndClient(lambda: server.buildProtocol(None),
-                                    lambda: client.buildProtocol(None), greet=greet)
+    # connectedServerAndClient returns the client first.
+    client_side, server_side, pump = connectedServerAndClient(
+        lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), greet=greet)
+    return server_side, client_side, pump
 
 
 class TwistedTLSTests(_CompatTestCase):
@@ -392,6 +394,10 @@ class TwistedTLSTests(_CompatTestCase):
         server.getHandle().send(b"x")  # a record for the peer, left in the BIO
         self.assertGreater(len(_compat.tls_pending_output(server)), 1)
         self.assertEqual(_compat.tls_pending_output(server), b"")
+        for _ in range(3):  # records beyond Twisted's 32 KiB read: all taken at once
+            server.getHandle().send(b"x" * 2**14)
+        self.assertGreater(len(_compat.tls_pending_output(server)), 3 * 2**14)
+        self.assertEqual(_compat.tls_pending_output(server), b"")
 
 
     def test_flush_receive(self) -> None:
@@ -419,6 +425,27 @@ class TwistedTLSTests(_CompatTestCase):
         pump.flush()
         self.assertEqual(b"".join(received), b"a" * 40_000 + b"b")
         self.assertGreater(len(received), 2)
+
+    def test_flush_receive_odd_records(self) -> None:
+        """Through tls_flush_receive: data read with the client's Finished, and one-byte
+        records arriving a byte at a time, all delivered as they complete."""
+        server, client, pump = _tls_pair(greet=False, flush_receive=True)
+        received: list[bytes] = []
+        server.wrappedProtocol.dataReceived = received.append
+        # Held until the handshake is done, then sent with the client's Finished (one read);
+        # written past BufferingTLSTransport's aggregation, which waits for a reactor turn.
+        TLSMemoryBIOProtocol.write(client, b"first")
+        pump.flush()
+        self.assertTrue(_compat.tls_handshake_done(server))
+        self.assertEqual(received, [b"first"])
+        stream = b""
+        for byte in b"0123456789":
+            client.getHandle().send(bytes([byte]))
+            stream += _compat.tls_pending_output(client)
+        for i in range(len(stream)):
+            server.dataReceived(stream[i:i + 1])
+        self.assertEqual(b"".join(received), b"first0123456789")
+        self.assertEqual(len(received), 11)
 
     def test_bio_pending(self) -> None:
         connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)

@@ -291,6 +291,12 @@ class _TLSProtocol(TLSMemoryBIOProtocol):  # type: ignore[misc]
         transport.loseWriteConnection()
 
     # Overrides of private methods: listed in _compat.TLS_TRANSPORT_OVERRIDES.
+    def _shutdownTLS(self) -> None:
+        if not self.disconnecting:
+            # The client's close_notify, read with requests: their answers go before ours.
+            self._send_out()
+        super()._shutdownTLS()
+
     def _flushReceiveBIO(self) -> None:
         tls_flush_receive(self)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from certsrv.server.build import build_site
@@ -64,3 +66,72 @@ class BatchTests(SynchronousTestCase):
         self.assertTrue(http.received.endswith(b"ab"), http.received)
         client.loseConnection()
         pump.flush()
+
+
+class CloseNotifyTests(SynchronousTestCase):
+    """A client's close_notify ends what it sends, not what it is owed."""
+
+    def test_answer_to_a_request_read_with_the_close_notify(self) -> None:
+        """A request and the client's close_notify in one read (TLS half-close, as Go's
+        CloseWrite does): the answer goes out before the server's own close_notify."""
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol, client_tls_options, make_server_factory
+
+        pki = shared_pki()
+        clock = clock_at_now()
+        factory = make_server_factory(pki.settings(), clock=clock)
+        http = HTTPClientProtocol(b"")
+        client, _, pump = open_in_memory(factory, client_tls_options(pki, pki.client), http)
+        client.write(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        client.loseConnection()  # the request, then close_notify: one read for the server
+        pump.flush()
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200 OK\r\n"), http.received)
+        self.assertIn(b"CN=alice", http.received)
+
+
+def _named_roots(count: int) -> tuple[Any, ...]:
+    """``count`` self-signed CA certificates with long names (one key: only names count)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    roots = []
+    for i in range(count):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Extra root {i}"),
+                          *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60)
+                            for _ in range(10))])
+        roots.append(x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(key.public_key()).serial_number(i + 1)
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(key, hashes.SHA256()))
+    return tuple(roots)
+
+
+class LargeFlightTests(SynchronousTestCase):
+    """The server's handshake flight leaves whole, however large."""
+
+    def test_certificate_request_naming_many_cas(self) -> None:
+        """CA names beyond 32 KiB in the CertificateRequest: sent in full, not left in
+        OpenSSL until the client (which waits for them) sends something."""
+        import dataclasses
+
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol, client_tls_options, make_server_factory
+
+        pki = shared_pki()
+        extra = _named_roots(60)
+        self.assertGreater(sum(len(c.subject.public_bytes()) for c in extra), 2**15)
+        settings = pki.settings()
+        settings = dataclasses.replace(settings, roots=settings.roots + extra)
+        factory = make_server_factory(settings, clock=clock_at_now())
+        http = HTTPClientProtocol(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n"
+                                  b"Connection: close\r\n\r\n")
+        open_in_memory(factory, client_tls_options(pki, pki.client), http)
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 200 OK\r\n"), http.received)
