@@ -188,14 +188,15 @@ def tls_pending_output(protocol: Any) -> bytes:
     return data
 
 
-def tls_flush_receive(protocol: Any) -> None:
+def tls_flush_receive(protocol: Any, to_the_end: bool = False) -> None:
     """Twisted's ``TLSMemoryBIOProtocol._flushReceiveBIO``, asking OpenSSL for plaintext only
     while it holds input not yet read (Twisted's loop ends on a WantReadError: an exception
-    per read)."""
+    per read). ``to_the_end`` (the connection is lost): read until OpenSSL says why it ends,
+    so a close without close_notify is reported as the truncation it is."""
     connection = protocol._tlsConnection
     received = connection._into_ssl
     while not protocol._lostTLSConnection:
-        if not connection.pending() and not _bio_pending(received):
+        if not to_the_end and not connection.pending() and not _bio_pending(received):
             break
         try:
             data = connection.recv(2**15)

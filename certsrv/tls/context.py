@@ -298,7 +298,7 @@ class _TLSProtocol(TLSMemoryBIOProtocol):  # type: ignore[misc]
         super()._shutdownTLS()
 
     def _flushReceiveBIO(self) -> None:
-        tls_flush_receive(self)
+        tls_flush_receive(self, to_the_end=self._closing)  # closing: connectionLost reads
 
     def _flushSendBIO(self) -> None:
         data = tls_pending_output(self)

@@ -89,6 +89,28 @@ class CloseNotifyTests(SynchronousTestCase):
         self.assertIn(b"CN=alice", http.received)
 
 
+    def test_close_without_close_notify_is_a_truncation(self) -> None:
+        """A peer gone without close_notify is a connection lost, not closed cleanly (the last
+        read asks OpenSSL, which sees the unexpected EOF, as Twisted's own loop does)."""
+        from twisted.internet.error import ConnectionLost
+
+        from certsrv.testing import open_in_memory
+        from tests._support import HTTPClientProtocol, client_tls_options, make_server_factory
+
+        pki = shared_pki()
+        factory = make_server_factory(pki.settings(), clock=clock_at_now())
+        client, server, pump = open_in_memory(factory, client_tls_options(pki, pki.client),
+                                              HTTPClientProtocol(b""))
+        reasons: list[Any] = []
+        channel = server.wrappedProtocol
+        lost = channel.connectionLost
+        channel.connectionLost = lambda reason: (reasons.append(reason), lost(reason))
+        client.transport.loseConnection()  # TCP closed, no close_notify
+        pump.flush()
+        self.assertEqual(len(reasons), 1)
+        self.assertTrue(reasons[0].check(ConnectionLost), reasons[0])
+
+
 def _named_roots(count: int) -> tuple[Any, ...]:
     """``count`` self-signed CA certificates with long names (one key: only names count)."""
     import datetime
