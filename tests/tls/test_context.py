@@ -68,6 +68,49 @@ class BatchTests(SynchronousTestCase):
         pump.flush()
 
 
+class TurnFlusherTests(SynchronousTestCase):
+    """Under a reactor, the answers of every connection read in one turn leave together at
+    the start of the next; under a clock without turns, at the end of each read."""
+
+    class _Gathering:
+        def __init__(self, name: str, sent: list[str]) -> None:
+            self.name, self.sent, self.flush_waiting = name, sent, False
+
+        def send_gathered(self) -> None:
+            self.sent.append(self.name)
+
+    def test_one_call_per_turn_in_read_order(self) -> None:
+        from twisted.internet.task import Clock
+
+        from certsrv.tls.context import TurnFlusher
+
+        clock = Clock()
+        flusher = TurnFlusher(clock)
+        sent: list[str] = []
+        first, second = self._Gathering("first", sent), self._Gathering("second", sent)
+        for protocol in (first, second, first):
+            flusher.add(protocol)  # type: ignore[arg-type]
+        self.assertEqual((sent, len(clock.getDelayedCalls())), ([], 1))
+        clock.advance(0)
+        self.assertEqual(sent, ["first", "second"])
+        self.assertFalse(first.flush_waiting or second.flush_waiting)
+        flusher.add(first)  # type: ignore[arg-type]
+        clock.advance(0)
+        self.assertEqual(sent, ["first", "second", "first"])
+
+    def test_only_under_a_reactor(self) -> None:
+        from twisted.internet import reactor
+
+        from certsrv.tls.context import TLSFactory, TurnFlusher
+
+        pki = shared_pki()
+        site = build_site(ClientVerifier(clock_at_now()))
+        with_clock = TLSFactory(ServerTLS(pki.settings(), ClientVerifier(clock_at_now())), site)
+        self.assertIsNone(with_clock.flusher)
+        with_reactor = TLSFactory(ServerTLS(pki.settings(), ClientVerifier(reactor)), site)
+        self.assertIsInstance(with_reactor.flusher, TurnFlusher)
+
+
 class CloseNotifyTests(SynchronousTestCase):
     """A client's close_notify ends what it sends, not what it is owed."""
 
