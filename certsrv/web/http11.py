@@ -306,12 +306,11 @@ class HTTP11Channel(HTTPChannel):
         for name, value in message.fields:
             add(name, value)
         request.parseCookies()
-        self.persistent = self.checkPersistence(request, message.version)
+        # Persistence as parsed (version, Connection tokens, upgrade), unless draining.
+        self.persistent = message.persistent and not self._draining
+        if not self.persistent and (self._draining or message.version == b"HTTP/1.1"):
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         length = message.length
-        if not message.persistent:
-            self.persistent = False
-            if message.version == b"HTTP/1.1":
-                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         if ((length is not None and length > self.limits.max_body_bytes)
                 or message.body_bytes > self.limits.max_body_bytes):
             self.refuse_body()  # before the body, and before any 100 Continue
@@ -407,12 +406,6 @@ class HTTP11Channel(HTTPChannel):
         self.transport.write(b"".join(lines))  # type: ignore[union-attr]
 
     # -- persistence, deadlines, refusals --------------------------------------------------
-
-    def checkPersistence(self, request: Any, version: bytes) -> bool:
-        if self._draining:
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-            return False
-        return bool(super().checkPersistence(request, version))
 
     def drain(self) -> None:
         """Close the connection gracefully: at once when kept alive idle, else once answered."""
@@ -510,8 +503,8 @@ class HTTP11Channel(HTTPChannel):
 
 
 def _tokens(value: bytes) -> list[bytes]:
-    """The lowercased tokens of a comma-separated field value."""
-    return [token.strip(b" \t") for token in value.lower().split(b",")]
+    """The lowercased tokens of a field value, split at commas and whitespace."""
+    return value.lower().replace(b",", b" ").split()
 
 
 def _content_length(fields: list[tuple[bytes, bytes]]) -> int | None:
